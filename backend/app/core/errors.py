@@ -111,7 +111,9 @@ class ServiceUnavailable(AppError):
     code = "service_unavailable"
     message = "Temporarily unavailable; retry shortly."
 
-    def __init__(self, message: str | None = None, *, code: str | None = None, retry_after_s: int = 1) -> None:
+    def __init__(
+        self, message: str | None = None, *, code: str | None = None, retry_after_s: int = 1
+    ) -> None:
         super().__init__(message, code=code, headers={"Retry-After": str(retry_after_s)})
 
 
@@ -203,9 +205,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def on_unexpected(_: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error", exc_info=exc)
-        return JSONResponse(
-            error_payload(AppError.code, AppError.message), status_code=500
-        )
+        return JSONResponse(error_payload(AppError.code, AppError.message), status_code=500)
 
     app.add_exception_handler(AppError, on_app_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)

@@ -11,7 +11,13 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Values copied from documentation or `.env.example` that must never run in production.
 _PLACEHOLDER_SECRETS = frozenset(
-    {"", "changeme", "change-me", "secret", "your-super-secret-jwt-token-with-at-least-32-characters-long"}
+    {
+        "",
+        "changeme",
+        "change-me",
+        "secret",
+        "your-super-secret-jwt-token-with-at-least-32-characters-long",
+    }
 )
 
 
@@ -26,12 +32,12 @@ class LLMProviderName(StrEnum):
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(
-        env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True
-    )
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True)
 
     app_env: Environment = Environment.development
     log_level: str = "INFO"
+    # SIGTERM: stop accepting, let in-flight requests and streams finish this long.
+    shutdown_grace_s: Annotated[float, Field(ge=0, le=600)] = 20.0
 
     # --- database -----------------------------------------------------------------------
     database_url: SecretStr | None = None
@@ -55,6 +61,26 @@ class Settings(BaseSettings):
     session_store_max_avatars: Annotated[int, Field(ge=1)] = 10_000
     session_store_max_conversations: Annotated[int, Field(ge=1)] = 10_000
 
+    # --- LLM ------------------------------------------------------------------------------
+    llm_provider: LLMProviderName | None = None  # default: openai if LLM_BASE_URL/KEY set
+    llm_base_url: str | None = None
+    llm_api_key: SecretStr | None = None
+    llm_model: str = "gpt-4o-mini"
+    llm_timeout_s: Annotated[float, Field(gt=0, le=600)] = 30.0
+    llm_stall_timeout_s: Annotated[float, Field(gt=0, le=600)] = 20.0
+    llm_max_retries: Annotated[int, Field(ge=0, le=5)] = 2
+    llm_max_tokens: Annotated[int, Field(ge=1, le=32_000)] = 1024
+    offline_llm_chunk_delay_ms: Annotated[int, Field(ge=0, le=5000)] = 20
+
+    # --- chat -----------------------------------------------------------------------------
+    chat_window_messages: Annotated[int, Field(ge=0, le=200)] = 20
+    chat_turn_deadline_s: Annotated[float, Field(gt=0, le=3600)] = 120.0
+
+    # --- abuse limits (held in Postgres, so they hold across workers) --------------------
+    rate_limit_sends_per_minute: Annotated[int, Field(ge=0)] = 30  # 0 disables
+    max_concurrent_streams: Annotated[int, Field(ge=0)] = 3  # per user; 0 disables
+    max_body_bytes: Annotated[int, Field(ge=1024)] = 65_536
+
     @model_validator(mode="after")
     def _refuse_placeholders_in_production(self) -> Settings:
         if self.app_env is Environment.production:
@@ -64,9 +90,7 @@ class Settings(BaseSettings):
             if secret is not None and secret.get_secret_value() in _PLACEHOLDER_SECRETS:
                 raise ValueError("SUPABASE_JWT_SECRET holds a placeholder value")
             if secret is None and self.supabase_url is None:
-                raise ValueError(
-                    "set SUPABASE_URL (JWKS) and/or SUPABASE_JWT_SECRET (HS256) in production"
-                )
+                raise ValueError("set SUPABASE_URL (JWKS) and/or SUPABASE_JWT_SECRET (HS256) in production")
         return self
 
     @property
@@ -76,6 +100,14 @@ class Settings(BaseSettings):
     @property
     def should_migrate_on_start(self) -> bool:
         return self.embedded if self.migrate_on_start is None else self.migrate_on_start
+
+    @property
+    def resolved_llm_provider(self) -> LLMProviderName:
+        if self.llm_provider is not None:
+            return self.llm_provider
+        if self.llm_base_url or self.llm_api_key is not None:
+            return LLMProviderName.openai
+        return LLMProviderName.offline
 
     @property
     def jwt_issuer(self) -> str | None:

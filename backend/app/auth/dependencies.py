@@ -1,0 +1,31 @@
+"""`CurrentUser`: the verified claims of the request's bearer token."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from app.auth.claims import Claims
+from app.core.errors import Unauthorized
+from app.core.state import State
+
+# auto_error=False: a missing token must get our error shape and WWW-Authenticate.
+_bearer = HTTPBearer(
+    auto_error=False,
+    scheme_name="SupabaseAccessToken",
+    description="A Supabase Auth access token (the session's access_token).",
+)
+
+
+async def current_user(
+    state: State,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Claims:
+    if credentials is None:
+        raise Unauthorized("Send Authorization: Bearer <Supabase access token>.", code="missing_token")
+    return await state.verifier.verify(credentials.credentials)
+
+
+CurrentUser = Annotated[Claims, Depends(current_user)]

@@ -1,0 +1,105 @@
+"""Avatar routes: HTTP in, service call, HTTP out."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header, Response, status
+
+from app.auth.dependencies import CurrentUser
+from app.avatars.schemas import AvatarCreate, AvatarRead, AvatarUpdate, PersonaUpdateRequest
+from app.avatars.service import AvatarService
+from app.core.errors import (
+    Conflict,
+    Forbidden,
+    NotFound,
+    PreconditionFailed,
+    ServiceUnavailable,
+    Unauthorized,
+    ValidationFailed,
+    responses,
+)
+from app.core.http import etag, parse_if_match
+from app.core.state import State
+
+router = APIRouter(prefix="/avatars", tags=["avatars"])
+
+_IF_MATCH_DOC = (
+    'Only apply the change if the avatar is still at this version (its ETag, e.g. "3"); 412 otherwise.'
+)
+IfMatch = Annotated[str | None, Header(description=_IF_MATCH_DOC, max_length=1024)]
+_COMMON = (Unauthorized, Forbidden, ValidationFailed, ServiceUnavailable)
+
+
+def get_service(state: State) -> AvatarService:
+    return AvatarService(state.db, state.store)
+
+
+Service = Annotated[AvatarService, Depends(get_service)]
+
+
+def _with_etag(response: Response, avatar: AvatarRead) -> AvatarRead:
+    response.headers["ETag"] = etag(avatar.version)
+    return avatar
+
+
+@router.post(
+    "/me",
+    status_code=status.HTTP_201_CREATED,
+    responses=responses(*_COMMON, Conflict),
+    summary="Create my avatar",
+)
+async def create_avatar(
+    body: AvatarCreate, user: CurrentUser, service: Service, response: Response
+) -> AvatarRead:
+    avatar = await service.create(user, body)
+    response.headers["Location"] = "/avatars/me"
+    return _with_etag(response, avatar)
+
+
+@router.get("/me", responses=responses(*_COMMON, NotFound), summary="My avatar")
+async def get_avatar(user: CurrentUser, service: Service, response: Response) -> AvatarRead:
+    return _with_etag(response, await service.get(user))
+
+
+@router.patch(
+    "/me",
+    responses=responses(*_COMMON, NotFound, PreconditionFailed),
+    summary="Change my avatar's name, personality or backstory",
+)
+async def update_avatar(
+    body: AvatarUpdate,
+    user: CurrentUser,
+    service: Service,
+    response: Response,
+    if_match: IfMatch = None,
+) -> AvatarRead:
+    avatar = await service.update(user, body, if_match=parse_if_match(if_match))
+    return _with_etag(response, avatar)
+
+
+@router.patch(
+    "/me/persona",
+    responses=responses(*_COMMON, NotFound, PreconditionFailed),
+    summary="Switch my avatar's persona",
+)
+async def update_persona(
+    body: PersonaUpdateRequest,
+    user: CurrentUser,
+    service: Service,
+    response: Response,
+    if_match: IfMatch = None,
+) -> AvatarRead:
+    avatar = await service.update_persona(user, body, if_match=parse_if_match(if_match))
+    return _with_etag(response, avatar)
+
+
+@router.delete(
+    "/me",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=responses(*_COMMON, NotFound),
+    summary="Delete my avatar",
+)
+async def delete_avatar(user: CurrentUser, service: Service) -> Response:
+    await service.delete(user)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

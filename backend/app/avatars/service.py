@@ -1,0 +1,67 @@
+"""Avatar use cases. Every mutation invalidates this worker's SessionStore entry."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from app.auth.claims import Claims
+from app.avatars import repository
+from app.avatars.schemas import AvatarCreate, AvatarRead, AvatarUpdate, PersonaUpdateRequest
+from app.core.database import Database, Record
+from app.core.errors import NotFound
+from app.sessions.store import SessionStore
+
+_NO_AVATAR = "You have no avatar yet; create one with POST /avatars/me."
+
+
+def _read(row: Record) -> AvatarRead:
+    return AvatarRead.model_validate(dict(row.items()))
+
+
+class AvatarService:
+    def __init__(self, db: Database, store: SessionStore) -> None:
+        self._db = db
+        self._store = store
+
+    async def create(self, user: Claims, data: AvatarCreate) -> AvatarRead:
+        async with self._db.as_user(user.as_json()) as conn:
+            row = await repository.insert(
+                conn, name=data.name, personality=data.personality.value, backstory=data.backstory
+            )
+        await self._store.clear_avatar_cache(user.sub)
+        return _read(row)
+
+    async def get(self, user: Claims) -> AvatarRead:
+        async with self._db.as_user(user.as_json()) as conn:
+            row = await repository.get_mine(conn)
+        if row is None:
+            raise NotFound(_NO_AVATAR, code="avatar_not_found")
+        return _read(row)
+
+    async def update(self, user: Claims, data: AvatarUpdate, *, if_match: list[int] | None) -> AvatarRead:
+        return await self._update(user, data.changes(), if_match)
+
+    async def update_persona(
+        self, user: Claims, data: PersonaUpdateRequest, *, if_match: list[int] | None
+    ) -> AvatarRead:
+        return await self._update(user, data.changes(), if_match)
+
+    async def _update(self, user: Claims, changes: dict[str, Any], if_match: list[int] | None) -> AvatarRead:
+        try:
+            async with self._db.connection() as conn:
+                row = await repository.update_mine(
+                    conn, claims_json=user.as_json(), changes=changes, if_match=if_match
+                )
+        finally:
+            # Also on failure: whether or not it committed, the cache must not outlive it.
+            await self._store.clear_avatar_cache(user.sub)
+        if row is None:
+            raise NotFound(_NO_AVATAR, code="avatar_not_found")
+        return _read(row)
+
+    async def delete(self, user: Claims) -> None:
+        async with self._db.as_user(user.as_json()) as conn:
+            deleted = await repository.delete_mine(conn)
+        await self._store.clear_avatar_cache(user.sub)
+        if not deleted:
+            raise NotFound(_NO_AVATAR, code="avatar_not_found")

@@ -1,0 +1,36 @@
+"""Resources owned by the lifespan, handed to routes through typed dependencies."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+import httpx
+from fastapi import Depends, Request
+
+from app.auth.verifier import TokenVerifier
+from app.core.database import Database
+from app.core.settings import Settings
+from app.sessions.store import SessionStore
+
+
+@dataclass(slots=True)
+class AppState:
+    settings: Settings
+    db: Database
+    store: SessionStore
+    http: httpx.AsyncClient
+    verifier: TokenVerifier
+
+
+def get_state(request: Request) -> AppState:
+    state: AppState = request.state.app
+    return state
+
+
+def get_store(request: Request) -> SessionStore:
+    return get_state(request).store
+
+
+State = Annotated[AppState, Depends(get_state)]
+Store = Annotated[SessionStore, Depends(get_store)]

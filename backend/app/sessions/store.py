@@ -1,0 +1,148 @@
+"""SessionStore: what a chat turn needs, cached in-process, never trusted blindly.
+
+One per worker, guarded by an `asyncio.Lock`. Entries are validated against versions
+that Postgres hands back on the write every chat turn makes anyway (the avatar's
+`version`, the conversation's previous `seq`), so a stale entry is detected and reloaded
+on the very turn that would have used it, whether or not an invalidation reached this
+worker. Invalidation (in-process after our own mutations, LISTEN/NOTIFY for everyone
+else's) only keeps memory honest and saves reloads. Both maps are LRU-bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class AvatarSnapshot:
+    """The persona a turn is generated with."""
+
+    id: uuid.UUID
+    user_id: uuid.UUID
+    name: str
+    personality: str
+    backstory: str
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
+class WindowMessage:
+    seq: int
+    role: str
+    content: str
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationWindow:
+    """The last few settled messages of a conversation, up to and including `last_seq`."""
+
+    conversation_id: uuid.UUID
+    last_seq: int
+    messages: tuple[WindowMessage, ...] = field(default_factory=tuple)
+
+
+@dataclass(slots=True)
+class StoreStats:
+    avatar_hits: int = 0
+    avatar_misses: int = 0
+    window_hits: int = 0
+    window_misses: int = 0
+    flushes: int = 0
+
+
+class SessionStore:
+    def __init__(self, *, max_avatars: int, max_conversations: int) -> None:
+        self._lock = asyncio.Lock()
+        self._avatars: OrderedDict[uuid.UUID, AvatarSnapshot] = OrderedDict()
+        self._windows: OrderedDict[uuid.UUID, ConversationWindow] = OrderedDict()
+        self._max_avatars = max_avatars
+        self._max_conversations = max_conversations
+        self.stats = StoreStats()
+
+    # --- avatars ---------------------------------------------------------------------
+
+    async def avatar(
+        self,
+        user_id: uuid.UUID,
+        *,
+        avatar_id: uuid.UUID,
+        version: int,
+        load: Callable[[], Awaitable[AvatarSnapshot | None]],
+    ) -> AvatarSnapshot | None:
+        """The avatar exactly at (`avatar_id`, `version`), from cache or from `load`.
+
+        `load` runs outside the lock (it does I/O); what it returns is kept unless a
+        newer snapshot was stored meanwhile.
+        """
+        async with self._lock:
+            cached = self._avatars.get(user_id)
+            if cached is not None and cached.id == avatar_id and cached.version == version:
+                self._avatars.move_to_end(user_id)
+                self.stats.avatar_hits += 1
+                return cached
+            self.stats.avatar_misses += 1
+        loaded = await load()
+        if loaded is not None:
+            await self.put_avatar(loaded)
+        return loaded
+
+    async def put_avatar(self, snapshot: AvatarSnapshot) -> None:
+        async with self._lock:
+            cached = self._avatars.get(snapshot.user_id)
+            if cached is not None and cached.id == snapshot.id and cached.version > snapshot.version:
+                return  # a slower load must not replace a newer snapshot
+            self._avatars[snapshot.user_id] = snapshot
+            self._avatars.move_to_end(snapshot.user_id)
+            while len(self._avatars) > self._max_avatars:
+                self._avatars.popitem(last=False)
+
+    async def clear_avatar_cache(self, user_id: uuid.UUID | None = None) -> None:
+        """Forget one user's avatar (after a mutation), or every avatar."""
+        async with self._lock:
+            if user_id is None:
+                self._avatars.clear()
+            else:
+                self._avatars.pop(user_id, None)
+
+    # --- conversation windows --------------------------------------------------------
+
+    async def window(self, conversation_id: uuid.UUID, *, last_seq: int) -> ConversationWindow | None:
+        """The cached window if it ends exactly at `last_seq`, else None (reload it)."""
+        async with self._lock:
+            cached = self._windows.get(conversation_id)
+            if cached is not None and cached.last_seq == last_seq:
+                self._windows.move_to_end(conversation_id)
+                self.stats.window_hits += 1
+                return cached
+            self.stats.window_misses += 1
+            return None
+
+    async def put_window(self, window: ConversationWindow) -> None:
+        async with self._lock:
+            cached = self._windows.get(window.conversation_id)
+            if cached is not None and cached.last_seq > window.last_seq:
+                return
+            self._windows[window.conversation_id] = window
+            self._windows.move_to_end(window.conversation_id)
+            while len(self._windows) > self._max_conversations:
+                self._windows.popitem(last=False)
+
+    async def invalidate_conversation(self, conversation_id: uuid.UUID) -> None:
+        async with self._lock:
+            self._windows.pop(conversation_id, None)
+
+    # --- everything ------------------------------------------------------------------
+
+    async def flush(self) -> None:
+        """Drop everything: notifications may have been missed (listener reconnect)."""
+        async with self._lock:
+            self._avatars.clear()
+            self._windows.clear()
+            self.stats.flushes += 1
+
+    def __len__(self) -> int:
+        return len(self._avatars) + len(self._windows)

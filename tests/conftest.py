@@ -1,0 +1,81 @@
+"""A real Postgres for the whole run, built by the real migrations.
+
+The embedded server in a temporary folder, or `TEST_DATABASE_URL` when set (CI with a
+service container, or a local Supabase: `supabase start` prints its URL). Tests never
+share a user: each makes its own, so they need no cleanup and can run in any order.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Iterator
+
+import asyncpg
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+from pydantic import SecretStr
+
+from app.core.embedded import EmbeddedPostgres
+from app.core.migrate import migrate
+from app.core.settings import Settings
+from app.main import create_app
+from tests.factories import TEST_JWT_SECRET, User, create_user
+
+
+@pytest.fixture(scope="session")
+def embedded_postgres(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[EmbeddedPostgres | None]:
+    if os.environ.get("TEST_DATABASE_URL"):
+        yield None
+        return
+    pg = EmbeddedPostgres(tmp_path_factory.mktemp("data"), stop_on_exit=False)
+    pg.start()
+    yield pg
+    pg.stop()
+
+
+@pytest.fixture(scope="session")
+async def database_url(embedded_postgres: EmbeddedPostgres | None) -> str:
+    dsn = os.environ.get("TEST_DATABASE_URL") or (embedded_postgres.dsn if embedded_postgres else "")
+    await migrate(dsn)
+    return dsn
+
+
+@pytest.fixture(scope="session")
+def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    return Settings(
+        _env_file=None,
+        database_url=SecretStr(database_url),
+        supabase_jwt_secret=SecretStr(TEST_JWT_SECRET),
+        migrate_on_start=False,
+        data_dir=tmp_path_factory.mktemp("unused-data"),
+    )
+
+
+@pytest.fixture(scope="session")
+async def owner(database_url: str) -> AsyncIterator[asyncpg.Connection]:
+    """A connection as the table owner: the Supabase dashboard's SQL editor."""
+    conn = await asyncpg.connect(database_url)
+    yield conn
+    await conn.close()
+
+
+@pytest.fixture(scope="session")
+async def app_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(settings)
+    async with LifespanManager(app) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            yield client
+
+
+@pytest.fixture
+async def user(owner: asyncpg.Connection) -> User:
+    return await create_user(owner)
+
+
+@pytest.fixture
+async def other_user(owner: asyncpg.Connection) -> User:
+    return await create_user(owner)

@@ -1,0 +1,75 @@
+"""The migration runner: idempotent, recorded like the Supabase CLI, local pieces only once."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+
+from app.core.migrate import default_migrations_dir, discover, ensure_supabase_pieces, migrate
+
+
+async def test_history_matches_the_migration_files(owner: asyncpg.Connection) -> None:
+    files = discover(default_migrations_dir())
+    rows = await owner.fetch(
+        "select version, name, statements from supabase_migrations.schema_migrations order by version"
+    )
+    assert [(r["version"], r["name"]) for r in rows] == [(m.version, m.name) for m in files]
+    assert all(r["statements"] == [m.sql] for r, m in zip(rows, files, strict=True))
+
+
+async def test_migrate_again_is_a_no_op_also_when_run_concurrently(database_url: str) -> None:
+    results = await asyncio.gather(*(migrate(database_url) for _ in range(3)))
+    assert results == [[], [], []]
+
+
+async def test_supabase_pieces_are_not_reapplied_where_auth_exists(owner: asyncpg.Connection) -> None:
+    assert await ensure_supabase_pieces(owner) is False  # as on a real Supabase project
+    roles = await owner.fetch(
+        "select rolname, rolcanlogin, rolbypassrls from pg_roles"
+        " where rolname in ('anon', 'authenticated', 'service_role') order by rolname"
+    )
+    assert [(r["rolname"], r["rolcanlogin"], r["rolbypassrls"]) for r in roles] == [
+        ("anon", False, False),
+        ("authenticated", False, False),
+        ("service_role", False, True),
+    ]
+    assert (
+        await owner.fetchval("select count(*) from pg_publication where pubname = 'supabase_realtime'") == 1
+    )
+
+
+async def test_auth_functions_read_claims_like_supabase(owner: asyncpg.Connection) -> None:
+    async with owner.transaction():
+        claims = '{"sub":"6f1d3c1e-6a4e-4c43-9a53-2f3f5b0b9c11","role":"authenticated","email":"a@b.c"}'
+        await owner.execute("select set_config('request.jwt.claims', $1, true)", claims)
+        row = await owner.fetchrow(
+            "select auth.uid()::text as uid, auth.role() as role, auth.jwt() ->> 'email' as email"
+        )
+    assert row is not None
+    assert dict(row.items()) == {
+        "uid": "6f1d3c1e-6a4e-4c43-9a53-2f3f5b0b9c11",
+        "role": "authenticated",
+        "email": "a@b.c",
+    }
+
+
+async def test_every_function_has_a_fixed_search_path(owner: asyncpg.Connection) -> None:
+    loose = await owner.fetch(
+        "select p.proname from pg_proc p join pg_namespace n on n.oid = p.pronamespace"
+        " where n.nspname in ('public', 'avatar_chat')"
+        " and not exists (select from unnest(coalesce(p.proconfig, '{}')) c where c like 'search_path=%')"
+    )
+    assert [r["proname"] for r in loose] == []
+
+
+async def test_every_public_table_has_rls_and_comments(owner: asyncpg.Connection) -> None:
+    rows = await owner.fetch(
+        "select c.relname, c.relrowsecurity, obj_description(c.oid) as comment"
+        " from pg_class c join pg_namespace n on n.oid = c.relnamespace"
+        " where n.nspname = 'public' and c.relkind = 'r'"
+    )
+    assert rows
+    for row in rows:
+        assert row["relrowsecurity"], row["relname"]
+        assert row["comment"], row["relname"]

@@ -1,0 +1,51 @@
+"""Plain async factories: `create_x(conn, **overrides)`."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+import httpx
+
+from app.auth.tokens import mint_access_token
+
+TEST_JWT_SECRET = "test-secret-" + "x" * 40
+
+
+@dataclass(frozen=True)
+class User:
+    id: uuid.UUID
+    email: str
+    token: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+    @property
+    def claims_json(self) -> str:
+        return json.dumps({"sub": str(self.id), "role": "authenticated", "aud": "authenticated"})
+
+
+async def create_user(owner: asyncpg.Connection, *, email: str | None = None) -> User:
+    user_id = uuid.uuid4()
+    email = email or f"{user_id.hex[:12]}@example.test"
+    await owner.execute("insert into auth.users (id, email) values ($1, $2)", user_id, email)
+    token = mint_access_token(TEST_JWT_SECRET, user_id=user_id, email=email)
+    return User(user_id, email, token)
+
+
+async def create_avatar(client: httpx.AsyncClient, user: User, **overrides: object) -> dict[str, Any]:
+    body: dict[str, object] = {
+        "name": "Ava",
+        "personality": "friendly",
+        "backstory": "A test avatar.",
+    }
+    body.update(overrides)
+    response = await client.post("/avatars/me", json=body, headers=user.headers)
+    assert response.status_code == 201, response.text
+    data: dict[str, Any] = response.json()
+    return data
