@@ -11,12 +11,17 @@ from fastapi import FastAPI
 
 from app.auth.verifier import TokenVerifier
 from app.avatars.router import router as avatars_router
+from app.chat.router import router as chat_router
+from app.chat.turns import ChatService
 from app.core import runtime
 from app.core.database import Database
 from app.core.errors import install_error_handlers
 from app.core.settings import Settings
 from app.core.state import AppState
+from app.core.tasks import TaskTracker
 from app.health.router import router as health_router
+from app.llm.factory import create_provider
+from app.sessions.listener import InvalidationListener
 from app.sessions.store import SessionStore
 
 log = logging.getLogger(__name__)
@@ -34,15 +39,30 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             stack.push_async_callback(db.close)
             http = httpx.AsyncClient(timeout=httpx.Timeout(5.0), follow_redirects=False)
             stack.push_async_callback(http.aclose)
+            store = SessionStore(
+                max_avatars=rt.settings.session_store_max_avatars,
+                max_conversations=rt.settings.session_store_max_conversations,
+            )
+            listener = InvalidationListener(rt.dsn, store)
+            listener.start()
+            stack.push_async_callback(listener.close)
+            if not await listener.wait_connected(rt.settings.db_connect_timeout_s):
+                log.warning("invalidation listener not connected yet; /ready answers 503 until it is")
+            llm = create_provider(rt.settings)
+            stack.push_async_callback(llm.aclose)
+            tasks = TaskTracker()
+            # Last in, first out: replies and post-commit work finish before the pool closes.
+            stack.push_async_callback(tasks.drain, rt.settings.shutdown_grace_s)
             state = AppState(
                 settings=rt.settings,
                 db=db,
-                store=SessionStore(
-                    max_avatars=rt.settings.session_store_max_avatars,
-                    max_conversations=rt.settings.session_store_max_conversations,
-                ),
+                store=store,
                 http=http,
                 verifier=TokenVerifier(rt.settings, http),
+                llm=llm,
+                tasks=tasks,
+                listener=listener,
+                chat=ChatService(db, store, llm, tasks, rt.settings),
             )
             yield {"app": state}
 
@@ -55,4 +75,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(health_router)
     app.include_router(avatars_router)
+    app.include_router(chat_router)
     return app

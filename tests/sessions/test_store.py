@@ -99,14 +99,19 @@ async def test_windows_are_validated_by_last_seq_and_bounded() -> None:
     conversations = [uuid.uuid4() for _ in range(5)]
     for cid in conversations:
         await store.put_window(
-            ConversationWindow(cid, 2, (WindowMessage(1, "user", "hi"), WindowMessage(2, "assistant", "yo")))
+            ConversationWindow(
+                cid, 2, 0, (WindowMessage(1, "user", "hi"), WindowMessage(2, "assistant", "yo"))
+            )
         )
-    assert await store.window(conversations[0], last_seq=2) is None  # evicted (LRU)
-    assert await store.window(conversations[4], last_seq=2) is not None
-    assert await store.window(conversations[4], last_seq=4) is None  # someone else wrote meanwhile
-    await store.put_window(ConversationWindow(conversations[4], 1, ()))  # older: ignored
-    assert await store.window(conversations[4], last_seq=2) is not None
+    assert await store.window(conversations[0], last_seq=2, revision=0) is None  # evicted (LRU)
+    assert await store.window(conversations[4], last_seq=2, revision=0) is not None
+    assert (
+        await store.window(conversations[4], last_seq=4, revision=0) is None
+    )  # someone else wrote meanwhile
+    await store.put_window(ConversationWindow(conversations[4], 1, 0, ()))  # older: ignored
+    assert await store.window(conversations[4], last_seq=2, revision=0) is not None
+    assert await store.window(conversations[4], last_seq=2, revision=1) is None  # history edited
     await store.invalidate_conversation(conversations[4])
-    assert await store.window(conversations[4], last_seq=2) is None
+    assert await store.window(conversations[4], last_seq=2, revision=0) is None
     await store.flush()
     assert len(store) == 0

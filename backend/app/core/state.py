@@ -9,8 +9,12 @@ import httpx
 from fastapi import Depends, Request
 
 from app.auth.verifier import TokenVerifier
+from app.chat.turns import ChatService
 from app.core.database import Database
 from app.core.settings import Settings
+from app.core.tasks import TaskTracker
+from app.llm.base import LLMProvider
+from app.sessions.listener import InvalidationListener
 from app.sessions.store import SessionStore
 
 
@@ -21,6 +25,10 @@ class AppState:
     store: SessionStore
     http: httpx.AsyncClient
     verifier: TokenVerifier
+    llm: LLMProvider
+    tasks: TaskTracker
+    listener: InvalidationListener
+    chat: ChatService
 
 
 def get_state(request: Request) -> AppState:

@@ -23,4 +23,6 @@ async def health() -> Health:
 @router.get("/ready", responses=responses(ServiceUnavailable), summary="Database and listener reachable")
 async def ready(state: State) -> Health:
     await state.db.ping()
+    if not state.listener.connected:
+        raise ServiceUnavailable("The invalidation listener is reconnecting.", code="listener_disconnected")
     return Health(status="ready")

@@ -38,10 +38,12 @@ class WindowMessage:
 
 @dataclass(frozen=True, slots=True)
 class ConversationWindow:
-    """The last few settled messages of a conversation, up to and including `last_seq`."""
+    """The last few settled messages of a conversation, up to and including `last_seq`,
+    as of the conversation's `revision` (bumped when history is edited after the fact)."""
 
     conversation_id: uuid.UUID
     last_seq: int
+    revision: int
     messages: tuple[WindowMessage, ...] = field(default_factory=tuple)
 
 
@@ -110,11 +112,13 @@ class SessionStore:
 
     # --- conversation windows --------------------------------------------------------
 
-    async def window(self, conversation_id: uuid.UUID, *, last_seq: int) -> ConversationWindow | None:
-        """The cached window if it ends exactly at `last_seq`, else None (reload it)."""
+    async def window(
+        self, conversation_id: uuid.UUID, *, last_seq: int, revision: int
+    ) -> ConversationWindow | None:
+        """The cached window if it ends exactly at `last_seq` of `revision`, else None."""
         async with self._lock:
             cached = self._windows.get(conversation_id)
-            if cached is not None and cached.last_seq == last_seq:
+            if cached is not None and cached.last_seq == last_seq and cached.revision == revision:
                 self._windows.move_to_end(conversation_id)
                 self.stats.window_hits += 1
                 return cached
@@ -124,7 +128,7 @@ class SessionStore:
     async def put_window(self, window: ConversationWindow) -> None:
         async with self._lock:
             cached = self._windows.get(window.conversation_id)
-            if cached is not None and cached.last_seq > window.last_seq:
+            if cached is not None and (cached.revision, cached.last_seq) > (window.revision, window.last_seq):
                 return
             self._windows[window.conversation_id] = window
             self._windows.move_to_end(window.conversation_id)

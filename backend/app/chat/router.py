@@ -1,0 +1,200 @@
+"""Conversation and message routes: HTTP (and SSE) in and out, nothing else."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from app.auth.dependencies import CurrentUser
+from app.chat.conversations import ConversationService
+from app.chat.schemas import (
+    IDEMPOTENCY_KEY_MAX,
+    PAGE_MAX,
+    ConversationCreate,
+    ConversationPage,
+    ConversationRead,
+    ConversationUpdate,
+    Exchange,
+    MessageCreate,
+    MessagePage,
+)
+from app.chat.turns import ChatService, Turn
+from app.core.errors import (
+    AppError,
+    BadRequest,
+    Conflict,
+    Forbidden,
+    NotFound,
+    PayloadTooLarge,
+    ProviderError,
+    ProviderTimeout,
+    ServiceUnavailable,
+    TooManyRequests,
+    Unauthorized,
+    ValidationFailed,
+    error_payload,
+    responses,
+)
+from app.core.state import State
+
+router = APIRouter(prefix="/conversations", tags=["conversations"])
+
+_COMMON = (Unauthorized, Forbidden, ValidationFailed, ServiceUnavailable)
+PageLimit = Annotated[int, Query(ge=1, le=PAGE_MAX, description=f"Page size, 1-{PAGE_MAX}.")]
+
+
+def get_conversations(state: State) -> ConversationService:
+    return ConversationService(state.db, state.store)
+
+
+def get_chat(state: State) -> ChatService:
+    return state.chat
+
+
+Conversations = Annotated[ConversationService, Depends(get_conversations)]
+Chat = Annotated[ChatService, Depends(get_chat)]
+
+
+@router.post(
+    "", status_code=status.HTTP_201_CREATED, responses=responses(*_COMMON), summary="Start a conversation"
+)
+async def create_conversation(
+    body: ConversationCreate, user: CurrentUser, service: Conversations, response: Response
+) -> ConversationRead:
+    conversation = await service.create(user, body)
+    response.headers["Location"] = f"/conversations/{conversation.id}"
+    return conversation
+
+
+@router.get("", responses=responses(*_COMMON, BadRequest), summary="My conversations, newest first")
+async def list_conversations(
+    user: CurrentUser,
+    service: Conversations,
+    limit: PageLimit = 20,
+    cursor: Annotated[
+        str | None, Query(max_length=200, description="next_cursor of the previous page")
+    ] = None,
+) -> ConversationPage:
+    return await service.list(user, limit=limit, cursor=cursor)
+
+
+@router.get("/{conversation_id}", responses=responses(*_COMMON, NotFound), summary="One conversation")
+async def get_conversation(
+    conversation_id: uuid.UUID, user: CurrentUser, service: Conversations
+) -> ConversationRead:
+    return await service.get(user, conversation_id)
+
+
+@router.patch(
+    "/{conversation_id}",
+    responses=responses(*_COMMON, NotFound),
+    summary="Switch mode or rename (next turn uses it)",
+)
+async def update_conversation(
+    conversation_id: uuid.UUID, body: ConversationUpdate, user: CurrentUser, service: Conversations
+) -> ConversationRead:
+    return await service.update(user, conversation_id, body)
+
+
+@router.delete(
+    "/{conversation_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=responses(*_COMMON, NotFound),
+    summary="Delete a conversation and its messages",
+)
+async def delete_conversation(
+    conversation_id: uuid.UUID, user: CurrentUser, service: Conversations
+) -> Response:
+    await service.delete(user, conversation_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get(
+    "/{conversation_id}/messages",
+    responses=responses(*_COMMON, NotFound, BadRequest),
+    summary="History by seq (ascending), paginated",
+)
+async def list_messages(
+    conversation_id: uuid.UUID,
+    user: CurrentUser,
+    service: Conversations,
+    limit: PageLimit = 50,
+    after: Annotated[int | None, Query(ge=0, le=2**53, description="Messages with seq > after.")] = None,
+    before: Annotated[
+        int | None, Query(ge=1, le=2**53, description="The latest messages with seq < before.")
+    ] = None,
+) -> MessagePage:
+    return await service.messages(user, conversation_id, after=after, before=before, limit=limit)
+
+
+_SSE_DOC = (
+    "With `Accept: text/event-stream` the answer is an SSE stream instead: `user_message` (the saved "
+    'message), `delta` ({"content": ...} chunks), then `done` (the saved reply) or `error` '
+    '({"code", "message", "assistant_message_id"}).'
+)
+
+
+@router.post(
+    "/{conversation_id}/messages",
+    status_code=status.HTTP_201_CREATED,
+    responses={
+        **responses(
+            *_COMMON, NotFound, Conflict, PayloadTooLarge, TooManyRequests, ProviderError, ProviderTimeout
+        ),
+        201: {
+            "description": "The saved user message and reply.",
+            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        },
+    },
+    summary="Send a message; the reply comes back as JSON or streamed (SSE)",
+    description=_SSE_DOC,
+)
+async def send_message(
+    conversation_id: uuid.UUID,
+    body: MessageCreate,
+    user: CurrentUser,
+    chat: Chat,
+    request: Request,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            min_length=1,
+            max_length=IDEMPOTENCY_KEY_MAX,
+            description="Retries with the same key return the original exchange instead of a second one.",
+        ),
+    ] = None,
+) -> Any:
+    turn = await chat.send(user, conversation_id, body.content, idempotency_key=idempotency_key)
+    headers = {"Idempotent-Replayed": "true"} if turn.replayed else {}
+    if "text/event-stream" in request.headers.get("accept", ""):
+        return StreamingResponse(
+            _sse(turn),
+            media_type="text/event-stream",
+            headers={**headers, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+            status_code=status.HTTP_201_CREATED,
+        )
+    exchange: Exchange = await turn.exchange()
+    return JSONResponse(
+        exchange.model_dump(mode="json"), status_code=status.HTTP_201_CREATED, headers=headers
+    )
+
+
+def _event(name: str, data: Any) -> str:
+    return f"event: {name}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
+
+
+async def _sse(turn: Turn) -> AsyncIterator[str]:
+    yield _event("user_message", turn.user_message.model_dump(mode="json"))
+    async for chunk in turn.stream():
+        yield _event("delta", {"content": chunk})
+    try:
+        reply = (await turn.result()).raise_for_failure(turn.user_message)
+    except AppError as exc:
+        yield _event("error", error_payload(exc.code, exc.message, exc.details)["error"])
+        return
+    yield _event("done", reply.model_dump(mode="json"))

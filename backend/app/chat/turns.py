@@ -1,0 +1,333 @@
+"""The rules of a chat turn.
+
+1. `begin_turn` (one round trip, one transaction): the user's message is saved with its
+   `seq`, a placeholder for the reply is saved as `streaming` with a lease, and the
+   avatar's current version plus the conversation's mode, revision and previous seq come
+   back. Nothing is held open after it: no connection, no transaction.
+2. The persona and the recent window come from the SessionStore only if they match those
+   versions exactly; otherwise they are reloaded (G1 holds whatever NOTIFY does).
+3. The reply streams from the provider in a tracked background task, so it is saved even
+   when the client goes away; `finish_turn` (one round trip) settles it with the persona
+   used, as `complete` or `failed` with an error code.
+4. Work that needs the committed exchange (the title) starts after step 3 returned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from app.auth.claims import Claims
+from app.avatars import repository as avatars_repository
+from app.chat import mapping, repository
+from app.chat.prompt import build_request
+from app.chat.schemas import Exchange, MessageRead, MessageStatus
+from app.core.database import Database
+from app.core.errors import AppError, Conflict, ProviderError, ProviderTimeout
+from app.core.settings import Settings
+from app.core.tasks import TaskTracker
+from app.llm.base import LLMProvider, ProviderFailure
+from app.sessions.store import AvatarSnapshot, ConversationWindow, SessionStore, WindowMessage
+
+log = logging.getLogger(__name__)
+
+_TITLE_WORDS = 6
+_TITLE_CHARS = 60
+
+
+def make_title(first_message: str) -> str:
+    words = first_message.split()[:_TITLE_WORDS]
+    title = " ".join(words) or "New conversation"
+    return title if len(title) <= _TITLE_CHARS else title[: _TITLE_CHARS - 1] + "…"
+
+
+@dataclass(slots=True)
+class ChatStats:
+    turns: int = 0
+    replays: int = 0
+    failures: int = 0
+    titles_set: int = 0
+    title_tasks_without_rows: int = 0  # G4: must stay 0
+
+
+@dataclass(slots=True)
+class TurnResult:
+    """How a generation ended: the reply as saved, or why it is not."""
+
+    reply: MessageRead | None
+    failure: ProviderFailure | None = None
+    error: AppError | None = None
+
+    def raise_for_failure(self, user_message: MessageRead) -> MessageRead:
+        if self.error is not None:
+            raise self.error
+        if self.failure is not None:
+            details = {
+                "user_message_id": str(user_message.id),
+                "assistant_message_id": str(self.reply.id) if self.reply else None,
+                "retry": "Send again with the same Idempotency-Key to retry the reply.",
+            }
+            cls = ProviderTimeout if self.failure.timeout else ProviderError
+            raise cls(self.failure.message, code=self.failure.code, details=details)
+        assert self.reply is not None
+        return self.reply
+
+
+@dataclass(slots=True)
+class Turn:
+    """An accepted send. `replayed` turns are already complete; others are generating."""
+
+    user_message: MessageRead
+    replayed: MessageRead | None = None
+    task: asyncio.Task[TurnResult] | None = None
+    deltas: asyncio.Queue[str | None] = field(default_factory=asyncio.Queue)
+
+    async def result(self) -> TurnResult:
+        if self.replayed is not None:
+            return TurnResult(reply=self.replayed)
+        assert self.task is not None
+        # shield: a client that goes away must not cancel the generation (it is saved anyway)
+        return await asyncio.shield(self.task)
+
+    async def exchange(self) -> Exchange:
+        reply = (await self.result()).raise_for_failure(self.user_message)
+        return Exchange(user_message=self.user_message, assistant_message=reply)
+
+    async def stream(self) -> AsyncIterator[str]:
+        """The reply's text as it is generated (the whole text at once for a replay)."""
+        if self.replayed is not None:
+            yield self.replayed.content
+            return
+        while (chunk := await self.deltas.get()) is not None:
+            yield chunk
+
+
+@dataclass(slots=True)
+class _Generation:
+    claims_json: str
+    user_id: uuid.UUID
+    conversation_id: uuid.UUID
+    reply_id: uuid.UUID
+    attempt: int
+    reply_seq: int
+    user_message: MessageRead
+    mode: str
+    revision: int
+    prev_seq: int
+    avatar_id: uuid.UUID
+    avatar_version: int
+    cacheable_window: bool
+    new_turn: bool
+    title_unset: bool
+
+
+class ChatService:
+    def __init__(
+        self, db: Database, store: SessionStore, llm: LLMProvider, tasks: TaskTracker, settings: Settings
+    ) -> None:
+        self._db = db
+        self._store = store
+        self._llm = llm
+        self._tasks = tasks
+        self._window_size = settings.chat_window_messages
+        self._deadline_s = settings.chat_turn_deadline_s
+        self.stats = ChatStats()
+
+    async def send(
+        self, user: Claims, conversation_id: uuid.UUID, content: str, *, idempotency_key: str | None
+    ) -> Turn:
+        claims_json = user.as_json()
+        async with self._db.connection() as conn:
+            row = await repository.begin_turn(
+                conn,
+                claims_json=claims_json,
+                conversation_id=conversation_id,
+                content=content,
+                idempotency_key=idempotency_key,
+                # The lease outlives the deadline a little: a live worker always settles first.
+                lease_s=self._deadline_s + 10,
+            )
+        user_message = mapping.message(row["user_message"])
+        reply = mapping.message(row["reply"])
+        outcome: str = row["outcome"]
+        if outcome == "replay":
+            self.stats.replays += 1
+            return Turn(user_message=user_message, replayed=reply)
+        if outcome == "in_progress":
+            raise Conflict(
+                "The reply to this Idempotency-Key is still being generated; retry shortly.",
+                code="send_in_progress",
+                headers={"Retry-After": "1"},
+            )
+        self.stats.turns += 1
+        generation = _Generation(
+            claims_json=claims_json,
+            user_id=user.sub,
+            conversation_id=conversation_id,
+            reply_id=reply.id,
+            attempt=row["reply"]["attempt"],
+            reply_seq=reply.seq,
+            user_message=user_message,
+            mode=row["mode"],
+            revision=row["revision"],
+            prev_seq=row["prev_seq"],
+            avatar_id=row["avatar_id"],
+            avatar_version=row["avatar_version"],
+            cacheable_window=outcome == "new",
+            new_turn=outcome == "new",
+            title_unset=row["title"] is None,
+        )
+        turn = Turn(user_message=user_message)
+        turn.task = self._tasks.spawn(self._generate(generation, turn.deltas), name=f"turn-{reply.id}")
+        return turn
+
+    # --- inside the background task ------------------------------------------------------
+
+    async def _generate(self, g: _Generation, deltas: asyncio.Queue[str | None]) -> TurnResult:
+        parts: list[str] = []
+        avatar: AvatarSnapshot | None = None
+        failure: ProviderFailure | None = None
+        window: tuple[WindowMessage, ...] = ()
+        settled = False
+        try:
+            try:
+                async with asyncio.timeout(self._deadline_s):
+                    avatar = await self._avatar(g)
+                    window, settled = await self._window(g)
+                    request = build_request(avatar, g.mode, window, g.user_message.content)
+                    async for chunk in self._llm.stream(request):
+                        parts.append(chunk)
+                        deltas.put_nowait(chunk)
+            except ProviderFailure as exc:
+                failure = exc
+            except TimeoutError:
+                failure = ProviderFailure(
+                    "turn_deadline", "The reply took longer than the turn deadline.", timeout=True
+                )
+            except AppError as exc:
+                failure = ProviderFailure(exc.code, exc.message)
+            except asyncio.CancelledError:
+                # Shutdown ran past its grace period: say what happened, then stop.
+                await asyncio.shield(
+                    self._settle(g, avatar, "".join(parts), MessageStatus.interrupted, "shutdown")
+                )
+                raise
+            except Exception:
+                log.exception("reply generation failed")
+                failure = ProviderFailure("provider_error", "The reply could not be generated.")
+            status = MessageStatus.complete if failure is None else MessageStatus.failed
+            try:
+                saved = await self._settle(
+                    g, avatar, "".join(parts), status, failure.code if failure else None
+                )
+            except AppError as exc:
+                return TurnResult(reply=None, failure=failure, error=exc)
+            if failure is not None:
+                self.stats.failures += 1
+                return TurnResult(reply=saved, failure=failure)
+            if saved is None:
+                return TurnResult(
+                    reply=None,
+                    error=Conflict("A newer attempt took this reply over.", code="reply_superseded"),
+                )
+            if g.new_turn and settled and avatar is not None:
+                await self._remember_window(g, window, saved)
+            if g.title_unset:
+                # Post-commit work: finish_turn has returned, so the exchange is committed.
+                self._tasks.spawn(self._set_title(g.claims_json, g.conversation_id), name="title")
+            return TurnResult(reply=saved)
+        finally:
+            deltas.put_nowait(None)
+
+    async def _settle(
+        self,
+        g: _Generation,
+        avatar: AvatarSnapshot | None,
+        content: str,
+        status: str,
+        error_code: str | None,
+    ) -> MessageRead | None:
+        async with self._db.connection() as conn:
+            row = await repository.finish_turn(
+                conn,
+                claims_json=g.claims_json,
+                reply_id=g.reply_id,
+                attempt=g.attempt,
+                content=content,
+                status=status,
+                error_code=error_code,
+                persona_version=avatar.version if avatar else None,
+                personality=avatar.personality if avatar else None,
+            )
+        return None if row is None else mapping.message(row)
+
+    async def _avatar(self, g: _Generation) -> AvatarSnapshot:
+        async def load() -> AvatarSnapshot | None:
+            async with self._db.as_user(g.claims_json) as conn:
+                row = await avatars_repository.get_mine(conn)
+            if row is None:
+                return None
+            return AvatarSnapshot(
+                id=row["id"],
+                user_id=row["user_id"],
+                name=row["name"],
+                personality=row["personality"],
+                backstory=row["backstory"],
+                version=row["version"],
+            )
+
+        avatar = await self._store.avatar(
+            g.user_id, avatar_id=g.avatar_id, version=g.avatar_version, load=load
+        )
+        if avatar is None:
+            raise Conflict("Create your avatar first (POST /avatars/me).", code="avatar_required")
+        return avatar
+
+    async def _window(self, g: _Generation) -> tuple[tuple[WindowMessage, ...], bool]:
+        """Settled messages before this turn; and whether that view may be cached."""
+        if self._window_size == 0:
+            return (), True
+        if g.cacheable_window:
+            cached = await self._store.window(g.conversation_id, last_seq=g.prev_seq, revision=g.revision)
+            if cached is not None:
+                return cached.messages, True
+        async with self._db.as_user(g.claims_json) as conn:
+            rows = await repository.load_window(
+                conn, g.conversation_id, upto_seq=g.prev_seq, limit=self._window_size
+            )
+        # Replies still generating (or cut off) are left out; a view that holds one is not
+        # cached, since it changes when they settle.
+        settled = all(r["status"] != MessageStatus.streaming for r in rows)
+        messages = tuple(
+            WindowMessage(seq=r["seq"], role=r["role"], content=r["content"])
+            for r in reversed(rows)
+            if r["status"] == MessageStatus.complete
+        )
+        return messages, settled and g.cacheable_window
+
+    async def _remember_window(
+        self, g: _Generation, window: tuple[WindowMessage, ...], reply: MessageRead
+    ) -> None:
+        added = (
+            WindowMessage(seq=g.user_message.seq, role="user", content=g.user_message.content),
+            WindowMessage(seq=reply.seq, role="assistant", content=reply.content),
+        )
+        messages = (window + added)[-self._window_size :]
+        await self._store.put_window(
+            ConversationWindow(g.conversation_id, last_seq=reply.seq, revision=g.revision, messages=messages)
+        )
+
+    async def _set_title(self, claims_json: str, conversation_id: uuid.UUID) -> None:
+        async with self._db.as_user(claims_json) as conn:
+            row = await repository.first_exchange(conn, conversation_id)
+            if row is None:
+                self.stats.title_tasks_without_rows += 1
+                log.error("title task found no committed message in %s", conversation_id)
+                return
+            if row["title"] is None and await repository.set_title_if_unset(
+                conn, conversation_id, make_title(row["content"])
+            ):
+                self.stats.titles_set += 1
