@@ -14,11 +14,13 @@ import asyncpg
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
+from fastapi import FastAPI
 from pydantic import SecretStr
 
 from app.core.embedded import EmbeddedPostgres
 from app.core.migrate import migrate
 from app.core.settings import Settings
+from app.core.state import AppState
 from app.main import create_app
 from tests.factories import TEST_JWT_SECRET, User, create_user
 
@@ -63,12 +65,24 @@ async def owner(database_url: str) -> AsyncIterator[asyncpg.Connection]:
 
 
 @pytest.fixture(scope="session")
-async def app_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+async def app(settings: Settings) -> AsyncIterator[FastAPI]:
     app = create_app(settings)
     async with LifespanManager(app) as manager:
-        transport = httpx.ASGITransport(app=manager.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-            yield client
+        app.state.asgi = manager.app  # the app with its lifespan state attached
+        yield app
+
+
+@pytest.fixture(scope="session")
+def app_state(app: FastAPI) -> AppState:
+    state: AppState = app.state.resources
+    return state
+
+
+@pytest.fixture(scope="session")
+async def app_client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app.state.asgi)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        yield client
 
 
 @pytest.fixture

@@ -49,3 +49,40 @@ async def create_avatar(client: httpx.AsyncClient, user: User, **overrides: obje
     assert response.status_code == 201, response.text
     data: dict[str, Any] = response.json()
     return data
+
+
+async def create_conversation(client: httpx.AsyncClient, user: User, **overrides: object) -> dict[str, Any]:
+    response = await client.post(
+        "/conversations", json={"mode": "assistant", **overrides}, headers=user.headers
+    )
+    assert response.status_code == 201, response.text
+    data: dict[str, Any] = response.json()
+    return data
+
+
+async def send(
+    client: httpx.AsyncClient, user: User, conversation_id: str, content: str, *, key: str | None = None
+) -> httpx.Response:
+    headers = dict(user.headers)
+    if key is not None:
+        headers["Idempotency-Key"] = key
+    return await client.post(
+        f"/conversations/{conversation_id}/messages", json={"content": content}, headers=headers
+    )
+
+
+async def history(client: httpx.AsyncClient, user: User, conversation_id: str) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = []
+    after = 0
+    while True:
+        response = await client.get(
+            f"/conversations/{conversation_id}/messages",
+            params={"after": after, "limit": 100},
+            headers=user.headers,
+        )
+        assert response.status_code == 200, response.text
+        page = response.json()
+        items.extend(page["items"])
+        if not page["has_more"]:
+            return items
+        after = items[-1]["seq"]

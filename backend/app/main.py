@@ -31,7 +31,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
 
     @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, AppState]]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, AppState]]:
         async with AsyncExitStack() as stack:
             rt = await runtime.prepare(settings)
             stack.push_async_callback(rt.close)
@@ -64,6 +64,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 listener=listener,
                 chat=ChatService(db, store, llm, tasks, rt.settings),
             )
+            app.state.resources = state  # for tests and operators' tooling; routes use request.state
             yield {"app": state}
 
     app = FastAPI(

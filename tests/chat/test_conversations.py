@@ -1,0 +1,110 @@
+"""Conversations: create, list (paginated), read, switch mode, rename, delete, history."""
+
+from __future__ import annotations
+
+import httpx
+
+from tests.avatars.test_api import assert_error
+from tests.factories import User, create_avatar, create_conversation, history, send
+
+
+async def test_create_read_update_delete(app_client: httpx.AsyncClient, user: User) -> None:
+    created = await create_conversation(app_client, user, mode="companion", title="  Trip plans ")
+    assert (created["mode"], created["title"], created["last_seq"]) == ("companion", "Trip plans", 0)
+    url = f"/conversations/{created['id']}"
+    assert (await app_client.get(url, headers=user.headers)).json() == created
+
+    updated = await app_client.patch(
+        url, json={"mode": "assistant", "title": "Renamed"}, headers=user.headers
+    )
+    assert updated.status_code == 200
+    assert (updated.json()["mode"], updated.json()["title"]) == ("assistant", "Renamed")
+    cleared = await app_client.patch(url, json={"title": None}, headers=user.headers)
+    assert cleared.json()["title"] is None
+
+    for bad in ({}, {"mode": "robot"}, {"mode": None}, {"title": "x" * 201}, {"extra": 1}):
+        assert_error(await app_client.patch(url, json=bad, headers=user.headers), 422, "validation_failed")
+
+    assert (await app_client.delete(url, headers=user.headers)).status_code == 204
+    assert_error(await app_client.get(url, headers=user.headers), 404, "conversation_not_found")
+    assert_error(await app_client.delete(url, headers=user.headers), 404, "conversation_not_found")
+
+
+async def test_list_is_newest_first_and_paginates_without_gaps(
+    app_client: httpx.AsyncClient, user: User
+) -> None:
+    ids = [(await create_conversation(app_client, user))["id"] for _ in range(7)]
+    seen: list[str] = []
+    cursor = None
+    while True:
+        params: dict[str, str | int] = {"limit": 3}
+        if cursor:
+            params["cursor"] = cursor
+        page = (await app_client.get("/conversations", params=params, headers=user.headers)).json()
+        seen.extend(item["id"] for item in page["items"])
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == ids[::-1]
+    assert_error(
+        await app_client.get("/conversations", params={"cursor": "@@@"}, headers=user.headers),
+        400,
+        "invalid_cursor",
+    )
+    assert_error(
+        await app_client.get("/conversations", params={"limit": 101}, headers=user.headers),
+        422,
+        "validation_failed",
+    )
+
+
+async def test_someone_elses_conversation_is_404_on_every_route(
+    app_client: httpx.AsyncClient, user: User, other_user: User
+) -> None:
+    await create_avatar(app_client, user)
+    await create_avatar(app_client, other_user)
+    theirs = await create_conversation(app_client, user)
+    assert (await send(app_client, user, theirs["id"], "private")).status_code == 201
+    url = f"/conversations/{theirs['id']}"
+    h = other_user.headers
+    assert_error(await app_client.get(url, headers=h), 404, "conversation_not_found")
+    assert_error(
+        await app_client.patch(url, json={"title": "mine now"}, headers=h), 404, "conversation_not_found"
+    )
+    assert_error(await app_client.delete(url, headers=h), 404, "conversation_not_found")
+    assert_error(await app_client.get(url + "/messages", headers=h), 404, "conversation_not_found")
+    assert_error(await send(app_client, other_user, theirs["id"], "hi"), 404, "conversation_not_found")
+    listed = (await app_client.get("/conversations", headers=h)).json()["items"]
+    assert theirs["id"] not in [c["id"] for c in listed]
+    # ...and nothing of theirs changed.
+    assert next(m["content"] for m in await history(app_client, user, theirs["id"])) == "private"
+
+
+async def test_history_pages_forward_and_backward(app_client: httpx.AsyncClient, user: User) -> None:
+    await create_avatar(app_client, user)
+    conversation = await create_conversation(app_client, user)
+    for i in range(5):
+        assert (await send(app_client, user, conversation["id"], f"m{i}")).status_code == 201
+    url = f"/conversations/{conversation['id']}/messages"
+    first = (await app_client.get(url, params={"limit": 4}, headers=user.headers)).json()
+    assert [m["seq"] for m in first["items"]] == [1, 2, 3, 4]
+    assert first["has_more"] is True
+    latest = (await app_client.get(url, params={"before": 11, "limit": 4}, headers=user.headers)).json()
+    assert [m["seq"] for m in latest["items"]] == [7, 8, 9, 10]
+    assert latest["has_more"] is True
+    oldest = (await app_client.get(url, params={"before": 3, "limit": 4}, headers=user.headers)).json()
+    assert ([m["seq"] for m in oldest["items"]], oldest["has_more"]) == ([1, 2], False)
+    assert_error(
+        await app_client.get(url, params={"before": 3, "after": 1}, headers=user.headers),
+        400,
+        "invalid_cursor",
+    )
+    assert len(await history(app_client, user, conversation["id"])) == 10
+
+
+async def test_empty_history_of_an_existing_conversation(app_client: httpx.AsyncClient, user: User) -> None:
+    conversation = await create_conversation(app_client, user)
+    page = (
+        await app_client.get(f"/conversations/{conversation['id']}/messages", headers=user.headers)
+    ).json()
+    assert page == {"items": [], "has_more": False}

@@ -1,0 +1,221 @@
+"""Chat turns in-process: replies, persona freshness, idempotency, SSE, titles after commit."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import asyncpg
+import httpx
+
+from app.core.state import AppState
+from app.sessions.store import AvatarSnapshot
+from tests.avatars.test_api import assert_error
+from tests.factories import User, create_avatar, create_conversation, history, send
+
+
+def parse_sse(text: str) -> list[tuple[str, Any]]:
+    events = []
+    for block in text.strip().split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in block.splitlines())
+        events.append((fields["event"], json.loads(fields["data"])))
+    return events
+
+
+async def test_send_answers_with_both_saved_messages(app_client: httpx.AsyncClient, user: User) -> None:
+    await create_avatar(app_client, user, name="Nova", personality="playful")
+    conversation = await create_conversation(app_client, user, mode="companion")
+    response = await send(app_client, user, conversation["id"], "What should I cook tonight?")
+    assert response.status_code == 201, response.text
+    exchange = response.json()
+    sent, reply = exchange["user_message"], exchange["assistant_message"]
+    assert (sent["seq"], sent["role"], sent["status"]) == (1, "user", "complete")
+    assert (reply["seq"], reply["role"], reply["status"]) == (2, "assistant", "complete")
+    assert (reply["persona_version"], reply["personality"]) == (1, "playful")
+    assert "Nova" in reply["content"] and "playful" in reply["content"] and "companion" in reply["content"]
+    assert await history(app_client, user, conversation["id"]) == [sent, reply]
+
+
+async def test_send_without_avatar_is_409_and_saves_nothing(
+    app_client: httpx.AsyncClient, user: User
+) -> None:
+    conversation = await create_conversation(app_client, user)
+    assert_error(await send(app_client, user, conversation["id"], "hello?"), 409, "avatar_required")
+    assert await history(app_client, user, conversation["id"]) == []
+
+
+async def test_bad_sends_are_4xx(app_client: httpx.AsyncClient, user: User) -> None:
+    await create_avatar(app_client, user)
+    conversation = await create_conversation(app_client, user)
+    url = f"/conversations/{conversation['id']}/messages"
+    for body in (
+        {},
+        {"content": ""},
+        {"content": "x" * 8001},
+        {"content": 5},
+        {"content": "a", "role": "assistant"},
+    ):
+        assert_error(await app_client.post(url, json=body, headers=user.headers), 422, "validation_failed")
+    assert_error(
+        await app_client.post(
+            "/conversations/not-a-uuid/messages", json={"content": "a"}, headers=user.headers
+        ),
+        422,
+        "validation_failed",
+    )
+    long_key = {**user.headers, "Idempotency-Key": "k" * 201}
+    assert_error(
+        await app_client.post(url, json={"content": "a"}, headers=long_key), 422, "validation_failed"
+    )
+    assert await history(app_client, user, conversation["id"]) == []
+
+
+async def test_persona_switch_and_dashboard_edit_show_in_the_next_reply(
+    app_client: httpx.AsyncClient, user: User, owner: asyncpg.Connection
+) -> None:
+    await create_avatar(app_client, user)
+    conversation = await create_conversation(app_client, user)
+    first = (await send(app_client, user, conversation["id"], "one")).json()["assistant_message"]
+    assert (first["persona_version"], first["personality"]) == (1, "friendly")
+
+    patched = await app_client.patch(
+        "/avatars/me/persona", json={"personality": "witty"}, headers=user.headers
+    )
+    assert patched.status_code == 200
+    second = (await send(app_client, user, conversation["id"], "two")).json()["assistant_message"]
+    assert (second["persona_version"], second["personality"]) == (2, "witty")
+
+    # The dashboard: no API call, no NOTIFY needed for correctness.
+    await owner.execute(
+        "update public.avatars set personality = 'caring', name = 'Sage' where user_id = $1", user.id
+    )
+    third = (await send(app_client, user, conversation["id"], "three")).json()["assistant_message"]
+    assert (third["persona_version"], third["personality"]) == (3, "caring")
+    assert "Sage" in third["content"]
+
+
+async def test_mode_switch_and_rename_apply_to_the_next_turn(
+    app_client: httpx.AsyncClient, user: User
+) -> None:
+    await create_avatar(app_client, user)
+    conversation = await create_conversation(app_client, user, mode="assistant")
+    first = (await send(app_client, user, conversation["id"], "one")).json()["assistant_message"]
+    assert "assistant mode" in first["content"]
+    url = f"/conversations/{conversation['id']}"
+    await app_client.patch(url, json={"mode": "companion", "title": "Evening chat"}, headers=user.headers)
+    second = (await send(app_client, user, conversation["id"], "two")).json()["assistant_message"]
+    assert "companion mode" in second["content"]
+    assert (await app_client.get(url, headers=user.headers)).json()["title"] == "Evening chat"
+
+
+async def test_idempotent_send_sequential_replay(app_client: httpx.AsyncClient, user: User) -> None:
+    await create_avatar(app_client, user)
+    conversation = await create_conversation(app_client, user)
+    first = await send(app_client, user, conversation["id"], "only once", key="key-1")
+    again = await send(app_client, user, conversation["id"], "only once", key="key-1")
+    assert first.status_code == again.status_code == 201
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert again.json() == first.json()
+    assert len(await history(app_client, user, conversation["id"])) == 2
+    reused = await send(app_client, user, conversation["id"], "something else", key="key-1")
+    assert_error(reused, 422, "idempotency_key_reused")
+    # The same key in another conversation is another send.
+    other = await create_conversation(app_client, user)
+    assert (await send(app_client, user, other["id"], "only once", key="key-1")).status_code == 201
+
+
+async def test_idempotent_send_concurrent_creates_one_exchange(
+    app_client: httpx.AsyncClient, user: User
+) -> None:
+    await create_avatar(app_client, user)
+    conversation = await create_conversation(app_client, user)
+    responses = await asyncio.gather(
+        *(send(app_client, user, conversation["id"], "tap tap", key="same") for _ in range(10))
+    )
+    assert {r.status_code for r in responses} <= {201, 409}
+    for r in responses:
+        if r.status_code == 409:
+            assert r.json()["error"]["code"] == "send_in_progress"
+            assert r.headers["Retry-After"]
+    done = [r.json() for r in responses if r.status_code == 201]
+    assert done
+    assert all(d == done[0] for d in done)
+    messages = await history(app_client, user, conversation["id"])
+    assert [m["role"] for m in messages] == ["user", "assistant"]
+
+
+async def test_sse_stream_events_in_order(app_client: httpx.AsyncClient, user: User) -> None:
+    await create_avatar(app_client, user, name="Echo")
+    conversation = await create_conversation(app_client, user)
+    response = await app_client.post(
+        f"/conversations/{conversation['id']}/messages",
+        json={"content": "stream please"},
+        headers={**user.headers, "Accept": "text/event-stream"},
+    )
+    assert response.status_code == 201
+    assert response.headers["content-type"].startswith("text/event-stream")
+    events = parse_sse(response.text)
+    names = [name for name, _ in events]
+    assert names[0] == "user_message" and names[-1] == "done"
+    assert set(names[1:-1]) == {"delta"} and len(names) >= 5
+    streamed = "".join(data["content"] for name, data in events if name == "delta")
+    done = events[-1][1]
+    assert done["content"] == streamed and done["status"] == "complete"
+    assert events[0][1]["seq"] == 1 and done["seq"] == 2
+
+
+async def test_errors_before_streaming_are_plain_json(app_client: httpx.AsyncClient, user: User) -> None:
+    conversation = await create_conversation(app_client, user)  # no avatar
+    response = await app_client.post(
+        f"/conversations/{conversation['id']}/messages",
+        json={"content": "hi"},
+        headers={**user.headers, "Accept": "text/event-stream"},
+    )
+    assert_error(response, 409, "avatar_required")
+
+
+async def test_title_is_set_after_the_first_exchange_from_committed_rows(
+    app_client: httpx.AsyncClient, app_state: AppState, user: User
+) -> None:
+    await create_avatar(app_client, user)
+    conversation = await create_conversation(app_client, user)
+    await send(app_client, user, conversation["id"], "Plan a weekend hiking trip in the Alps please")
+    url = f"/conversations/{conversation['id']}"
+    for _ in range(100):
+        title = (await app_client.get(url, headers=user.headers)).json()["title"]
+        if title:
+            break
+        await asyncio.sleep(0.02)
+    # The task gets only ids: this title could only come from the committed rows.
+    assert title == "Plan a weekend hiking trip in"
+    assert app_state.chat.stats.title_tasks_without_rows == 0
+    # A user-given title is never overwritten.
+    named = await create_conversation(app_client, user, title="Mine")
+    await send(app_client, user, named["id"], "hello there")
+    await asyncio.sleep(0.2)
+    assert (await app_client.get(f"/conversations/{named['id']}", headers=user.headers)).json()[
+        "title"
+    ] == "Mine"
+
+
+async def test_a_stale_cache_entry_is_never_used_even_if_notify_is_missed(
+    app_client: httpx.AsyncClient, app_state: AppState, user: User, owner: asyncpg.Connection
+) -> None:
+    await create_avatar(app_client, user)
+    conversation = await create_conversation(app_client, user)
+    await send(app_client, user, conversation["id"], "warm the cache")
+    row = await owner.fetchrow(
+        "update public.avatars set personality = 'professional' where user_id = $1 returning id, version",
+        user.id,
+    )
+    assert row is not None
+    await asyncio.sleep(0.2)  # let the notification arrive and evict...
+    # ...then put the old persona back, as if the notification had been lost.
+    await app_state.store.put_avatar(
+        AvatarSnapshot(
+            id=row["id"], user_id=user.id, name="Ava", personality="friendly", backstory="", version=1
+        )
+    )
+    reply = (await send(app_client, user, conversation["id"], "which persona?")).json()["assistant_message"]
+    assert (reply["persona_version"], reply["personality"]) == (2, "professional")

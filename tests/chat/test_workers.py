@@ -1,0 +1,225 @@
+"""G1-G3 with real processes: `avatar-chat serve --workers 3` on the test database."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+
+from tests.factories import TEST_JWT_SECRET, create_avatar, create_conversation, create_user, history, send
+from tests.servers import ServerProcess
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+async def server(database_url: str) -> AsyncIterator[ServerProcess]:
+    proc = ServerProcess(database_url=database_url, jwt_secret=TEST_JWT_SECRET, workers=3)
+    await proc.start()
+    yield proc
+    await proc.stop()
+
+
+@pytest.fixture(scope="module")
+async def slow_server(database_url: str) -> AsyncIterator[ServerProcess]:
+    """One worker whose offline replies take about a second to stream."""
+    proc = ServerProcess(
+        database_url=database_url,
+        jwt_secret=TEST_JWT_SECRET,
+        workers=1,
+        env={"OFFLINE_LLM_CHUNK_DELAY_MS": "80"},
+    )
+    await proc.start()
+    yield proc
+    await proc.stop()
+
+
+def client_for(server: ServerProcess) -> httpx.AsyncClient:
+    # No keep-alive: every request is a new connection, so requests spread over the workers.
+    return httpx.AsyncClient(
+        base_url=server.base_url,
+        timeout=30,
+        limits=httpx.Limits(max_connections=100, max_keepalive_connections=0),
+    )
+
+
+async def test_persona_patch_then_30_sends_all_use_the_new_persona(
+    server: ServerProcess, owner: asyncpg.Connection
+) -> None:
+    user = await create_user(owner)
+    async with client_for(server) as client:
+        await create_avatar(client, user)
+        conversation = await create_conversation(client, user)
+        for i in range(15):  # warm every worker's SessionStore with version 1
+            assert (await send(client, user, conversation["id"], f"warm {i}")).status_code == 201
+        patched = await client.patch(
+            "/avatars/me/persona", json={"personality": "witty"}, headers=user.headers
+        )
+        assert patched.status_code == 200
+        version = patched.json()["version"]
+        replies = []
+        for i in range(30):
+            response = await send(client, user, conversation["id"], f"after {i}")
+            assert response.status_code == 201, response.text
+            replies.append(response.json()["assistant_message"])
+    stale = [r for r in replies if (r["persona_version"], r["personality"]) != (version, "witty")]
+    assert stale == []
+
+
+async def test_100_dashboard_updates_each_followed_at_once_by_a_send(
+    server: ServerProcess, owner: asyncpg.Connection
+) -> None:
+    user = await create_user(owner)
+    personalities = ["friendly", "professional", "playful", "caring", "witty"]
+    stale: list[tuple[int, Any, Any]] = []
+    async with client_for(server) as client:
+        await create_avatar(client, user)
+        conversation = await create_conversation(client, user)
+        for i in range(100):
+            personality = personalities[i % len(personalities)]
+            version = await owner.fetchval(
+                "update public.avatars set personality = $2 where user_id = $1 returning version",
+                user.id,
+                personality,
+            )
+            response = await send(client, user, conversation["id"], f"turn {i}")
+            assert response.status_code == 201, response.text
+            reply = response.json()["assistant_message"]
+            if (reply["persona_version"], reply["personality"]) != (version, personality):
+                stale.append((i, reply["persona_version"], reply["personality"]))
+    assert stale == []
+
+
+async def test_50_concurrent_sends_to_one_conversation(
+    server: ServerProcess, owner: asyncpg.Connection
+) -> None:
+    user = await create_user(owner)
+    async with client_for(server) as client:
+        await create_avatar(client, user)
+        conversation = await create_conversation(client, user)
+        responses = await asyncio.gather(
+            *(send(client, user, conversation["id"], f"c{i}") for i in range(50))
+        )
+        assert [r.status_code for r in responses if r.status_code != 201] == []
+        messages = await history(client, user, conversation["id"])
+    assert len(messages) == 100
+    assert [m["seq"] for m in messages] == list(range(1, 101))
+    assert sorted(m["content"] for m in messages if m["role"] == "user") == sorted(f"c{i}" for i in range(50))
+    assert all(m["status"] == "complete" for m in messages)
+    # Every reply directly follows the message it answers.
+    by_seq = {m["seq"]: m for m in messages}
+    for seq in range(1, 101, 2):
+        assert (by_seq[seq]["role"], by_seq[seq + 1]["role"]) == ("user", "assistant")
+
+
+async def test_idempotency_across_workers(server: ServerProcess, owner: asyncpg.Connection) -> None:
+    user = await create_user(owner)
+    async with client_for(server) as client:
+        await create_avatar(client, user)
+        conversation = await create_conversation(client, user)
+        first = await send(client, user, conversation["id"], "once", key="k-seq")
+        second = await send(client, user, conversation["id"], "once", key="k-seq")
+        assert first.status_code == second.status_code == 201
+        assert first.json() == second.json()
+
+        async def until_done() -> dict[str, Any]:
+            for _ in range(100):
+                response = await send(client, user, conversation["id"], "burst", key="k-burst")
+                if response.status_code == 201:
+                    data: dict[str, Any] = response.json()
+                    return data
+                assert response.status_code == 409, response.text
+                await asyncio.sleep(0.05)
+            raise AssertionError("never completed")
+
+        results = await asyncio.gather(*(until_done() for _ in range(10)))
+        assert all(r == results[0] for r in results)
+        messages = await history(client, user, conversation["id"])
+    assert [m["content"] for m in messages if m["role"] == "user"] == ["once", "burst"]
+    assert len(messages) == 4
+
+
+async def test_retry_while_generating_is_409_with_retry_after(
+    slow_server: ServerProcess, owner: asyncpg.Connection
+) -> None:
+    user = await create_user(owner)
+    async with client_for(slow_server) as client:
+        await create_avatar(client, user)
+        conversation = await create_conversation(client, user)
+        original = asyncio.create_task(send(client, user, conversation["id"], "slow one", key="k-slow"))
+        await asyncio.sleep(0.3)
+        repeat = await send(client, user, conversation["id"], "slow one", key="k-slow")
+        assert repeat.status_code == 409
+        assert repeat.json()["error"]["code"] == "send_in_progress"
+        assert int(repeat.headers["Retry-After"]) >= 1
+        done = await original
+        assert done.status_code == 201
+        replay = await send(client, user, conversation["id"], "slow one", key="k-slow")
+        assert replay.json() == done.json()
+
+
+async def read_sse(response: httpx.Response, stop_after_deltas: int | None = None) -> list[tuple[str, Any]]:
+    events: list[tuple[str, Any]] = []
+    name = None
+    async for line in response.aiter_lines():
+        if line.startswith("event: "):
+            name = line[len("event: ") :]
+        elif line.startswith("data: "):
+            events.append((name or "", json.loads(line[len("data: ") :])))
+            deltas = sum(1 for n, _ in events if n == "delta")
+            if stop_after_deltas is not None and deltas >= stop_after_deltas:
+                break
+    return events
+
+
+async def test_sse_over_real_http_and_disconnect_mid_stream(
+    slow_server: ServerProcess, owner: asyncpg.Connection
+) -> None:
+    user = await create_user(owner)
+    async with client_for(slow_server) as client:
+        await create_avatar(client, user, name="Iris")
+        conversation = await create_conversation(client, user)
+        url = f"/conversations/{conversation['id']}/messages"
+        headers = {**user.headers, "Accept": "text/event-stream"}
+
+        async with client.stream("POST", url, json={"content": "full stream"}, headers=headers) as response:
+            assert response.status_code == 201
+            events = await read_sse(response)
+        names = [n for n, _ in events]
+        assert names[0] == "user_message" and names[-1] == "done" and set(names[1:-1]) == {"delta"}
+        assert events[-1][1]["content"] == "".join(d["content"] for n, d in events if n == "delta")
+
+        # Go away after two chunks: the reply is still generated and saved, complete.
+        async with client.stream("POST", url, json={"content": "leaving early"}, headers=headers) as response:
+            partial = await read_sse(response, stop_after_deltas=2)
+        assert [n for n, _ in partial][:3] == ["user_message", "delta", "delta"]
+        reply_seq = partial[0][1]["seq"] + 1
+        for _ in range(100):
+            messages = await history(client, user, conversation["id"])
+            reply = next((m for m in messages if m["seq"] == reply_seq), None)
+            if reply and reply["status"] != "streaming":
+                break
+            await asyncio.sleep(0.1)
+        assert reply is not None
+        assert reply["status"] == "complete"
+        assert "leaving early" in reply["content"] and "Iris" in reply["content"]
+
+
+async def test_other_users_cannot_reach_each_other_through_workers(
+    server: ServerProcess, owner: asyncpg.Connection
+) -> None:
+    alice, mallory = await create_user(owner), await create_user(owner)
+    async with client_for(server) as client:
+        await create_avatar(client, alice)
+        conversation = await create_conversation(client, alice)
+        await send(client, alice, conversation["id"], "secret")
+        for _ in range(6):
+            response = await client.get(
+                f"/conversations/{conversation['id']}/messages", headers=mallory.headers
+            )
+            assert response.status_code == 404

@@ -1,0 +1,93 @@
+"""Real `avatar-chat serve` processes for tests where workers and processes matter."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+CLI = str(Path(sys.executable).parent / "avatar-chat")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class ServerProcess:
+    """`avatar-chat serve --workers N` against the test database."""
+
+    def __init__(
+        self, *, database_url: str, jwt_secret: str, workers: int = 1, env: dict[str, str] | None = None
+    ):
+        self.port = free_port()
+        self.workers = workers
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self._env = {
+            **os.environ,
+            "DATABASE_URL": database_url,
+            "SUPABASE_JWT_SECRET": jwt_secret,
+            "MIGRATE_ON_START": "false",
+            "LOG_LEVEL": "WARNING",
+            "OFFLINE_LLM_CHUNK_DELAY_MS": "0",
+            "RATE_LIMIT_SENDS_PER_MINUTE": "0",
+            "MAX_CONCURRENT_STREAMS": "0",
+            **(env or {}),
+        }
+        self.proc: asyncio.subprocess.Process | None = None
+
+    async def start(self, timeout_s: float = 30) -> None:
+        self.proc = await asyncio.create_subprocess_exec(
+            CLI,
+            "serve",
+            "--port",
+            str(self.port),
+            "--workers",
+            str(self.workers),
+            env=self._env,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=None,  # worker logs show up in pytest's captured output on failure
+            start_new_session=True,
+        )
+        await self.wait_ready(timeout_s)
+
+    async def wait_ready(self, timeout_s: float = 30) -> None:
+        deadline = time.monotonic() + timeout_s
+        async with httpx.AsyncClient(base_url=self.base_url, timeout=2) as client:
+            while time.monotonic() < deadline:
+                assert self.proc is not None
+                if self.proc.returncode is not None:
+                    raise RuntimeError(f"server exited with {self.proc.returncode}")
+                try:
+                    if (await client.get("/ready")).status_code == 200:
+                        return
+                except httpx.TransportError:
+                    pass
+                await asyncio.sleep(0.1)
+        raise TimeoutError("server did not become ready")
+
+    def worker_pids(self) -> list[int]:
+        """The uvicorn worker processes (children of the supervisor)."""
+        assert self.proc is not None
+        children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text().split()
+        return [int(pid) for pid in children]
+
+    async def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 30) -> int:
+        assert self.proc is not None
+        if self.proc.returncode is None:
+            self.proc.send_signal(sig)
+            try:
+                await asyncio.wait_for(self.proc.wait(), timeout_s)
+            except TimeoutError:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                await self.proc.wait()
+        assert self.proc.returncode is not None
+        return self.proc.returncode
