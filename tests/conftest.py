@@ -52,6 +52,10 @@ def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Set
         database_url=SecretStr(database_url),
         supabase_jwt_secret=SecretStr(TEST_JWT_SECRET),
         migrate_on_start=False,
+        offline_llm_chunk_delay_ms=0,
+        # Limits live in the shared database; tests of them set their own.
+        rate_limit_sends_per_minute=0,
+        max_concurrent_streams=0,
         data_dir=tmp_path_factory.mktemp("unused-data"),
     )
 

@@ -16,6 +16,7 @@ from app.chat.turns import ChatService
 from app.core import runtime
 from app.core.database import Database
 from app.core.errors import install_error_handlers
+from app.core.limits import BodySizeLimitMiddleware, configure_database_limits
 from app.core.settings import Settings
 from app.core.state import AppState
 from app.core.tasks import TaskTracker
@@ -37,6 +38,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             stack.push_async_callback(rt.close)
             db = await Database.connect(rt.dsn, rt.settings)
             stack.push_async_callback(db.close)
+            await configure_database_limits(db, rt.settings)
             http = httpx.AsyncClient(timeout=httpx.Timeout(5.0), follow_redirects=False)
             stack.push_async_callback(http.aclose)
             store = SessionStore(
@@ -74,6 +76,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.include_router(health_router)
     app.include_router(avatars_router)
     app.include_router(chat_router)

@@ -9,7 +9,7 @@ from typing import Any
 import asyncpg
 
 from app.core.database import Connection, Record
-from app.core.errors import Conflict, NotFound, ValidationFailed
+from app.core.errors import Conflict, NotFound, TooManyRequests, ValidationFailed
 
 CONVERSATION_COLUMNS = "id, user_id, title, mode::text as mode, last_seq, created_at, updated_at"
 MESSAGE_COLUMNS = (
@@ -146,6 +146,10 @@ async def begin_turn(
             raise NotFound(CONVERSATION_NOT_FOUND, code="conversation_not_found") from exc
         if exc.sqlstate == "AC409":
             raise Conflict("Create your avatar first (POST /avatars/me).", code="avatar_required") from exc
+        if exc.sqlstate == "AC429":
+            code = getattr(exc, "hint", None) or "rate_limited"
+            retry_after = getattr(exc, "detail", None) or "1"
+            raise TooManyRequests(str(exc), code=code, headers={"Retry-After": retry_after}) from exc
         if exc.sqlstate == "AC422":
             raise ValidationFailed(
                 "This Idempotency-Key was already used for a different message.",
