@@ -9,7 +9,8 @@ failing answers in front of whatever comes next (to exercise the SDK's retries).
 Scenarios: ok, slow, status_429, status_500, status_401, first_token_delay (headers,
 then silence), hang (silence before any header), stall (2 chunks, then silence), break
 (2 chunks, then the connection is dropped), malformed (1 chunk, then invalid JSON),
-empty (only [DONE]). `fail_times:<n>[:<status>]` fails the first n requests carrying the
+no_choices (1 chunk, then one without `choices`), stream_error (1 chunk, then an error
+object), empty (only [DONE]). `fail_times:<n>[:<status>]` fails the first n requests carrying the
 same last user message, then answers ok: `fail_next` for when the test cannot reach the
 server object (a separate process); give every such message a unique text.
 
@@ -52,12 +53,20 @@ SCENARIOS = frozenset(
         "stall",
         "break",
         "malformed",
+        "no_choices",
+        "stream_error",
         "empty",
     }
 )
 _MARKER = re.compile(r"\[\[fake:([^\]]*)\]\]")
 _FAIL_TIMES = re.compile(r"fail_times:(\d+)(?::(\d{3}))?")
 _REPLY_PREFIX = "Hello from fake LLM: "
+_BAD_SECOND_EVENTS = {
+    "malformed": "data: {not json\n\n",
+    "no_choices": 'data: {"id":"chatcmpl-x","object":"chat.completion.chunk","created":0,"model":"m"}\n\n',
+    # How vLLM, OpenRouter and others report a failure once the stream has begun.
+    "stream_error": 'data: {"error":{"message":"model crashed","type":"server_error","code":500}}\n\n',
+}
 _ERROR_TYPES = {
     400: "invalid_request_error",
     401: "invalid_request_error",
@@ -266,8 +275,8 @@ class FakeOpenAIServer:
                 return
             yield chunks.sse(chunks.first())
             for n, piece in enumerate(pieces):
-                if scenario == "malformed" and n == 1:
-                    yield "data: {not json\n\n"
+                if n == 1 and scenario in _BAD_SECOND_EVENTS:
+                    yield _BAD_SECOND_EVENTS[scenario]
                     return
                 if n == 2:
                     if scenario == "stall" and await self._sleep(self.long_delay_s):
@@ -404,6 +413,7 @@ class _Chunks:
             "object": "chat.completion.chunk",
             "created": self.created,
             "model": self.model,
+            "service_tier": "default",
             "system_fingerprint": "fp_fake",
             "choices": choices,
         }
