@@ -102,6 +102,11 @@ class SessionStore:
             while len(self._avatars) > self._max_avatars:
                 self._avatars.popitem(last=False)
 
+    async def peek_avatar(self, user_id: uuid.UUID) -> AvatarSnapshot | None:
+        """What is cached for the user, without touching LRU order or stats."""
+        async with self._lock:
+            return self._avatars.get(user_id)
+
     async def clear_avatar_cache(self, user_id: uuid.UUID | None = None) -> None:
         """Forget one user's avatar (after a mutation), or every avatar."""
         async with self._lock:
