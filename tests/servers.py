@@ -78,7 +78,7 @@ class ServerProcess:
         """The uvicorn worker processes (children of the supervisor)."""
         assert self.proc is not None
         children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text().split()
-        return [int(pid) for pid in children]
+        return [int(pid) for pid in children if "spawn_main" in _cmdline(int(pid))]
 
     async def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 30) -> int:
         assert self.proc is not None
@@ -91,3 +91,10 @@ class ServerProcess:
                 await self.proc.wait()
         assert self.proc.returncode is not None
         return self.proc.returncode
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_text().replace("\0", " ")
+    except OSError:
+        return ""

@@ -26,7 +26,7 @@ from app.chat import mapping, repository
 from app.chat.prompt import build_request
 from app.chat.schemas import Exchange, MessageRead, MessageStatus
 from app.core.database import Database
-from app.core.errors import AppError, Conflict, ProviderError, ProviderTimeout
+from app.core.errors import AppError, Conflict, ProviderError, ProviderTimeout, ServiceUnavailable
 from app.core.settings import Settings
 from app.core.tasks import TaskTracker
 from app.llm.base import LLMProvider, ProviderFailure
@@ -82,15 +82,21 @@ class Turn:
 
     user_message: MessageRead
     replayed: MessageRead | None = None
-    task: asyncio.Task[TurnResult] | None = None
     deltas: asyncio.Queue[str | None] = field(default_factory=asyncio.Queue)
+    outcome: asyncio.Future[TurnResult] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+    def resolve(self, result: TurnResult) -> None:
+        """Tell the client how it went; the first word counts (saving may go on after)."""
+        if not self.outcome.done():
+            self.outcome.set_result(result)
 
     async def result(self) -> TurnResult:
         if self.replayed is not None:
             return TurnResult(reply=self.replayed)
-        assert self.task is not None
-        # shield: a client that goes away must not cancel the generation (it is saved anyway)
-        return await asyncio.shield(self.task)
+        # shield: a client that goes away must not cancel anything (the reply is saved anyway)
+        return await asyncio.shield(self.outcome)
 
     async def exchange(self) -> Exchange:
         reply = (await self.result()).raise_for_failure(self.user_message)
@@ -134,6 +140,9 @@ class ChatService:
         self._tasks = tasks
         self._window_size = settings.chat_window_messages
         self._deadline_s = settings.chat_turn_deadline_s
+        # The lease outlives the deadline a little, so a live worker always settles its
+        # reply before anyone may take it over.
+        self._lease_s = self._deadline_s + min(10.0, self._deadline_s / 2)
         self.stats = ChatStats()
 
     async def send(
@@ -147,8 +156,7 @@ class ChatService:
                 conversation_id=conversation_id,
                 content=content,
                 idempotency_key=idempotency_key,
-                # The lease outlives the deadline a little: a live worker always settles first.
-                lease_s=self._deadline_s + 10,
+                lease_s=self._lease_s,
             )
         user_message = mapping.message(row["user_message"])
         reply = mapping.message(row["reply"])
@@ -181,12 +189,12 @@ class ChatService:
             title_unset=row["title"] is None,
         )
         turn = Turn(user_message=user_message)
-        turn.task = self._tasks.spawn(self._generate(generation, turn.deltas), name=f"turn-{reply.id}")
+        self._tasks.spawn(self._generate(generation, turn), name=f"turn-{reply.id}")
         return turn
 
     # --- inside the background task ------------------------------------------------------
 
-    async def _generate(self, g: _Generation, deltas: asyncio.Queue[str | None]) -> TurnResult:
+    async def _generate(self, g: _Generation, turn: Turn) -> None:
         parts: list[str] = []
         avatar: AvatarSnapshot | None = None
         failure: ProviderFailure | None = None
@@ -200,7 +208,7 @@ class ChatService:
                     request = build_request(avatar, g.mode, window, g.user_message.content)
                     async for chunk in self._llm.stream(request):
                         parts.append(chunk)
-                        deltas.put_nowait(chunk)
+                        turn.deltas.put_nowait(chunk)
             except ProviderFailure as exc:
                 failure = exc
             except TimeoutError:
@@ -220,27 +228,57 @@ class ChatService:
                 failure = ProviderFailure("provider_error", "The reply could not be generated.")
             status = MessageStatus.complete if failure is None else MessageStatus.failed
             try:
-                saved = await self._settle(
-                    g, avatar, "".join(parts), status, failure.code if failure else None
+                saved = await self._settle_reliably(
+                    g, avatar, "".join(parts), status, failure.code if failure else None, turn
                 )
             except AppError as exc:
-                return TurnResult(reply=None, failure=failure, error=exc)
+                turn.resolve(TurnResult(reply=None, failure=failure, error=exc))
+                return
             if failure is not None:
                 self.stats.failures += 1
-                return TurnResult(reply=saved, failure=failure)
+                turn.resolve(TurnResult(reply=saved, failure=failure))
+                return
             if saved is None:
-                return TurnResult(
-                    reply=None,
-                    error=Conflict("A newer attempt took this reply over.", code="reply_superseded"),
-                )
+                superseded = Conflict("A newer attempt took this reply over.", code="reply_superseded")
+                turn.resolve(TurnResult(reply=None, error=superseded))
+                return
+            turn.resolve(TurnResult(reply=saved))
             if g.new_turn and settled and avatar is not None:
                 await self._remember_window(g, window, saved)
             if g.title_unset:
                 # Post-commit work: finish_turn has returned, so the exchange is committed.
                 self._tasks.spawn(self._set_title(g.claims_json, g.conversation_id), name="title")
-            return TurnResult(reply=saved)
         finally:
-            deltas.put_nowait(None)
+            turn.resolve(
+                TurnResult(reply=None, error=AppError("The reply was interrupted.", code="interrupted"))
+            )
+            turn.deltas.put_nowait(None)
+
+    async def _settle_reliably(
+        self,
+        g: _Generation,
+        avatar: AvatarSnapshot | None,
+        content: str,
+        status: str,
+        error_code: str | None,
+        turn: Turn,
+    ) -> MessageRead | None:
+        """Save the reply; if the database is away, tell the client at once (503: retry
+        with the same key) and keep trying until the lease ends, so a finished reply is
+        not thrown away by a database restart."""
+        loop = asyncio.get_running_loop()
+        give_up_at = loop.time() + self._lease_s
+        delay = 0.1
+        while True:
+            try:
+                return await self._settle(g, avatar, content, status, error_code)
+            except ServiceUnavailable as exc:
+                turn.resolve(TurnResult(reply=None, error=exc))
+                if loop.time() + delay > give_up_at:
+                    log.error("could not save reply %s before its lease ended", g.reply_id)
+                    raise
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
 
     async def _settle(
         self,

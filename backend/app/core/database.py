@@ -40,6 +40,7 @@ _UNAVAILABLE = (
     asyncpg.AdminShutdownError,
     asyncpg.CrashShutdownError,
     asyncpg.QueryCanceledError,  # statement_timeout: overloaded or locked out
+    asyncpg.InternalClientError,  # a connection left mid-operation by a timeout or a drop
 )
 
 
@@ -92,6 +93,17 @@ def translate_errors() -> Iterator[None]:
         if isinstance(translated, ServiceUnavailable):
             log.warning("database unavailable: %s: %s", type(exc).__name__, exc)
         raise translated from exc
+
+
+async def _rollback_or_discard(conn: Connection) -> None:
+    if conn.is_closed():
+        return
+    try:
+        await asyncio.wait_for(conn.execute("rollback"), 2)
+    except (Exception, asyncio.CancelledError):
+        # Mid-operation (timeout, cancelled client) or gone: never hand it out again.
+        log.debug("rollback failed; discarding the connection", exc_info=True)
+        conn.terminate()
 
 
 async def _init_connection(conn: Connection) -> None:
@@ -155,11 +167,7 @@ class Database:
                 try:
                     yield conn
                 except BaseException:
-                    if not conn.is_closed():
-                        try:
-                            await conn.execute("rollback")
-                        except (asyncpg.PostgresError, *_UNAVAILABLE):
-                            log.debug("rollback failed; the connection is discarded", exc_info=True)
+                    await _rollback_or_discard(conn)
                     raise
                 await conn.execute("commit")
 

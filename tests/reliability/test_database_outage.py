@@ -1,0 +1,161 @@
+"""The database goes away in the middle of chat load, and comes back.
+
+While it is down: requests fail fast with 503 + Retry-After, /ready is 503, nothing
+hangs. When it is back: the API recovers by itself, the listener reconnects and the
+SessionStore is flushed, nothing acknowledged is lost or duplicated, and G1 holds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+from fastapi import FastAPI
+from pydantic import SecretStr
+
+from app.core.settings import Settings
+from app.core.state import AppState
+from app.main import create_app
+from tests.factories import TEST_JWT_SECRET, User, create_avatar, create_conversation, history
+from tests.reliability.conftest import Faulty
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+async def outage_app(faulty: Faulty, settings: Settings) -> AsyncIterator[FastAPI]:
+    configured = settings.model_copy(
+        update={
+            "database_url": SecretStr(faulty.dsn),
+            "supabase_jwt_secret": SecretStr(TEST_JWT_SECRET),
+            "db_acquire_timeout_s": 1.0,
+            "db_connect_timeout_s": 1.0,
+            "db_statement_timeout_ms": 2000,
+            "chat_turn_deadline_s": 5.0,
+        }
+    )
+    app = create_app(configured)
+    async with LifespanManager(app) as manager:
+        app.state.asgi = manager.app
+        yield app
+
+
+async def make_user(faulty: Faulty) -> User:
+    from app.auth.tokens import mint_access_token
+
+    conn = await faulty.connect()
+    try:
+        user_id = uuid.uuid4()
+        await conn.execute(
+            "insert into auth.users (id, email) values ($1, $2)", user_id, f"{user_id.hex}@x.test"
+        )
+    finally:
+        await conn.close()
+    return User(
+        user_id, f"{user_id.hex}@x.test", mint_access_token(TEST_JWT_SECRET, user_id=user_id, email=None)
+    )
+
+
+async def test_database_restart_mid_load(faulty: Faulty, outage_app: FastAPI) -> None:
+    state: AppState = outage_app.state.resources
+    transport = httpx.ASGITransport(app=outage_app.state.asgi)
+    client = httpx.AsyncClient(transport=transport, base_url="http://test", timeout=20)
+    user = await make_user(faulty)
+    await create_avatar(client, user)
+    conversations = [(await create_conversation(client, user))["id"] for _ in range(3)]
+    ledger: dict[str, dict[str, Any]] = {}
+    statuses: list[int] = []
+    slowest = 0.0
+    stop_sending = asyncio.Event()
+
+    async def sender(worker: int) -> None:
+        nonlocal slowest
+        i = 0
+        while not stop_sending.is_set():
+            key = f"w{worker}-{i}"
+            conversation = conversations[i % len(conversations)]
+            while True:  # a well-behaved client: retry the same key until acknowledged
+                started = time.monotonic()
+                response = await client.post(
+                    f"/conversations/{conversation}/messages",
+                    json={"content": key},
+                    headers={**user.headers, "Idempotency-Key": key},
+                )
+                slowest = max(slowest, time.monotonic() - started)
+                statuses.append(response.status_code)
+                if response.status_code == 201:
+                    ledger[key] = {"conversation": conversation, **response.json()}
+                    break
+                assert response.status_code in (503, 409, 502, 504), response.text
+                if response.status_code == 503:
+                    assert response.headers["Retry-After"]
+                await asyncio.sleep(0.1)
+            i += 1
+
+    senders = [asyncio.create_task(sender(w)) for w in range(4)]
+    await asyncio.sleep(1.0)
+    reconnects, flushes = state.listener.reconnects, state.store.stats.flushes
+    acknowledged_before = len(ledger)
+
+    await faulty.stop()
+    started = time.monotonic()
+    ready = await client.get("/ready")
+    assert ready.status_code == 503
+    assert ready.headers["Retry-After"]
+    assert ready.json()["error"]["code"] in ("database_unavailable", "listener_disconnected")
+    probe = await client.get("/avatars/me", headers=user.headers)
+    assert probe.status_code == 503
+    assert probe.json()["error"]["code"] == "database_unavailable"
+    assert time.monotonic() - started < 3, "requests must fail fast while the database is down"
+    await asyncio.sleep(1.5)
+
+    await faulty.start()
+    deadline = time.monotonic() + 20
+    while (await client.get("/ready")).status_code != 200:
+        assert time.monotonic() < deadline, "the API did not recover by itself"
+        await asyncio.sleep(0.2)
+    await asyncio.sleep(1.0)
+    stop_sending.set()
+    await asyncio.wait_for(asyncio.gather(*senders), 30)
+
+    assert 503 in statuses
+    assert slowest < 5, f"a request hung for {slowest:.1f}s"
+    assert len(ledger) > acknowledged_before
+    assert state.listener.reconnects > reconnects
+    assert state.store.stats.flushes > flushes
+
+    # Every acknowledged message is there exactly once; seq has no gaps.
+    for conversation in conversations:
+        messages = await history(client, user, conversation)
+        assert [m["seq"] for m in messages] == list(range(1, len(messages) + 1))
+        user_contents = [m["content"] for m in messages if m["role"] == "user"]
+        assert len(user_contents) == len(set(user_contents))
+        acked = {k for k, v in ledger.items() if v["conversation"] == conversation}
+        assert acked <= set(user_contents)
+
+    # G1 right after the outage: an edit made with no API call is used by the next turn.
+    conn = await faulty.connect()
+    try:
+        version = await conn.fetchval(
+            "update public.avatars set personality = 'witty' where user_id = $1 returning version", user.id
+        )
+    finally:
+        await conn.close()
+    reply = await client.post(
+        f"/conversations/{conversations[0]}/messages", json={"content": "after"}, headers=user.headers
+    )
+    assert reply.status_code == 201
+    assert (
+        reply.json()["assistant_message"]["persona_version"],
+        reply.json()["assistant_message"]["personality"],
+    ) == (
+        version,
+        "witty",
+    )
+    await client.aclose()

@@ -1,0 +1,182 @@
+"""Worker processes dying (SIGKILL) and stopping (SIGTERM) in the middle of streamed replies."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+
+from tests.factories import (
+    TEST_JWT_SECRET,
+    User,
+    create_avatar,
+    create_conversation,
+    create_user,
+    history,
+    send,
+)
+from tests.servers import ServerProcess
+
+pytestmark = pytest.mark.slow
+
+SLOW_REPLIES = {"OFFLINE_LLM_CHUNK_DELAY_MS": "120", "CHAT_TURN_DEADLINE_S": "4"}  # ~1.2 s per reply
+
+
+@dataclass
+class Stream:
+    conversation_id: str
+    key: str
+    events: list[tuple[str, Any]] = field(default_factory=list)
+    cut: bool = False
+
+    @property
+    def acknowledged(self) -> dict[str, Any] | None:
+        return next((data for name, data in self.events if name == "user_message"), None)
+
+    @property
+    def done(self) -> dict[str, Any] | None:
+        return next((data for name, data in self.events if name == "done"), None)
+
+
+async def open_stream(client: httpx.AsyncClient, user: User, stream: Stream, started: asyncio.Event) -> None:
+    headers = {**user.headers, "Accept": "text/event-stream", "Idempotency-Key": stream.key}
+    name = ""
+    try:
+        async with client.stream(
+            "POST",
+            f"/conversations/{stream.conversation_id}/messages",
+            json={"content": stream.key},
+            headers=headers,
+        ) as response:
+            assert response.status_code == 201
+            async for line in response.aiter_lines():
+                if line.startswith("event: "):
+                    name = line[7:]
+                elif line.startswith("data: "):
+                    stream.events.append((name, json.loads(line[6:])))
+                    if sum(1 for n, _ in stream.events if n == "delta") >= 2:
+                        started.set()
+    except (httpx.TransportError, httpx.StreamError):
+        stream.cut = True
+    if stream.done is None:
+        stream.cut = True
+
+
+def client_for(server: ServerProcess) -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        base_url=server.base_url,
+        timeout=30,
+        limits=httpx.Limits(max_keepalive_connections=0, max_connections=50),
+    )
+
+
+@pytest.fixture
+async def crashy(database_url: str) -> AsyncIterator[ServerProcess]:
+    proc = ServerProcess(database_url=database_url, jwt_secret=TEST_JWT_SECRET, workers=2, env=SLOW_REPLIES)
+    await proc.start()
+    yield proc
+    await proc.stop()
+
+
+async def test_sigkill_a_worker_mid_stream(crashy: ServerProcess, owner: asyncpg.Connection) -> None:
+    user = await create_user(owner)
+    async with client_for(crashy) as client:
+        await create_avatar(client, user, name="Kai")
+        streams: list[Stream] = []
+        for round_ in range(3):  # until the killed worker was serving at least one stream
+            batch = [
+                Stream((await create_conversation(client, user))["id"], f"r{round_}-{i}") for i in range(6)
+            ]
+            started = [asyncio.Event() for _ in batch]
+            tasks = [
+                asyncio.create_task(open_stream(client, user, s, e))
+                for s, e in zip(batch, started, strict=True)
+            ]
+            await asyncio.wait_for(asyncio.gather(*(e.wait() for e in started)), 15)
+            os.kill(crashy.worker_pids()[0], signal.SIGKILL)
+            await asyncio.gather(*tasks)
+            streams += batch
+            if any(s.cut for s in batch):
+                break
+            await crashy.wait_ready()
+        cut = [s for s in streams if s.cut]
+        assert cut, "no stream was on the killed worker three times in a row"
+        await crashy.wait_ready()
+
+        for stream in streams:
+            acknowledged = stream.acknowledged
+            assert acknowledged is not None  # every stream got its user_message before the kill
+            messages = await history(client, user, stream.conversation_id)
+            assert messages[0]["id"] == acknowledged["id"]  # acknowledged => saved
+            reply = messages[1]
+            if stream.cut:
+                # Cut off: never complete with half a text. Until its lease ends it reads
+                # as streaming, then as interrupted.
+                assert reply["status"] in ("streaming", "interrupted")
+            else:
+                assert reply["status"] == "complete"
+
+        # After the lease (deadline 4 s + 2 s), the cut replies read as interrupted, and a
+        # retry with the same key produces a complete one (same message, same seq).
+        await asyncio.sleep(6.5)
+        for stream in cut:
+            messages = await history(client, user, stream.conversation_id)
+            assert messages[1]["status"] == "interrupted"
+            retried = await send(client, user, stream.conversation_id, stream.key, key=stream.key)
+            assert retried.status_code == 201, retried.text
+            reply = retried.json()["assistant_message"]
+            assert (reply["id"], reply["status"]) == (messages[1]["id"], "complete")
+            assert stream.key in reply["content"]
+            after = await history(client, user, stream.conversation_id)
+            assert [m["role"] for m in after] == ["user", "assistant"]
+
+
+async def test_sigterm_lets_streams_finish_and_loses_nothing(
+    database_url: str, owner: asyncpg.Connection
+) -> None:
+    server = ServerProcess(
+        database_url=database_url,
+        jwt_secret=TEST_JWT_SECRET,
+        workers=2,
+        env={**SLOW_REPLIES, "SHUTDOWN_GRACE_S": "15"},
+    )
+    await server.start()
+    user = await create_user(owner)
+    async with client_for(server) as client:
+        await create_avatar(client, user)
+        streams = [Stream((await create_conversation(client, user))["id"], f"t-{i}") for i in range(4)]
+        started = [asyncio.Event() for _ in streams]
+        tasks = [
+            asyncio.create_task(open_stream(client, user, s, e))
+            for s, e in zip(streams, started, strict=True)
+        ]
+        await asyncio.wait_for(asyncio.gather(*(e.wait() for e in started)), 15)
+        assert server.proc is not None
+        server.proc.send_signal(signal.SIGTERM)
+        t0 = time.monotonic()
+        await asyncio.gather(*tasks)
+        code = await server.stop(timeout_s=30)
+        elapsed = time.monotonic() - t0
+    assert [s.cut for s in streams] == [False] * 4, "in-flight streams must finish"
+    assert code == 0
+    assert elapsed < 15
+    with pytest.raises(httpx.ConnectError):
+        async with httpx.AsyncClient(base_url=server.base_url) as late:
+            await late.get("/health")
+    for stream in streams:
+        rows = await owner.fetch(
+            "select m.role::text as role, m.status::text as status, c.title from public.messages m"
+            " join public.conversations c on c.id = m.conversation_id where m.conversation_id = $1 order by m.seq",
+            stream.conversation_id,
+        )
+        assert [(r["role"], r["status"]) for r in rows] == [("user", "complete"), ("assistant", "complete")]
+        assert rows[0]["title"] == stream.key  # the post-commit title task ran before exit
