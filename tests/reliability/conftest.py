@@ -4,6 +4,7 @@ shared TEST_DATABASE_URL is never taken down)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -35,7 +36,5 @@ async def faulty(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Faul
     dsn = await asyncio.to_thread(pg.start)
     await migrate(dsn)
     yield Faulty(pg, dsn)
-    try:
+    with contextlib.suppress(Exception):  # already stopped by a test is fine
         await asyncio.to_thread(pg.stop)
-    except Exception:  # noqa: BLE001 - already stopped by a test is fine
-        pass

@@ -175,7 +175,8 @@ async def test_sigterm_lets_streams_finish_and_loses_nothing(
     for stream in streams:
         rows = await owner.fetch(
             "select m.role::text as role, m.status::text as status, c.title from public.messages m"
-            " join public.conversations c on c.id = m.conversation_id where m.conversation_id = $1 order by m.seq",
+            " join public.conversations c on c.id = m.conversation_id"
+            " where m.conversation_id = $1 order by m.seq",
             stream.conversation_id,
         )
         assert [(r["role"], r["status"]) for r in rows] == [("user", "complete"), ("assistant", "complete")]

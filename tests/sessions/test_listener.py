@@ -48,7 +48,8 @@ async def test_listener_reconnects_and_flushes_when_its_connection_is_killed(
     listener = app_state.listener
     reconnects, flushes = listener.reconnects, app_state.store.stats.flushes
     killed = await owner.fetchval(
-        "select count(pg_terminate_backend(pid)) from pg_stat_activity where application_name = 'avatar-chat-listener'"
+        "select count(pg_terminate_backend(pid)) from pg_stat_activity"
+        " where application_name = 'avatar-chat-listener'"
     )
     assert killed >= 1
     await eventually(lambda: listener.reconnects > reconnects and listener.connected)
