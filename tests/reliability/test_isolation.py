@@ -21,7 +21,8 @@ async def seed(owner: asyncpg.Connection, user: User) -> dict[str, uuid.UUID]:
         "insert into public.conversations (user_id) values ($1) returning id", user.id
     )
     message = await owner.fetchval(
-        "insert into public.messages (conversation_id, user_id, content) values ($1, $2, 'secret') returning id",
+        "insert into public.messages (conversation_id, user_id, content)"
+        " values ($1, $2, 'secret') returning id",
         conversation,
         user.id,
     )
