@@ -716,3 +716,13 @@ async def test_every_failure_is_an_app_error(verifier: TokenVerifier) -> None:
     for token in ["a" * 20, "e30.e30.", "e30.e30.e30", raw_token({"alg": "HS256"}, "str")]:
         with pytest.raises(AppError):
             await verifier.verify(token)
+
+
+async def test_verified_tokens_are_remembered_but_never_past_their_exp() -> None:
+    async with httpx.AsyncClient() as http:
+        verifier = TokenVerifier(settings(url=None, jwt_leeway_s=0), http)
+        token = hs256(exp=int(time.time()) + 1)
+        first = await verifier.verify(token)
+        assert await verifier.verify(token) is first  # served from the cache
+        await asyncio.sleep(1.2)
+        await rejected(verifier, token, "token_expired")

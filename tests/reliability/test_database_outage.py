@@ -13,6 +13,7 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
@@ -159,3 +160,45 @@ async def test_database_restart_mid_load(faulty: Faulty, outage_app: FastAPI) ->
         "witty",
     )
     await client.aclose()
+
+
+async def test_a_worker_started_while_the_database_is_down_serves_once_it_is_back(
+    faulty: Faulty, settings: Settings
+) -> None:
+    configured = settings.model_copy(
+        update={
+            "database_url": SecretStr(faulty.dsn),
+            "db_acquire_timeout_s": 1.0,
+            "db_connect_timeout_s": 1.0,
+        }
+    )
+    await faulty.stop()
+    try:
+        app = create_app(configured)
+        async with LifespanManager(app, startup_timeout=30) as manager:
+            client = httpx.AsyncClient(transport=httpx.ASGITransport(app=manager.app), base_url="http://test")
+            ready = await client.get("/ready")
+            assert ready.status_code == 503
+            assert ready.headers["Retry-After"]
+            await faulty.start()
+            deadline = time.monotonic() + 20
+            while (await client.get("/ready")).status_code != 200:
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.2)
+            user = await make_user(faulty)
+            assert (
+                await client.post("/avatars/me", json={"name": "Late"}, headers=user.headers)
+            ).status_code == 201
+            await client.aclose()
+    finally:
+        if not await _is_up(faulty):
+            await faulty.start()
+
+
+async def _is_up(faulty: Faulty) -> bool:
+    try:
+        conn = await faulty.connect()
+    except (OSError, asyncpg.PostgresError):
+        return False
+    await conn.close()
+    return True

@@ -8,6 +8,7 @@ from fastapi import Depends
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from app.auth.claims import Claims
+from app.auth.verifier import MAX_TOKEN_CHARS
 from app.core.errors import Unauthorized
 from app.core.state import State
 
@@ -15,7 +16,9 @@ from app.core.state import State
 _bearer = HTTPBearer(
     auto_error=False,
     scheme_name="SupabaseAccessToken",
-    description="A Supabase Auth access token (the session's access_token).",
+    description=(
+        f"A Supabase Auth access token (the session's access_token), at most {MAX_TOKEN_CHARS} characters."
+    ),
 )
 
 

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -28,6 +29,10 @@ UNKNOWN_KID_REFETCH_INTERVAL_S: Final = 30.0
 # After a failed fetch, serve the cached set (or 503) for this long instead of retrying per request.
 JWKS_RETRY_AFTER_S: Final = 5
 JWKS_FETCH_TIMEOUT_S: Final = 5.0
+# A client sends the same token with every request until it refreshes: remember tokens
+# already verified (bounded; never past their exp, never longer than this).
+VERIFIED_CACHE_TTL_S: Final = 60.0
+VERIFIED_CACHE_SIZE: Final = 10_000
 
 _ASYMMETRIC_ALGS: Final = frozenset({"ES256", "RS256"})
 _SUPPORTED_ALGS: Final = _ASYMMETRIC_ALGS | {"HS256"}
@@ -122,12 +127,30 @@ class TokenVerifier:
         # Bumped by every completed fetch, so a task that waited on the lock can tell that
         # someone else already fetched (or failed) while it waited, and not fetch again.
         self._generation = 0
+        self._verified: OrderedDict[str, tuple[Claims, float, bool]] = OrderedDict()
 
     async def verify(self, token: str) -> Claims:
         if not token:
             raise _unauthorized("missing_token")
         if len(token) > MAX_TOKEN_CHARS:
             raise _unauthorized("token_too_large")
+        cached = self._verified.get(token)
+        if cached is not None:
+            claims, not_after, jwks_bound = cached
+            # A JWKS-signed token is re-checked once the key set is due for a refetch, so a
+            # key the project withdrew stops working exactly as without this cache.
+            if time.time() < not_after and not (jwks_bound and self._clock() >= self._expires_at):
+                self._verified.move_to_end(token)
+                return claims
+            del self._verified[token]
+        claims, jwks_bound = await self._verify_uncached(token)
+        not_after = min(float(claims.raw["exp"]), time.time() + VERIFIED_CACHE_TTL_S)
+        self._verified[token] = (claims, not_after, jwks_bound)
+        if len(self._verified) > VERIFIED_CACHE_SIZE:
+            self._verified.popitem(last=False)
+        return claims
+
+    async def _verify_uncached(self, token: str) -> tuple[Claims, bool]:
         if token.startswith(_API_KEY_PREFIXES):
             raise _unauthorized("not_a_user_token")
         # PyJWT encodes to UTF-8 itself; a lone surrogate would escape as UnicodeEncodeError.
@@ -145,7 +168,7 @@ class TokenVerifier:
         payload = self._verify_signature(token, key, alg)
         self._refuse_api_keys(payload)
         self._validate_claims(token)
-        return self._claims(payload)
+        return self._claims(payload), alg in _ASYMMETRIC_ALGS
 
     # --- keys -------------------------------------------------------------------------------
 

@@ -10,9 +10,11 @@ from app.auth.dependencies import CurrentUser
 from app.avatars.schemas import AvatarCreate, AvatarRead, AvatarUpdate, PersonaUpdateRequest
 from app.avatars.service import AvatarService
 from app.core.errors import (
+    BadRequest,
     Conflict,
     Forbidden,
     NotFound,
+    PayloadTooLarge,
     PreconditionFailed,
     ServiceUnavailable,
     Unauthorized,
@@ -29,9 +31,11 @@ _IF_MATCH_DOC = (
 )
 IfMatch = Annotated[str | None, Header(description=_IF_MATCH_DOC, max_length=1024)]
 _COMMON = (Unauthorized, Forbidden, ValidationFailed, ServiceUnavailable)
+# Routes that read a JSON body: it may not parse (e.g. not UTF-8), or be over MAX_BODY_BYTES.
+_BODY = (BadRequest, PayloadTooLarge)
 
 
-def get_service(state: State) -> AvatarService:
+async def get_service(state: State) -> AvatarService:
     return AvatarService(state.db, state.store)
 
 
@@ -46,7 +50,7 @@ def _with_etag(response: Response, avatar: AvatarRead) -> AvatarRead:
 @router.post(
     "/me",
     status_code=status.HTTP_201_CREATED,
-    responses=responses(*_COMMON, Conflict),
+    responses=responses(*_COMMON, *_BODY, Conflict),
     summary="Create my avatar",
 )
 async def create_avatar(
@@ -64,7 +68,7 @@ async def get_avatar(user: CurrentUser, service: Service, response: Response) ->
 
 @router.patch(
     "/me",
-    responses=responses(*_COMMON, NotFound, PreconditionFailed),
+    responses=responses(*_COMMON, *_BODY, NotFound, PreconditionFailed),
     summary="Change my avatar's name, personality or backstory",
 )
 async def update_avatar(
@@ -80,7 +84,7 @@ async def update_avatar(
 
 @router.patch(
     "/me/persona",
-    responses=responses(*_COMMON, NotFound, PreconditionFailed),
+    responses=responses(*_COMMON, *_BODY, NotFound, PreconditionFailed),
     summary="Switch my avatar's persona",
 )
 async def update_persona(

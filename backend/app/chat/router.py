@@ -45,14 +45,16 @@ from app.core.state import State
 router = APIRouter(prefix="/conversations", tags=["conversations"])
 
 _COMMON = (Unauthorized, Forbidden, ValidationFailed, ServiceUnavailable)
+# Routes that read a JSON body: it may not parse (e.g. not UTF-8), or be over MAX_BODY_BYTES.
+_BODY = (BadRequest, PayloadTooLarge)
 PageLimit = Annotated[int, Query(ge=1, le=PAGE_MAX, description=f"Page size, 1-{PAGE_MAX}.")]
 
 
-def get_conversations(state: State) -> ConversationService:
+async def get_conversations(state: State) -> ConversationService:
     return ConversationService(state.db, state.store)
 
 
-def get_chat(state: State) -> ChatService:
+async def get_chat(state: State) -> ChatService:
     return state.chat
 
 
@@ -61,7 +63,10 @@ Chat = Annotated[ChatService, Depends(get_chat)]
 
 
 @router.post(
-    "", status_code=status.HTTP_201_CREATED, responses=responses(*_COMMON), summary="Start a conversation"
+    "",
+    status_code=status.HTTP_201_CREATED,
+    responses=responses(*_COMMON, *_BODY),
+    summary="Start a conversation",
 )
 async def create_conversation(
     body: ConversationCreate, user: CurrentUser, service: Conversations, response: Response
@@ -92,7 +97,7 @@ async def get_conversation(
 
 @router.patch(
     "/{conversation_id}",
-    responses=responses(*_COMMON, NotFound),
+    responses=responses(*_COMMON, *_BODY, NotFound),
     summary="Switch mode or rename (next turn uses it)",
 )
 async def update_conversation(
@@ -135,20 +140,44 @@ async def list_messages(
 _SSE_DOC = (
     "With `Accept: text/event-stream` the answer is an SSE stream instead: `user_message` (the saved "
     'message), `delta` ({"content": ...} chunks), then `done` (the saved reply) or `error` '
-    '({"code", "message", "assistant_message_id"}).'
+    '({"code", "message", "details": {"assistant_message_id", ...}}).'
 )
+
+
+def _sse_event(name: str, payload: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": ["event", "data"],
+        "properties": {
+            "event": {"const": name},
+            "data": {"type": "string", "contentMediaType": "application/json", "contentSchema": payload},
+        },
+    }
+
+
+# OpenAPI 3.1 reads an event stream's `schema` as the schema of each event.
+_SSE_EVENT = {
+    "oneOf": [
+        _sse_event("user_message", {"$ref": "#/components/schemas/MessageRead"}),
+        _sse_event(
+            "delta",
+            {"type": "object", "required": ["content"], "properties": {"content": {"type": "string"}}},
+        ),
+        _sse_event("done", {"$ref": "#/components/schemas/MessageRead"}),
+        _sse_event("error", {"$ref": "#/components/schemas/ErrorBody"}),
+    ]
+}
 
 
 @router.post(
     "/{conversation_id}/messages",
     status_code=status.HTTP_201_CREATED,
+    response_model=Exchange,
     responses={
-        **responses(
-            *_COMMON, NotFound, Conflict, PayloadTooLarge, TooManyRequests, ProviderError, ProviderTimeout
-        ),
+        **responses(*_COMMON, *_BODY, NotFound, Conflict, TooManyRequests, ProviderError, ProviderTimeout),
         201: {
             "description": "The saved user message and reply.",
-            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            "content": {"text/event-stream": {"schema": _SSE_EVENT}},
         },
     },
     summary="Send a message; the reply comes back as JSON or streamed (SSE)",

@@ -129,20 +129,25 @@ class Database:
         server_settings = {"application_name": "avatar-chat"}
         if settings.db_statement_timeout_ms:
             server_settings["statement_timeout"] = str(settings.db_statement_timeout_ms)
-        pool = await asyncpg.create_pool(
-            dsn,
-            min_size=settings.db_pool_min_size,
-            max_size=settings.db_pool_max_size,
-            timeout=settings.db_connect_timeout_s,
-            command_timeout=settings.db_statement_timeout_ms / 1000 + 1
-            if settings.db_statement_timeout_ms
-            else None,
-            statement_cache_size=settings.db_statement_cache_size,
-            max_inactive_connection_lifetime=300,
-            server_settings=server_settings,
-            init=_init_connection,
-            reset=_no_reset,
-        )
+        options: dict[str, Any] = {
+            "max_size": settings.db_pool_max_size,
+            "timeout": settings.db_connect_timeout_s,
+            "command_timeout": (
+                settings.db_statement_timeout_ms / 1000 + 1 if settings.db_statement_timeout_ms else None
+            ),
+            "statement_cache_size": settings.db_statement_cache_size,
+            "max_inactive_connection_lifetime": 300,
+            "server_settings": server_settings,
+            "init": _init_connection,
+            "reset": _no_reset,
+        }
+        try:
+            pool = await asyncpg.create_pool(dsn, min_size=settings.db_pool_min_size, **options)
+        except _UNAVAILABLE as exc:
+            # Start anyway: answer 503 (and /ready 503) until the database is back, rather
+            # than crash-looping a worker that a supervisor restarted during an outage.
+            log.warning("database unreachable at start-up (%s); serving 503 until it is back", exc)
+            pool = await asyncpg.create_pool(dsn, min_size=0, **options)
         return cls(pool, settings)
 
     async def close(self, timeout_s: float = 5.0) -> None:
@@ -155,8 +160,14 @@ class Database:
     async def connection(self) -> AsyncIterator[Connection]:
         """A pooled connection in autocommit; acquiring is bounded in time."""
         with translate_errors():
-            async with self.pool.acquire(timeout=self._acquire_timeout) as conn:
+            # asyncio.timeout rather than acquire(timeout=): the latter wraps every acquire
+            # in wait_for, an extra task per request on the hot path.
+            async with asyncio.timeout(self._acquire_timeout):
+                conn = await self.pool.acquire()
+            try:
                 yield conn
+            finally:
+                await self.pool.release(conn)
 
     @asynccontextmanager
     async def as_user(self, claims_json: str) -> AsyncIterator[Connection]:

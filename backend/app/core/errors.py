@@ -85,7 +85,7 @@ class PreconditionFailed(AppError):
 class PayloadTooLarge(AppError):
     status_code = 413
     code = "payload_too_large"
-    message = "The request body is too large."
+    message = "The request body is larger than MAX_BODY_BYTES (65536 bytes unless configured)."
 
 
 class ValidationFailed(AppError):

@@ -4,22 +4,30 @@ per-user send and stream limits (enforced by Postgres triggers, configured from 
 from __future__ import annotations
 
 import json
+import logging
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.core.database import Database
-from app.core.errors import error_payload
+from app.core.errors import ServiceUnavailable, error_payload
 from app.core.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 async def configure_database_limits(db: Database, settings: Settings) -> None:
-    """Write this deployment's limits where every worker's writes are checked against them."""
-    async with db.connection() as conn:
-        await conn.execute(
-            "select avatar_chat.configure_limits($1, $2)",
-            settings.rate_limit_sends_per_minute,
-            settings.max_concurrent_streams,
-        )
+    """Write this deployment's limits where every worker's writes are checked against them.
+
+    With the database away at start-up, the limits it already holds stay in force."""
+    try:
+        async with db.connection() as conn:
+            await conn.execute(
+                "select avatar_chat.configure_limits($1, $2)",
+                settings.rate_limit_sends_per_minute,
+                settings.max_concurrent_streams,
+            )
+    except ServiceUnavailable:
+        log.warning("could not write the abuse limits: the database is unavailable")
 
 
 class _TooLarge(Exception):

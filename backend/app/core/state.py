@@ -31,13 +31,14 @@ class AppState:
     chat: ChatService
 
 
-def get_state(request: Request) -> AppState:
+async def get_state(request: Request) -> AppState:
     state: AppState = request.state.app
     return state
 
 
-def get_store(request: Request) -> SessionStore:
-    return get_state(request).store
+async def get_store(request: Request) -> SessionStore:
+    store: SessionStore = request.state.app.store
+    return store
 
 
 State = Annotated[AppState, Depends(get_state)]
