@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -86,3 +88,10 @@ async def history(client: httpx.AsyncClient, user: User, conversation_id: str) -
         if not page["has_more"]:
             return items
         after = items[-1]["seq"]
+
+
+async def away_from_minute_boundary(margin_s: float = 3.0) -> None:
+    """The send limit counts per calendar minute: start a burst well inside one."""
+    left = 60 - time.time() % 60
+    if left < margin_s:
+        await asyncio.sleep(left + 0.2)

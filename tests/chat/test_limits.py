@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from tests.avatars.test_api import assert_error
-from tests.factories import User, create_avatar, create_conversation, history, send
+from tests.factories import User, away_from_minute_boundary, create_avatar, create_conversation, history, send
 
 
 @pytest.fixture
@@ -23,6 +23,7 @@ async def test_sends_per_minute(
 ) -> None:
     await create_avatar(app_client, user)
     conversation = await create_conversation(app_client, user)
+    await away_from_minute_boundary()
     await limits.execute("select avatar_chat.configure_limits(3, 0)")
     for i in range(3):
         assert (await send(app_client, user, conversation["id"], f"m{i}")).status_code == 201

@@ -11,7 +11,15 @@ import asyncpg
 import httpx
 import pytest
 
-from tests.factories import TEST_JWT_SECRET, create_avatar, create_conversation, create_user, history, send
+from tests.factories import (
+    TEST_JWT_SECRET,
+    away_from_minute_boundary,
+    create_avatar,
+    create_conversation,
+    create_user,
+    history,
+    send,
+)
 from tests.servers import ServerProcess
 
 pytestmark = pytest.mark.slow
@@ -223,3 +231,23 @@ async def test_other_users_cannot_reach_each_other_through_workers(
                 f"/conversations/{conversation['id']}/messages", headers=mallory.headers
             )
             assert response.status_code == 404
+
+
+async def test_send_limit_holds_across_workers(server: ServerProcess, owner: asyncpg.Connection) -> None:
+    user = await create_user(owner)
+    async with client_for(server) as client:
+        await create_avatar(client, user)
+        conversation = await create_conversation(client, user)
+        # Operators may change the limits live (SQL or dashboard); every worker obeys at once.
+        await away_from_minute_boundary()
+        await owner.execute("select avatar_chat.configure_limits(5, 0)")
+        try:
+            responses = await asyncio.gather(
+                *(send(client, user, conversation["id"], f"x{i}") for i in range(9))
+            )
+        finally:
+            await owner.execute("select avatar_chat.configure_limits(0, 0)")
+        statuses = sorted(r.status_code for r in responses)
+        assert statuses == [201] * 5 + [429] * 4
+        assert all(r.headers["Retry-After"] for r in responses if r.status_code == 429)
+        assert len(await history(client, user, conversation["id"])) == 10
