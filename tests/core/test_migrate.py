@@ -73,3 +73,21 @@ async def test_every_public_table_has_rls_and_comments(owner: asyncpg.Connection
     for row in rows:
         assert row["relrowsecurity"], row["relname"]
         assert row["comment"], row["relname"]
+
+
+async def test_every_foreign_key_has_an_index(owner: asyncpg.Connection) -> None:
+    """Cascading deletes (a user, a conversation) must not scan whole tables."""
+    unindexed = await owner.fetch(
+        """
+        select c.conrelid::regclass::text as tbl, c.conname
+          from pg_constraint c
+          join pg_namespace n on n.oid = c.connamespace
+         where c.contype = 'f' and n.nspname in ('public', 'avatar_chat')
+           and not exists (
+             select from pg_index i
+              where i.indrelid = c.conrelid
+                and (i.indkey::int2[])[0:array_length(c.conkey, 1) - 1] = c.conkey
+           )
+        """
+    )
+    assert [(r["tbl"], r["conname"]) for r in unindexed] == []
