@@ -219,3 +219,20 @@ async def test_a_stale_cache_entry_is_never_used_even_if_notify_is_missed(
     )
     reply = (await send(app_client, user, conversation["id"], "which persona?")).json()["assistant_message"]
     assert (reply["persona_version"], reply["personality"]) == (2, "professional")
+
+
+async def test_sse_replay_of_a_completed_send(app_client: httpx.AsyncClient, user: User) -> None:
+    await create_avatar(app_client, user)
+    conversation = await create_conversation(app_client, user)
+    original = (await send(app_client, user, conversation["id"], "replay me", key="k-sse")).json()
+    response = await app_client.post(
+        f"/conversations/{conversation['id']}/messages",
+        json={"content": "replay me"},
+        headers={**user.headers, "Accept": "text/event-stream", "Idempotency-Key": "k-sse"},
+    )
+    assert response.headers["Idempotent-Replayed"] == "true"
+    events = parse_sse(response.text)
+    assert [name for name, _ in events] == ["user_message", "delta", "done"]
+    assert events[0][1] == original["user_message"]
+    assert events[2][1] == original["assistant_message"]
+    assert events[1][1]["content"] == original["assistant_message"]["content"]
