@@ -236,3 +236,26 @@ async def test_sse_replay_of_a_completed_send(app_client: httpx.AsyncClient, use
     assert events[0][1] == original["user_message"]
     assert events[2][1] == original["assistant_message"]
     assert events[1][1]["content"] == original["assistant_message"]["content"]
+
+
+async def test_a_client_that_leaves_right_after_sending_still_gets_its_reply_saved(
+    app_client: httpx.AsyncClient, user: User
+) -> None:
+    await create_avatar(app_client, user)
+    for delay in (0.0, 0.001, 0.003, 0.006, 0.01, 0.02):
+        conversation = await create_conversation(app_client, user)
+        request = asyncio.create_task(send(app_client, user, conversation["id"], "bye"))
+        await asyncio.sleep(delay)
+        request.cancel()
+        await asyncio.gather(request, return_exceptions=True)
+        for _ in range(100):
+            messages = await history(app_client, user, conversation["id"])
+            if not any(m["status"] == "streaming" for m in messages):
+                break
+            await asyncio.sleep(0.02)
+        # Either the send never happened, or it happened whole: never a message whose
+        # reply nobody generates.
+        assert [(m["role"], m["status"]) for m in messages] in (
+            [],
+            [("user", "complete"), ("assistant", "complete")],
+        )

@@ -148,6 +148,38 @@ class ChatService:
     async def send(
         self, user: Claims, conversation_id: uuid.UUID, content: str, *, idempotency_key: str | None
     ) -> Turn:
+        """Accept a send. The whole turn runs in a tracked task: a client that goes away
+        right after sending (an app sent to the background) still gets its reply saved,
+        instead of leaving a committed message whose reply nobody generates."""
+        accepted: asyncio.Future[Turn] = asyncio.get_running_loop().create_future()
+        # Retrieved here so that an answer nobody waits for any more is not reported as lost.
+        accepted.add_done_callback(lambda f: f.cancelled() or f.exception())
+        self._tasks.spawn(self._run(user, conversation_id, content, idempotency_key, accepted), name="turn")
+        return await asyncio.shield(accepted)
+
+    async def _run(
+        self,
+        user: Claims,
+        conversation_id: uuid.UUID,
+        content: str,
+        idempotency_key: str | None,
+        accepted: asyncio.Future[Turn],
+    ) -> None:
+        try:
+            turn, generation = await self._begin(user, conversation_id, content, idempotency_key)
+        except Exception as exc:  # AppError for the client; anything else it sees as a 500
+            accepted.set_exception(exc)
+            return
+        except asyncio.CancelledError:  # shutdown before the turn began
+            accepted.set_exception(ServiceUnavailable("Shutting down; retry.", code="shutting_down"))
+            raise
+        accepted.set_result(turn)
+        if generation is not None:
+            await self._generate(generation, turn)
+
+    async def _begin(
+        self, user: Claims, conversation_id: uuid.UUID, content: str, idempotency_key: str | None
+    ) -> tuple[Turn, _Generation | None]:
         claims_json = user.as_json()
         async with self._db.connection() as conn:
             row = await repository.begin_turn(
@@ -163,7 +195,7 @@ class ChatService:
         outcome: str = row["outcome"]
         if outcome == "replay":
             self.stats.replays += 1
-            return Turn(user_message=user_message, replayed=reply)
+            return Turn(user_message=user_message, replayed=reply), None
         if outcome == "in_progress":
             raise Conflict(
                 "The reply to this Idempotency-Key is still being generated; retry shortly.",
@@ -188,9 +220,7 @@ class ChatService:
             new_turn=outcome == "new",
             title_unset=row["title"] is None,
         )
-        turn = Turn(user_message=user_message)
-        self._tasks.spawn(self._generate(generation, turn), name=f"turn-{reply.id}")
-        return turn
+        return Turn(user_message=user_message), generation
 
     # --- inside the background task ------------------------------------------------------
 
