@@ -36,7 +36,10 @@ class _TooLarge(Exception):
 
 class BodySizeLimitMiddleware:
     """413 for bodies over `max_bytes`: by Content-Length up front, or while a chunked
-    body is being read (so a lying or absent header cannot get past it)."""
+    body is being read (so a lying or absent header cannot get past it).
+
+    Not FastAPI's `max_body_size`: its 413 for a declared Content-Length is plain text,
+    and every error here must have the one JSON shape."""
 
     def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
         self.app = app
