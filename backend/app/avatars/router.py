@@ -42,32 +42,36 @@ async def get_service(state: State) -> AvatarService:
 Service = Annotated[AvatarService, Depends(get_service)]
 
 
-def _with_etag(response: Response, avatar: AvatarRead) -> AvatarRead:
-    response.headers["ETag"] = etag(avatar.version)
-    return avatar
+def _answer(avatar: AvatarRead, status_code: int = status.HTTP_200_OK, **headers: str) -> Response:
+    # Serialised once, here: returning the model would have FastAPI validate it again.
+    return Response(
+        avatar.model_dump_json(),
+        status_code=status_code,
+        media_type="application/json",
+        headers={"ETag": etag(avatar.version), **headers},
+    )
 
 
 @router.post(
     "/me",
     status_code=status.HTTP_201_CREATED,
+    response_model=AvatarRead,
     responses=responses(*_COMMON, *_BODY, Conflict),
     summary="Create my avatar",
 )
-async def create_avatar(
-    body: AvatarCreate, user: CurrentUser, service: Service, response: Response
-) -> AvatarRead:
+async def create_avatar(body: AvatarCreate, user: CurrentUser, service: Service) -> Response:
     avatar = await service.create(user, body)
-    response.headers["Location"] = "/avatars/me"
-    return _with_etag(response, avatar)
+    return _answer(avatar, status.HTTP_201_CREATED, Location="/avatars/me")
 
 
-@router.get("/me", responses=responses(*_COMMON, NotFound), summary="My avatar")
-async def get_avatar(user: CurrentUser, service: Service, response: Response) -> AvatarRead:
-    return _with_etag(response, await service.get(user))
+@router.get("/me", response_model=AvatarRead, responses=responses(*_COMMON, NotFound), summary="My avatar")
+async def get_avatar(user: CurrentUser, service: Service) -> Response:
+    return _answer(await service.get(user))
 
 
 @router.patch(
     "/me",
+    response_model=AvatarRead,
     responses=responses(*_COMMON, *_BODY, NotFound, PreconditionFailed),
     summary="Change my avatar's name, personality or backstory",
 )
@@ -75,15 +79,14 @@ async def update_avatar(
     body: AvatarUpdate,
     user: CurrentUser,
     service: Service,
-    response: Response,
     if_match: IfMatch = None,
-) -> AvatarRead:
-    avatar = await service.update(user, body, if_match=parse_if_match(if_match))
-    return _with_etag(response, avatar)
+) -> Response:
+    return _answer(await service.update(user, body, if_match=parse_if_match(if_match)))
 
 
 @router.patch(
     "/me/persona",
+    response_model=AvatarRead,
     responses=responses(*_COMMON, *_BODY, NotFound, PreconditionFailed),
     summary="Switch my avatar's persona",
 )
@@ -91,11 +94,9 @@ async def update_persona(
     body: PersonaUpdateRequest,
     user: CurrentUser,
     service: Service,
-    response: Response,
     if_match: IfMatch = None,
-) -> AvatarRead:
-    avatar = await service.update_persona(user, body, if_match=parse_if_match(if_match))
-    return _with_etag(response, avatar)
+) -> Response:
+    return _answer(await service.update_persona(user, body, if_match=parse_if_match(if_match)))
 
 
 @router.delete(

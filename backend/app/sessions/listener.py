@@ -116,7 +116,10 @@ class InvalidationListener:
             event = json.loads(str(payload))
             table = event.get("table")
             if table == "avatars":
-                coro = self._store.clear_avatar_cache(uuid.UUID(event["user_id"]))
+                user_id = uuid.UUID(event["user_id"])
+                if not self._store.may_hold_avatar(user_id):
+                    return  # the usual case for our own writes: already evicted in-process
+                coro = self._store.clear_avatar_cache(user_id)
             elif table == "conversations":
                 coro = self._store.invalidate_conversation(uuid.UUID(event["id"]))
             else:

@@ -102,6 +102,11 @@ class SessionStore:
             while len(self._avatars) > self._max_avatars:
                 self._avatars.popitem(last=False)
 
+    def may_hold_avatar(self, user_id: uuid.UUID) -> bool:
+        """A lock-free hint (a dict lookup cannot interleave with a coroutine): False
+        means there is certainly nothing to evict."""
+        return user_id in self._avatars
+
     async def peek_avatar(self, user_id: uuid.UUID) -> AvatarSnapshot | None:
         """What is cached for the user, without touching LRU order or stats."""
         async with self._lock:
