@@ -64,7 +64,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 llm=llm,
                 tasks=tasks,
                 listener=listener,
-                chat=ChatService(db, store, llm, tasks, rt.settings),
+                chat=ChatService(db, store, llm, tasks, rt.settings, worker_id=listener.live_worker_id),
             )
             app.state.resources = state  # for tests and operators' tooling; routes use request.state
             yield {"app": state}

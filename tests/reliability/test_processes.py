@@ -125,10 +125,22 @@ async def test_sigkill_a_worker_mid_stream(crashy: ServerProcess, owner: asyncpg
             else:
                 assert reply["status"] == "complete"
 
-        # After the lease (deadline 4 s + 2 s), the cut replies read as interrupted, and a
-        # retry with the same key produces a complete one (same message, same seq).
+        # The killed worker's liveness lock went with its connection: a retry with the
+        # same key takes the cut reply over at once, well before its lease (6 s) ends.
+        first = cut[0]
+        t0 = time.monotonic()
+        retried = await send(client, user, first.conversation_id, first.key, key=first.key)
+        while retried.status_code == 409 and time.monotonic() - t0 < 3:
+            await asyncio.sleep(0.1)  # the database may take a moment to notice the dead socket
+            retried = await send(client, user, first.conversation_id, first.key, key=first.key)
+        assert retried.status_code == 201, retried.text
+        assert time.monotonic() - t0 < 4
+        assert retried.json()["assistant_message"]["status"] == "complete"
+
+        # Left alone, the others read as interrupted once their lease ended; a retry then
+        # completes the same reply (same message, same seq).
         await asyncio.sleep(6.5)
-        for stream in cut:
+        for stream in cut[1:]:
             messages = await history(client, user, stream.conversation_id)
             assert messages[1]["status"] == "interrupted"
             retried = await send(client, user, stream.conversation_id, stream.key, key=stream.key)
@@ -136,8 +148,12 @@ async def test_sigkill_a_worker_mid_stream(crashy: ServerProcess, owner: asyncpg
             reply = retried.json()["assistant_message"]
             assert (reply["id"], reply["status"]) == (messages[1]["id"], "complete")
             assert stream.key in reply["content"]
+        for stream in cut:
             after = await history(client, user, stream.conversation_id)
-            assert [m["role"] for m in after] == ["user", "assistant"]
+            assert [(m["role"], m["status"]) for m in after] == [
+                ("user", "complete"),
+                ("assistant", "complete"),
+            ]
 
 
 async def test_sigterm_lets_streams_finish_and_loses_nothing(

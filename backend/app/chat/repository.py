@@ -129,17 +129,19 @@ async def begin_turn(
     content: str,
     idempotency_key: str | None,
     lease_s: float,
+    worker_id: int | None,
 ) -> Record:
     """One round trip; see avatar_chat.begin_turn in the chat migration."""
     try:
         row = await conn.fetchrow(
             "select outcome, mode::text as mode, revision, title, prev_seq, avatar_id, avatar_version,"
-            " user_message, reply from avatar_chat.begin_turn($1, $2, $3, $4, $5)",
+            " user_message, reply from avatar_chat.begin_turn($1, $2, $3, $4, $5, $6)",
             claims_json,
             conversation_id,
             content,
             idempotency_key,
             lease_s,
+            worker_id,
         )
     except asyncpg.PostgresError as exc:
         if exc.sqlstate == "AC404":

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 from app.auth.claims import Claims
@@ -132,9 +132,17 @@ class _Generation:
 
 class ChatService:
     def __init__(
-        self, db: Database, store: SessionStore, llm: LLMProvider, tasks: TaskTracker, settings: Settings
+        self,
+        db: Database,
+        store: SessionStore,
+        llm: LLMProvider,
+        tasks: TaskTracker,
+        settings: Settings,
+        *,
+        worker_id: Callable[[], int | None] = lambda: None,
     ) -> None:
         self._db = db
+        self._worker_id = worker_id
         self._store = store
         self._llm = llm
         self._tasks = tasks
@@ -189,6 +197,7 @@ class ChatService:
                 content=content,
                 idempotency_key=idempotency_key,
                 lease_s=self._lease_s,
+                worker_id=self._worker_id(),
             )
         user_message = mapping.message(row["user_message"])
         reply = mapping.message(row["reply"])

@@ -1,4 +1,5 @@
-"""One LISTEN connection per worker: evicts what other writers changed.
+"""One LISTEN connection per worker: evicts what other writers changed, and shows that
+this worker is alive (it holds an advisory lock keyed by `worker_id` while connected).
 
 The avatars and conversations triggers NOTIFY on channel `avatar_chat` at commit. When
 the connection drops (database restart, network), notifications may have been missed,
@@ -14,6 +15,7 @@ import asyncio
 import json
 import logging
 import random
+import secrets
 import uuid
 from typing import Any
 
@@ -48,10 +50,17 @@ class InvalidationListener:
         self._connected = asyncio.Event()
         self.reconnects = 0
         self.notifications = 0
+        # Held as a session advisory lock on the LISTEN connection: other workers can see
+        # in pg_locks that this one is alive (replies it generates record this id).
+        self.worker_id = secrets.randbelow(2**62) + 1
 
     @property
     def connected(self) -> bool:
         return self._connected.is_set()
+
+    def live_worker_id(self) -> int | None:
+        """This worker's id while its liveness lock is held, else None (lease only)."""
+        return self.worker_id if self._connected.is_set() else None
 
     async def wait_connected(self, timeout_s: float) -> bool:
         try:
@@ -84,6 +93,7 @@ class InvalidationListener:
                 lost = asyncio.Event()
                 conn.add_termination_listener(lambda _c, lost=lost: lost.set())
                 await conn.add_listener(CHANNEL, self._on_notify)
+                await conn.execute("select pg_advisory_lock($1)", self.worker_id)
                 # LISTEN is in place: from here nothing is missed, so drop whatever we
                 # may have missed before (first start, or while disconnected).
                 await self._store.flush()
