@@ -187,6 +187,3 @@ class Database:
             with translate_errors():
                 await conn.execute("select 1")
 
-
-def record_to_dict(record: Record) -> dict[str, Any]:
-    return dict(record.items())

@@ -36,10 +36,4 @@ async def get_state(request: Request) -> AppState:
     return state
 
 
-async def get_store(request: Request) -> SessionStore:
-    store: SessionStore = request.state.app.store
-    return store
-
-
 State = Annotated[AppState, Depends(get_state)]
-Store = Annotated[SessionStore, Depends(get_store)]
