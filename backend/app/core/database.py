@@ -186,4 +186,3 @@ class Database:
         async with self.connection() as conn:
             with translate_errors():
                 await conn.execute("select 1")
-
