@@ -29,7 +29,9 @@ async def fake_llm() -> AsyncIterator[FakeOpenAIServer]:
     await server.stop()
 
 
-async def app_with_provider(settings: Settings, base_url: str) -> AsyncIterator[httpx.AsyncClient]:
+async def app_with_provider(
+    settings: Settings, base_url: str, **overrides: object
+) -> AsyncIterator[httpx.AsyncClient]:
     configured = settings.model_copy(
         update={
             "llm_base_url": base_url,
@@ -37,6 +39,7 @@ async def app_with_provider(settings: Settings, base_url: str) -> AsyncIterator[
             "llm_timeout_s": 0.5,
             "llm_stall_timeout_s": 0.5,
             "llm_max_retries": 1,
+            **overrides,
         }
     )
     app = create_app(configured)
@@ -129,7 +132,8 @@ async def test_sse_error_event_keeps_the_partial_reply_marked_failed(
 
 
 async def test_unreachable_provider(settings: Settings, user: User) -> None:
-    async for client in app_with_provider(settings, FakeOpenAIServer.refused_url()):
+    # Refusals are instant, but the SDK's retry backoff must fit in the first-token deadline.
+    async for client in app_with_provider(settings, FakeOpenAIServer.refused_url(), llm_timeout_s=10.0):
         await create_avatar(client, user)
         conversation = await create_conversation(client, user)
         assert_error(await send(client, user, conversation["id"], "anyone?"), 502, "provider_unreachable")
