@@ -118,14 +118,14 @@ class _Generation:
     conversation_id: uuid.UUID
     reply_id: uuid.UUID
     attempt: int
-    reply_seq: int
     user_message: MessageRead
     mode: str
     revision: int
     prev_seq: int
     avatar_id: uuid.UUID
     avatar_version: int
-    cacheable_window: bool
+    # A new exchange sits right after prev_seq; a retried one does not, so its window
+    # is neither served from nor written to the cache.
     new_turn: bool
     title_unset: bool
 
@@ -218,14 +218,12 @@ class ChatService:
             conversation_id=conversation_id,
             reply_id=reply.id,
             attempt=row["reply"]["attempt"],
-            reply_seq=reply.seq,
             user_message=user_message,
             mode=row["mode"],
             revision=row["revision"],
             prev_seq=row["prev_seq"],
             avatar_id=row["avatar_id"],
             avatar_version=row["avatar_version"],
-            cacheable_window=outcome == "new",
             new_turn=outcome == "new",
             title_unset=row["title"] is None,
         )
@@ -367,7 +365,7 @@ class ChatService:
         """Settled messages before this turn; and whether that view may be cached."""
         if self._window_size == 0:
             return (), True
-        if g.cacheable_window:
+        if g.new_turn:
             cached = await self._store.window(g.conversation_id, last_seq=g.prev_seq, revision=g.revision)
             if cached is not None:
                 return cached.messages, True
@@ -383,7 +381,7 @@ class ChatService:
             for r in reversed(rows)
             if r["status"] == MessageStatus.complete
         )
-        return messages, settled and g.cacheable_window
+        return messages, settled and g.new_turn
 
     async def _remember_window(
         self, g: _Generation, window: tuple[WindowMessage, ...], reply: MessageRead
