@@ -30,6 +30,9 @@ async def configure_database_limits(db: Database, settings: Settings) -> None:
         log.warning("could not write the abuse limits: the database is unavailable")
 
 
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+
+
 class _TooLarge(Exception):
     pass
 
@@ -46,8 +49,8 @@ class BodySizeLimitMiddleware:
         self.max_bytes = max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
+        if scope["type"] != "http" or scope["method"] not in _BODY_METHODS:
+            await self.app(scope, receive, send)  # no route here reads a body for other methods
             return
         for name, value in scope["headers"]:
             if name == b"content-length":
@@ -58,6 +61,9 @@ class BodySizeLimitMiddleware:
                 if too_large:
                     await self._reject(send)
                     return
+                # The server delivers no more than Content-Length bytes: nothing to count.
+                await self.app(scope, receive, send)
+                return
         received = 0
         exceeded = False
         replaced = False
