@@ -17,6 +17,7 @@ from app.core import runtime
 from app.core.database import Database
 from app.core.errors import install_error_handlers
 from app.core.limits import BodySizeLimitMiddleware, configure_database_limits
+from app.core.migrate import expected_version
 from app.core.settings import Settings
 from app.core.state import AppState
 from app.core.tasks import TaskTracker
@@ -65,6 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 tasks=tasks,
                 listener=listener,
                 chat=ChatService(db, store, llm, tasks, rt.settings, worker_id=listener.live_worker_id),
+                schema_version=expected_version(),
             )
             app.state.resources = state  # for tests and operators' tooling; routes use request.state
             yield {"app": state}

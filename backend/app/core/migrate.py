@@ -14,6 +14,7 @@ from importlib import resources
 from pathlib import Path
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,26 @@ def default_migrations_dir() -> Path:
         if candidate.is_dir():
             return candidate
     raise FileNotFoundError("supabase/migrations not found above " + str(here))
+
+
+def expected_version() -> str | None:
+    """The newest migration this build ships, or None when installed without them."""
+    try:
+        migrations = discover(default_migrations_dir())
+    except FileNotFoundError:
+        return None
+    return migrations[-1].version if migrations else None
+
+
+async def is_applied(conn: asyncpg.Connection | PoolConnectionProxy[asyncpg.Record], version: str) -> bool:
+    """Whether `version` is recorded as applied (by this tool or the Supabase CLI)."""
+    try:
+        applied: bool = await conn.fetchval(
+            "select exists (select from supabase_migrations.schema_migrations where version = $1)", version
+        )
+    except asyncpg.UndefinedTableError:
+        return False
+    return applied
 
 
 def discover(migrations_dir: Path) -> list[Migration]:

@@ -29,6 +29,7 @@ class AppState:
     tasks: TaskTracker
     listener: InvalidationListener
     chat: ChatService
+    schema_version: str | None = None  # the newest migration this build expects
 
 
 async def get_state(request: Request) -> AppState:

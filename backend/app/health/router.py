@@ -6,6 +6,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel
 
 from app.core.errors import ServiceUnavailable, responses
+from app.core.migrate import is_applied
 from app.core.state import State
 
 router = APIRouter(tags=["health"])
@@ -20,9 +21,20 @@ async def health() -> Health:
     return Health(status="ok")
 
 
-@router.get("/ready", responses=responses(ServiceUnavailable), summary="Database and listener reachable")
+@router.get("/ready", responses=responses(ServiceUnavailable), summary="Database, schema and listener ready")
 async def ready(state: State) -> Health:
-    await state.db.ping()
+    if state.schema_version is None:
+        await state.db.ping()
+    else:
+        async with state.db.connection() as conn:
+            applied = await is_applied(conn, state.schema_version)
+        if not applied:
+            raise ServiceUnavailable(
+                f"The database lacks migration {state.schema_version}: run `supabase db push`"
+                " or `avatar-chat migrate`.",
+                code="schema_outdated",
+                retry_after_s=30,
+            )
     if not state.listener.connected:
         raise ServiceUnavailable("The invalidation listener is reconnecting.", code="listener_disconnected")
     return Health(status="ready")
