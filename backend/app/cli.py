@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import os
+import signal
 import sys
 import uuid
 
@@ -28,19 +29,29 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     os.environ["MIGRATE_ON_START"] = "false"
     if rt.settings.supabase_jwt_secret is not None:
         os.environ["SUPABASE_JWT_SECRET"] = rt.settings.supabase_jwt_secret.get_secret_value()
-    uvicorn.run(
-        "app.main:create_app",
-        factory=True,
-        host=args.host,
-        port=args.port,
-        workers=args.workers,
-        loop="uvloop",
-        http="httptools",
-        log_level=settings.log_level.lower(),
-        timeout_graceful_shutdown=int(settings.shutdown_grace_s),
-        proxy_headers=True,
-    )
+    # uvicorn re-raises the stop signal once it has shut down; turn SIGTERM into a normal
+    # exit so the embedded database is stopped below instead of being left running.
+    signal.signal(signal.SIGTERM, _exit_on_signal)
+    try:
+        uvicorn.run(
+            "app.main:create_app",
+            factory=True,
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            loop="uvloop",
+            http="httptools",
+            log_level=settings.log_level.lower(),
+            timeout_graceful_shutdown=int(settings.shutdown_grace_s),
+            proxy_headers=True,
+        )
+    finally:
+        asyncio.run(rt.close())
     return 0
+
+
+def _exit_on_signal(signum: int, _frame: object) -> None:
+    raise SystemExit(0)
 
 
 def _migrate(_: argparse.Namespace, settings: Settings) -> int:

@@ -12,6 +12,7 @@ import httpx
 
 from app.auth.verifier import TokenVerifier
 from app.core.settings import Settings
+from tests.servers import free_port
 
 CLI = str(Path(sys.executable).parent / "avatar-chat")
 
@@ -50,3 +51,56 @@ async def test_token_command_creates_the_user_and_prints_a_valid_token(
     code, out, err = await run_cli("token", "--email", email, env=env)
     assert code == 0, err
     assert await owner.fetchval("select count(*) from auth.users where email = $1", email) == 1
+
+
+async def test_serve_on_the_embedded_default_from_nothing(tmp_path: Path) -> None:
+    """What `./scripts/run` does on a fresh machine: no DATABASE_URL, no keys, no data."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("DATABASE_URL", "SUPABASE_JWT_SECRET", "SUPABASE_URL")
+    }
+    env.update({"DATA_DIR": str(tmp_path / "data"), "LOG_LEVEL": "WARNING"})
+    port = free_port()
+    proc = await asyncio.create_subprocess_exec(
+        CLI,
+        "serve",
+        "--port",
+        str(port),
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as client:
+            for _ in range(300):
+                try:
+                    if (await client.get("/ready")).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                await asyncio.sleep(0.1)
+            else:
+                raise AssertionError("the embedded default never became ready")
+            assert (tmp_path / "data" / "jwt_secret").exists()
+            code, token, err = await run_cli("token", "--email", "new@example.test", env=env)
+            assert code == 0, err
+            headers = {"Authorization": f"Bearer {token.strip()}"}
+            created = await client.post("/avatars/me", json={"name": "Ava"}, headers=headers)
+            assert created.status_code == 201, created.text
+            switched = await client.patch(
+                "/avatars/me/persona", json={"personality": "witty"}, headers=headers
+            )
+            assert (switched.status_code, switched.json()["version"]) == (200, 2)
+            conversation = (await client.post("/conversations", json={}, headers=headers)).json()
+            sent = await client.post(
+                f"/conversations/{conversation['id']}/messages", json={"content": "hi"}, headers=headers
+            )
+            assert sent.status_code == 201
+            assert "offline provider" in sent.json()["assistant_message"]["content"]
+    finally:
+        proc.terminate()
+        await asyncio.wait_for(proc.wait(), 30)
+    assert proc.returncode == 0
+    # ...and it stopped the embedded database it started.
+    assert not (tmp_path / "data" / "postgres" / "postmaster.pid").exists()

@@ -91,3 +91,11 @@ async def test_every_foreign_key_has_an_index(owner: asyncpg.Connection) -> None
         """
     )
     assert [(r["tbl"], r["conname"]) for r in unindexed] == []
+
+
+async def test_messages_are_published_for_supabase_realtime(owner: asyncpg.Connection) -> None:
+    published = await owner.fetch(
+        "select tablename from pg_publication_tables"
+        " where pubname = 'supabase_realtime' and schemaname = 'public'"
+    )
+    assert "messages" in {r["tablename"] for r in published}
