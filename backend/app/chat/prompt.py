@@ -20,6 +20,21 @@ _MODES = {
 }
 
 
+def fit_window(
+    messages: Sequence[WindowMessage], *, max_messages: int, max_chars: int
+) -> tuple[WindowMessage, ...]:
+    """The most recent messages that fit both budgets (oldest dropped first). The char
+    budget keeps the prompt within model context and a cached window to a few KB."""
+    kept: list[WindowMessage] = []
+    used = 0
+    for message in reversed(messages[-max_messages:] if max_messages else ()):
+        used += len(message.content)
+        if used > max_chars:
+            break
+        kept.append(message)
+    return tuple(reversed(kept))
+
+
 def system_prompt(avatar: AvatarSnapshot, mode: str) -> str:
     lines = [
         f"You are {avatar.name}, an AI avatar.",

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from app.auth.claims import Claims
 from app.avatars import repository as avatars_repository
 from app.chat import mapping, repository
-from app.chat.prompt import build_request
+from app.chat.prompt import build_request, fit_window
 from app.chat.schemas import Exchange, MessageRead, MessageStatus
 from app.core.database import Database
 from app.core.errors import AppError, Conflict, ProviderError, ProviderTimeout, ServiceUnavailable
@@ -147,6 +147,7 @@ class ChatService:
         self._llm = llm
         self._tasks = tasks
         self._window_size = settings.chat_window_messages
+        self._window_chars = settings.chat_window_max_chars
         self._deadline_s = settings.chat_turn_deadline_s
         # The lease outlives the deadline a little, so a live worker always settles its
         # reply before anyone may take it over.
@@ -376,12 +377,17 @@ class ChatService:
         # Replies still generating (or cut off) are left out; a view that holds one is not
         # cached, since it changes when they settle.
         settled = all(r["status"] != MessageStatus.streaming for r in rows)
-        messages = tuple(
-            WindowMessage(seq=r["seq"], role=r["role"], content=r["content"])
-            for r in reversed(rows)
-            if r["status"] == MessageStatus.complete
+        messages = self._fit(
+            [
+                WindowMessage(seq=r["seq"], role=r["role"], content=r["content"])
+                for r in reversed(rows)
+                if r["status"] == MessageStatus.complete
+            ]
         )
         return messages, settled and g.new_turn
+
+    def _fit(self, messages: list[WindowMessage]) -> tuple[WindowMessage, ...]:
+        return fit_window(messages, max_messages=self._window_size, max_chars=self._window_chars)
 
     async def _remember_window(
         self, g: _Generation, window: tuple[WindowMessage, ...], reply: MessageRead
@@ -390,7 +396,7 @@ class ChatService:
             WindowMessage(seq=g.user_message.seq, role="user", content=g.user_message.content),
             WindowMessage(seq=reply.seq, role="assistant", content=reply.content),
         )
-        messages = (window + added)[-self._window_size :]
+        messages = self._fit([*window, *added])
         await self._store.put_window(
             ConversationWindow(g.conversation_id, last_seq=reply.seq, revision=g.revision, messages=messages)
         )

@@ -74,6 +74,7 @@ class Settings(BaseSettings):
 
     # --- chat -----------------------------------------------------------------------------
     chat_window_messages: Annotated[int, Field(ge=0, le=200)] = 20
+    chat_window_max_chars: Annotated[int, Field(ge=0, le=200_000)] = 8000
     chat_turn_deadline_s: Annotated[float, Field(gt=0, le=3600)] = 120.0
 
     # --- abuse limits (held in Postgres, so they hold across workers) --------------------
