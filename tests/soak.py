@@ -113,6 +113,7 @@ async def run_soak(cfg: SoakConfig) -> SoakReport:
                 env={
                     "OFFLINE_LLM_CHUNK_DELAY_MS": "15",
                     "CHAT_TURN_DEADLINE_S": "3",
+                    "CHAT_REPLY_LEASE_S": "2",
                     "DB_ACQUIRE_TIMEOUT_S": "1",
                     "DB_CONNECT_TIMEOUT_S": "1",
                     "DB_STATEMENT_TIMEOUT_MS": "3000",

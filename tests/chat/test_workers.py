@@ -35,12 +35,13 @@ async def server(database_url: str) -> AsyncIterator[ServerProcess]:
 
 @pytest.fixture(scope="module")
 async def slow_server(database_url: str) -> AsyncIterator[ServerProcess]:
-    """One worker whose offline replies take about a second to stream."""
+    """One worker whose offline replies take about two seconds to stream, with a reply
+    lease (1 s) shorter than that: only its renewals keep a reply from being taken over."""
     proc = ServerProcess(
         database_url=database_url,
         jwt_secret=TEST_JWT_SECRET,
         workers=1,
-        env={"OFFLINE_LLM_CHUNK_DELAY_MS": "80"},
+        env={"OFFLINE_LLM_CHUNK_DELAY_MS": "250", "CHAT_REPLY_LEASE_S": "1"},
     )
     await proc.start()
     yield proc
@@ -160,11 +161,12 @@ async def test_retry_while_generating_is_409_with_retry_after(
         await create_avatar(client, user)
         conversation = await create_conversation(client, user)
         original = asyncio.create_task(send(client, user, conversation["id"], "slow one", key="k-slow"))
-        await asyncio.sleep(0.3)
-        repeat = await send(client, user, conversation["id"], "slow one", key="k-slow")
-        assert repeat.status_code == 409
-        assert repeat.json()["error"]["code"] == "send_in_progress"
-        assert int(repeat.headers["Retry-After"]) >= 1
+        for wait in (0.3, 1.5):  # before and after the first lease (1 s) would have run out
+            await asyncio.sleep(wait)
+            repeat = await send(client, user, conversation["id"], "slow one", key="k-slow")
+            assert repeat.status_code == 409, repeat.text
+            assert repeat.json()["error"]["code"] == "send_in_progress"
+            assert int(repeat.headers["Retry-After"]) >= 1
         done = await original
         assert done.status_code == 201
         replay = await send(client, user, conversation["id"], "slow one", key="k-slow")

@@ -39,6 +39,7 @@ async def outage_app(faulty: Faulty, settings: Settings) -> AsyncIterator[FastAP
             "db_connect_timeout_s": 1.0,
             "db_statement_timeout_ms": 2000,
             "chat_turn_deadline_s": 5.0,
+            "chat_reply_lease_s": 2.0,
         }
     )
     app = create_app(configured)

@@ -188,6 +188,16 @@ async def finish_turn(
     )
 
 
+async def extend_lease(
+    conn: Connection, *, claims_json: str, reply_id: uuid.UUID, attempt: int, lease_s: float
+) -> bool:
+    """Keep a reply being generated from being taken over; False once it is not ours."""
+    extended: bool = await conn.fetchval(
+        "select avatar_chat.extend_lease($1, $2, $3, $4)", claims_json, reply_id, attempt, lease_s
+    )
+    return extended
+
+
 async def first_exchange(conn: Connection, conversation_id: uuid.UUID) -> Record | None:
     """The conversation's title-less state and first user message, as committed."""
     return await conn.fetchrow(

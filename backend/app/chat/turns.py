@@ -149,9 +149,9 @@ class ChatService:
         self._window_size = settings.chat_window_messages
         self._window_chars = settings.chat_window_max_chars
         self._deadline_s = settings.chat_turn_deadline_s
-        # The lease outlives the deadline a little, so a live worker always settles its
-        # reply before anyone may take it over.
-        self._lease_s = self._deadline_s + min(10.0, self._deadline_s / 2)
+        # Short and renewed while the reply is generated (see _keep_lease): a reply whose
+        # worker is gone can be retried within seconds.
+        self._lease_s = settings.chat_reply_lease_s
         self.stats = ChatStats()
 
     async def send(
@@ -238,6 +238,8 @@ class ChatService:
         failure: ProviderFailure | None = None
         window: tuple[WindowMessage, ...] = ()
         settled = False
+        generated = asyncio.Event()
+        self._tasks.spawn(self._keep_lease(g, generated), name=f"lease-{g.reply_id}")
         try:
             try:
                 async with asyncio.timeout(self._deadline_s):
@@ -264,6 +266,7 @@ class ChatService:
             except Exception:
                 log.exception("reply generation failed")
                 failure = ProviderFailure("provider_error", "The reply could not be generated.")
+            generated.set()
             status = MessageStatus.complete if failure is None else MessageStatus.failed
             try:
                 saved = await self._settle_reliably(
@@ -287,9 +290,11 @@ class ChatService:
                 # Post-commit work: finish_turn has returned, so the exchange is committed.
                 self._tasks.spawn(self._set_title(g.claims_json, g.conversation_id), name="title")
         finally:
-            turn.resolve(
-                TurnResult(reply=None, error=AppError("The reply was interrupted.", code="interrupted"))
+            generated.set()
+            interrupted = ServiceUnavailable(
+                "The reply was interrupted; retry with the same Idempotency-Key.", code="reply_interrupted"
             )
+            turn.resolve(TurnResult(reply=None, error=interrupted))
             turn.deltas.put_nowait(None)
 
     async def _settle_reliably(
@@ -302,10 +307,10 @@ class ChatService:
         turn: Turn,
     ) -> MessageRead | None:
         """Save the reply; if the database is away, tell the client at once (503: retry
-        with the same key) and keep trying until the lease ends, so a finished reply is
-        not thrown away by a database restart."""
+        with the same key) and keep trying for up to the turn deadline, so a finished
+        reply is not thrown away by a database restart (unless a retry took it over)."""
         loop = asyncio.get_running_loop()
-        give_up_at = loop.time() + self._lease_s
+        give_up_at = loop.time() + self._deadline_s
         delay = 0.1
         while True:
             try:
@@ -313,10 +318,34 @@ class ChatService:
             except ServiceUnavailable as exc:
                 turn.resolve(TurnResult(reply=None, error=exc))
                 if loop.time() + delay > give_up_at:
-                    log.error("could not save reply %s before its lease ended", g.reply_id)
+                    log.error("could not save reply %s within the turn deadline", g.reply_id)
                     raise
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
+
+    async def _keep_lease(self, g: _Generation, generated: asyncio.Event) -> None:
+        """Renew the reply's lease every third of it until `generated` is set. Waiting
+        on the event (not being cancelled) means a renewal is never cut mid-query."""
+        while True:
+            try:
+                await asyncio.wait_for(generated.wait(), self._lease_s / 3)
+                return
+            except TimeoutError:
+                pass
+            try:
+                async with self._db.connection() as conn:
+                    ours = await repository.extend_lease(
+                        conn,
+                        claims_json=g.claims_json,
+                        reply_id=g.reply_id,
+                        attempt=g.attempt,
+                        lease_s=self._lease_s,
+                    )
+            except AppError as exc:
+                log.warning("could not extend the lease of reply %s: %s", g.reply_id, exc.code)
+                continue
+            if not ours:
+                return
 
     async def _settle(
         self,

@@ -76,6 +76,9 @@ class Settings(BaseSettings):
     chat_window_messages: Annotated[int, Field(ge=0, le=200)] = 20
     chat_window_max_chars: Annotated[int, Field(ge=0, le=200_000)] = 8000
     chat_turn_deadline_s: Annotated[float, Field(gt=0, le=3600)] = 120.0
+    # A reply being generated holds a lease this long, renewed every third of it; a reply
+    # whose lease ran out (its worker vanished) can be retried.
+    chat_reply_lease_s: Annotated[float, Field(ge=1, le=600)] = 15.0
 
     # --- abuse limits (held in Postgres, so they hold across workers) --------------------
     rate_limit_sends_per_minute: Annotated[int, Field(ge=0)] = 30  # 0 disables
