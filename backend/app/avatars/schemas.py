@@ -7,7 +7,9 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import BaseModel, Field, StringConstraints
+
+from app.core.schemas import PartialUpdate, StrictModel
 
 NAME_MAX = 80
 BACKSTORY_MAX = 4000
@@ -26,37 +28,21 @@ class PersonalityType(StrEnum):
     witty = "witty"
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class AvatarCreate(_Strict):
+class AvatarCreate(StrictModel):
     name: AvatarName
     personality: PersonalityType = PersonalityType.friendly
     backstory: Backstory = ""
 
 
-class AvatarUpdate(_Strict):
+class AvatarUpdate(PartialUpdate):
     """Only the fields sent are changed; at least one is required, none may be null."""
 
     name: AvatarName | None = None
     personality: PersonalityType | None = None
     backstory: Backstory | None = None
 
-    @model_validator(mode="after")
-    def _some_non_null_field(self) -> AvatarUpdate:
-        if not self.model_fields_set:
-            raise ValueError("send at least one of: name, personality, backstory")
-        nulls = [name for name in self.model_fields_set if getattr(self, name) is None]
-        if nulls:
-            raise ValueError(f"may not be null: {', '.join(sorted(nulls))}")
-        return self
 
-    def changes(self) -> dict[str, Any]:
-        return self.model_dump(mode="json", exclude_unset=True)
-
-
-class PersonaUpdateRequest(_Strict):
+class PersonaUpdateRequest(StrictModel):
     personality: PersonalityType
 
     def changes(self) -> dict[str, Any]:

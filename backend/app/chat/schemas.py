@@ -5,11 +5,12 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import BaseModel, Field, StringConstraints
 
 from app.avatars.schemas import PersonalityType
+from app.core.schemas import PartialUpdate, StrictModel
 
 TITLE_MAX = 200
 CONTENT_MAX = 8000
@@ -37,31 +38,18 @@ class MessageStatus(StrEnum):
     interrupted = "interrupted"
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class ConversationCreate(_Strict):
+class ConversationCreate(StrictModel):
     mode: ConversationMode = ConversationMode.assistant
     title: Title | None = None
 
 
-class ConversationUpdate(_Strict):
+class ConversationUpdate(PartialUpdate):
     """Switch mode and/or rename; `title: null` clears a title."""
+
+    nullable = frozenset({"title"})
 
     mode: ConversationMode | None = None
     title: Title | None = None
-
-    @model_validator(mode="after")
-    def _something_to_change(self) -> ConversationUpdate:
-        if not self.model_fields_set:
-            raise ValueError("send mode and/or title")
-        if "mode" in self.model_fields_set and self.mode is None:
-            raise ValueError("mode may not be null")
-        return self
-
-    def changes(self) -> dict[str, Any]:
-        return self.model_dump(mode="json", exclude_unset=True)
 
 
 class ConversationRead(BaseModel):
@@ -81,7 +69,7 @@ class ConversationPage(BaseModel):
     )
 
 
-class MessageCreate(_Strict):
+class MessageCreate(StrictModel):
     content: Content
 
 
