@@ -96,7 +96,7 @@ async def update_persona(
     service: Service,
     if_match: IfMatch = None,
 ) -> Response:
-    return _answer(await service.update_persona(user, body, if_match=parse_if_match(if_match)))
+    return _answer(await service.update(user, body, if_match=parse_if_match(if_match)))
 
 
 @router.delete(

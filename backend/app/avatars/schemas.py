@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated
 
 from pydantic import BaseModel, Field, StringConstraints
 
@@ -42,11 +42,10 @@ class AvatarUpdate(PartialUpdate):
     backstory: Backstory | None = None
 
 
-class PersonaUpdateRequest(StrictModel):
-    personality: PersonalityType
+class PersonaUpdateRequest(PartialUpdate):
+    """The persona switch: a PATCH of `personality` alone, written as its `.value`."""
 
-    def changes(self) -> dict[str, Any]:
-        return {"personality": self.personality.value}
+    personality: PersonalityType
 
 
 class AvatarRead(BaseModel):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from app.auth.claims import Claims
 from app.avatars import repository
 from app.avatars.schemas import AvatarCreate, AvatarRead, AvatarUpdate, PersonaUpdateRequest
@@ -38,19 +36,14 @@ class AvatarService:
             raise NotFound(_NO_AVATAR, code="avatar_not_found")
         return _read(row)
 
-    async def update(self, user: Claims, data: AvatarUpdate, *, if_match: list[int] | None) -> AvatarRead:
-        return await self._update(user, data.changes(), if_match)
-
-    async def update_persona(
-        self, user: Claims, data: PersonaUpdateRequest, *, if_match: list[int] | None
+    async def update(
+        self, user: Claims, data: AvatarUpdate | PersonaUpdateRequest, *, if_match: list[int] | None
     ) -> AvatarRead:
-        return await self._update(user, data.changes(), if_match)
-
-    async def _update(self, user: Claims, changes: dict[str, Any], if_match: list[int] | None) -> AvatarRead:
+        """One round trip; the answer is the row as committed."""
         try:
             async with self._db.connection() as conn:
                 row = await repository.update_mine(
-                    conn, claims_json=user.as_json(), changes=changes, if_match=if_match
+                    conn, claims_json=user.as_json(), changes=data.changes(), if_match=if_match
                 )
         finally:
             # Also on failure: whether or not it committed, the cache must not outlive it.
