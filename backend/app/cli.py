@@ -13,7 +13,9 @@ import uuid
 import asyncpg
 import uvicorn
 
+from app.auth.tokens import mint_access_token
 from app.core import runtime
+from app.core.migrate import migrate
 from app.core.settings import Settings
 
 log = logging.getLogger("app.cli")
@@ -58,8 +60,6 @@ def _migrate(_: argparse.Namespace, settings: Settings) -> int:
     async def run() -> None:
         rt = await runtime.prepare(settings, migrate_now=False)
         try:
-            from app.core.migrate import migrate
-
             applied = await migrate(rt.dsn)
             print("applied: " + (", ".join(applied) if applied else "nothing (up to date)"))
         finally:
@@ -70,8 +70,6 @@ def _migrate(_: argparse.Namespace, settings: Settings) -> int:
 
 
 def _token(args: argparse.Namespace, settings: Settings) -> int:
-    from app.auth.tokens import mint_access_token
-
     async def run() -> str:
         rt = await runtime.prepare(settings)
         try:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 import asyncpg
@@ -32,10 +31,6 @@ async def insert(conn: Connection, *, name: str, personality: str, backstory: st
 
 async def get_mine(conn: Connection) -> Record | None:
     return await conn.fetchrow(f"select {_COLUMNS} from public.avatars where user_id = (select auth.uid())")
-
-
-async def get_by_user(conn: Connection, user_id: uuid.UUID) -> Record | None:
-    return await conn.fetchrow(f"select {_COLUMNS} from public.avatars where user_id = $1", user_id)
 
 
 async def delete_mine(conn: Connection) -> bool:

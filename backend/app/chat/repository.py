@@ -208,10 +208,8 @@ async def first_exchange(conn: Connection, conversation_id: uuid.UUID) -> Record
     )
 
 
-async def set_title_if_unset(conn: Connection, conversation_id: uuid.UUID, title: str) -> bool:
-    updated = await conn.fetchval(
-        "update public.conversations set title = $2 where id = $1 and title is null returning id",
-        conversation_id,
-        title,
+async def set_title_if_unset(conn: Connection, conversation_id: uuid.UUID, title: str) -> None:
+    """Never overwrites a title the user (or a concurrent task) set meanwhile."""
+    await conn.execute(
+        "update public.conversations set title = $2 where id = $1 and title is null", conversation_id, title
     )
-    return updated is not None

@@ -46,10 +46,6 @@ def make_title(first_message: str) -> str:
 
 @dataclass(slots=True)
 class ChatStats:
-    turns: int = 0
-    replays: int = 0
-    failures: int = 0
-    titles_set: int = 0
     title_tasks_without_rows: int = 0  # G4: must stay 0
 
 
@@ -204,7 +200,6 @@ class ChatService:
         reply = mapping.message(row["reply"])
         outcome: str = row["outcome"]
         if outcome == "replay":
-            self.stats.replays += 1
             return Turn(user_message=user_message, replayed=reply), None
         if outcome == "in_progress":
             raise Conflict(
@@ -212,7 +207,6 @@ class ChatService:
                 code="send_in_progress",
                 headers={"Retry-After": "1"},
             )
-        self.stats.turns += 1
         generation = _Generation(
             claims_json=claims_json,
             user_id=user.sub,
@@ -276,7 +270,6 @@ class ChatService:
                 turn.resolve(TurnResult(reply=None, failure=failure, error=exc))
                 return
             if failure is not None:
-                self.stats.failures += 1
                 turn.resolve(TurnResult(reply=saved, failure=failure))
                 return
             if saved is None:
@@ -437,7 +430,5 @@ class ChatService:
                 self.stats.title_tasks_without_rows += 1
                 log.error("title task found no committed message in %s", conversation_id)
                 return
-            if row["title"] is None and await repository.set_title_if_unset(
-                conn, conversation_id, make_title(row["content"])
-            ):
-                self.stats.titles_set += 1
+            if row["title"] is None:
+                await repository.set_title_if_unset(conn, conversation_id, make_title(row["content"]))

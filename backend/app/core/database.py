@@ -158,7 +158,8 @@ class Database:
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[Connection]:
-        """A pooled connection in autocommit; acquiring is bounded in time."""
+        """A pooled connection in autocommit; acquiring is bounded in time. Database
+        errors raised while it is held, here or in the caller's block, leave translated."""
         with translate_errors():
             # asyncio.timeout rather than acquire(timeout=): the latter wraps every acquire
             # in wait_for, an extra task per request on the hot path.
@@ -173,16 +174,14 @@ class Database:
     async def as_user(self, claims_json: str) -> AsyncIterator[Connection]:
         """One transaction as the user: committed on success, rolled back on any error."""
         async with self.connection() as conn:
-            with translate_errors():
-                await conn.execute(begin_as_user_sql(claims_json))
-                try:
-                    yield conn
-                except BaseException:
-                    await _rollback_or_discard(conn)
-                    raise
-                await conn.execute("commit")
+            await conn.execute(begin_as_user_sql(claims_json))
+            try:
+                yield conn
+            except BaseException:
+                await _rollback_or_discard(conn)
+                raise
+            await conn.execute("commit")
 
     async def ping(self) -> None:
         async with self.connection() as conn:
-            with translate_errors():
-                await conn.execute("select 1")
+            await conn.execute("select 1")

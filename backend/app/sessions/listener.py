@@ -49,7 +49,6 @@ class InvalidationListener:
         self._pending: set[asyncio.Task[None]] = set()
         self._connected = asyncio.Event()
         self.reconnects = 0
-        self.notifications = 0
         # Held as a session advisory lock on the LISTEN connection: other workers can see
         # in pg_locks that this one is alive (replies it generates record this id).
         self.worker_id = secrets.randbelow(2**62) + 1
@@ -121,7 +120,6 @@ class InvalidationListener:
             backoff = min(backoff * 2, self._max_backoff)
 
     def _on_notify(self, _conn: Any, _pid: int, _channel: str, payload: object) -> None:
-        self.notifications += 1
         try:
             event = json.loads(str(payload))
             table = event.get("table")
