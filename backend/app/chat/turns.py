@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -233,7 +234,11 @@ class ChatService:
         window: tuple[WindowMessage, ...] = ()
         settled = False
         generated = asyncio.Event()
-        self._tasks.spawn(self._keep_lease(g, generated), name=f"lease-{g.reply_id}")
+        # Most replies finish within a third of the lease: they only cost this timer.
+        renewals = asyncio.get_running_loop().call_later(
+            self._lease_s / 3,
+            lambda: self._tasks.spawn(self._keep_lease(g, generated), name=f"lease-{g.reply_id}"),
+        )
         try:
             try:
                 async with asyncio.timeout(self._deadline_s):
@@ -261,6 +266,7 @@ class ChatService:
                 log.exception("reply generation failed")
                 failure = ProviderFailure("provider_error", "The reply could not be generated.")
             generated.set()
+            renewals.cancel()
             status = MessageStatus.complete if failure is None else MessageStatus.failed
             try:
                 saved = await self._settle_reliably(
@@ -284,6 +290,7 @@ class ChatService:
                 self._tasks.spawn(self._set_title(g.claims_json, g.conversation_id), name="title")
         finally:
             generated.set()
+            renewals.cancel()
             interrupted = ServiceUnavailable(
                 "The reply was interrupted; retry with the same Idempotency-Key.", code="reply_interrupted"
             )
@@ -317,14 +324,9 @@ class ChatService:
                 delay = min(delay * 2, 2.0)
 
     async def _keep_lease(self, g: _Generation, generated: asyncio.Event) -> None:
-        """Renew the reply's lease every third of it until `generated` is set. Waiting
-        on the event (not being cancelled) means a renewal is never cut mid-query."""
-        while True:
-            try:
-                await asyncio.wait_for(generated.wait(), self._lease_s / 3)
-                return
-            except TimeoutError:
-                pass
+        """Renew the reply's lease now and every third of it until `generated` is set.
+        Waiting on the event (not being cancelled) means a renewal is never cut mid-query."""
+        while not generated.is_set():
             try:
                 async with self._db.connection() as conn:
                     ours = await repository.extend_lease(
@@ -334,11 +336,13 @@ class ChatService:
                         attempt=g.attempt,
                         lease_s=self._lease_s,
                     )
+                if not ours:
+                    return
             except AppError as exc:
                 log.warning("could not extend the lease of reply %s: %s", g.reply_id, exc.code)
-                continue
-            if not ours:
-                return
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._lease_s / 3):
+                    await generated.wait()
 
     async def _settle(
         self,
