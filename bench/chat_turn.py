@@ -26,13 +26,13 @@ from collections import Counter
 from typing import Any
 
 import httpx
+from tests.factories import User
 
 from app.llm.base import ChatRequest, PromptMessage
 from app.llm.offline import OfflineProvider
 from app.sessions.store import AvatarSnapshot
 from bench.common import (
     BenchSession,
-    BenchUser,
     SequentialClient,
     add_common_args,
     create_avatars,
@@ -49,7 +49,7 @@ BUDGET_MS = 3.0
 HELLO_BODY = json.dumps({"personality": "witty"}).encode()
 
 
-def create_conversations(base_url: str, user: BenchUser, count: int) -> list[str]:
+def create_conversations(base_url: str, user: User, count: int) -> list[str]:
     ids: list[str] = []
     with httpx.Client(base_url=base_url, timeout=30) as client:
         for i in range(count):

@@ -19,14 +19,12 @@ import resource
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from http.client import HTTPConnection
 from pathlib import Path
@@ -35,6 +33,8 @@ from typing import Any
 
 import asyncpg
 import httpx
+from tests.factories import User
+from tests.servers import free_port
 
 from app.auth.tokens import mint_access_token
 from app.core.embedded import EmbeddedPostgres
@@ -99,13 +99,6 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
 
 
 # --------------------------------------------------------------------------- processes
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class Server:
@@ -361,20 +354,9 @@ class CpuMeter:
 # --------------------------------------------------------------------------- users
 
 
-@dataclass(frozen=True)
-class BenchUser:
-    id: uuid.UUID
-    email: str
-    token: str
-
-    @property
-    def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token}"}
-
-
-async def create_users(dsn: str, jwt_secret: str, count: int) -> list[BenchUser]:
+async def create_users(dsn: str, jwt_secret: str, count: int) -> list[User]:
     """Rows in auth.users (as the owner, like the Supabase dashboard) and access tokens."""
-    users: list[BenchUser] = []
+    users: list[User] = []
     conn: asyncpg.Connection = await asyncpg.connect(dsn)
     try:
         run = uuid.uuid4().hex[:8]
@@ -383,13 +365,13 @@ async def create_users(dsn: str, jwt_secret: str, count: int) -> list[BenchUser]
             email = f"bench-{run}-{i}@example.test"
             await conn.execute("insert into auth.users (id, email) values ($1, $2)", user_id, email)
             token = mint_access_token(jwt_secret, user_id=user_id, email=email, ttl_s=6 * 3600)
-            users.append(BenchUser(user_id, email, token))
+            users.append(User(user_id, email, token))
     finally:
         await conn.close()
     return users
 
 
-async def create_avatars(base_url: str, users: Sequence[BenchUser]) -> None:
+async def create_avatars(base_url: str, users: Sequence[User]) -> None:
     async with httpx.AsyncClient(base_url=base_url, timeout=30) as client:
         for i, user in enumerate(users):
             response = await client.post(

@@ -26,11 +26,11 @@ from typing import Any
 
 import asyncpg
 import httpx
+from tests.factories import User
 
 from bench.common import (
     PERSONALITIES,
     BenchSession,
-    BenchUser,
     Server,
     add_common_args,
     create_avatars,
@@ -102,7 +102,7 @@ def _lua_list(items: Sequence[str]) -> str:
     return "{" + ", ".join(json.dumps(item) for item in items) + "}"
 
 
-def write_wrk_script(folder: Path, path: str, users: Sequence[BenchUser]) -> Path:
+def write_wrk_script(folder: Path, path: str, users: Sequence[User]) -> Path:
     script = folder / f"wrk-{path.strip('/').replace('/', '-')}.lua"
     script.write_text(
         _WRK_SCRIPT
@@ -154,7 +154,7 @@ def run_wrk(wrk: str, script: Path, server: Server, seconds: float, connections:
 # --------------------------------------------------------------------------- python client
 
 
-def raw_requests(path: str, port: int, users: Sequence[BenchUser]) -> list[list[str]]:
+def raw_requests(path: str, port: int, users: Sequence[User]) -> list[list[str]]:
     """requests[user][personality] as raw HTTP/1.1 text, for bench.loadgen."""
     out: list[list[str]] = []
     for user in users:
@@ -205,7 +205,7 @@ def run_python_client(
 # --------------------------------------------------------------------------- checks
 
 
-def check_once(server: Server, path: str, users: Sequence[BenchUser]) -> None:
+def check_once(server: Server, path: str, users: Sequence[User]) -> None:
     """One request per user before measuring: the route answers 200 with what was asked."""
     with httpx.Client(base_url=server.base_url, timeout=30) as client:
         for i, user in enumerate(users):
@@ -215,7 +215,7 @@ def check_once(server: Server, path: str, users: Sequence[BenchUser]) -> None:
                 raise RuntimeError(f"PATCH {path}: {response.status_code} {response.text}")
 
 
-async def total_version(dsn: str, users: Sequence[BenchUser]) -> int:
+async def total_version(dsn: str, users: Sequence[User]) -> int:
     conn: asyncpg.Connection = await asyncpg.connect(dsn)
     try:
         value = await conn.fetchval(
