@@ -37,6 +37,7 @@ from app.llm.base import ChatRequest, PromptMessage
 from app.llm.offline import offline_reply
 from app.sessions.store import AvatarSnapshot
 from tests.servers import ServerProcess
+from tests.sse import sse_events
 
 SECRET = "soak-secret-" + "s" * 40
 
@@ -280,19 +281,14 @@ async def _send_streaming(
             await response.aread()
             return None
         user_message_id = None
-        event = ""
-        async for line in response.aiter_lines():
-            if line.startswith("event: "):
-                event = line[7:]
-            elif line.startswith("data: "):
-                data = json.loads(line[6:])
-                if event == "user_message":
-                    user_message_id = data["id"]
-                elif event == "done" and user_message_id is not None:
-                    return Ack(conversation, user_message_id, data["id"])
-                elif event == "error":
-                    statuses[f"sse_error_{data['code']}"] += 1
-                    return None
+        async for event, data in sse_events(response):
+            if event == "user_message":
+                user_message_id = data["id"]
+            elif event == "done" and user_message_id is not None:
+                return Ack(conversation, user_message_id, data["id"])
+            elif event == "error":
+                statuses[f"sse_error_{data['code']}"] += 1
+                return None
     statuses["sse_cut"] += 1
     return None
 

@@ -16,9 +16,9 @@ from pydantic import SecretStr
 from app.core.settings import Settings
 from app.main import create_app
 from tests.avatars.test_api import assert_error
-from tests.chat.test_turns import parse_sse
 from tests.factories import User, create_avatar, create_conversation, history, send
 from tests.fakes.openai_server import FakeOpenAIServer
+from tests.sse import parse_sse
 
 
 @pytest.fixture(scope="module")

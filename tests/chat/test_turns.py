@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
-from typing import Any
 
 import asyncpg
 import httpx
@@ -13,14 +11,7 @@ from app.core.state import AppState
 from app.sessions.store import AvatarSnapshot
 from tests.avatars.test_api import assert_error
 from tests.factories import User, create_avatar, create_conversation, history, send
-
-
-def parse_sse(text: str) -> list[tuple[str, Any]]:
-    events = []
-    for block in text.strip().split("\n\n"):
-        fields = dict(line.split(": ", 1) for line in block.splitlines())
-        events.append((fields["event"], json.loads(fields["data"])))
-    return events
+from tests.sse import parse_sse
 
 
 async def test_send_answers_with_both_saved_messages(app_client: httpx.AsyncClient, user: User) -> None:

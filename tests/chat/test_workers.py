@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -21,6 +20,7 @@ from tests.factories import (
     send,
 )
 from tests.servers import ServerProcess
+from tests.sse import sse_events
 
 pytestmark = pytest.mark.slow
 
@@ -175,15 +175,11 @@ async def test_retry_while_generating_is_409_with_retry_after(
 
 async def read_sse(response: httpx.Response, stop_after_deltas: int | None = None) -> list[tuple[str, Any]]:
     events: list[tuple[str, Any]] = []
-    name = None
-    async for line in response.aiter_lines():
-        if line.startswith("event: "):
-            name = line[len("event: ") :]
-        elif line.startswith("data: "):
-            events.append((name or "", json.loads(line[len("data: ") :])))
-            deltas = sum(1 for n, _ in events if n == "delta")
-            if stop_after_deltas is not None and deltas >= stop_after_deltas:
-                break
+    async for event in sse_events(response):
+        events.append(event)
+        deltas = sum(1 for n, _ in events if n == "delta")
+        if stop_after_deltas is not None and deltas >= stop_after_deltas:
+            break
     return events
 
 

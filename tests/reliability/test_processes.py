@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import time
@@ -25,6 +24,7 @@ from tests.factories import (
     send,
 )
 from tests.servers import ServerProcess
+from tests.sse import sse_events
 
 pytestmark = pytest.mark.slow
 
@@ -50,7 +50,6 @@ class Stream:
 
 async def open_stream(client: httpx.AsyncClient, user: User, stream: Stream, started: asyncio.Event) -> None:
     headers = {**user.headers, "Accept": "text/event-stream", "Idempotency-Key": stream.key}
-    name = ""
     try:
         async with client.stream(
             "POST",
@@ -59,13 +58,10 @@ async def open_stream(client: httpx.AsyncClient, user: User, stream: Stream, sta
             headers=headers,
         ) as response:
             assert response.status_code == 201
-            async for line in response.aiter_lines():
-                if line.startswith("event: "):
-                    name = line[7:]
-                elif line.startswith("data: "):
-                    stream.events.append((name, json.loads(line[6:])))
-                    if sum(1 for n, _ in stream.events if n == "delta") >= 2:
-                        started.set()
+            async for event in sse_events(response):
+                stream.events.append(event)
+                if sum(1 for n, _ in stream.events if n == "delta") >= 2:
+                    started.set()
     except (httpx.TransportError, httpx.StreamError):
         stream.cut = True
     if stream.done is None:
