@@ -44,6 +44,14 @@ class ServerProcess:
         }
         self.proc: asyncio.subprocess.Process | None = None
 
+    def client(self) -> httpx.AsyncClient:
+        """No keep-alive: every request is a new connection, so requests spread over the workers."""
+        return httpx.AsyncClient(
+            base_url=self.base_url,
+            timeout=30,
+            limits=httpx.Limits(max_connections=100, max_keepalive_connections=0),
+        )
+
     async def start(self, timeout_s: float = 30) -> None:
         self.proc = await asyncio.create_subprocess_exec(
             CLI,

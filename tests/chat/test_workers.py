@@ -48,20 +48,11 @@ async def slow_server(database_url: str) -> AsyncIterator[ServerProcess]:
     await proc.stop()
 
 
-def client_for(server: ServerProcess) -> httpx.AsyncClient:
-    # No keep-alive: every request is a new connection, so requests spread over the workers.
-    return httpx.AsyncClient(
-        base_url=server.base_url,
-        timeout=30,
-        limits=httpx.Limits(max_connections=100, max_keepalive_connections=0),
-    )
-
-
 async def test_persona_patch_then_30_sends_all_use_the_new_persona(
     server: ServerProcess, owner: asyncpg.Connection
 ) -> None:
     user = await create_user(owner)
-    async with client_for(server) as client:
+    async with server.client() as client:
         await create_avatar(client, user)
         conversation = await create_conversation(client, user)
         for i in range(15):  # warm every worker's SessionStore with version 1
@@ -86,7 +77,7 @@ async def test_100_dashboard_updates_each_followed_at_once_by_a_send(
     user = await create_user(owner)
     personalities = ["friendly", "professional", "playful", "caring", "witty"]
     stale: list[tuple[int, Any, Any]] = []
-    async with client_for(server) as client:
+    async with server.client() as client:
         await create_avatar(client, user)
         conversation = await create_conversation(client, user)
         for i in range(100):
@@ -108,7 +99,7 @@ async def test_50_concurrent_sends_to_one_conversation(
     server: ServerProcess, owner: asyncpg.Connection
 ) -> None:
     user = await create_user(owner)
-    async with client_for(server) as client:
+    async with server.client() as client:
         await create_avatar(client, user)
         conversation = await create_conversation(client, user)
         responses = await asyncio.gather(
@@ -128,7 +119,7 @@ async def test_50_concurrent_sends_to_one_conversation(
 
 async def test_idempotency_across_workers(server: ServerProcess, owner: asyncpg.Connection) -> None:
     user = await create_user(owner)
-    async with client_for(server) as client:
+    async with server.client() as client:
         await create_avatar(client, user)
         conversation = await create_conversation(client, user)
         first = await send(client, user, conversation["id"], "once", key="k-seq")
@@ -157,7 +148,7 @@ async def test_retry_while_generating_is_409_with_retry_after(
     slow_server: ServerProcess, owner: asyncpg.Connection
 ) -> None:
     user = await create_user(owner)
-    async with client_for(slow_server) as client:
+    async with slow_server.client() as client:
         await create_avatar(client, user)
         conversation = await create_conversation(client, user)
         original = asyncio.create_task(send(client, user, conversation["id"], "slow one", key="k-slow"))
@@ -187,7 +178,7 @@ async def test_sse_over_real_http_and_disconnect_mid_stream(
     slow_server: ServerProcess, owner: asyncpg.Connection
 ) -> None:
     user = await create_user(owner)
-    async with client_for(slow_server) as client:
+    async with slow_server.client() as client:
         await create_avatar(client, user, name="Iris")
         conversation = await create_conversation(client, user)
         url = f"/conversations/{conversation['id']}/messages"
@@ -220,7 +211,7 @@ async def test_other_users_cannot_reach_each_other_through_workers(
     server: ServerProcess, owner: asyncpg.Connection
 ) -> None:
     alice, mallory = await create_user(owner), await create_user(owner)
-    async with client_for(server) as client:
+    async with server.client() as client:
         await create_avatar(client, alice)
         conversation = await create_conversation(client, alice)
         await send(client, alice, conversation["id"], "secret")
@@ -233,7 +224,7 @@ async def test_other_users_cannot_reach_each_other_through_workers(
 
 async def test_send_limit_holds_across_workers(server: ServerProcess, owner: asyncpg.Connection) -> None:
     user = await create_user(owner)
-    async with client_for(server) as client:
+    async with server.client() as client:
         await create_avatar(client, user)
         conversation = await create_conversation(client, user)
         # Operators may change the limits live (SQL or dashboard); every worker obeys at once.

@@ -68,14 +68,6 @@ async def open_stream(client: httpx.AsyncClient, user: User, stream: Stream, sta
         stream.cut = True
 
 
-def client_for(server: ServerProcess) -> httpx.AsyncClient:
-    return httpx.AsyncClient(
-        base_url=server.base_url,
-        timeout=30,
-        limits=httpx.Limits(max_keepalive_connections=0, max_connections=50),
-    )
-
-
 @pytest.fixture
 async def crashy(database_url: str) -> AsyncIterator[ServerProcess]:
     proc = ServerProcess(database_url=database_url, jwt_secret=TEST_JWT_SECRET, workers=2, env=SLOW_REPLIES)
@@ -86,7 +78,7 @@ async def crashy(database_url: str) -> AsyncIterator[ServerProcess]:
 
 async def test_sigkill_a_worker_mid_stream(crashy: ServerProcess, owner: asyncpg.Connection) -> None:
     user = await create_user(owner)
-    async with client_for(crashy) as client:
+    async with crashy.client() as client:
         await create_avatar(client, user, name="Kai")
         streams: list[Stream] = []
         for round_ in range(3):  # until the killed worker was serving at least one stream
@@ -164,7 +156,7 @@ async def test_sigterm_lets_streams_finish_and_loses_nothing(
     )
     await server.start()
     user = await create_user(owner)
-    async with client_for(server) as client:
+    async with server.client() as client:
         await create_avatar(client, user)
         streams = [Stream((await create_conversation(client, user))["id"], f"t-{i}") for i in range(4)]
         started = [asyncio.Event() for _ in streams]
