@@ -36,9 +36,9 @@ import httpx
 from tests.factories import User
 from tests.servers import free_port
 
-from app.auth.tokens import mint_access_token
-from app.core.embedded import EmbeddedPostgres
-from app.core.migrate import migrate
+from avatar_chat.auth.tokens import mint_access_token
+from avatar_chat.core.embedded import EmbeddedPostgres
+from avatar_chat.core.migrate import migrate
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = REPO_ROOT / "bench" / "results"

@@ -17,11 +17,11 @@ from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 from pydantic import SecretStr
 
-from app.core.embedded import EmbeddedPostgres
-from app.core.migrate import migrate
-from app.core.settings import Settings
-from app.core.state import AppState
-from app.main import create_app
+from avatar_chat.core.embedded import EmbeddedPostgres
+from avatar_chat.core.migrate import migrate
+from avatar_chat.core.settings import Settings
+from avatar_chat.core.state import AppState
+from avatar_chat.main import create_app
 from tests.factories import TEST_JWT_SECRET, User, create_user
 
 

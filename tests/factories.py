@@ -12,7 +12,7 @@ from typing import Any
 import asyncpg
 import httpx
 
-from app.auth.tokens import mint_access_token
+from avatar_chat.auth.tokens import mint_access_token
 
 TEST_JWT_SECRET = "test-secret-" + "x" * 40
 

@@ -8,7 +8,7 @@ import httpx
 import jwt
 import pytest
 
-from app.auth.tokens import mint_access_token
+from avatar_chat.auth.tokens import mint_access_token
 from tests.factories import TEST_JWT_SECRET, User
 
 PROTECTED = [

@@ -21,11 +21,11 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
-from app.auth.claims import Claims
-from app.auth.tokens import mint_access_token
-from app.auth.verifier import MAX_TOKEN_CHARS, UNKNOWN_KID_REFETCH_INTERVAL_S, TokenVerifier
-from app.core.errors import AppError, ServiceUnavailable, Unauthorized
-from app.core.settings import Settings
+from avatar_chat.auth.claims import Claims
+from avatar_chat.auth.tokens import mint_access_token
+from avatar_chat.auth.verifier import MAX_TOKEN_CHARS, UNKNOWN_KID_REFETCH_INTERVAL_S, TokenVerifier
+from avatar_chat.core.errors import AppError, ServiceUnavailable, Unauthorized
+from avatar_chat.core.settings import Settings
 
 SECRET = "test-only-jwt-secret-with-at-least-32-bytes"
 SUPABASE_URL = "https://abcdefghijklmnop.supabase.co"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import uuid
 
-from app.chat.prompt import build_request, fit_window
-from app.sessions.store import AvatarSnapshot, WindowMessage
+from avatar_chat.chat.prompt import build_request, fit_window
+from avatar_chat.sessions.store import AvatarSnapshot, WindowMessage
 
 
 def messages(*sizes: int) -> list[WindowMessage]:

@@ -13,8 +13,8 @@ import pytest
 from asgi_lifespan import LifespanManager
 from pydantic import SecretStr
 
-from app.core.settings import Settings
-from app.main import create_app
+from avatar_chat.core.settings import Settings
+from avatar_chat.main import create_app
 from tests.avatars.test_api import assert_error
 from tests.factories import User, create_avatar, create_conversation, history, send
 from tests.fakes.openai_server import FakeOpenAIServer

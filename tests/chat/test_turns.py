@@ -7,8 +7,8 @@ import asyncio
 import asyncpg
 import httpx
 
-from app.core.state import AppState
-from app.sessions.store import AvatarSnapshot
+from avatar_chat.core.state import AppState
+from avatar_chat.sessions.store import AvatarSnapshot
 from tests.avatars.test_api import assert_error
 from tests.factories import User, create_avatar, create_conversation, history, send
 from tests.sse import parse_sse

@@ -10,8 +10,8 @@ from pathlib import Path
 import asyncpg
 import httpx
 
-from app.auth.verifier import TokenVerifier
-from app.core.settings import Settings
+from avatar_chat.auth.verifier import TokenVerifier
+from avatar_chat.core.settings import Settings
 from tests.servers import free_port
 
 CLI = str(Path(sys.executable).parent / "avatar-chat")

@@ -6,7 +6,7 @@ import asyncio
 
 import asyncpg
 
-from app.core.migrate import default_migrations_dir, discover, ensure_supabase_pieces, migrate
+from avatar_chat.core.migrate import default_migrations_dir, discover, ensure_supabase_pieces, migrate
 
 
 async def test_history_matches_the_migration_files(owner: asyncpg.Connection) -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import httpx
 
-from app.core.migrate import default_migrations_dir, discover
-from app.core.state import AppState
+from avatar_chat.core.migrate import default_migrations_dir, discover
+from avatar_chat.core.state import AppState
 
 
 async def test_ready_checks_the_schema_this_build_expects(

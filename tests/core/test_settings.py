@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr, ValidationError
 
-from app.core.settings import Settings
+from avatar_chat.core.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -20,9 +20,9 @@ from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 from pydantic import SecretStr
 
-from app.core.settings import Settings
-from app.core.state import AppState
-from app.main import create_app
+from avatar_chat.core.settings import Settings
+from avatar_chat.core.state import AppState
+from avatar_chat.main import create_app
 from tests.factories import TEST_JWT_SECRET, User, create_avatar, create_conversation, history
 from tests.reliability.conftest import Faulty
 
@@ -49,7 +49,7 @@ async def outage_app(faulty: Faulty, settings: Settings) -> AsyncIterator[FastAP
 
 
 async def make_user(faulty: Faulty) -> User:
-    from app.auth.tokens import mint_access_token
+    from avatar_chat.auth.tokens import mint_access_token
 
     conn = await faulty.connect()
     try:

@@ -23,8 +23,8 @@ from asgi_lifespan import LifespanManager
 from cryptography.hazmat.primitives.asymmetric import ec
 from pydantic import SecretStr
 
-from app.core.settings import Settings
-from app.main import create_app
+from avatar_chat.core.settings import Settings
+from avatar_chat.main import create_app
 from tests.auth.test_verifier import SigningKey, hs256_with_key, jwks, raw_token
 from tests.factories import TEST_JWT_SECRET, create_user
 

@@ -6,7 +6,7 @@ import asyncio
 import random
 import uuid
 
-from app.sessions.store import AvatarSnapshot, ConversationWindow, SessionStore, WindowMessage
+from avatar_chat.sessions.store import AvatarSnapshot, ConversationWindow, SessionStore, WindowMessage
 
 
 def snapshot(user_id: uuid.UUID, avatar_id: uuid.UUID, version: int) -> AvatarSnapshot:

@@ -1,0 +1,59 @@
+"""Avatar payloads: Create / Update / Read, and the persona switch."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import BaseModel, Field, StringConstraints
+
+from avatar_chat.core.schemas import PartialUpdate, StrictModel
+
+NAME_MAX = 80
+BACKSTORY_MAX = 4000
+
+AvatarName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=NAME_MAX)]
+Backstory = Annotated[str, StringConstraints(max_length=BACKSTORY_MAX)]
+
+
+class PersonalityType(StrEnum):
+    """How the avatar talks. Stored as `.value` (Postgres enum `personality_type`)."""
+
+    friendly = "friendly"
+    professional = "professional"
+    playful = "playful"
+    caring = "caring"
+    witty = "witty"
+
+
+class AvatarCreate(StrictModel):
+    name: AvatarName
+    personality: PersonalityType = PersonalityType.friendly
+    backstory: Backstory = ""
+
+
+class AvatarUpdate(PartialUpdate):
+    """Only the fields sent are changed; at least one is required, none may be null."""
+
+    name: AvatarName | None = None
+    personality: PersonalityType | None = None
+    backstory: Backstory | None = None
+
+
+class PersonaUpdateRequest(PartialUpdate):
+    """The persona switch: a PATCH of `personality` alone, written as its `.value`."""
+
+    personality: PersonalityType
+
+
+class AvatarRead(BaseModel):
+    id: uuid.UUID
+    user_id: uuid.UUID
+    name: str
+    personality: PersonalityType
+    backstory: str
+    version: int = Field(description="Bumped on every change; also sent as the ETag.")
+    created_at: datetime
+    updated_at: datetime

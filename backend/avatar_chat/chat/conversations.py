@@ -1,0 +1,102 @@
+"""Conversation use cases: create, list, read, switch mode or rename, delete, history."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import uuid
+from datetime import datetime
+
+from avatar_chat.auth.claims import Claims
+from avatar_chat.chat import mapping, repository
+from avatar_chat.chat.schemas import (
+    ConversationCreate,
+    ConversationPage,
+    ConversationRead,
+    ConversationUpdate,
+    MessagePage,
+)
+from avatar_chat.core.database import Database
+from avatar_chat.core.errors import BadRequest, NotFound
+from avatar_chat.sessions.store import SessionStore
+
+
+def _not_found() -> NotFound:
+    return NotFound(repository.CONVERSATION_NOT_FOUND, code="conversation_not_found")
+
+
+def encode_cursor(created_at: datetime, conversation_id: uuid.UUID) -> str:
+    raw = f"{created_at.isoformat()}|{conversation_id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        stamp, ident = raw.split("|", 1)
+        return datetime.fromisoformat(stamp), uuid.UUID(ident)
+    except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
+        raise BadRequest("The cursor is not one this API issued.", code="invalid_cursor") from exc
+
+
+class ConversationService:
+    def __init__(self, db: Database, store: SessionStore) -> None:
+        self._db = db
+        self._store = store
+
+    async def create(self, user: Claims, data: ConversationCreate) -> ConversationRead:
+        async with self._db.as_user(user.as_json()) as conn:
+            row = await repository.create_conversation(conn, mode=data.mode.value, title=data.title)
+        return mapping.conversation(row)
+
+    async def list(self, user: Claims, *, limit: int, cursor: str | None) -> ConversationPage:
+        before = decode_cursor(cursor) if cursor else None
+        async with self._db.as_user(user.as_json()) as conn:
+            rows = await repository.list_conversations(conn, limit=limit + 1, before=before)
+        items = [mapping.conversation(r) for r in rows[:limit]]
+        next_cursor = encode_cursor(items[-1].created_at, items[-1].id) if len(rows) > limit else None
+        return ConversationPage(items=items, next_cursor=next_cursor)
+
+    async def get(self, user: Claims, conversation_id: uuid.UUID) -> ConversationRead:
+        async with self._db.as_user(user.as_json()) as conn:
+            row = await repository.get_conversation(conn, conversation_id)
+        if row is None:
+            raise _not_found()
+        return mapping.conversation(row)
+
+    async def update(
+        self, user: Claims, conversation_id: uuid.UUID, data: ConversationUpdate
+    ) -> ConversationRead:
+        try:
+            async with self._db.as_user(user.as_json()) as conn:
+                row = await repository.update_conversation(conn, conversation_id, data.changes())
+        finally:
+            await self._store.invalidate_conversation(conversation_id)
+        if row is None:
+            raise _not_found()
+        return mapping.conversation(row)
+
+    async def delete(self, user: Claims, conversation_id: uuid.UUID) -> None:
+        try:
+            async with self._db.as_user(user.as_json()) as conn:
+                deleted = await repository.delete_conversation(conn, conversation_id)
+        finally:
+            await self._store.invalidate_conversation(conversation_id)
+        if not deleted:
+            raise _not_found()
+
+    async def messages(
+        self, user: Claims, conversation_id: uuid.UUID, *, after: int | None, before: int | None, limit: int
+    ) -> MessagePage:
+        if after is not None and before is not None:
+            raise BadRequest("Use either after or before, not both.", code="invalid_cursor")
+        async with self._db.as_user(user.as_json()) as conn:
+            rows = await repository.list_messages(
+                conn, conversation_id, after=after, before=before, limit=limit + 1
+            )
+            if not rows and not await repository.conversation_exists(conn, conversation_id):
+                raise _not_found()
+        has_more = len(rows) > limit
+        if has_more:
+            rows = rows[1:] if before is not None else rows[:limit]
+        return MessagePage(items=[mapping.message(r) for r in rows], has_more=has_more)

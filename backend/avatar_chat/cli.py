@@ -1,0 +1,147 @@
+"""`avatar-chat`: serve the API, migrate a database, mint a local access token."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+import uuid
+
+import asyncpg
+import uvicorn
+
+from avatar_chat.auth.tokens import mint_access_token
+from avatar_chat.core import runtime
+from avatar_chat.core.migrate import migrate
+from avatar_chat.core.settings import Settings
+
+log = logging.getLogger("avatar_chat.cli")
+
+_LOCAL_AUTH_COMMENT = "Local stand-in for Supabase Auth users (embedded mode only)."
+
+
+def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    # Start the embedded database and migrate once, here, so N workers do not race to
+    # do it; workers get the resolved connection string and secret through the env.
+    rt = asyncio.run(runtime.prepare(settings))
+    os.environ["DATABASE_URL"] = rt.dsn
+    os.environ["MIGRATE_ON_START"] = "false"
+    if rt.settings.supabase_jwt_secret is not None:
+        os.environ["SUPABASE_JWT_SECRET"] = rt.settings.supabase_jwt_secret.get_secret_value()
+    # uvicorn re-raises the stop signal once it has shut down; turn SIGTERM into a normal
+    # exit so the embedded database is stopped below instead of being left running.
+    signal.signal(signal.SIGTERM, _exit_on_signal)
+    try:
+        uvicorn.run(
+            "avatar_chat.main:create_app",
+            factory=True,
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            loop="uvloop",
+            http="httptools",
+            log_level=settings.log_level.lower(),
+            timeout_graceful_shutdown=int(settings.shutdown_grace_s),
+            proxy_headers=True,
+        )
+    finally:
+        asyncio.run(rt.close())
+    return 0
+
+
+def _exit_on_signal(signum: int, _frame: object) -> None:
+    raise SystemExit(0)
+
+
+def _migrate(_: argparse.Namespace, settings: Settings) -> int:
+    async def run() -> None:
+        rt = await runtime.prepare(settings, migrate_now=False)
+        try:
+            applied = await migrate(rt.dsn)
+            print("applied: " + (", ".join(applied) if applied else "nothing (up to date)"))
+        finally:
+            await rt.close()
+
+    asyncio.run(run())
+    return 0
+
+
+def _token(args: argparse.Namespace, settings: Settings) -> int:
+    async def run() -> str:
+        rt = await runtime.prepare(settings)
+        try:
+            if rt.settings.supabase_jwt_secret is None:
+                raise SystemExit(
+                    "no SUPABASE_JWT_SECRET configured: tokens for JWKS projects come from Supabase Auth"
+                )
+            conn = await asyncpg.connect(rt.dsn)
+            try:
+                user_id = await conn.fetchval(
+                    "select id from auth.users where email = $1 limit 1", args.email
+                )
+                if user_id is None:
+                    local = (
+                        await conn.fetchval("select obj_description('auth.users'::regclass)")
+                        == _LOCAL_AUTH_COMMENT
+                    )
+                    if not local:
+                        raise SystemExit(f"no user {args.email}: create it with Supabase Auth first")
+                    user_id = await conn.fetchval(
+                        "insert into auth.users (id, email) values ($1, $2) returning id",
+                        uuid.uuid4(),
+                        args.email,
+                    )
+            finally:
+                await conn.close()
+            secret = rt.settings.supabase_jwt_secret.get_secret_value()
+            return mint_access_token(
+                secret,
+                user_id=user_id,
+                email=args.email,
+                ttl_s=args.ttl,
+                issuer=rt.settings.jwt_issuer,
+            )
+        finally:
+            await rt.close()
+
+    print(asyncio.run(run()))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="avatar-chat", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the API (embedded Postgres unless DATABASE_URL is set)")
+    serve.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
+    serve.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
+    serve.add_argument("--workers", type=int, default=int(os.environ.get("WEB_CONCURRENCY", "1")))
+    serve.set_defaults(run=_serve)
+
+    mig = commands.add_parser("migrate", help="apply Supabase pieces (if missing) and pending migrations")
+    mig.set_defaults(run=_migrate)
+
+    token = commands.add_parser("token", help="print a local access token for a user (created if missing)")
+    token.add_argument("--email", required=True)
+    token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds (default 3600)")
+    token.set_defaults(run=_token)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    settings = Settings()
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s",
+        stream=sys.stderr,
+    )
+    code: int = args.run(args, settings)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,187 @@
+"""The asyncpg pool, and units of work run on a user's behalf under RLS.
+
+Every statement made for a user runs as Postgres role `authenticated` with the user's
+verified claims in `request.jwt.claims`, exactly as Supabase's Data API (PostgREST) runs
+it, so the same row level security policies guard both. Both settings are
+transaction-local, so a pooled connection never carries one user's identity into the
+next request, also behind a transaction-mode pooler.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from typing import Any, TypeAlias
+
+import asyncpg
+from asyncpg.pool import PoolConnectionProxy
+
+from avatar_chat.core.errors import AppError, Conflict, Forbidden, ServiceUnavailable, ValidationFailed
+from avatar_chat.core.settings import Settings
+
+log = logging.getLogger(__name__)
+
+Record: TypeAlias = asyncpg.Record
+Connection: TypeAlias = "asyncpg.Connection[Record] | PoolConnectionProxy[Record]"
+
+# Errors that mean "the database is not reachable right now", as opposed to "this
+# statement is wrong": the client should retry, and /ready reports them.
+_UNAVAILABLE = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    asyncpg.QueryCanceledError,  # statement_timeout: overloaded or locked out
+    asyncpg.InternalClientError,  # a connection left mid-operation by a timeout or a drop
+)
+
+
+def begin_as_user_sql(claims_json: str) -> str:
+    """`BEGIN` plus the Data API's role and claims, as one simple-protocol round trip.
+
+    The claims travel base64-encoded, so nothing in them can break out of the literal.
+    """
+    encoded = base64.b64encode(claims_json.encode()).decode("ascii")
+    return (
+        "begin; select set_config('role', 'authenticated', true), "
+        f"set_config('request.jwt.claims', convert_from(decode('{encoded}', 'base64'), 'utf8'), true)"
+    )
+
+
+def _translate(exc: BaseException) -> AppError | None:
+    """The client-facing error for a database failure, or None when it is our bug."""
+    if isinstance(exc, asyncpg.ForeignKeyViolationError):
+        if (exc.constraint_name or "").endswith("user_id_fkey"):
+            # A valid token whose auth.users row is gone (user deleted).
+            return Forbidden("The user of this token no longer exists.", code="user_not_found")
+        return Conflict("A referenced row does not exist.", code="reference_missing")
+    if isinstance(exc, asyncpg.UniqueViolationError):
+        return Conflict("That already exists.", code="already_exists")
+    if isinstance(exc, asyncpg.CheckViolationError | asyncpg.NotNullViolationError):
+        return ValidationFailed(
+            "A value is out of range.",
+            code="constraint_violation",
+            details={"constraint": exc.constraint_name},
+        )
+    if isinstance(exc, asyncpg.DataError):
+        return ValidationFailed("A value has the wrong form.", code="invalid_value")
+    if isinstance(exc, asyncpg.InsufficientPrivilegeError):
+        return Forbidden("Not allowed.", code="forbidden")
+    if isinstance(exc, _UNAVAILABLE):
+        return ServiceUnavailable("The database is unavailable; retry shortly.", code="database_unavailable")
+    return None
+
+
+@contextmanager
+def translate_errors() -> Iterator[None]:
+    try:
+        yield
+    except AppError:
+        raise
+    except (asyncpg.PostgresError, *_UNAVAILABLE) as exc:
+        translated = _translate(exc)
+        if translated is None:
+            raise
+        if isinstance(translated, ServiceUnavailable):
+            log.warning("database unavailable: %s: %s", type(exc).__name__, exc)
+        raise translated from exc
+
+
+async def _rollback_or_discard(conn: Connection) -> None:
+    if conn.is_closed():
+        return
+    try:
+        await asyncio.wait_for(conn.execute("rollback"), 2)
+    except (Exception, asyncio.CancelledError):
+        # Mid-operation (timeout, cancelled client) or gone: never hand it out again.
+        log.debug("rollback failed; discarding the connection", exc_info=True)
+        conn.terminate()
+
+
+async def _init_connection(conn: Connection) -> None:
+    for typename in ("json", "jsonb"):
+        await conn.set_type_codec(typename, encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+
+
+async def _no_reset(_: Connection) -> None:
+    # asyncpg already rolls back an open transaction on release; we keep no session
+    # state (role and claims are transaction-local), so its RESET ALL round trip is waste.
+    return None
+
+
+class Database:
+    """The pool, created in lifespan and handed out through dependencies."""
+
+    def __init__(self, pool: asyncpg.Pool, settings: Settings) -> None:
+        self.pool = pool
+        self._acquire_timeout = settings.db_acquire_timeout_s
+
+    @classmethod
+    async def connect(cls, dsn: str, settings: Settings) -> Database:
+        server_settings = {"application_name": "avatar-chat"}
+        if settings.db_statement_timeout_ms:
+            server_settings["statement_timeout"] = str(settings.db_statement_timeout_ms)
+        options: dict[str, Any] = {
+            "max_size": settings.db_pool_max_size,
+            "timeout": settings.db_connect_timeout_s,
+            "command_timeout": (
+                settings.db_statement_timeout_ms / 1000 + 1 if settings.db_statement_timeout_ms else None
+            ),
+            "statement_cache_size": settings.db_statement_cache_size,
+            "max_inactive_connection_lifetime": 300,
+            "server_settings": server_settings,
+            "init": _init_connection,
+            "reset": _no_reset,
+        }
+        try:
+            pool = await asyncpg.create_pool(dsn, min_size=settings.db_pool_min_size, **options)
+        except _UNAVAILABLE as exc:
+            # Start anyway: answer 503 (and /ready 503) until the database is back, rather
+            # than crash-looping a worker that a supervisor restarted during an outage.
+            log.warning("database unreachable at start-up (%s); serving 503 until it is back", exc)
+            pool = await asyncpg.create_pool(dsn, min_size=0, **options)
+        return cls(pool, settings)
+
+    async def close(self, timeout_s: float = 5.0) -> None:
+        try:
+            await asyncio.wait_for(self.pool.close(), timeout_s)
+        except TimeoutError:
+            self.pool.terminate()
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[Connection]:
+        """A pooled connection in autocommit; acquiring is bounded in time. Database
+        errors raised while it is held, here or in the caller's block, leave translated."""
+        with translate_errors():
+            # asyncio.timeout rather than acquire(timeout=): the latter wraps every acquire
+            # in wait_for, an extra task per request on the hot path.
+            async with asyncio.timeout(self._acquire_timeout):
+                conn = await self.pool.acquire()
+            try:
+                yield conn
+            finally:
+                await self.pool.release(conn)
+
+    @asynccontextmanager
+    async def as_user(self, claims_json: str) -> AsyncIterator[Connection]:
+        """One transaction as the user: committed on success, rolled back on any error."""
+        async with self.connection() as conn:
+            await conn.execute(begin_as_user_sql(claims_json))
+            try:
+                yield conn
+            except BaseException:
+                await _rollback_or_discard(conn)
+                raise
+            await conn.execute("commit")
+
+    async def ping(self) -> None:
+        async with self.connection() as conn:
+            await conn.execute("select 1")

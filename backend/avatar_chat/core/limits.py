@@ -1,0 +1,112 @@
+"""Abuse limits: the request body cap (here, before anything reads the body) and the
+per-user send and stream limits (enforced by Postgres triggers, configured from here)."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from avatar_chat.core.database import Database
+from avatar_chat.core.errors import ServiceUnavailable, error_payload
+from avatar_chat.core.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+async def configure_database_limits(db: Database, settings: Settings) -> None:
+    """Write this deployment's limits where every worker's writes are checked against them.
+
+    With the database away at start-up, the limits it already holds stay in force."""
+    try:
+        async with db.connection() as conn:
+            await conn.execute(
+                "select avatar_chat.configure_limits($1, $2)",
+                settings.rate_limit_sends_per_minute,
+                settings.max_concurrent_streams,
+            )
+    except ServiceUnavailable:
+        log.warning("could not write the abuse limits: the database is unavailable")
+
+
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class BodySizeLimitMiddleware:
+    """413 for bodies over `max_bytes`: by Content-Length up front, or while a chunked
+    body is being read (so a lying or absent header cannot get past it).
+
+    Not FastAPI's `max_body_size`: its 413 for a declared Content-Length is plain text,
+    and every error here must have the one JSON shape."""
+
+    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in _BODY_METHODS:
+            await self.app(scope, receive, send)  # no route here reads a body for other methods
+            return
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                try:
+                    too_large = int(value) > self.max_bytes
+                except ValueError:
+                    too_large = False  # the server rejects a malformed header itself
+                if too_large:
+                    await self._reject(send)
+                    return
+                # The server delivers no more than Content-Length bytes: nothing to count.
+                await self.app(scope, receive, send)
+                return
+        received = 0
+        exceeded = False
+        replaced = False
+
+        async def limited_receive() -> Message:
+            nonlocal received, exceeded
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    exceeded = True
+                    raise _TooLarge
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            # The framework may turn our exception into its own error response (FastAPI
+            # answers 400 for any failure while reading the body): answer 413 instead.
+            nonlocal replaced
+            if exceeded:
+                if not replaced and message["type"] == "http.response.start":
+                    replaced = True
+                    await self._reject(send)
+                return
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, guarded_send)
+        except _TooLarge:
+            if not replaced:
+                await self._reject(send)
+
+    async def _reject(self, send: Send) -> None:
+        body = json.dumps(
+            error_payload("payload_too_large", f"The request body is larger than {self.max_bytes} bytes.")
+        ).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,142 @@
+"""Schema migrations: Supabase's local pieces when missing, then `supabase/migrations/`.
+
+Applied versions are recorded where the Supabase CLI records them
+(`supabase_migrations.schema_migrations`), so `supabase db push` and
+`avatar-chat migrate` agree on what a database already has.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import asyncpg
+from asyncpg.pool import PoolConnectionProxy
+
+log = logging.getLogger(__name__)
+
+_MIGRATION_NAME = re.compile(r"^(?P<version>\d{14})_(?P<name>[a-z0-9_]+)\.sql$")
+# Any constant works; it only has to be the same for every process that migrates.
+_MIGRATE_LOCK_KEY = 0x61766174  # "avat"
+
+_HISTORY_DDL = """
+create schema if not exists supabase_migrations;
+create table if not exists supabase_migrations.schema_migrations (
+  version text primary key,
+  statements text[],
+  name text
+);
+"""
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: str
+    name: str
+    path: Path
+
+    @property
+    def sql(self) -> str:
+        return self.path.read_text(encoding="utf-8")
+
+
+def default_migrations_dir() -> Path:
+    """`supabase/migrations` of this checkout (the package is installed in editable mode)."""
+    here = Path(__file__).resolve()
+    for parent in here.parents:
+        candidate = parent / "supabase" / "migrations"
+        if candidate.is_dir():
+            return candidate
+    raise FileNotFoundError("supabase/migrations not found above " + str(here))
+
+
+def expected_version() -> str | None:
+    """The newest migration this build ships, or None when installed without them."""
+    try:
+        migrations = discover(default_migrations_dir())
+    except FileNotFoundError:
+        return None
+    return migrations[-1].version if migrations else None
+
+
+async def is_applied(conn: asyncpg.Connection | PoolConnectionProxy[asyncpg.Record], version: str) -> bool:
+    """Whether `version` is recorded as applied (by this tool or the Supabase CLI)."""
+    try:
+        applied: bool = await conn.fetchval(
+            "select exists (select from supabase_migrations.schema_migrations where version = $1)", version
+        )
+    except asyncpg.UndefinedTableError:
+        return False
+    return applied
+
+
+def discover(migrations_dir: Path) -> list[Migration]:
+    found: list[Migration] = []
+    for path in sorted(migrations_dir.glob("*.sql")):
+        match = _MIGRATION_NAME.match(path.name)
+        if match is None:
+            raise ValueError(f"migration file name must be <YYYYMMDDHHMMSS>_<name>.sql: {path.name}")
+        found.append(Migration(match["version"], match["name"], path))
+    return found
+
+
+def _supabase_local_sql() -> str:
+    return resources.files("avatar_chat.core").joinpath("sql/supabase_local.sql").read_text("utf-8")
+
+
+async def ensure_supabase_pieces(conn: asyncpg.Connection) -> bool:
+    """Create the roles, `auth` schema and publication a plain Postgres lacks.
+
+    Returns whether anything was applied; a real Supabase project already has an `auth`
+    schema and is left untouched.
+    """
+    has_auth = await conn.fetchval("select exists (select from pg_namespace where nspname = 'auth')")
+    if has_auth:
+        return False
+    async with conn.transaction():
+        await conn.execute(_supabase_local_sql())
+    log.info("applied local Supabase pieces (roles, auth schema, publication)")
+    return True
+
+
+async def migrate(dsn: str, migrations_dir: Path | None = None) -> list[str]:
+    """Bring the database up to date; returns the versions applied by this call.
+
+    Idempotent and safe to run from several processes at once: a session advisory lock
+    makes concurrent runs queue, and each migration commits with its history row.
+    """
+    migrations = discover(migrations_dir or default_migrations_dir())
+    conn: asyncpg.Connection = await asyncpg.connect(dsn, statement_cache_size=0)
+    try:
+        await conn.execute("select pg_advisory_lock($1)", _MIGRATE_LOCK_KEY)
+        try:
+            await ensure_supabase_pieces(conn)
+            await conn.execute(_HISTORY_DDL)
+            applied = {
+                row["version"]
+                for row in await conn.fetch("select version from supabase_migrations.schema_migrations")
+            }
+            done: list[str] = []
+            for migration in migrations:
+                if migration.version in applied:
+                    continue
+                sql = migration.sql
+                async with conn.transaction():
+                    await conn.execute(sql)
+                    await conn.execute(
+                        "insert into supabase_migrations.schema_migrations (version, name, statements)"
+                        " values ($1, $2, $3)",
+                        migration.version,
+                        migration.name,
+                        [sql],
+                    )
+                log.info("applied migration %s_%s", migration.version, migration.name)
+                done.append(migration.version)
+            return done
+        finally:
+            await conn.execute("select pg_advisory_unlock($1)", _MIGRATE_LOCK_KEY)
+    finally:
+        await conn.close()

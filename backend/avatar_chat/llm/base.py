@@ -1,0 +1,52 @@
+"""The one small interface every LLM provider implements."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from avatar_chat.sessions.store import AvatarSnapshot
+
+
+@dataclass(frozen=True, slots=True)
+class PromptMessage:
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+@dataclass(frozen=True, slots=True)
+class ChatRequest:
+    """A whole prompt, plus what it was built from (the offline provider reads those)."""
+
+    avatar: AvatarSnapshot
+    mode: str
+    messages: tuple[PromptMessage, ...]  # system prompt, recent window, the new user message
+
+    @property
+    def user_message(self) -> str:
+        return self.messages[-1].content
+
+
+class ProviderFailure(Exception):
+    """The provider could not produce a (complete) reply.
+
+    `code` is stable and machine-readable (it is stored as the failed message's
+    error_code and sent to the client); `timeout` selects 504 over 502.
+    """
+
+    def __init__(self, code: str, message: str, *, timeout: bool = False) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.timeout = timeout
+
+
+class LLMProvider(Protocol):
+    name: str
+
+    def stream(self, request: ChatRequest) -> AsyncIterator[str]:
+        """Yield the reply in chunks; raise ProviderFailure on any failure."""
+        ...
+
+    async def aclose(self) -> None: ...

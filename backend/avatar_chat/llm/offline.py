@@ -1,0 +1,57 @@
+"""The default provider: deterministic, no key, clearly labelled.
+
+Its reply names the avatar, the personality and the persona version it was given, so a
+person trying the app sees persona switches take effect on the very next message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+from avatar_chat.llm.base import ChatRequest
+
+_OPENERS = {
+    "friendly": "Hey there! Always happy to chat.",
+    "professional": "Certainly. Here is a concise answer.",
+    "playful": "Ooh, fun one! Let's play with it.",
+    "caring": "Thank you for telling me; I'm here for you.",
+    "witty": "Ah, a question walks into a chat bar...",
+}
+_MODES = {
+    "assistant": "Getting straight to the point.",
+    "companion": "Take your time, I'm listening.",
+}
+_SNIPPET_CHARS = 80
+
+
+def offline_reply(request: ChatRequest) -> str:
+    avatar = request.avatar
+    said = " ".join(request.user_message.split())
+    if len(said) > _SNIPPET_CHARS:
+        said = said[: _SNIPPET_CHARS - 1] + "…"
+    return (
+        f"{avatar.name} ({avatar.personality}, persona v{avatar.version}, {request.mode} mode): "
+        f"{_OPENERS.get(avatar.personality, '')} {_MODES.get(request.mode, '')} "
+        f'You said: "{said}". '
+        "[offline provider: set LLM_BASE_URL and LLM_API_KEY for a real model]"
+    )
+
+
+class OfflineProvider:
+    name = "offline"
+
+    def __init__(self, *, chunk_delay_s: float = 0.0, words_per_chunk: int = 4) -> None:
+        self._delay = chunk_delay_s
+        self._words = words_per_chunk
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[str]:
+        words = offline_reply(request).split(" ")
+        for start in range(0, len(words), self._words):
+            chunk = " ".join(words[start : start + self._words])
+            yield chunk if start == 0 else " " + chunk
+            if self._delay:
+                await asyncio.sleep(self._delay)
+
+    async def aclose(self) -> None:
+        return None

@@ -1,0 +1,238 @@
+"""An LLMProvider for any OpenAI-compatible chat-completions endpoint (OpenAI, Ollama, vLLM...).
+
+Retries belong to the SDK and happen only before a response has started (connection
+errors, 408/409/429/5xx, with backoff); once the stream is open nothing is retried, so a
+reply is never duplicated. Two deadlines are ours, enforced with asyncio so they hold
+whatever the transport does: `llm_timeout_s` from the call to the first token (retries
+included) and `llm_stall_timeout_s` between chunks after that. No deadline ever spans a
+`yield`, so time the consumer spends on a chunk is never charged to the provider.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Literal
+
+import httpx
+import httpx2
+import openai
+import pydantic
+from openai.types.chat import (
+    ChatCompletionAssistantMessageParam,
+    ChatCompletionChunk,
+    ChatCompletionMessageParam,
+    ChatCompletionSystemMessageParam,
+    ChatCompletionUserMessageParam,
+)
+from openai.types.chat.chat_completion_chunk import Choice
+
+from avatar_chat.core.settings import Settings
+from avatar_chat.llm.base import ChatRequest, PromptMessage, ProviderFailure
+
+# Local servers (Ollama, llama.cpp) ignore the key, but the SDK refuses to run without one.
+_PLACEHOLDER_API_KEY = "not-needed"
+_CONNECT_TIMEOUT_CAP_S = 5.0
+# httpx's own read timeout is only a backstop: kept past both of our deadlines so that they,
+# with their precise error codes, always fire first.
+_TRANSPORT_TIMEOUT_MARGIN_S = 1.0
+_MAX_DETAIL_CHARS = 200
+
+_Phase = Literal["connect", "stream"]
+
+
+class OpenAIProvider:
+    name: str = "openai"
+
+    def __init__(self, settings: Settings) -> None:
+        key = settings.llm_api_key.get_secret_value() if settings.llm_api_key is not None else ""
+        self._secret = key
+        self._model = settings.llm_model
+        self._max_tokens = settings.llm_max_tokens
+        self._first_token_timeout_s = settings.llm_timeout_s
+        self._stall_timeout_s = settings.llm_stall_timeout_s
+        read_timeout_s = (
+            max(settings.llm_timeout_s, settings.llm_stall_timeout_s) + _TRANSPORT_TIMEOUT_MARGIN_S
+        )
+        self._client = openai.AsyncOpenAI(
+            base_url=settings.llm_base_url,
+            api_key=key or _PLACEHOLDER_API_KEY,
+            timeout=openai.Timeout(
+                read_timeout_s, connect=min(_CONNECT_TIMEOUT_CAP_S, settings.llm_timeout_s)
+            ),
+            max_retries=settings.llm_max_retries,
+        )
+
+    async def aclose(self) -> None:
+        await self._client.close()
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[str]:
+        loop = asyncio.get_running_loop()
+        first_token_deadline = loop.time() + self._first_token_timeout_s
+        phase: _Phase = "connect"
+        stream: openai.AsyncStream[ChatCompletionChunk] | None = None
+        try:
+            try:
+                async with asyncio.timeout_at(first_token_deadline):
+                    stream = await self._client.chat.completions.create(
+                        model=self._model,
+                        messages=[_message_param(m) for m in request.messages],
+                        stream=True,
+                        max_tokens=self._max_tokens,
+                    )
+            except TimeoutError:
+                raise self._timed_out() from None
+            phase = "stream"
+            got_text = False
+            finish_reason: str | None = None
+            while True:
+                try:
+                    async with (
+                        asyncio.timeout(self._stall_timeout_s)
+                        if got_text
+                        else asyncio.timeout_at(first_token_deadline)
+                    ):
+                        chunk = await anext(stream)
+                except StopAsyncIteration:
+                    break
+                except TimeoutError:
+                    if got_text:
+                        raise ProviderFailure(
+                            "provider_stalled",
+                            f"The provider stopped sending for over {self._stall_timeout_s:g} s mid-reply.",
+                            timeout=True,
+                        ) from None
+                    raise self._timed_out() from None
+                choice = _first_choice(chunk)
+                if choice is None:
+                    continue
+                if choice.finish_reason is not None:
+                    finish_reason = str(choice.finish_reason)
+                text = _delta_text(choice)
+                if text:
+                    got_text = True
+                    # The only yield, outside every deadline (see the module docstring).
+                    yield text
+            if not got_text:
+                raise ProviderFailure(
+                    "provider_empty_reply",
+                    "The provider finished without any text"
+                    + (f" (finish_reason={finish_reason})." if finish_reason else "."),
+                )
+        except ProviderFailure:
+            raise
+        except openai.OpenAIError as exc:
+            raise self._translate(exc, phase) from _safe_cause(exc)
+        except (json.JSONDecodeError, UnicodeDecodeError, pydantic.ValidationError) as exc:
+            raise ProviderFailure("provider_bad_response", "The provider sent an unreadable chunk.") from exc
+        except (httpx.HTTPError, httpx2.HTTPError) as exc:
+            # The SDK wraps transport errors itself; this catches any that slip past it.
+            raise _connection_failure(phase) from exc
+        finally:
+            if stream is not None:
+                await _close_stream(stream)
+
+    def _timed_out(self) -> ProviderFailure:
+        return ProviderFailure(
+            "provider_timeout",
+            f"The provider sent no reply within {self._first_token_timeout_s:g} s.",
+            timeout=True,
+        )
+
+    def _translate(self, exc: openai.OpenAIError, phase: _Phase) -> ProviderFailure:
+        # Order matters: the SDK's exception classes nest (APITimeoutError is an
+        # APIConnectionError, APIResponseValidationError and APIStatusError are APIErrors).
+        if isinstance(exc, openai.APITimeoutError):
+            return ProviderFailure("provider_timeout", "The provider request timed out.", timeout=True)
+        if isinstance(exc, openai.APIConnectionError):
+            return _connection_failure(phase)
+        if isinstance(exc, openai.RateLimitError):
+            return ProviderFailure(
+                "provider_rate_limited", self._status_message("The provider is rate limiting us", exc)
+            )
+        if isinstance(exc, openai.AuthenticationError | openai.PermissionDeniedError):
+            return ProviderFailure(
+                "provider_auth_failed", self._status_message("The provider refused our credentials", exc)
+            )
+        if isinstance(exc, openai.APIStatusError):
+            return ProviderFailure("provider_error", self._status_message("The provider failed", exc))
+        if isinstance(exc, openai.APIResponseValidationError):
+            return ProviderFailure("provider_bad_response", "The provider sent a response we could not read.")
+        if isinstance(exc, openai.APIError):
+            # An error object sent in place of a chunk, mid-stream.
+            return ProviderFailure("provider_error", "The provider reported: " + self._redact(exc.message))
+        return ProviderFailure("provider_error", "The provider client failed: " + self._redact(str(exc)))
+
+    def _status_message(self, prefix: str, exc: openai.APIStatusError) -> str:
+        body = exc.body
+        detail = body.get("message") if isinstance(body, dict) else None
+        if not isinstance(detail, str) or not detail:
+            detail = exc.message
+        return f"{prefix} (HTTP {exc.status_code}): {self._redact(detail)}"
+
+    def _redact(self, text: str) -> str:
+        # Some servers echo the key they rejected; it must not reach logs or clients.
+        if len(self._secret) >= 4:
+            text = text.replace(self._secret, "***")
+        if len(text) > _MAX_DETAIL_CHARS:
+            text = text[: _MAX_DETAIL_CHARS - 1] + "…"
+        return text
+
+
+def _message_param(message: PromptMessage) -> ChatCompletionMessageParam:
+    if message.role == "system":
+        return ChatCompletionSystemMessageParam(role="system", content=message.content)
+    if message.role == "user":
+        return ChatCompletionUserMessageParam(role="user", content=message.content)
+    return ChatCompletionAssistantMessageParam(role="assistant", content=message.content)
+
+
+def _first_choice(chunk: object) -> Choice | None:
+    """The chunk's first choice, None for a chunk without any (the usage chunk).
+
+    The SDK builds chunks without validating them, so the shape is checked here.
+    """
+    if not isinstance(chunk, ChatCompletionChunk) or not isinstance(chunk.choices, list):
+        raise ProviderFailure("provider_bad_response", "The provider sent a chunk without choices.")
+    if not chunk.choices:
+        return None
+    choice = chunk.choices[0]
+    if not isinstance(choice, Choice):
+        raise ProviderFailure("provider_bad_response", "The provider sent a malformed choice.")
+    return choice
+
+
+def _delta_text(choice: Choice) -> str:
+    delta = choice.delta
+    if delta is None:
+        return ""
+    content: object = delta.content
+    if content is None:
+        return ""
+    if not isinstance(content, str):
+        raise ProviderFailure("provider_bad_response", "The provider sent non-text content.")
+    return content
+
+
+def _connection_failure(phase: _Phase) -> ProviderFailure:
+    if phase == "connect":
+        return ProviderFailure("provider_unreachable", "Could not connect to the provider.")
+    return ProviderFailure("provider_stream_broken", "The connection to the provider broke mid-reply.")
+
+
+def _safe_cause(exc: openai.OpenAIError) -> BaseException | None:
+    # A status error's text carries the response body, which may echo the API key.
+    return None if isinstance(exc, openai.APIStatusError) else exc
+
+
+async def _close_stream(stream: openai.AsyncStream[ChatCompletionChunk]) -> None:
+    # Closing the response alone leaves the SDK's own chunk generator suspended until the
+    # garbage collector finalizes it on some later loop iteration; close it here, in order.
+    inner = getattr(stream, "_iterator", None)
+    inner_aclose = getattr(inner, "aclose", None)
+    try:
+        if inner_aclose is not None:
+            await inner_aclose()
+    finally:
+        await stream.close()

@@ -1,0 +1,85 @@
+"""The FastAPI application factory: `uvicorn avatar_chat.main:create_app --factory`."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+
+import httpx
+from fastapi import FastAPI
+
+from avatar_chat.auth.verifier import TokenVerifier
+from avatar_chat.avatars.router import router as avatars_router
+from avatar_chat.chat.router import router as chat_router
+from avatar_chat.chat.turns import ChatService
+from avatar_chat.core import runtime
+from avatar_chat.core.database import Database
+from avatar_chat.core.errors import install_error_handlers
+from avatar_chat.core.limits import BodySizeLimitMiddleware, configure_database_limits
+from avatar_chat.core.migrate import expected_version
+from avatar_chat.core.settings import Settings
+from avatar_chat.core.state import AppState
+from avatar_chat.core.tasks import TaskTracker
+from avatar_chat.health.router import router as health_router
+from avatar_chat.llm.factory import create_provider
+from avatar_chat.sessions.listener import InvalidationListener
+from avatar_chat.sessions.store import SessionStore
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, AppState]]:
+        async with AsyncExitStack() as stack:
+            rt = await runtime.prepare(settings)
+            stack.push_async_callback(rt.close)
+            db = await Database.connect(rt.dsn, rt.settings)
+            stack.push_async_callback(db.close)
+            await configure_database_limits(db, rt.settings)
+            http = httpx.AsyncClient(timeout=httpx.Timeout(5.0), follow_redirects=False)
+            stack.push_async_callback(http.aclose)
+            store = SessionStore(
+                max_avatars=rt.settings.session_store_max_avatars,
+                max_conversations=rt.settings.session_store_max_conversations,
+            )
+            listener = InvalidationListener(rt.dsn, store)
+            listener.start()
+            stack.push_async_callback(listener.close)
+            if not await listener.wait_connected(rt.settings.db_connect_timeout_s):
+                log.warning("invalidation listener not connected yet; /ready answers 503 until it is")
+            llm = create_provider(rt.settings)
+            stack.push_async_callback(llm.aclose)
+            tasks = TaskTracker()
+            # Last in, first out: replies and post-commit work finish before the pool closes.
+            stack.push_async_callback(tasks.drain, rt.settings.shutdown_grace_s)
+            state = AppState(
+                settings=rt.settings,
+                db=db,
+                store=store,
+                http=http,
+                verifier=TokenVerifier(rt.settings, http),
+                llm=llm,
+                tasks=tasks,
+                listener=listener,
+                chat=ChatService(db, store, llm, tasks, rt.settings, worker_id=listener.live_worker_id),
+                schema_version=expected_version(),
+            )
+            app.state.resources = state  # for tests and operators' tooling; routes use request.state
+            yield {"app": state}
+
+    app = FastAPI(
+        title="Avatar chat backend",
+        version="1.0.0",
+        summary="AI-avatar chat on Supabase: personas switched live, streamed replies, no lost messages.",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.include_router(health_router)
+    app.include_router(avatars_router)
+    app.include_router(chat_router)
+    return app
