@@ -28,9 +28,9 @@ from typing import Any
 import httpx
 from tests.factories import User
 
+from avatar_chat.avatars.persona import AvatarSnapshot
 from avatar_chat.llm.base import ChatRequest, PromptMessage
 from avatar_chat.llm.offline import OfflineProvider
-from avatar_chat.sessions.store import AvatarSnapshot
 from bench.common import (
     BenchSession,
     SequentialClient,

@@ -31,11 +31,11 @@ import asyncpg
 import httpx
 
 from avatar_chat.auth.tokens import mint_access_token
+from avatar_chat.avatars.persona import AvatarSnapshot
 from avatar_chat.core.embedded import EmbeddedPostgres
 from avatar_chat.core.migrate import migrate
 from avatar_chat.llm.base import ChatRequest, PromptMessage
 from avatar_chat.llm.offline import offline_reply
-from avatar_chat.sessions.store import AvatarSnapshot
 from tests.servers import ServerProcess
 from tests.sse import sse_events
 

@@ -29,8 +29,8 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     rt = asyncio.run(runtime.prepare(settings))
     os.environ["DATABASE_URL"] = rt.dsn
     os.environ["MIGRATE_ON_START"] = "false"
-    if rt.settings.supabase_jwt_secret is not None:
-        os.environ["SUPABASE_JWT_SECRET"] = rt.settings.supabase_jwt_secret.get_secret_value()
+    if rt.jwt_secret is not None:
+        os.environ["SUPABASE_JWT_SECRET"] = rt.jwt_secret.get_secret_value()
     # uvicorn re-raises the stop signal once it has shut down; turn SIGTERM into a normal
     # exit so the embedded database is stopped below instead of being left running.
     signal.signal(signal.SIGTERM, _exit_on_signal)
@@ -38,9 +38,9 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         uvicorn.run(
             "avatar_chat.main:create_app",
             factory=True,
-            host=args.host,
-            port=args.port,
-            workers=args.workers,
+            host=args.host or settings.host,
+            port=args.port or settings.port,
+            workers=args.workers or settings.web_concurrency,
             loop="uvloop",
             http="httptools",
             log_level=settings.log_level.lower(),
@@ -73,7 +73,7 @@ def _token(args: argparse.Namespace, settings: Settings) -> int:
     async def run() -> str:
         rt = await runtime.prepare(settings)
         try:
-            if rt.settings.supabase_jwt_secret is None:
+            if rt.jwt_secret is None:
                 raise SystemExit(
                     "no SUPABASE_JWT_SECRET configured: tokens for JWKS projects come from Supabase Auth"
                 )
@@ -96,13 +96,13 @@ def _token(args: argparse.Namespace, settings: Settings) -> int:
                     )
             finally:
                 await conn.close()
-            secret = rt.settings.supabase_jwt_secret.get_secret_value()
+            secret = rt.jwt_secret.get_secret_value()
             return mint_access_token(
                 secret,
                 user_id=user_id,
                 email=args.email,
                 ttl_s=args.ttl,
-                issuer=rt.settings.jwt_issuer,
+                issuer=settings.jwt_issuer,
             )
         finally:
             await rt.close()
@@ -116,9 +116,10 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="run the API (embedded Postgres unless DATABASE_URL is set)")
-    serve.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
-    serve.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
-    serve.add_argument("--workers", type=int, default=int(os.environ.get("WEB_CONCURRENCY", "1")))
+    # Unset options fall back to HOST, PORT and WEB_CONCURRENCY (read through Settings).
+    serve.add_argument("--host", help="bind address (HOST, default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (PORT, default 8000)")
+    serve.add_argument("--workers", type=int, help="worker processes (WEB_CONCURRENCY, default 1)")
     serve.set_defaults(run=_serve)
 
     mig = commands.add_parser("migrate", help="apply Supabase pieces (if missing) and pending migrations")

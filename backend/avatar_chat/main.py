@@ -5,26 +5,32 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
 
 import httpx
 from fastapi import FastAPI
 
 from avatar_chat.auth.verifier import TokenVerifier
+from avatar_chat.avatars.persona import AvatarSnapshot
 from avatar_chat.avatars.router import router as avatars_router
+from avatar_chat.avatars.service import AvatarService
+from avatar_chat.cache.listener import InvalidationListener
+from avatar_chat.cache.store import SessionStore
 from avatar_chat.chat.router import router as chat_router
-from avatar_chat.chat.turns import ChatService
+from avatar_chat.chat.service import ChatService
+from avatar_chat.chat.window import ConversationWindow
+from avatar_chat.conversations.router import router as conversations_router
+from avatar_chat.conversations.service import ConversationService
 from avatar_chat.core import runtime
 from avatar_chat.core.database import Database
 from avatar_chat.core.errors import install_error_handlers
 from avatar_chat.core.limits import BodySizeLimitMiddleware, configure_database_limits
 from avatar_chat.core.migrate import expected_version
 from avatar_chat.core.settings import Settings
-from avatar_chat.core.state import AppState
 from avatar_chat.core.tasks import TaskTracker
 from avatar_chat.health.router import router as health_router
 from avatar_chat.llm.factory import create_provider
-from avatar_chat.sessions.listener import InvalidationListener
-from avatar_chat.sessions.store import SessionStore
+from avatar_chat.state import AppState
 
 log = logging.getLogger(__name__)
 
@@ -33,43 +39,45 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, AppState]]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         async with AsyncExitStack() as stack:
             rt = await runtime.prepare(settings)
             stack.push_async_callback(rt.close)
-            db = await Database.connect(rt.dsn, rt.settings)
+            db = await Database.connect(rt.dsn, settings)
             stack.push_async_callback(db.close)
-            await configure_database_limits(db, rt.settings)
+            await configure_database_limits(db, settings)
             http = httpx.AsyncClient(timeout=httpx.Timeout(5.0), follow_redirects=False)
             stack.push_async_callback(http.aclose)
-            store = SessionStore(
-                max_avatars=rt.settings.session_store_max_avatars,
-                max_conversations=rt.settings.session_store_max_conversations,
+            store: SessionStore[AvatarSnapshot, ConversationWindow] = SessionStore(
+                max_avatars=settings.session_store_max_avatars,
+                max_conversations=settings.session_store_max_conversations,
             )
             listener = InvalidationListener(rt.dsn, store)
             listener.start()
             stack.push_async_callback(listener.close)
-            if not await listener.wait_connected(rt.settings.db_connect_timeout_s):
+            if not await listener.wait_connected(settings.db_connect_timeout_s):
                 log.warning("invalidation listener not connected yet; /ready answers 503 until it is")
-            llm = create_provider(rt.settings)
+            llm = create_provider(settings)
             stack.push_async_callback(llm.aclose)
             tasks = TaskTracker()
             # Last in, first out: replies and post-commit work finish before the pool closes.
-            stack.push_async_callback(tasks.drain, rt.settings.shutdown_grace_s)
+            stack.push_async_callback(tasks.drain, settings.shutdown_grace_s)
             state = AppState(
-                settings=rt.settings,
+                settings=settings,
                 db=db,
                 store=store,
                 http=http,
-                verifier=TokenVerifier(rt.settings, http),
+                verifier=TokenVerifier(settings, http, hs256_secret=rt.jwt_secret),
                 llm=llm,
                 tasks=tasks,
                 listener=listener,
-                chat=ChatService(db, store, llm, tasks, rt.settings, worker_id=listener.live_worker_id),
+                avatars=AvatarService(db, store),
+                conversations=ConversationService(db, store),
+                chat=ChatService(db, store, llm, tasks, settings, worker_id=listener.live_worker_id),
                 schema_version=expected_version(),
             )
             app.state.resources = state  # for tests and operators' tooling; routes use request.state
-            yield {"app": state}
+            yield state.as_request_state()
 
     app = FastAPI(
         title="Avatar chat backend",
@@ -81,5 +89,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.include_router(health_router)
     app.include_router(avatars_router)
+    app.include_router(conversations_router)
     app.include_router(chat_router)
     return app

@@ -21,9 +21,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
-from avatar_chat.auth.claims import Claims
 from avatar_chat.auth.tokens import mint_access_token
 from avatar_chat.auth.verifier import MAX_TOKEN_CHARS, UNKNOWN_KID_REFETCH_INTERVAL_S, TokenVerifier
+from avatar_chat.core.claims import Claims
 from avatar_chat.core.errors import AppError, ServiceUnavailable, Unauthorized
 from avatar_chat.core.settings import Settings
 

@@ -8,14 +8,7 @@ import asyncpg
 import httpx
 
 from tests.factories import User, create_avatar
-
-
-def assert_error(response: httpx.Response, status: int, code: str) -> None:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert set(body) == {"error"}
-    assert body["error"]["code"] == code
-    assert isinstance(body["error"]["message"], str) and body["error"]["message"]
+from tests.helpers import assert_error
 
 
 async def test_create_get_and_second_create_conflicts(app_client: httpx.AsyncClient, user: User) -> None:

@@ -5,35 +5,12 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 import asyncpg
 import pytest
 
 from tests.factories import User
-
-
-@asynccontextmanager
-async def as_role(
-    conn: asyncpg.Connection, role: str, claims: dict[str, str] | None = None
-) -> AsyncIterator[asyncpg.Connection]:
-    """What PostgREST does per request; rolled back at the end whatever happened."""
-    tx = conn.transaction()
-    await tx.start()
-    try:
-        await conn.execute(
-            "select set_config('role', $1, true), set_config('request.jwt.claims', $2, true)",
-            role,
-            json.dumps(claims or {"role": role}),
-        )
-        yield conn
-    finally:
-        await tx.rollback()
-
-
-def claims_of(user: User) -> dict[str, str]:
-    return {"sub": str(user.id), "role": "authenticated", "aud": "authenticated"}
+from tests.helpers import as_role, claims_of
 
 
 async def insert_avatar_as_owner(owner: asyncpg.Connection, user: User, name: str = "Ava") -> uuid.UUID:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import httpx
 
-from tests.avatars.test_api import assert_error
 from tests.factories import User, create_avatar, create_conversation, history, send
+from tests.helpers import assert_error
 
 
 async def test_create_read_update_delete(app_client: httpx.AsyncClient, user: User) -> None:

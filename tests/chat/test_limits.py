@@ -8,8 +8,8 @@ import asyncpg
 import httpx
 import pytest
 
-from tests.avatars.test_api import assert_error
 from tests.factories import User, away_from_minute_boundary, create_avatar, create_conversation, history, send
+from tests.helpers import assert_error
 
 
 @pytest.fixture

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import uuid
 
-from avatar_chat.chat.prompt import build_request, fit_window
-from avatar_chat.sessions.store import AvatarSnapshot, WindowMessage
+from avatar_chat.avatars.persona import AvatarSnapshot
+from avatar_chat.chat.prompt import build_request
+from avatar_chat.chat.window import WindowMessage, fit_window
 
 
 def messages(*sizes: int) -> list[WindowMessage]:

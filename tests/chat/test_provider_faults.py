@@ -15,9 +15,9 @@ from pydantic import SecretStr
 
 from avatar_chat.core.settings import Settings
 from avatar_chat.main import create_app
-from tests.avatars.test_api import assert_error
 from tests.factories import User, create_avatar, create_conversation, history, send
 from tests.fakes.openai_server import FakeOpenAIServer
+from tests.helpers import assert_error
 from tests.sse import parse_sse
 
 

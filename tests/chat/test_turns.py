@@ -7,10 +7,10 @@ import asyncio
 import asyncpg
 import httpx
 
-from avatar_chat.core.state import AppState
-from avatar_chat.sessions.store import AvatarSnapshot
-from tests.avatars.test_api import assert_error
+from avatar_chat.avatars.persona import AvatarSnapshot
+from avatar_chat.state import AppState
 from tests.factories import User, create_avatar, create_conversation, history, send
+from tests.helpers import assert_error
 from tests.sse import parse_sse
 
 

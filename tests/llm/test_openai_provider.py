@@ -12,10 +12,10 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
+from avatar_chat.avatars.persona import AvatarSnapshot
 from avatar_chat.core.settings import Settings
 from avatar_chat.llm.base import ChatRequest, PromptMessage, ProviderFailure
 from avatar_chat.llm.openai_provider import OpenAIProvider
-from avatar_chat.sessions.store import AvatarSnapshot
 from tests.fakes.openai_server import FakeOpenAIServer, reply_text
 
 API_KEY = "test-key"

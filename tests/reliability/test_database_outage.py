@@ -21,8 +21,8 @@ from fastapi import FastAPI
 from pydantic import SecretStr
 
 from avatar_chat.core.settings import Settings
-from avatar_chat.core.state import AppState
 from avatar_chat.main import create_app
+from avatar_chat.state import AppState
 from tests.factories import TEST_JWT_SECRET, User, create_avatar, create_conversation, history
 from tests.reliability.conftest import Faulty
 

@@ -9,8 +9,8 @@ import uuid
 import asyncpg
 import pytest
 
-from tests.avatars.test_rls import as_role, claims_of
 from tests.factories import User
+from tests.helpers import as_role, claims_of
 
 
 async def seed(owner: asyncpg.Connection, user: User) -> dict[str, uuid.UUID]:

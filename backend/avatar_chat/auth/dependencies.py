@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends
+from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from avatar_chat.auth.claims import Claims
-from avatar_chat.auth.verifier import MAX_TOKEN_CHARS
+from avatar_chat.auth.verifier import MAX_TOKEN_CHARS, TokenVerifier
+from avatar_chat.core.claims import Claims
 from avatar_chat.core.errors import Unauthorized
-from avatar_chat.core.state import State
 
 # auto_error=False: a missing token must get our error shape and WWW-Authenticate.
 _bearer = HTTPBearer(
@@ -23,12 +22,13 @@ _bearer = HTTPBearer(
 
 
 async def current_user(
-    state: State,
+    request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Claims:
     if credentials is None:
         raise Unauthorized("Send Authorization: Bearer <Supabase access token>.", code="missing_token")
-    return await state.verifier.verify(credentials.credentials)
+    verifier: TokenVerifier = request.state.verifier
+    return await verifier.verify(credentials.credentials)
 
 
 CurrentUser = Annotated[Claims, Depends(current_user)]

@@ -15,8 +15,9 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric.ec import SECP256R1, EllipticCurvePublicKey
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from jwt.types import Options
+from pydantic import SecretStr
 
-from avatar_chat.auth.claims import Claims
+from avatar_chat.core.claims import Claims
 from avatar_chat.core.errors import ServiceUnavailable, Unauthorized
 from avatar_chat.core.settings import Settings
 
@@ -89,9 +90,11 @@ class TokenVerifier:
         settings: Settings,
         http: httpx.AsyncClient,
         *,
+        hs256_secret: SecretStr | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        secret = settings.supabase_jwt_secret
+        # The resolved secret (the embedded mode generates one) wins over the setting.
+        secret = hs256_secret or settings.supabase_jwt_secret
         # An empty HMAC key would let anyone mint tokens: treat it as "not configured".
         self._secret = secret.get_secret_value() if secret is not None else None
         if not self._secret:

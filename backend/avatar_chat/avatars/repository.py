@@ -1,36 +1,42 @@
-"""Avatar SQL. Every statement runs inside the caller's RLS-scoped transaction."""
+"""Avatar SQL. Statements take the caller's RLS-scoped connection; the update is one
+`avatar_chat` function call made as the user in one round trip (`Database.call_as`)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-import asyncpg
-
-from avatar_chat.core.database import Connection, Record
-from avatar_chat.core.errors import Conflict, PreconditionFailed
+from avatar_chat.avatars.persona import AvatarSnapshot
+from avatar_chat.avatars.schemas import AvatarRead
+from avatar_chat.core.claims import Claims
+from avatar_chat.core.database import Connection, Database
 
 _COLUMNS = "id, user_id, name, personality::text as personality, backstory, version, created_at, updated_at"
+_PERSONA_COLUMNS = "id, user_id, name, personality::text as personality, backstory, version"
 
 
-async def insert(conn: Connection, *, name: str, personality: str, backstory: str) -> Record:
-    try:
-        row = await conn.fetchrow(
-            f"insert into public.avatars (name, personality, backstory)"
-            f" values ($1, $2::public.personality_type, $3) returning {_COLUMNS}",
-            name,
-            personality,
-            backstory,
-        )
-    except asyncpg.UniqueViolationError as exc:
-        if exc.constraint_name == "avatars_user_id_key":
-            raise Conflict("You already have an avatar.", code="avatar_exists") from exc
-        raise
-    assert row is not None
-    return row
+async def insert(conn: Connection, *, name: str, personality: str, backstory: str) -> AvatarRead | None:
+    """The new avatar, or None when the user already has one."""
+    row = await conn.fetchrow(
+        f"insert into public.avatars (name, personality, backstory)"
+        f" values ($1, $2::public.personality_type, $3)"
+        f" on conflict (user_id) do nothing returning {_COLUMNS}",
+        name,
+        personality,
+        backstory,
+    )
+    return None if row is None else AvatarRead.from_row(row)
 
 
-async def get_mine(conn: Connection) -> Record | None:
-    return await conn.fetchrow(f"select {_COLUMNS} from public.avatars where user_id = (select auth.uid())")
+async def get_mine(conn: Connection) -> AvatarRead | None:
+    row = await conn.fetchrow(f"select {_COLUMNS} from public.avatars where user_id = (select auth.uid())")
+    return None if row is None else AvatarRead.from_row(row)
+
+
+async def get_persona(conn: Connection) -> AvatarSnapshot | None:
+    row = await conn.fetchrow(
+        f"select {_PERSONA_COLUMNS} from public.avatars where user_id = (select auth.uid())"
+    )
+    return None if row is None else AvatarSnapshot.from_row(row)
 
 
 async def delete_mine(conn: Connection) -> bool:
@@ -41,21 +47,14 @@ async def delete_mine(conn: Connection) -> bool:
 
 
 async def update_mine(
-    conn: Connection, *, claims_json: str, changes: dict[str, Any], if_match: list[int] | None
-) -> Record | None:
-    """One round trip: the SQL function takes role and claims itself, then updates."""
-    try:
-        return await conn.fetchrow(
-            f"select {_COLUMNS} from avatar_chat.update_my_avatar($1, $2::jsonb, $3)",
-            claims_json,
-            changes,
-            if_match,
-        )
-    except asyncpg.PostgresError as exc:
-        if exc.sqlstate == "AC412":
-            current = getattr(exc, "detail", None)
-            raise PreconditionFailed(
-                f"If-Match does not match the avatar's current version ({current}).",
-                headers={"ETag": f'"{current}"'} if current else None,
-            ) from exc
-        raise
+    db: Database, user: Claims, *, changes: dict[str, Any], if_match: list[int] | None
+) -> AvatarRead | None:
+    """The row as committed, or None when the user has no avatar; a stale `if_match`
+    raises AC412 (412 with the current ETag)."""
+    row = await db.call_as(
+        user,
+        f"select {_COLUMNS} from avatar_chat.update_my_avatar($1, $2::jsonb, $3)",
+        changes,
+        if_match,
+    )
+    return None if row is None else AvatarRead.from_row(row)

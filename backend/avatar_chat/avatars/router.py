@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Response, status
+from fastapi import APIRouter, Header, Response, status
 
 from avatar_chat.auth.dependencies import CurrentUser
 from avatar_chat.avatars.schemas import AvatarCreate, AvatarRead, AvatarUpdate, PersonaUpdateRequest
-from avatar_chat.avatars.service import AvatarService
+from avatar_chat.avatars.service import Avatars
 from avatar_chat.core.errors import (
     BadRequest,
     Conflict,
@@ -22,7 +22,6 @@ from avatar_chat.core.errors import (
     responses,
 )
 from avatar_chat.core.http import etag, parse_if_match
-from avatar_chat.core.state import State
 
 router = APIRouter(prefix="/avatars", tags=["avatars"])
 
@@ -33,13 +32,6 @@ IfMatch = Annotated[str | None, Header(description=_IF_MATCH_DOC, max_length=102
 _COMMON = (Unauthorized, Forbidden, ValidationFailed, ServiceUnavailable)
 # Routes that read a JSON body: it may not parse (e.g. not UTF-8), or be over MAX_BODY_BYTES.
 _BODY = (BadRequest, PayloadTooLarge)
-
-
-async def get_service(state: State) -> AvatarService:
-    return AvatarService(state.db, state.store)
-
-
-Service = Annotated[AvatarService, Depends(get_service)]
 
 
 def _answer(avatar: AvatarRead, status_code: int = status.HTTP_200_OK, **headers: str) -> Response:
@@ -59,13 +51,13 @@ def _answer(avatar: AvatarRead, status_code: int = status.HTTP_200_OK, **headers
     responses=responses(*_COMMON, *_BODY, Conflict),
     summary="Create my avatar",
 )
-async def create_avatar(body: AvatarCreate, user: CurrentUser, service: Service) -> Response:
+async def create_avatar(body: AvatarCreate, user: CurrentUser, service: Avatars) -> Response:
     avatar = await service.create(user, body)
     return _answer(avatar, status.HTTP_201_CREATED, Location="/avatars/me")
 
 
 @router.get("/me", response_model=AvatarRead, responses=responses(*_COMMON, NotFound), summary="My avatar")
-async def get_avatar(user: CurrentUser, service: Service) -> Response:
+async def get_avatar(user: CurrentUser, service: Avatars) -> Response:
     return _answer(await service.get(user))
 
 
@@ -78,7 +70,7 @@ async def get_avatar(user: CurrentUser, service: Service) -> Response:
 async def update_avatar(
     body: AvatarUpdate,
     user: CurrentUser,
-    service: Service,
+    service: Avatars,
     if_match: IfMatch = None,
 ) -> Response:
     return _answer(await service.update(user, body, if_match=parse_if_match(if_match)))
@@ -93,7 +85,7 @@ async def update_avatar(
 async def update_persona(
     body: PersonaUpdateRequest,
     user: CurrentUser,
-    service: Service,
+    service: Avatars,
     if_match: IfMatch = None,
 ) -> Response:
     return _answer(await service.update(user, body, if_match=parse_if_match(if_match)))
@@ -105,6 +97,6 @@ async def update_persona(
     responses=responses(*_COMMON, NotFound),
     summary="Delete my avatar",
 )
-async def delete_avatar(user: CurrentUser, service: Service) -> Response:
+async def delete_avatar(user: CurrentUser, service: Avatars) -> Response:
     await service.delete(user)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -9,6 +9,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, Field, StringConstraints
 
+from avatar_chat.core.database import Record
 from avatar_chat.core.schemas import PartialUpdate, StrictModel
 
 NAME_MAX = 80
@@ -57,3 +58,7 @@ class AvatarRead(BaseModel):
     version: int = Field(description="Bumped on every change; also sent as the ETag.")
     created_at: datetime
     updated_at: datetime
+
+    @classmethod
+    def from_row(cls, row: Record) -> AvatarRead:
+        return cls.model_validate(dict(row.items()))

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from avatar_chat.avatars.persona import AvatarSnapshot
+from avatar_chat.chat.window import WindowMessage
 from avatar_chat.llm.base import ChatRequest, PromptMessage
-from avatar_chat.sessions.store import AvatarSnapshot, WindowMessage
 
 _PERSONALITIES = {
     "friendly": "warm, upbeat and approachable",
@@ -18,21 +19,6 @@ _MODES = {
     "assistant": "Help the user get things done: be concise and concrete.",
     "companion": "Be a companion: conversational, attentive to feelings, in no hurry.",
 }
-
-
-def fit_window(
-    messages: Sequence[WindowMessage], *, max_messages: int, max_chars: int
-) -> tuple[WindowMessage, ...]:
-    """The most recent messages that fit both budgets (oldest dropped first). The char
-    budget keeps the prompt within model context and a cached window to a few KB."""
-    kept: list[WindowMessage] = []
-    used = 0
-    for message in reversed(messages[-max_messages:] if max_messages else ()):
-        used += len(message.content)
-        if used > max_chars:
-            break
-        kept.append(message)
-    return tuple(reversed(kept))
 
 
 def system_prompt(avatar: AvatarSnapshot, mode: str) -> str:

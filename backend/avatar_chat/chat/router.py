@@ -1,4 +1,4 @@
-"""Conversation and message routes: HTTP (and SSE) in and out, nothing else."""
+"""Sending a message: HTTP (JSON or SSE) in and out, nothing else."""
 
 from __future__ import annotations
 
@@ -7,23 +7,13 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
+from fastapi import APIRouter, Header, Request, status
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from avatar_chat.auth.dependencies import CurrentUser
-from avatar_chat.chat.conversations import ConversationService
-from avatar_chat.chat.schemas import (
-    IDEMPOTENCY_KEY_MAX,
-    PAGE_MAX,
-    ConversationCreate,
-    ConversationPage,
-    ConversationRead,
-    ConversationUpdate,
-    Exchange,
-    MessageCreate,
-    MessagePage,
-)
-from avatar_chat.chat.turns import ChatService, Turn
+from avatar_chat.chat.schemas import IDEMPOTENCY_KEY_MAX, Exchange, MessageCreate
+from avatar_chat.chat.service import Chat
+from avatar_chat.chat.turn import Turn
 from avatar_chat.core.errors import (
     AppError,
     BadRequest,
@@ -40,101 +30,11 @@ from avatar_chat.core.errors import (
     error_payload,
     responses,
 )
-from avatar_chat.core.state import State
 
-router = APIRouter(prefix="/conversations", tags=["conversations"])
+router = APIRouter(prefix="/conversations", tags=["chat"])
 
 _COMMON = (Unauthorized, Forbidden, ValidationFailed, ServiceUnavailable)
-# Routes that read a JSON body: it may not parse (e.g. not UTF-8), or be over MAX_BODY_BYTES.
 _BODY = (BadRequest, PayloadTooLarge)
-PageLimit = Annotated[int, Query(ge=1, le=PAGE_MAX, description=f"Page size, 1-{PAGE_MAX}.")]
-
-
-async def get_conversations(state: State) -> ConversationService:
-    return ConversationService(state.db, state.store)
-
-
-async def get_chat(state: State) -> ChatService:
-    return state.chat
-
-
-Conversations = Annotated[ConversationService, Depends(get_conversations)]
-Chat = Annotated[ChatService, Depends(get_chat)]
-
-
-@router.post(
-    "",
-    status_code=status.HTTP_201_CREATED,
-    responses=responses(*_COMMON, *_BODY),
-    summary="Start a conversation",
-)
-async def create_conversation(
-    body: ConversationCreate, user: CurrentUser, service: Conversations, response: Response
-) -> ConversationRead:
-    conversation = await service.create(user, body)
-    response.headers["Location"] = f"/conversations/{conversation.id}"
-    return conversation
-
-
-@router.get("", responses=responses(*_COMMON, BadRequest), summary="My conversations, newest first")
-async def list_conversations(
-    user: CurrentUser,
-    service: Conversations,
-    limit: PageLimit = 20,
-    cursor: Annotated[
-        str | None, Query(max_length=200, description="next_cursor of the previous page")
-    ] = None,
-) -> ConversationPage:
-    return await service.list(user, limit=limit, cursor=cursor)
-
-
-@router.get("/{conversation_id}", responses=responses(*_COMMON, NotFound), summary="One conversation")
-async def get_conversation(
-    conversation_id: uuid.UUID, user: CurrentUser, service: Conversations
-) -> ConversationRead:
-    return await service.get(user, conversation_id)
-
-
-@router.patch(
-    "/{conversation_id}",
-    responses=responses(*_COMMON, *_BODY, NotFound),
-    summary="Switch mode or rename (next turn uses it)",
-)
-async def update_conversation(
-    conversation_id: uuid.UUID, body: ConversationUpdate, user: CurrentUser, service: Conversations
-) -> ConversationRead:
-    return await service.update(user, conversation_id, body)
-
-
-@router.delete(
-    "/{conversation_id}",
-    status_code=status.HTTP_204_NO_CONTENT,
-    responses=responses(*_COMMON, NotFound),
-    summary="Delete a conversation and its messages",
-)
-async def delete_conversation(
-    conversation_id: uuid.UUID, user: CurrentUser, service: Conversations
-) -> Response:
-    await service.delete(user, conversation_id)
-    return Response(status_code=status.HTTP_204_NO_CONTENT)
-
-
-@router.get(
-    "/{conversation_id}/messages",
-    responses=responses(*_COMMON, NotFound, BadRequest),
-    summary="History by seq (ascending), paginated",
-)
-async def list_messages(
-    conversation_id: uuid.UUID,
-    user: CurrentUser,
-    service: Conversations,
-    limit: PageLimit = 50,
-    after: Annotated[int | None, Query(ge=0, le=2**53, description="Messages with seq > after.")] = None,
-    before: Annotated[
-        int | None, Query(ge=1, le=2**53, description="The latest messages with seq < before.")
-    ] = None,
-) -> MessagePage:
-    return await service.messages(user, conversation_id, after=after, before=before, limit=limit)
 
 
 _SSE_DOC = (

@@ -2,9 +2,11 @@
 
 Every statement made for a user runs as Postgres role `authenticated` with the user's
 verified claims in `request.jwt.claims`, exactly as Supabase's Data API (PostgREST) runs
-it, so the same row level security policies guard both. Both settings are
-transaction-local, so a pooled connection never carries one user's identity into the
-next request, also behind a transaction-mode pooler.
+it, so the same row level security policies guard both. One SQL helper sets both,
+`avatar_chat.act_as(claims)`: called by every `avatar_chat` function that acts for a
+user (`Database.call_as`, one round trip) and by the transaction opener
+(`Database.as_user`). Both settings are transaction-local, so a pooled connection never
+carries one user's identity into the next request, also behind a transaction-mode pooler.
 """
 
 from __future__ import annotations
@@ -13,14 +15,16 @@ import asyncio
 import base64
 import json
 import logging
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
-from typing import Any, TypeAlias
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated, Any, TypeAlias
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
+from fastapi import Depends, Request
 
-from avatar_chat.core.errors import AppError, Conflict, Forbidden, ServiceUnavailable, ValidationFailed
+from avatar_chat.core.claims import Claims
+from avatar_chat.core.db_errors import UNAVAILABLE, translate_errors
 from avatar_chat.core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -28,71 +32,14 @@ log = logging.getLogger(__name__)
 Record: TypeAlias = asyncpg.Record
 Connection: TypeAlias = "asyncpg.Connection[Record] | PoolConnectionProxy[Record]"
 
-# Errors that mean "the database is not reachable right now", as opposed to "this
-# statement is wrong": the client should retry, and /ready reports them.
-_UNAVAILABLE = (
-    OSError,
-    TimeoutError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.TooManyConnectionsError,
-    asyncpg.AdminShutdownError,
-    asyncpg.CrashShutdownError,
-    asyncpg.QueryCanceledError,  # statement_timeout: overloaded or locked out
-    asyncpg.InternalClientError,  # a connection left mid-operation by a timeout or a drop
-)
 
-
-def begin_as_user_sql(claims_json: str) -> str:
-    """`BEGIN` plus the Data API's role and claims, as one simple-protocol round trip.
+def begin_as_user_sql(claims: Claims) -> str:
+    """`BEGIN` plus `avatar_chat.act_as(claims)`, as one simple-protocol round trip.
 
     The claims travel base64-encoded, so nothing in them can break out of the literal.
     """
-    encoded = base64.b64encode(claims_json.encode()).decode("ascii")
-    return (
-        "begin; select set_config('role', 'authenticated', true), "
-        f"set_config('request.jwt.claims', convert_from(decode('{encoded}', 'base64'), 'utf8'), true)"
-    )
-
-
-def _translate(exc: BaseException) -> AppError | None:
-    """The client-facing error for a database failure, or None when it is our bug."""
-    if isinstance(exc, asyncpg.ForeignKeyViolationError):
-        if (exc.constraint_name or "").endswith("user_id_fkey"):
-            # A valid token whose auth.users row is gone (user deleted).
-            return Forbidden("The user of this token no longer exists.", code="user_not_found")
-        return Conflict("A referenced row does not exist.", code="reference_missing")
-    if isinstance(exc, asyncpg.UniqueViolationError):
-        return Conflict("That already exists.", code="already_exists")
-    if isinstance(exc, asyncpg.CheckViolationError | asyncpg.NotNullViolationError):
-        return ValidationFailed(
-            "A value is out of range.",
-            code="constraint_violation",
-            details={"constraint": exc.constraint_name},
-        )
-    if isinstance(exc, asyncpg.DataError):
-        return ValidationFailed("A value has the wrong form.", code="invalid_value")
-    if isinstance(exc, asyncpg.InsufficientPrivilegeError):
-        return Forbidden("Not allowed.", code="forbidden")
-    if isinstance(exc, _UNAVAILABLE):
-        return ServiceUnavailable("The database is unavailable; retry shortly.", code="database_unavailable")
-    return None
-
-
-@contextmanager
-def translate_errors() -> Iterator[None]:
-    try:
-        yield
-    except AppError:
-        raise
-    except (asyncpg.PostgresError, *_UNAVAILABLE) as exc:
-        translated = _translate(exc)
-        if translated is None:
-            raise
-        if isinstance(translated, ServiceUnavailable):
-            log.warning("database unavailable: %s: %s", type(exc).__name__, exc)
-        raise translated from exc
+    encoded = base64.b64encode(claims.as_json().encode()).decode("ascii")
+    return f"begin; select avatar_chat.act_as(convert_from(decode('{encoded}', 'base64'), 'utf8'))"
 
 
 async def _rollback_or_discard(conn: Connection) -> None:
@@ -143,7 +90,7 @@ class Database:
         }
         try:
             pool = await asyncpg.create_pool(dsn, min_size=settings.db_pool_min_size, **options)
-        except _UNAVAILABLE as exc:
+        except UNAVAILABLE as exc:
             # Start anyway: answer 503 (and /ready 503) until the database is back, rather
             # than crash-looping a worker that a supervisor restarted during an outage.
             log.warning("database unreachable at start-up (%s); serving 503 until it is back", exc)
@@ -171,10 +118,12 @@ class Database:
                 await self.pool.release(conn)
 
     @asynccontextmanager
-    async def as_user(self, claims_json: str) -> AsyncIterator[Connection]:
-        """One transaction as the user: committed on success, rolled back on any error."""
+    async def as_user(self, user: Claims) -> AsyncIterator[Connection]:
+        """One transaction as the user: committed on success, rolled back on any error.
+        Three round trips at least (begin and act_as, the statements, commit): for a
+        single statement, `call_as` takes one."""
         async with self.connection() as conn:
-            await conn.execute(begin_as_user_sql(claims_json))
+            await conn.execute(begin_as_user_sql(user))
             try:
                 yield conn
             except BaseException:
@@ -182,6 +131,21 @@ class Database:
                 raise
             await conn.execute("commit")
 
+    async def call_as(self, user: Claims, call: str, *args: Any) -> Record | None:
+        """One round trip as the user: `call` invokes an `avatar_chat` function that takes
+        the caller's claims as its first argument (`$1`) and starts with
+        `avatar_chat.act_as(claims)`; it runs in its own implicit transaction."""
+        async with self.connection() as conn:
+            return await conn.fetchrow(call, user.as_json(), *args)
+
     async def ping(self) -> None:
         async with self.connection() as conn:
             await conn.execute("select 1")
+
+
+async def get_db(request: Request) -> Database:
+    db: Database = request.state.db
+    return db
+
+
+DB = Annotated[Database, Depends(get_db)]

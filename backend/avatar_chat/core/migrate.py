@@ -44,22 +44,23 @@ class Migration:
 
 
 def default_migrations_dir() -> Path:
-    """`supabase/migrations` of this checkout (the package is installed in editable mode)."""
-    here = Path(__file__).resolve()
-    for parent in here.parents:
-        candidate = parent / "supabase" / "migrations"
-        if candidate.is_dir():
-            return candidate
-    raise FileNotFoundError("supabase/migrations not found above " + str(here))
+    """The migrations this build ships: package data, `core/sql/migrations`.
+
+    In the checkout that folder is a symlink to `supabase/migrations`, the Supabase CLI's
+    source of truth; building the wheel copies the files themselves into the package.
+    """
+    path = Path(str(resources.files("avatar_chat.core").joinpath("sql/migrations")))
+    if not path.is_dir():
+        raise FileNotFoundError(f"this build of avatar-chat ships no migrations (looked in {path})")
+    return path
 
 
-def expected_version() -> str | None:
-    """The newest migration this build ships, or None when installed without them."""
-    try:
-        migrations = discover(default_migrations_dir())
-    except FileNotFoundError:
-        return None
-    return migrations[-1].version if migrations else None
+def expected_version() -> str:
+    """The newest migration this build ships: what /ready requires of the database."""
+    migrations = discover(default_migrations_dir())
+    if not migrations:
+        raise FileNotFoundError(f"no migrations in {default_migrations_dir()}")
+    return migrations[-1].version
 
 
 async def is_applied(conn: asyncpg.Connection | PoolConnectionProxy[asyncpg.Record], version: str) -> bool:

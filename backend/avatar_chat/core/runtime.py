@@ -17,8 +17,12 @@ log = logging.getLogger(__name__)
 
 @dataclass(slots=True)
 class Runtime:
-    settings: Settings  # with database_url and the JWT secret resolved
+    """What the settings leave open, resolved: the database to use (the embedded one
+    when no DATABASE_URL is set) and the HS256 secret (the embedded mode's generated one
+    when none is set). The settings themselves are never copied or changed."""
+
     dsn: str
+    jwt_secret: SecretStr | None
     embedded: EmbeddedPostgres | None
 
     async def close(self) -> None:
@@ -34,18 +38,13 @@ async def prepare(
     `migrate_now=None` follows the settings (by default: migrate the embedded database).
     """
     embedded: EmbeddedPostgres | None = None
+    jwt_secret = settings.supabase_jwt_secret
     if settings.database_url is None:
         embedded = EmbeddedPostgres(settings.data_dir, stop_on_exit=stop_embedded)
         dsn = await asyncio.to_thread(embedded.start)
         log.info("embedded Postgres running in %s", embedded.pgdata)
-        update: dict[str, object] = {
-            "database_url": SecretStr(dsn),
-            "migrate_on_start": settings.should_migrate_on_start,
-        }
-        if settings.supabase_jwt_secret is None:
-            secret = await asyncio.to_thread(local_jwt_secret, settings.data_dir)
-            update["supabase_jwt_secret"] = SecretStr(secret)
-        settings = settings.model_copy(update=update)
+        if jwt_secret is None:
+            jwt_secret = SecretStr(await asyncio.to_thread(local_jwt_secret, settings.data_dir))
     else:
         dsn = settings.database_url.get_secret_value()
     should_migrate = settings.should_migrate_on_start if migrate_now is None else migrate_now
@@ -53,4 +52,4 @@ async def prepare(
         applied = await migrate(dsn)
         if applied:
             log.info("applied migrations: %s", ", ".join(applied))
-    return Runtime(settings=settings, dsn=dsn, embedded=embedded)
+    return Runtime(dsn=dsn, jwt_secret=jwt_secret, embedded=embedded)

@@ -36,6 +36,10 @@ class Settings(BaseSettings):
 
     app_env: Environment = Environment.development
     log_level: str = "INFO"
+    # Defaults of `avatar-chat serve --host/--port/--workers`.
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=1, le=65535)] = 8000
+    web_concurrency: Annotated[int, Field(ge=1, le=256)] = 1
     # SIGTERM: stop accepting, let in-flight requests and streams finish this long.
     shutdown_grace_s: Annotated[float, Field(ge=0, le=600)] = 20.0
 

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from avatar_chat.sessions.store import AvatarSnapshot
+from avatar_chat.avatars.persona import AvatarSnapshot
 
 
 @dataclass(frozen=True, slots=True)

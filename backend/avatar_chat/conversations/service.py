@@ -6,23 +6,26 @@ import base64
 import binascii
 import uuid
 from datetime import datetime
+from typing import Annotated, Any
 
-from avatar_chat.auth.claims import Claims
-from avatar_chat.chat import mapping, repository
-from avatar_chat.chat.schemas import (
+from fastapi import Depends, Request
+
+from avatar_chat.cache.store import SessionStore
+from avatar_chat.conversations import repository
+from avatar_chat.conversations.schemas import (
     ConversationCreate,
     ConversationPage,
     ConversationRead,
     ConversationUpdate,
     MessagePage,
 )
+from avatar_chat.core.claims import Claims
 from avatar_chat.core.database import Database
 from avatar_chat.core.errors import BadRequest, NotFound
-from avatar_chat.sessions.store import SessionStore
 
 
 def _not_found() -> NotFound:
-    return NotFound(repository.CONVERSATION_NOT_FOUND, code="conversation_not_found")
+    return NotFound("No such conversation.", code="conversation_not_found")
 
 
 def encode_cursor(created_at: datetime, conversation_id: uuid.UUID) -> str:
@@ -40,45 +43,44 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
 
 
 class ConversationService:
-    def __init__(self, db: Database, store: SessionStore) -> None:
+    def __init__(self, db: Database, store: SessionStore[Any, Any]) -> None:
         self._db = db
         self._store = store
 
     async def create(self, user: Claims, data: ConversationCreate) -> ConversationRead:
-        async with self._db.as_user(user.as_json()) as conn:
-            row = await repository.create_conversation(conn, mode=data.mode.value, title=data.title)
-        return mapping.conversation(row)
+        async with self._db.as_user(user) as conn:
+            return await repository.create_conversation(conn, mode=data.mode.value, title=data.title)
 
     async def list(self, user: Claims, *, limit: int, cursor: str | None) -> ConversationPage:
         before = decode_cursor(cursor) if cursor else None
-        async with self._db.as_user(user.as_json()) as conn:
+        async with self._db.as_user(user) as conn:
             rows = await repository.list_conversations(conn, limit=limit + 1, before=before)
-        items = [mapping.conversation(r) for r in rows[:limit]]
+        items = rows[:limit]
         next_cursor = encode_cursor(items[-1].created_at, items[-1].id) if len(rows) > limit else None
         return ConversationPage(items=items, next_cursor=next_cursor)
 
     async def get(self, user: Claims, conversation_id: uuid.UUID) -> ConversationRead:
-        async with self._db.as_user(user.as_json()) as conn:
-            row = await repository.get_conversation(conn, conversation_id)
-        if row is None:
+        async with self._db.as_user(user) as conn:
+            conversation = await repository.get_conversation(conn, conversation_id)
+        if conversation is None:
             raise _not_found()
-        return mapping.conversation(row)
+        return conversation
 
     async def update(
         self, user: Claims, conversation_id: uuid.UUID, data: ConversationUpdate
     ) -> ConversationRead:
         try:
-            async with self._db.as_user(user.as_json()) as conn:
-                row = await repository.update_conversation(conn, conversation_id, data.changes())
+            async with self._db.as_user(user) as conn:
+                conversation = await repository.update_conversation(conn, conversation_id, data.changes())
         finally:
             await self._store.invalidate_conversation(conversation_id)
-        if row is None:
+        if conversation is None:
             raise _not_found()
-        return mapping.conversation(row)
+        return conversation
 
     async def delete(self, user: Claims, conversation_id: uuid.UUID) -> None:
         try:
-            async with self._db.as_user(user.as_json()) as conn:
+            async with self._db.as_user(user) as conn:
                 deleted = await repository.delete_conversation(conn, conversation_id)
         finally:
             await self._store.invalidate_conversation(conversation_id)
@@ -90,7 +92,7 @@ class ConversationService:
     ) -> MessagePage:
         if after is not None and before is not None:
             raise BadRequest("Use either after or before, not both.", code="invalid_cursor")
-        async with self._db.as_user(user.as_json()) as conn:
+        async with self._db.as_user(user) as conn:
             rows = await repository.list_messages(
                 conn, conversation_id, after=after, before=before, limit=limit + 1
             )
@@ -99,4 +101,12 @@ class ConversationService:
         has_more = len(rows) > limit
         if has_more:
             rows = rows[1:] if before is not None else rows[:limit]
-        return MessagePage(items=[mapping.message(r) for r in rows], has_more=has_more)
+        return MessagePage(items=rows, has_more=has_more)
+
+
+async def get_conversation_service(request: Request) -> ConversationService:
+    service: ConversationService = request.state.conversations
+    return service
+
+
+Conversations = Annotated[ConversationService, Depends(get_conversation_service)]

@@ -7,7 +7,7 @@ import asyncio
 import asyncpg
 import httpx
 
-from avatar_chat.core.state import AppState
+from avatar_chat.state import AppState
 from tests.factories import User, create_avatar, create_conversation, send
 
 

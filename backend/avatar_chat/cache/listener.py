@@ -21,7 +21,7 @@ from typing import Any
 
 import asyncpg
 
-from avatar_chat.sessions.store import SessionStore
+from avatar_chat.cache.store import SessionStore
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ class InvalidationListener:
     def __init__(
         self,
         dsn: str,
-        store: SessionStore,
+        store: SessionStore[Any, Any],
         *,
         connect_timeout_s: float = 5.0,
         health_interval_s: float = 5.0,

@@ -14,37 +14,34 @@ import asyncio
 import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Generic, Protocol, TypeVar
 
 
-@dataclass(frozen=True, slots=True)
-class AvatarSnapshot:
-    """The persona a turn is generated with."""
+class CachedAvatar(Protocol):
+    """What the store needs to know of an avatar snapshot (avatars.persona.AvatarSnapshot)."""
 
-    id: uuid.UUID
-    user_id: uuid.UUID
-    name: str
-    personality: str
-    backstory: str
-    version: int
-
-
-@dataclass(frozen=True, slots=True)
-class WindowMessage:
-    seq: int
-    role: str
-    content: str
+    @property
+    def id(self) -> uuid.UUID: ...
+    @property
+    def user_id(self) -> uuid.UUID: ...
+    @property
+    def version(self) -> int: ...
 
 
-@dataclass(frozen=True, slots=True)
-class ConversationWindow:
-    """The last few settled messages of a conversation, up to and including `last_seq`,
-    as of the conversation's `revision` (bumped when history is edited after the fact)."""
+class CachedWindow(Protocol):
+    """What the store needs to know of a window (chat.window.ConversationWindow)."""
 
-    conversation_id: uuid.UUID
-    last_seq: int
-    revision: int
-    messages: tuple[WindowMessage, ...] = field(default_factory=tuple)
+    @property
+    def conversation_id(self) -> uuid.UUID: ...
+    @property
+    def last_seq(self) -> int: ...
+    @property
+    def revision(self) -> int: ...
+
+
+A = TypeVar("A", bound=CachedAvatar)
+W = TypeVar("W", bound=CachedWindow)
 
 
 @dataclass(slots=True)
@@ -56,11 +53,11 @@ class StoreStats:
     flushes: int = 0
 
 
-class SessionStore:
+class SessionStore(Generic[A, W]):
     def __init__(self, *, max_avatars: int, max_conversations: int) -> None:
         self._lock = asyncio.Lock()
-        self._avatars: OrderedDict[uuid.UUID, AvatarSnapshot] = OrderedDict()
-        self._windows: OrderedDict[uuid.UUID, ConversationWindow] = OrderedDict()
+        self._avatars: OrderedDict[uuid.UUID, A] = OrderedDict()
+        self._windows: OrderedDict[uuid.UUID, W] = OrderedDict()
         self._max_avatars = max_avatars
         self._max_conversations = max_conversations
         self.stats = StoreStats()
@@ -73,8 +70,8 @@ class SessionStore:
         *,
         avatar_id: uuid.UUID,
         version: int,
-        load: Callable[[], Awaitable[AvatarSnapshot | None]],
-    ) -> AvatarSnapshot | None:
+        load: Callable[[], Awaitable[A | None]],
+    ) -> A | None:
         """The avatar exactly at (`avatar_id`, `version`), from cache or from `load`.
 
         `load` runs outside the lock (it does I/O); what it returns is kept unless a
@@ -92,7 +89,7 @@ class SessionStore:
             await self.put_avatar(loaded)
         return loaded
 
-    async def put_avatar(self, snapshot: AvatarSnapshot) -> None:
+    async def put_avatar(self, snapshot: A) -> None:
         async with self._lock:
             cached = self._avatars.get(snapshot.user_id)
             if cached is not None and cached.id == snapshot.id and cached.version > snapshot.version:
@@ -107,7 +104,7 @@ class SessionStore:
         means there is certainly nothing to evict."""
         return user_id in self._avatars
 
-    async def peek_avatar(self, user_id: uuid.UUID) -> AvatarSnapshot | None:
+    async def peek_avatar(self, user_id: uuid.UUID) -> A | None:
         """What is cached for the user, without touching LRU order or stats."""
         async with self._lock:
             return self._avatars.get(user_id)
@@ -122,9 +119,7 @@ class SessionStore:
 
     # --- conversation windows --------------------------------------------------------
 
-    async def window(
-        self, conversation_id: uuid.UUID, *, last_seq: int, revision: int
-    ) -> ConversationWindow | None:
+    async def window(self, conversation_id: uuid.UUID, *, last_seq: int, revision: int) -> W | None:
         """The cached window if it ends exactly at `last_seq` of `revision`, else None."""
         async with self._lock:
             cached = self._windows.get(conversation_id)
@@ -135,7 +130,7 @@ class SessionStore:
             self.stats.window_misses += 1
             return None
 
-    async def put_window(self, window: ConversationWindow) -> None:
+    async def put_window(self, window: W) -> None:
         async with self._lock:
             cached = self._windows.get(window.conversation_id)
             if cached is not None and (cached.revision, cached.last_seq) > (window.revision, window.last_seq):

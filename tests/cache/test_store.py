@@ -6,7 +6,9 @@ import asyncio
 import random
 import uuid
 
-from avatar_chat.sessions.store import AvatarSnapshot, ConversationWindow, SessionStore, WindowMessage
+from avatar_chat.avatars.persona import AvatarSnapshot
+from avatar_chat.cache.store import SessionStore
+from avatar_chat.chat.window import ConversationWindow, WindowMessage
 
 
 def snapshot(user_id: uuid.UUID, avatar_id: uuid.UUID, version: int) -> AvatarSnapshot:
@@ -21,7 +23,9 @@ def snapshot(user_id: uuid.UUID, avatar_id: uuid.UUID, version: int) -> AvatarSn
 
 
 async def test_hit_miss_and_invalidation() -> None:
-    store = SessionStore(max_avatars=10, max_conversations=10)
+    store: SessionStore[AvatarSnapshot, ConversationWindow] = SessionStore(
+        max_avatars=10, max_conversations=10
+    )
     user, avatar = uuid.uuid4(), uuid.uuid4()
     loads = 0
 
@@ -47,7 +51,9 @@ async def test_hit_miss_and_invalidation() -> None:
 
 
 async def test_slow_stale_load_does_not_replace_newer_snapshot() -> None:
-    store = SessionStore(max_avatars=10, max_conversations=10)
+    store: SessionStore[AvatarSnapshot, ConversationWindow] = SessionStore(
+        max_avatars=10, max_conversations=10
+    )
     user, avatar = uuid.uuid4(), uuid.uuid4()
     await store.put_avatar(snapshot(user, avatar, 5))
     await store.put_avatar(snapshot(user, avatar, 4))
@@ -60,7 +66,7 @@ async def _never() -> AvatarSnapshot:
 
 
 async def test_many_concurrent_tasks_always_get_the_version_they_asked_for() -> None:
-    store = SessionStore(max_avatars=8, max_conversations=8)
+    store: SessionStore[AvatarSnapshot, ConversationWindow] = SessionStore(max_avatars=8, max_conversations=8)
     users = [(uuid.uuid4(), uuid.uuid4()) for _ in range(20)]
     current = {u: 1 for u, _ in users}
     wrong: list[tuple[int, int]] = []
@@ -95,7 +101,7 @@ async def test_many_concurrent_tasks_always_get_the_version_they_asked_for() -> 
 
 
 async def test_windows_are_validated_by_last_seq_and_bounded() -> None:
-    store = SessionStore(max_avatars=2, max_conversations=3)
+    store: SessionStore[AvatarSnapshot, ConversationWindow] = SessionStore(max_avatars=2, max_conversations=3)
     conversations = [uuid.uuid4() for _ in range(5)]
     for cid in conversations:
         await store.put_window(

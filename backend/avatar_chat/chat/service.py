@@ -1,0 +1,418 @@
+"""The rules of a chat turn.
+
+1. `begin_turn` (one round trip, one transaction): the user's message is saved with its
+   `seq`, a placeholder for the reply is saved as `streaming` with a lease, and the
+   avatar's current version plus the conversation's mode, revision and previous seq come
+   back. Nothing is held open after it: no connection, no transaction.
+2. The persona and the recent window come from the SessionStore only if they match those
+   versions exactly; otherwise they are reloaded (G1 holds whatever NOTIFY does).
+3. The reply streams from the provider in a tracked background task, so it is saved even
+   when the client goes away; `finish_turn` (one round trip) settles it with the persona
+   used, as `complete` or `failed` with an error code.
+4. Work that needs the committed exchange (the title) starts after step 3 returned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from avatar_chat.avatars import repository as avatars_repository
+from avatar_chat.avatars.persona import AvatarSnapshot
+from avatar_chat.cache.store import SessionStore
+from avatar_chat.chat import repository
+from avatar_chat.chat.prompt import build_request
+from avatar_chat.chat.turn import Turn, TurnResult
+from avatar_chat.chat.window import ConversationWindow, WindowMessage, fit_window
+from avatar_chat.conversations.schemas import MessageRead, MessageStatus
+from avatar_chat.core.claims import Claims
+from avatar_chat.core.database import Database
+from avatar_chat.core.errors import AppError, Conflict, ServiceUnavailable
+from avatar_chat.core.settings import Settings
+from avatar_chat.core.tasks import TaskTracker
+from avatar_chat.llm.base import LLMProvider, ProviderFailure
+
+log = logging.getLogger(__name__)
+
+_TITLE_WORDS = 6
+_TITLE_CHARS = 60
+
+
+def make_title(first_message: str) -> str:
+    words = first_message.split()[:_TITLE_WORDS]
+    title = " ".join(words) or "New conversation"
+    return title if len(title) <= _TITLE_CHARS else title[: _TITLE_CHARS - 1] + "…"
+
+
+def _interrupted() -> ServiceUnavailable:
+    return ServiceUnavailable(
+        "The reply was interrupted; retry with the same Idempotency-Key.", code="reply_interrupted"
+    )
+
+
+def _avatar_required() -> Conflict:
+    return Conflict("Create your avatar first (POST /avatars/me).", code="avatar_required")
+
+
+@dataclass(slots=True)
+class ChatStats:
+    title_tasks_without_rows: int = 0  # G4: must stay 0
+
+
+@dataclass(slots=True)
+class _Generation:
+    """What begin_turn committed, and what the rest of the turn is checked against."""
+
+    user: Claims
+    conversation_id: uuid.UUID
+    reply_id: uuid.UUID
+    attempt: int
+    user_message: MessageRead
+    mode: str
+    revision: int
+    prev_seq: int
+    avatar_id: uuid.UUID
+    avatar_version: int
+    # A new exchange sits right after prev_seq; a retried one does not, so its window
+    # is neither served from nor written to the cache.
+    new_turn: bool
+    title_unset: bool
+
+
+@dataclass(slots=True)
+class _Generated:
+    """What generating produced: the persona and window used, the text, how it ended."""
+
+    avatar: AvatarSnapshot | None = None
+    window: tuple[WindowMessage, ...] = ()
+    window_cacheable: bool = False
+    parts: list[str] = field(default_factory=list)
+    failure: ProviderFailure | None = None  # the provider could not reply
+    error: AppError | None = None  # something else stopped the turn; the client gets it as is
+
+    @property
+    def content(self) -> str:
+        return "".join(self.parts)
+
+    @property
+    def status(self) -> MessageStatus:
+        return MessageStatus.complete if self.error_code is None else MessageStatus.failed
+
+    @property
+    def error_code(self) -> str | None:
+        if self.error is not None:
+            return self.error.code
+        return None if self.failure is None else self.failure.code
+
+
+class _LeaseRenewal:
+    """Keeps a reply's lease alive while it is generated. Most replies finish within a
+    third of the lease and only cost a timer; longer ones get a renewal task."""
+
+    def __init__(self, service: ChatService, g: _Generation) -> None:
+        self._done = asyncio.Event()
+        self._timer = asyncio.get_running_loop().call_later(
+            service.lease_s / 3,
+            lambda: service.tasks.spawn(service.keep_lease(g, self._done), name=f"lease-{g.reply_id}"),
+        )
+
+    def stop(self) -> None:
+        self._done.set()
+        self._timer.cancel()
+
+
+class ChatService:
+    def __init__(
+        self,
+        db: Database,
+        store: SessionStore[AvatarSnapshot, ConversationWindow],
+        llm: LLMProvider,
+        tasks: TaskTracker,
+        settings: Settings,
+        *,
+        worker_id: Callable[[], int | None] = lambda: None,
+    ) -> None:
+        self._db = db
+        self._worker_id = worker_id
+        self._store = store
+        self._llm = llm
+        self.tasks = tasks
+        self._window_size = settings.chat_window_messages
+        self._window_chars = settings.chat_window_max_chars
+        self._deadline_s = settings.chat_turn_deadline_s
+        # Short and renewed while the reply is generated (_LeaseRenewal): a reply whose
+        # worker is gone can be retried within seconds.
+        self.lease_s = settings.chat_reply_lease_s
+        self.stats = ChatStats()
+
+    async def send(
+        self, user: Claims, conversation_id: uuid.UUID, content: str, *, idempotency_key: str | None
+    ) -> Turn:
+        """Accept a send. The whole turn runs in a tracked task: a client that goes away
+        right after sending (an app sent to the background) still gets its reply saved,
+        instead of leaving a committed message whose reply nobody generates."""
+        accepted: asyncio.Future[Turn] = asyncio.get_running_loop().create_future()
+        # Retrieved here so that an answer nobody waits for any more is not reported as lost.
+        accepted.add_done_callback(lambda f: f.cancelled() or f.exception())
+        self.tasks.spawn(self._run(user, conversation_id, content, idempotency_key, accepted), name="turn")
+        return await asyncio.shield(accepted)
+
+    async def _run(
+        self,
+        user: Claims,
+        conversation_id: uuid.UUID,
+        content: str,
+        idempotency_key: str | None,
+        accepted: asyncio.Future[Turn],
+    ) -> None:
+        try:
+            turn, generation = await self._begin(user, conversation_id, content, idempotency_key)
+        except Exception as exc:  # AppError for the client; anything else it sees as a 500
+            accepted.set_exception(exc)
+            return
+        except asyncio.CancelledError:  # shutdown before the turn began
+            accepted.set_exception(ServiceUnavailable("Shutting down; retry.", code="shutting_down"))
+            raise
+        accepted.set_result(turn)
+        if generation is not None:
+            await self._generate(generation, turn)
+
+    async def _begin(
+        self, user: Claims, conversation_id: uuid.UUID, content: str, idempotency_key: str | None
+    ) -> tuple[Turn, _Generation | None]:
+        row = await repository.begin_turn(
+            self._db,
+            user,
+            conversation_id=conversation_id,
+            content=content,
+            idempotency_key=idempotency_key,
+            lease_s=self.lease_s,
+            worker_id=self._worker_id(),
+        )
+        user_message = MessageRead.from_row(row["user_message"])
+        reply = MessageRead.from_row(row["reply"])
+        outcome: str = row["outcome"]
+        if outcome == "replay":
+            return Turn(user_message=user_message, replayed=reply), None
+        if outcome == "in_progress":
+            raise Conflict(
+                "The reply to this Idempotency-Key is still being generated; retry shortly.",
+                code="send_in_progress",
+                headers={"Retry-After": "1"},
+            )
+        generation = _Generation(
+            user=user,
+            conversation_id=conversation_id,
+            reply_id=reply.id,
+            attempt=row["reply"]["attempt"],
+            user_message=user_message,
+            mode=row["mode"],
+            revision=row["revision"],
+            prev_seq=row["prev_seq"],
+            avatar_id=row["avatar_id"],
+            avatar_version=row["avatar_version"],
+            new_turn=outcome == "new",
+            title_unset=row["title"] is None,
+        )
+        return Turn(user_message=user_message), generation
+
+    # --- inside the background task: generate, settle, report, then post-commit work -------
+
+    async def _generate(self, g: _Generation, turn: Turn) -> None:
+        lease = _LeaseRenewal(self, g)
+        try:
+            generated = await self._produce(g, turn)
+            lease.stop()
+            try:
+                saved = await self._settle_reliably(g, generated, turn)
+            except AppError as exc:
+                turn.resolve(TurnResult(reply=None, failure=generated.failure, error=generated.error or exc))
+                return
+            turn.resolve(self._result(generated, saved))
+            if saved is not None and saved.status == MessageStatus.complete:
+                await self._after_commit(g, generated, saved)
+        finally:
+            lease.stop()
+            turn.close(_interrupted())
+
+    async def _produce(self, g: _Generation, turn: Turn) -> _Generated:
+        """Load the persona and window, then stream the reply into `turn`, within the turn
+        deadline. Every way this can end is recorded in the result, never raised, except
+        cancellation (shutdown past its grace period), which is saved as `interrupted`."""
+        out = _Generated()
+        try:
+            async with asyncio.timeout(self._deadline_s):
+                out.avatar = await self._persona(g)
+                out.window, out.window_cacheable = await self._window(g)
+                request = build_request(out.avatar, g.mode, out.window, g.user_message.content)
+                async for chunk in self._llm.stream(request):
+                    out.parts.append(chunk)
+                    turn.push(chunk)
+        except ProviderFailure as exc:
+            out.failure = exc
+        except TimeoutError:
+            out.failure = ProviderFailure(
+                "turn_deadline", "The reply took longer than the turn deadline.", timeout=True
+            )
+        except AppError as exc:  # the database or the avatar, not the provider: keep it as is
+            out.error = exc
+        except asyncio.CancelledError:
+            await asyncio.shield(
+                self._settle(g, out.avatar, out.content, MessageStatus.interrupted, "shutdown")
+            )
+            raise
+        except Exception:
+            log.exception("reply generation failed")
+            out.failure = ProviderFailure("provider_error", "The reply could not be generated.")
+        return out
+
+    @staticmethod
+    def _result(generated: _Generated, saved: MessageRead | None) -> TurnResult:
+        if generated.error is not None or generated.failure is not None:
+            return TurnResult(reply=saved, failure=generated.failure, error=generated.error)
+        if saved is None:
+            superseded = Conflict("A newer attempt took this reply over.", code="reply_superseded")
+            return TurnResult(reply=None, error=superseded)
+        return TurnResult(reply=saved)
+
+    async def _after_commit(self, g: _Generation, generated: _Generated, saved: MessageRead) -> None:
+        """finish_turn has returned: the exchange is committed, so this may rely on it."""
+        if g.new_turn and generated.window_cacheable:
+            await self._remember_window(g, generated.window, saved)
+        if g.title_unset:
+            self.tasks.spawn(self._set_title(g.user, g.conversation_id), name="title")
+
+    async def _settle_reliably(self, g: _Generation, generated: _Generated, turn: Turn) -> MessageRead | None:
+        """Save the reply; if the database is away, tell the client at once (503: retry
+        with the same key) and keep trying for up to the turn deadline, so a finished
+        reply is not thrown away by a database restart (unless a retry took it over)."""
+        loop = asyncio.get_running_loop()
+        give_up_at = loop.time() + self._deadline_s
+        delay = 0.1
+        while True:
+            try:
+                return await self._settle(
+                    g, generated.avatar, generated.content, generated.status, generated.error_code
+                )
+            except ServiceUnavailable as exc:
+                turn.resolve(TurnResult(reply=None, failure=generated.failure, error=generated.error or exc))
+                if loop.time() + delay > give_up_at:
+                    log.error("could not save reply %s within the turn deadline", g.reply_id)
+                    raise
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    async def keep_lease(self, g: _Generation, generated: asyncio.Event) -> None:
+        """Renew the reply's lease now and every third of it until `generated` is set.
+        Waiting on the event (not being cancelled) means a renewal is never cut mid-query."""
+        while not generated.is_set():
+            try:
+                ours = await repository.extend_lease(
+                    self._db, g.user, reply_id=g.reply_id, attempt=g.attempt, lease_s=self.lease_s
+                )
+                if not ours:
+                    return
+            except AppError as exc:
+                log.warning("could not extend the lease of reply %s: %s", g.reply_id, exc.code)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.lease_s / 3):
+                    await generated.wait()
+
+    async def _settle(
+        self,
+        g: _Generation,
+        avatar: AvatarSnapshot | None,
+        content: str,
+        status: str,
+        error_code: str | None,
+    ) -> MessageRead | None:
+        row = await repository.finish_turn(
+            self._db,
+            g.user,
+            reply_id=g.reply_id,
+            attempt=g.attempt,
+            content=content,
+            status=status,
+            error_code=error_code,
+            persona_version=avatar.version if avatar else None,
+            personality=avatar.personality if avatar else None,
+        )
+        return None if row is None else MessageRead.from_row(row)
+
+    async def _persona(self, g: _Generation) -> AvatarSnapshot:
+        """The avatar exactly at the version begin_turn saw (G1)."""
+
+        async def load() -> AvatarSnapshot | None:
+            async with self._db.as_user(g.user) as conn:
+                return await avatars_repository.get_persona(conn)
+
+        avatar = await self._store.avatar(
+            g.user.sub, avatar_id=g.avatar_id, version=g.avatar_version, load=load
+        )
+        if avatar is None:  # deleted since begin_turn
+            raise _avatar_required()
+        return avatar
+
+    async def _window(self, g: _Generation) -> tuple[tuple[WindowMessage, ...], bool]:
+        """Settled messages before this turn; and whether that view may be cached."""
+        if self._window_size == 0:
+            return (), True
+        if g.new_turn:
+            cached = await self._store.window(g.conversation_id, last_seq=g.prev_seq, revision=g.revision)
+            if cached is not None:
+                return cached.messages, True
+        async with self._db.as_user(g.user) as conn:
+            rows = await repository.load_window(
+                conn, g.conversation_id, upto_seq=g.prev_seq, limit=self._window_size
+            )
+        # Replies still generating (or cut off) are left out; a view that holds one is not
+        # cached, since it changes when they settle.
+        settled = all(r["status"] != MessageStatus.streaming for r in rows)
+        messages = self._fit(
+            [
+                WindowMessage(seq=r["seq"], role=r["role"], content=r["content"])
+                for r in reversed(rows)
+                if r["status"] == MessageStatus.complete
+            ]
+        )
+        return messages, settled and g.new_turn
+
+    def _fit(self, messages: list[WindowMessage]) -> tuple[WindowMessage, ...]:
+        return fit_window(messages, max_messages=self._window_size, max_chars=self._window_chars)
+
+    async def _remember_window(
+        self, g: _Generation, window: tuple[WindowMessage, ...], reply: MessageRead
+    ) -> None:
+        added = (
+            WindowMessage(seq=g.user_message.seq, role="user", content=g.user_message.content),
+            WindowMessage(seq=reply.seq, role="assistant", content=reply.content),
+        )
+        messages = self._fit([*window, *added])
+        await self._store.put_window(
+            ConversationWindow(g.conversation_id, last_seq=reply.seq, revision=g.revision, messages=messages)
+        )
+
+    async def _set_title(self, user: Claims, conversation_id: uuid.UUID) -> None:
+        async with self._db.as_user(user) as conn:
+            row = await repository.first_exchange(conn, conversation_id)
+            if row is None:
+                self.stats.title_tasks_without_rows += 1
+                log.error("title task found no committed message in %s", conversation_id)
+                return
+            if row["title"] is None:
+                await repository.set_title_if_unset(conn, conversation_id, make_title(row["content"]))
+
+
+async def get_chat_service(request: Request) -> ChatService:
+    service: ChatService = request.state.chat
+    return service
+
+
+Chat = Annotated[ChatService, Depends(get_chat_service)]

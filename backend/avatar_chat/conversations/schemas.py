@@ -1,0 +1,114 @@
+"""Conversation and message payloads."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import BaseModel, Field, StringConstraints
+
+from avatar_chat.avatars.schemas import PersonalityType
+from avatar_chat.core.database import Record
+from avatar_chat.core.schemas import PartialUpdate, StrictModel
+
+TITLE_MAX = 200
+PAGE_MAX = 100
+
+Title = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=TITLE_MAX)]
+
+
+class ConversationMode(StrEnum):
+    assistant = "assistant"
+    companion = "companion"
+
+
+class MessageRole(StrEnum):
+    user = "user"
+    assistant = "assistant"
+
+
+class MessageStatus(StrEnum):
+    streaming = "streaming"
+    complete = "complete"
+    failed = "failed"
+    interrupted = "interrupted"
+
+
+class ConversationCreate(StrictModel):
+    mode: ConversationMode = ConversationMode.assistant
+    title: Title | None = None
+
+
+class ConversationUpdate(PartialUpdate):
+    """Switch mode and/or rename; `title: null` clears a title."""
+
+    nullable = frozenset({"title"})
+
+    mode: ConversationMode | None = None
+    title: Title | None = None
+
+
+class ConversationRead(BaseModel):
+    id: uuid.UUID
+    user_id: uuid.UUID
+    title: str | None
+    mode: ConversationMode
+    last_seq: int = Field(description="Highest message seq in the conversation.")
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def from_row(cls, row: Record) -> ConversationRead:
+        return cls.model_validate(dict(row.items()))
+
+
+class ConversationPage(BaseModel):
+    items: list[ConversationRead]
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` for the next (older) page; null at the end."
+    )
+
+
+class MessageRead(BaseModel):
+    id: uuid.UUID
+    conversation_id: uuid.UUID
+    seq: int
+    role: MessageRole
+    content: str
+    status: MessageStatus
+    persona_version: int | None = Field(description="Avatar version an assistant reply was generated with.")
+    personality: PersonalityType | None = Field(
+        description="Personality an assistant reply was generated with."
+    )
+    error_code: str | None = None
+    created_at: datetime
+
+    @classmethod
+    def from_row(cls, row: Record) -> MessageRead:
+        """`row` holds `MESSAGE_COLUMNS` (conversations.repository)."""
+        return cls(
+            id=row["id"],
+            conversation_id=row["conversation_id"],
+            seq=row["seq"],
+            role=row["role"],
+            content=row["content"],
+            status=effective_status(row["status"], row["lease_expires_at"]),
+            persona_version=row["persona_version"],
+            personality=row["personality"],
+            error_code=row["error_code"],
+            created_at=row["created_at"],
+        )
+
+
+class MessagePage(BaseModel):
+    items: list[MessageRead] = Field(description="Ascending by seq.")
+    has_more: bool = Field(description="More messages exist beyond this page in the direction asked.")
+
+
+def effective_status(status: str, lease_expires_at: datetime | None, now: datetime | None = None) -> str:
+    """A reply still marked streaming after its lease ran out was cut off (its worker
+    died or lost the database): say so, never let it pass for live or complete."""
+    expired = lease_expires_at is not None and lease_expires_at <= (now or datetime.now(UTC))
+    return MessageStatus.interrupted if status == MessageStatus.streaming and expired else status

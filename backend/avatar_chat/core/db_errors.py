@@ -1,0 +1,142 @@
+"""Database errors turned into client errors, in one place.
+
+Our SQL functions and triggers speak one protocol: an error the client can act on is
+raised with SQLSTATE `AC<HTTP status>`, the human message as MESSAGE, the stable
+machine-readable code as HINT and, when there is more to say, a JSON object as DETAIL.
+DETAIL keys with a meaning here: `retry_after` (seconds, sent as `Retry-After`) and
+`etag` (sent as `ETag`). Every other failure is mapped by its standard SQLSTATE class.
+Nothing Postgres prints (DETAIL, HINT, CONTEXT lines) ever reaches a client.
+
+| SQLSTATE | HINT (code)              | raised by                                   |
+|----------|--------------------------|---------------------------------------------|
+| AC404    | conversation_not_found   | avatar_chat.begin_turn                      |
+| AC409    | avatar_required          | avatar_chat.begin_turn                      |
+| AC412    | precondition_failed      | avatar_chat.update_my_avatar (DETAIL etag)  |
+| AC422    | idempotency_key_reused   | avatar_chat.begin_turn                      |
+| AC429    | rate_limited             | messages_enforce_limits (DETAIL retry_after)|
+| AC429    | too_many_streams         | messages_enforce_limits (DETAIL retry_after)|
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import asyncpg
+
+from avatar_chat.core.errors import (
+    AppError,
+    BadRequest,
+    Conflict,
+    Forbidden,
+    NotFound,
+    PreconditionFailed,
+    ServiceUnavailable,
+    TooManyRequests,
+    ValidationFailed,
+)
+
+log = logging.getLogger(__name__)
+
+# Errors that mean "the database is not reachable right now", as opposed to "this
+# statement is wrong": the client should retry, and /ready reports them.
+UNAVAILABLE = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    asyncpg.QueryCanceledError,  # statement_timeout: overloaded or locked out
+    asyncpg.InternalClientError,  # a connection left mid-operation by a timeout or a drop
+)
+
+_APP_SQLSTATE = re.compile(r"^AC(\d{3})$")
+_BY_STATUS: dict[int, type[AppError]] = {
+    cls.status_code: cls
+    for cls in (
+        BadRequest,
+        Forbidden,
+        NotFound,
+        Conflict,
+        PreconditionFailed,
+        ValidationFailed,
+        TooManyRequests,
+    )
+}
+_DETAIL_HEADERS = {"retry_after": "Retry-After", "etag": "ETag"}
+
+
+def _from_protocol(status: int, exc: asyncpg.PostgresError) -> AppError:
+    headers: dict[str, str] = {}
+    details: dict[str, Any] = {}
+    raw_detail = getattr(exc, "detail", None)
+    if raw_detail:
+        try:
+            parsed = json.loads(raw_detail)
+        except ValueError:
+            parsed = None
+        if isinstance(parsed, dict):
+            for key, value in parsed.items():
+                if key in _DETAIL_HEADERS:
+                    headers[_DETAIL_HEADERS[key]] = str(value)
+                else:
+                    details[key] = value
+        else:
+            log.error("%s raised with a DETAIL that is not a JSON object", exc.sqlstate)
+    code = getattr(exc, "hint", None) or None
+    # `message` is MESSAGE alone; str(exc) would add DETAIL and HINT lines.
+    message: str = getattr(exc, "message", None) or AppError.message
+    cls = _BY_STATUS.get(status, AppError)
+    error = cls(message, code=code, headers=headers, details=details or None)
+    if cls is AppError:
+        error.status_code = status
+    return error
+
+
+def translate(exc: BaseException) -> AppError | None:
+    """The client-facing error for a database failure, or None when it is our bug."""
+    if isinstance(exc, asyncpg.PostgresError) and (match := _APP_SQLSTATE.match(exc.sqlstate or "")):
+        return _from_protocol(int(match[1]), exc)
+    if isinstance(exc, asyncpg.ForeignKeyViolationError):
+        if (exc.constraint_name or "").endswith("user_id_fkey"):
+            # A valid token whose auth.users row is gone (user deleted).
+            return Forbidden("The user of this token no longer exists.", code="user_not_found")
+        return Conflict("A referenced row does not exist.", code="reference_missing")
+    if isinstance(exc, asyncpg.UniqueViolationError):
+        return Conflict("That already exists.", code="already_exists")
+    if isinstance(exc, asyncpg.CheckViolationError | asyncpg.NotNullViolationError):
+        return ValidationFailed(
+            "A value is out of range.",
+            code="constraint_violation",
+            details={"constraint": exc.constraint_name},
+        )
+    if isinstance(exc, asyncpg.DataError):
+        return ValidationFailed("A value has the wrong form.", code="invalid_value")
+    if isinstance(exc, asyncpg.InsufficientPrivilegeError):
+        return Forbidden("Not allowed.", code="forbidden")
+    if isinstance(exc, UNAVAILABLE):
+        return ServiceUnavailable("The database is unavailable; retry shortly.", code="database_unavailable")
+    return None
+
+
+@contextmanager
+def translate_errors() -> Iterator[None]:
+    """Database failures raised inside leave as `AppError`s (or unchanged: our bugs)."""
+    try:
+        yield
+    except AppError:
+        raise
+    except (asyncpg.PostgresError, *UNAVAILABLE) as exc:
+        translated = translate(exc)
+        if translated is None:
+            raise
+        if isinstance(translated, ServiceUnavailable):
+            log.warning("database unavailable: %s: %s", type(exc).__name__, exc)
+        raise translated from exc
