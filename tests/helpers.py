@@ -14,13 +14,19 @@ import httpx
 from tests.factories import User
 
 
+# What Postgres appends to an error's text; a message written for people never has it.
+_DATABASE_INTERNALS = ("DETAIL:", "HINT:", "CONTEXT:", "SQLSTATE", "PL/pgSQL", "\n")
+
+
 def assert_error(response: httpx.Response, status: int, code: str) -> None:
-    """The one error shape, with this status and code."""
+    """The one error shape, with this status and code, and a message written for people."""
     assert response.status_code == status, response.text
     body = response.json()
     assert set(body) == {"error"}
     assert body["error"]["code"] == code
-    assert isinstance(body["error"]["message"], str) and body["error"]["message"]
+    message = body["error"]["message"]
+    assert isinstance(message, str) and message
+    assert not any(internal in message for internal in _DATABASE_INTERNALS), message
 
 
 @asynccontextmanager

@@ -29,6 +29,7 @@ async def test_sends_per_minute(
         assert (await send(app_client, user, conversation["id"], f"m{i}")).status_code == 201
     refused = await send(app_client, user, conversation["id"], "one too many")
     assert_error(refused, 429, "rate_limited")
+    assert refused.json()["error"]["message"] == "Too many messages this minute; retry later."
     assert 1 <= int(refused.headers["Retry-After"]) <= 60
     assert len(await history(app_client, user, conversation["id"])) == 6  # the refused send left nothing
 
@@ -48,7 +49,10 @@ async def test_concurrent_streams_cap(
     await limits.execute("select avatar_chat.configure_limits(0, 1)")
     refused = await send(app_client, user, conversation["id"], "while another reply streams")
     assert_error(refused, 429, "too_many_streams")
-    assert refused.headers["Retry-After"]
+    assert refused.json()["error"]["message"] == (
+        "Too many replies are being generated at once; retry when one finishes."
+    )
+    assert refused.headers["Retry-After"] == "2"
     await owner.execute("update public.messages set status = 'complete' where user_id = $1", user.id)
     assert (await send(app_client, user, conversation["id"], "now")).status_code == 201
 

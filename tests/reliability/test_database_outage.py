@@ -24,6 +24,7 @@ from avatar_chat.core.settings import Settings
 from avatar_chat.main import create_app
 from avatar_chat.state import AppState
 from tests.factories import TEST_JWT_SECRET, User, create_avatar, create_conversation, history
+from tests.helpers import assert_error
 from tests.reliability.conftest import Faulty
 
 pytestmark = pytest.mark.slow
@@ -203,3 +204,86 @@ async def _is_up(faulty: Faulty) -> bool:
         return False
     await conn.close()
     return True
+
+
+async def _wait_for_lock_wait(owner: asyncpg.Connection, query_fragment: str) -> None:
+    """Until a statement of the API containing `query_fragment` waits on a lock."""
+    deadline = time.monotonic() + 10
+    while not await owner.fetchval(
+        "select exists (select from pg_stat_activity where application_name = 'avatar-chat'"
+        " and wait_event_type = 'Lock' and position($1 in query) > 0)",
+        query_fragment,
+    ):
+        assert time.monotonic() < deadline, f"no API statement waits on a lock: {query_fragment}"
+        await asyncio.sleep(0.02)
+
+
+async def test_database_unavailable_while_the_persona_loads_is_a_503_not_a_provider_failure(
+    settings: Settings,
+    database_url: str,
+    owner: asyncpg.Connection,
+    user: User,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The only pooled connection is taken between begin_turn and the persona load, so the
+    load cannot get one; it is free again when the reply is saved. The client must get the
+    database's 503 + Retry-After, not a 502 provider failure; a retry with the same key
+    then completes the reply."""
+    app = create_app(
+        settings.model_copy(
+            update={"db_pool_min_size": 1, "db_pool_max_size": 1, "db_acquire_timeout_s": 1.0}
+        )
+    )
+    blocker_conversation = await asyncpg.connect(database_url)
+    blocker_avatar = await asyncpg.connect(database_url)
+    try:
+        async with LifespanManager(app) as manager:
+            client = httpx.AsyncClient(transport=httpx.ASGITransport(app=manager.app), base_url="http://t")
+            await create_avatar(client, user)
+            conversation = await create_conversation(client, user)
+            # begin_turn waits on the conversation's row lock, holding the pool's only
+            # connection; a PATCH of the avatar waits on the avatar's row lock, holding it next.
+            await blocker_conversation.execute("begin")
+            await blocker_conversation.execute(
+                "select from public.conversations where id = $1 for update", uuid.UUID(conversation["id"])
+            )
+            await blocker_avatar.execute("begin")
+            await blocker_avatar.execute("select from public.avatars where user_id = $1 for update", user.id)
+            headers = {**user.headers, "Idempotency-Key": "outage-1"}
+            url = f"/conversations/{conversation['id']}/messages"
+            sending = asyncio.create_task(client.post(url, json={"content": "hello"}, headers=headers))
+            await _wait_for_lock_wait(owner, "begin_turn")
+            patching = asyncio.create_task(
+                client.patch("/avatars/me", json={"backstory": "changed"}, headers=user.headers)
+            )
+            await asyncio.sleep(0.3)  # the PATCH now queues for the connection begin_turn holds
+            caplog.clear()
+            await blocker_conversation.execute("commit")
+            await _wait_for_lock_wait(owner, "update_my_avatar")
+            deadline = time.monotonic() + 10
+            while not any("database unavailable" in r.getMessage() for r in caplog.records):
+                assert time.monotonic() < deadline, "the persona load did not time out"
+                await asyncio.sleep(0.01)
+            await blocker_avatar.execute("commit")  # the reply can be saved now
+
+            sent = await sending
+            assert_error(sent, 503, "database_unavailable")
+            assert sent.headers["Retry-After"] == "1"
+            assert (await patching).status_code == 200
+            messages = await history(client, user, conversation["id"])
+            assert [(m["role"], m["status"]) for m in messages] == [
+                ("user", "complete"),
+                ("assistant", "failed"),
+            ]
+            assert messages[1]["error_code"] == "database_unavailable"
+
+            retried = await client.post(url, json={"content": "hello"}, headers=headers)
+            assert retried.status_code == 201, retried.text
+            exchange = retried.json()
+            assert exchange["user_message"]["id"] == messages[0]["id"]
+            assert exchange["assistant_message"]["status"] == "complete"
+            assert len(await history(client, user, conversation["id"])) == 2
+            await client.aclose()
+    finally:
+        await blocker_conversation.close()
+        await blocker_avatar.close()
