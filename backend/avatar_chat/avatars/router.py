@@ -10,15 +10,11 @@ from avatar_chat.auth.dependencies import CurrentUser
 from avatar_chat.avatars.schemas import AvatarCreate, AvatarRead, AvatarUpdate, PersonaUpdateRequest
 from avatar_chat.avatars.service import Avatars
 from avatar_chat.core.errors import (
-    BadRequest,
+    AUTHENTICATED_ERRORS,
+    BODY_ERRORS,
     Conflict,
-    Forbidden,
     NotFound,
-    PayloadTooLarge,
     PreconditionFailed,
-    ServiceUnavailable,
-    Unauthorized,
-    ValidationFailed,
     responses,
 )
 from avatar_chat.core.http import etag, parse_if_match
@@ -29,9 +25,6 @@ _IF_MATCH_DOC = (
     'Only apply the change if the avatar is still at this version (its ETag, e.g. "3"); 412 otherwise.'
 )
 IfMatch = Annotated[str | None, Header(description=_IF_MATCH_DOC, max_length=1024)]
-_COMMON = (Unauthorized, Forbidden, ValidationFailed, ServiceUnavailable)
-# Routes that read a JSON body: it may not parse (e.g. not UTF-8), or be over MAX_BODY_BYTES.
-_BODY = (BadRequest, PayloadTooLarge)
 
 
 def _answer(avatar: AvatarRead, status_code: int = status.HTTP_200_OK, **headers: str) -> Response:
@@ -48,7 +41,7 @@ def _answer(avatar: AvatarRead, status_code: int = status.HTTP_200_OK, **headers
     "/me",
     status_code=status.HTTP_201_CREATED,
     response_model=AvatarRead,
-    responses=responses(*_COMMON, *_BODY, Conflict),
+    responses=responses(*AUTHENTICATED_ERRORS, *BODY_ERRORS, Conflict),
     summary="Create my avatar",
 )
 async def create_avatar(body: AvatarCreate, user: CurrentUser, service: Avatars) -> Response:
@@ -56,7 +49,12 @@ async def create_avatar(body: AvatarCreate, user: CurrentUser, service: Avatars)
     return _answer(avatar, status.HTTP_201_CREATED, Location="/avatars/me")
 
 
-@router.get("/me", response_model=AvatarRead, responses=responses(*_COMMON, NotFound), summary="My avatar")
+@router.get(
+    "/me",
+    response_model=AvatarRead,
+    responses=responses(*AUTHENTICATED_ERRORS, NotFound),
+    summary="My avatar",
+)
 async def get_avatar(user: CurrentUser, service: Avatars) -> Response:
     return _answer(await service.get(user))
 
@@ -64,7 +62,7 @@ async def get_avatar(user: CurrentUser, service: Avatars) -> Response:
 @router.patch(
     "/me",
     response_model=AvatarRead,
-    responses=responses(*_COMMON, *_BODY, NotFound, PreconditionFailed),
+    responses=responses(*AUTHENTICATED_ERRORS, *BODY_ERRORS, NotFound, PreconditionFailed),
     summary="Change my avatar's name, personality or backstory",
 )
 async def update_avatar(
@@ -79,7 +77,7 @@ async def update_avatar(
 @router.patch(
     "/me/persona",
     response_model=AvatarRead,
-    responses=responses(*_COMMON, *_BODY, NotFound, PreconditionFailed),
+    responses=responses(*AUTHENTICATED_ERRORS, *BODY_ERRORS, NotFound, PreconditionFailed),
     summary="Switch my avatar's persona",
 )
 async def update_persona(
@@ -94,7 +92,7 @@ async def update_persona(
 @router.delete(
     "/me",
     status_code=status.HTTP_204_NO_CONTENT,
-    responses=responses(*_COMMON, NotFound),
+    responses=responses(*AUTHENTICATED_ERRORS, NotFound),
     summary="Delete my avatar",
 )
 async def delete_avatar(user: CurrentUser, service: Avatars) -> Response:

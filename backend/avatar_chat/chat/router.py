@@ -15,26 +15,19 @@ from avatar_chat.chat.schemas import IDEMPOTENCY_KEY_MAX, Exchange, MessageCreat
 from avatar_chat.chat.service import Chat
 from avatar_chat.chat.turn import Turn
 from avatar_chat.core.errors import (
+    AUTHENTICATED_ERRORS,
+    BODY_ERRORS,
     AppError,
-    BadRequest,
     Conflict,
-    Forbidden,
     NotFound,
-    PayloadTooLarge,
     ProviderError,
     ProviderTimeout,
-    ServiceUnavailable,
     TooManyRequests,
-    Unauthorized,
-    ValidationFailed,
     error_payload,
     responses,
 )
 
 router = APIRouter(prefix="/conversations", tags=["chat"])
-
-_COMMON = (Unauthorized, Forbidden, ValidationFailed, ServiceUnavailable)
-_BODY = (BadRequest, PayloadTooLarge)
 
 
 _SSE_DOC = (
@@ -74,7 +67,15 @@ _SSE_EVENT = {
     status_code=status.HTTP_201_CREATED,
     response_model=Exchange,
     responses={
-        **responses(*_COMMON, *_BODY, NotFound, Conflict, TooManyRequests, ProviderError, ProviderTimeout),
+        **responses(
+            *AUTHENTICATED_ERRORS,
+            *BODY_ERRORS,
+            NotFound,
+            Conflict,
+            TooManyRequests,
+            ProviderError,
+            ProviderTimeout,
+        ),
         201: {
             "description": "The saved user message and reply.",
             "content": {"text/event-stream": {"schema": _SSE_EVENT}},

@@ -18,28 +18,22 @@ from avatar_chat.conversations.schemas import (
 )
 from avatar_chat.conversations.service import Conversations
 from avatar_chat.core.errors import (
+    AUTHENTICATED_ERRORS,
+    BODY_ERRORS,
     BadRequest,
-    Forbidden,
     NotFound,
-    PayloadTooLarge,
-    ServiceUnavailable,
-    Unauthorized,
-    ValidationFailed,
     responses,
 )
 
 router = APIRouter(prefix="/conversations", tags=["conversations"])
 
-_COMMON = (Unauthorized, Forbidden, ValidationFailed, ServiceUnavailable)
-# Routes that read a JSON body: it may not parse (e.g. not UTF-8), or be over MAX_BODY_BYTES.
-_BODY = (BadRequest, PayloadTooLarge)
 PageLimit = Annotated[int, Query(ge=1, le=PAGE_MAX, description=f"Page size, 1-{PAGE_MAX}.")]
 
 
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
-    responses=responses(*_COMMON, *_BODY),
+    responses=responses(*AUTHENTICATED_ERRORS, *BODY_ERRORS),
     summary="Start a conversation",
 )
 async def create_conversation(
@@ -50,7 +44,9 @@ async def create_conversation(
     return conversation
 
 
-@router.get("", responses=responses(*_COMMON, BadRequest), summary="My conversations, newest first")
+@router.get(
+    "", responses=responses(*AUTHENTICATED_ERRORS, BadRequest), summary="My conversations, newest first"
+)
 async def list_conversations(
     user: CurrentUser,
     service: Conversations,
@@ -62,7 +58,9 @@ async def list_conversations(
     return await service.list(user, limit=limit, cursor=cursor)
 
 
-@router.get("/{conversation_id}", responses=responses(*_COMMON, NotFound), summary="One conversation")
+@router.get(
+    "/{conversation_id}", responses=responses(*AUTHENTICATED_ERRORS, NotFound), summary="One conversation"
+)
 async def get_conversation(
     conversation_id: uuid.UUID, user: CurrentUser, service: Conversations
 ) -> ConversationRead:
@@ -71,7 +69,7 @@ async def get_conversation(
 
 @router.patch(
     "/{conversation_id}",
-    responses=responses(*_COMMON, *_BODY, NotFound),
+    responses=responses(*AUTHENTICATED_ERRORS, *BODY_ERRORS, NotFound),
     summary="Switch mode or rename (next turn uses it)",
 )
 async def update_conversation(
@@ -83,7 +81,7 @@ async def update_conversation(
 @router.delete(
     "/{conversation_id}",
     status_code=status.HTTP_204_NO_CONTENT,
-    responses=responses(*_COMMON, NotFound),
+    responses=responses(*AUTHENTICATED_ERRORS, NotFound),
     summary="Delete a conversation and its messages",
 )
 async def delete_conversation(
@@ -95,7 +93,7 @@ async def delete_conversation(
 
 @router.get(
     "/{conversation_id}/messages",
-    responses=responses(*_COMMON, NotFound, BadRequest),
+    responses=responses(*AUTHENTICATED_ERRORS, NotFound, BadRequest),
     summary="History by seq (ascending), paginated",
 )
 async def list_messages(

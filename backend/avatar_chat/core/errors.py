@@ -135,6 +135,17 @@ class ErrorResponse(BaseModel):
     error: ErrorBody
 
 
+# What every authenticated route can answer, and what any route reading a JSON body adds
+# (the body may not parse, e.g. not UTF-8, or be over MAX_BODY_BYTES).
+AUTHENTICATED_ERRORS: tuple[type[AppError], ...] = (
+    Unauthorized,
+    Forbidden,
+    ValidationFailed,
+    ServiceUnavailable,
+)
+BODY_ERRORS: tuple[type[AppError], ...] = (BadRequest, PayloadTooLarge)
+
+
 def error_payload(code: str, message: str, details: Any = None) -> dict[str, Any]:
     body: dict[str, Any] = {"code": code, "message": message}
     if details is not None:
