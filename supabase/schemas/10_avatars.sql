@@ -1,0 +1,154 @@
+-- Declarative schema: the live definition of avatars (one per user, with a persona that
+-- can be switched live), their triggers, policies and grants, and update_my_avatar.
+--
+-- This is what the database looks like after every file in supabase/migrations/; the
+-- migrations stay append-only. Change an object here AND in a new migration
+-- (`supabase db diff -f <name>` drafts one; comments, column grants and publication
+-- membership it does not see, so write those by hand). tests/core/test_schema_files.py
+-- fails while the two disagree.
+--
+-- `version` is bumped by a trigger on every update, whoever makes it (this API, the
+-- Supabase dashboard, any SQL client), and every insert, update and delete is announced
+-- with pg_notify on channel 'avatar_chat' at commit, so API workers can drop what they
+-- cached. Correctness does not depend on the notification: chat turns compare versions.
+
+create type public.personality_type as enum ('friendly', 'professional', 'playful', 'caring', 'witty');
+comment on type public.personality_type is 'How the avatar talks; the API''s PersonalityType values.';
+
+create table public.avatars (
+  id uuid not null default gen_random_uuid(),
+  user_id uuid not null default auth.uid(),
+  name text not null,
+  personality public.personality_type not null default 'friendly',
+  backstory text not null default '',
+  version bigint not null default 1,
+  created_at timestamptz not null default now(),
+  updated_at timestamptz not null default now(),
+  constraint avatars_pkey primary key (id),
+  constraint avatars_user_id_key unique (user_id),
+  constraint avatars_user_id_fkey foreign key (user_id) references auth.users (id) on delete cascade,
+  constraint avatars_name_length check (char_length(btrim(name)) between 1 and 80 and char_length(name) <= 80),
+  constraint avatars_backstory_length check (char_length(backstory) <= 4000),
+  constraint avatars_version_positive check (version > 0)
+);
+
+comment on table public.avatars is 'Each user''s AI avatar and its persona. Edits here take effect on the next chat turn.';
+comment on column public.avatars.user_id is 'Owner (auth.users.id); one avatar per user.';
+comment on column public.avatars.name is 'Display name, 1-80 characters.';
+comment on column public.avatars.personality is 'Persona: friendly, professional, playful, caring or witty.';
+comment on column public.avatars.backstory is 'Free-text background given to the model, up to 4000 characters.';
+comment on column public.avatars.version is 'Bumped by trigger on every update; the API''s ETag. Do not set by hand.';
+comment on column public.avatars.updated_at is 'Kept by trigger.';
+
+-- Insert and update keep version and timestamps honest whatever the writer sends.
+create function avatar_chat.avatars_stamp() returns trigger
+language plpgsql
+set search_path = ''
+as $$
+begin
+  if tg_op = 'INSERT' then
+    new.version := 1;
+    new.created_at := now();
+  else
+    new.version := old.version + 1;
+    new.created_at := old.created_at;
+  end if;
+  new.updated_at := now();
+  return new;
+end
+$$;
+
+create trigger avatars_stamp
+before insert or update on public.avatars
+for each row execute function avatar_chat.avatars_stamp();
+
+create function avatar_chat.avatars_notify() returns trigger
+language plpgsql
+set search_path = ''
+as $$
+declare
+  changed public.avatars;
+begin
+  if tg_op = 'DELETE' then
+    changed := old;
+  else
+    changed := new;
+  end if;
+  perform pg_notify(
+    'avatar_chat',
+    json_build_object(
+      'table', 'avatars',
+      'op', lower(tg_op),
+      'id', changed.id,
+      'user_id', changed.user_id,
+      'version', changed.version
+    )::text
+  );
+  return null;
+end
+$$;
+
+create trigger avatars_notify
+after insert or update or delete on public.avatars
+for each row execute function avatar_chat.avatars_notify();
+
+alter table public.avatars enable row level security;
+
+create policy avatars_select_own on public.avatars
+  for select to authenticated using ((select auth.uid()) = user_id);
+create policy avatars_insert_own on public.avatars
+  for insert to authenticated with check ((select auth.uid()) = user_id);
+create policy avatars_update_own on public.avatars
+  for update to authenticated
+  using ((select auth.uid()) = user_id)
+  with check ((select auth.uid()) = user_id);
+create policy avatars_delete_own on public.avatars
+  for delete to authenticated using ((select auth.uid()) = user_id);
+
+revoke all on public.avatars from public, anon, authenticated;
+grant select, delete on public.avatars to authenticated;
+grant insert (user_id, name, personality, backstory) on public.avatars to authenticated;
+grant update (name, personality, backstory) on public.avatars to authenticated;
+grant all on public.avatars to service_role;
+
+-- One round trip for an avatar update: take the caller's role and claims (as the Data
+-- API does), apply the changes under RLS, answer with the committed row.
+-- `changes` holds only the fields to change; `if_match` the acceptable versions
+-- (null: no precondition). Returns no row when the caller has no avatar; raises AC412
+-- (hint precondition_failed, DETAIL {"etag": ...} with the current version) when the
+-- precondition fails.
+create function avatar_chat.update_my_avatar(claims text, changes jsonb, if_match bigint[])
+returns setof public.avatars
+language plpgsql
+volatile
+security invoker
+set search_path = ''
+as $$
+declare
+  current_version bigint;
+begin
+  perform avatar_chat.act_as(claims);
+
+  return query
+    update public.avatars a
+       set name = case when changes ? 'name' then changes ->> 'name' else a.name end,
+           personality = case when changes ? 'personality'
+                              then (changes ->> 'personality')::public.personality_type
+                              else a.personality end,
+           backstory = case when changes ? 'backstory' then changes ->> 'backstory' else a.backstory end
+     where a.user_id = (select auth.uid())
+       and (if_match is null or a.version = any (if_match))
+    returning a.*;
+
+  if not found and if_match is not null then
+    select a.version into current_version from public.avatars a where a.user_id = (select auth.uid());
+    if found then
+      raise exception 'If-Match does not match the avatar''s current version (%).', current_version
+        using errcode = 'AC412', hint = 'precondition_failed',
+              detail = json_build_object('etag', format('"%s"', current_version))::text;
+    end if;
+  end if;
+end
+$$;
+
+revoke all on function avatar_chat.update_my_avatar(text, jsonb, bigint[]) from public, anon, authenticated;

@@ -1,0 +1,245 @@
+-- Declarative schema: the live definition of conversations and messages, their
+-- triggers, policies, grants and Realtime publication membership.
+--
+-- This is what the database looks like after every file in supabase/migrations/; the
+-- migrations stay append-only. Change an object here AND in a new migration
+-- (`supabase db diff -f <name>` drafts one; comments, column grants and publication
+-- membership it does not see, so write those by hand). tests/core/test_schema_files.py
+-- fails while the two disagree.
+--
+-- Messages are rows (never a JSON array), numbered by a per-conversation `seq` that a
+-- trigger allocates under the conversation's row lock: concurrent sends to one
+-- conversation queue in Postgres and get unique, gap-free numbers whoever inserts (this
+-- API, the Data API, the dashboard); different conversations never wait for each other.
+
+create type public.conversation_mode as enum ('assistant', 'companion');
+comment on type public.conversation_mode is 'assistant: concise and task-focused; companion: warm and conversational.';
+create type public.message_role as enum ('user', 'assistant');
+create type public.message_status as enum ('streaming', 'complete', 'failed', 'interrupted');
+comment on type public.message_status is
+  'streaming: being generated; complete; failed: the provider failed (see error_code); interrupted: cut off (shutdown or crash).';
+
+create table public.conversations (
+  id uuid not null default gen_random_uuid(),
+  user_id uuid not null default auth.uid(),
+  title text,
+  mode public.conversation_mode not null default 'assistant',
+  last_seq bigint not null default 0,
+  revision bigint not null default 0,
+  created_at timestamptz not null default now(),
+  updated_at timestamptz not null default now(),
+  constraint conversations_pkey primary key (id),
+  constraint conversations_user_id_fkey foreign key (user_id) references auth.users (id) on delete cascade,
+  constraint conversations_title_length check (char_length(title) between 1 and 200),
+  constraint conversations_last_seq_nonnegative check (last_seq >= 0)
+);
+
+comment on table public.conversations is 'A chat between a user and their avatar.';
+comment on column public.conversations.mode is 'assistant or companion; a change applies to the next turn.';
+comment on column public.conversations.title is 'Short title, set after the first exchange unless the user named it.';
+comment on column public.conversations.last_seq is 'Highest message seq allocated; kept by trigger. Do not set by hand.';
+comment on column public.conversations.revision is 'Bumped when messages are edited or deleted after the fact; kept by trigger.';
+
+create index conversations_user_id_updated_at_idx on public.conversations (user_id, updated_at desc, id desc);
+
+-- worker_id is listed with the other streaming columns here; in a database built by the
+-- migrations it is the last column (added by 20261122233000_reply_workers). Nothing
+-- depends on column positions: every reader names its columns.
+create table public.messages (
+  id uuid not null default gen_random_uuid(),
+  conversation_id uuid not null,
+  user_id uuid not null default auth.uid(),
+  seq bigint not null default 0,
+  role public.message_role not null default 'user',
+  content text not null,
+  status public.message_status not null default 'complete',
+  reply_to uuid,
+  persona_version bigint,
+  personality public.personality_type,
+  idempotency_key text,
+  error_code text,
+  attempt integer not null default 1,
+  lease_expires_at timestamptz,
+  worker_id bigint,
+  created_at timestamptz not null default now(),
+  updated_at timestamptz not null default now(),
+  constraint messages_pkey primary key (id),
+  constraint messages_conversation_id_fkey foreign key (conversation_id)
+    references public.conversations (id) on delete cascade,
+  constraint messages_user_id_fkey foreign key (user_id) references auth.users (id) on delete cascade,
+  constraint messages_reply_to_fkey foreign key (reply_to) references public.messages (id) on delete cascade,
+  constraint messages_conversation_id_seq_key unique (conversation_id, seq),
+  constraint messages_content_length check (char_length(content) <= 32000),
+  constraint messages_idempotency_key_length check (char_length(idempotency_key) between 1 and 200),
+  constraint messages_error_code_length check (char_length(error_code) <= 100),
+  constraint messages_seq_positive check (seq > 0)
+);
+
+comment on table public.messages is 'Chat messages, one row each, numbered by seq within their conversation.';
+comment on column public.messages.seq is 'Position in the conversation (1, 2, 3 ...), gap-free; allocated by trigger.';
+comment on column public.messages.status is 'streaming, complete, failed (see error_code) or interrupted.';
+comment on column public.messages.reply_to is 'For an assistant message: the user message it answers.';
+comment on column public.messages.persona_version is 'Avatar version the reply was generated with.';
+comment on column public.messages.personality is 'Avatar personality the reply was generated with.';
+comment on column public.messages.idempotency_key is 'Client Idempotency-Key of the send; unique per conversation.';
+comment on column public.messages.lease_expires_at is 'While streaming: after this the generating worker is presumed gone.';
+comment on column public.messages.worker_id is
+  'While streaming: the API worker generating the reply (alive while it holds advisory lock worker_id).';
+
+create unique index messages_conversation_id_idempotency_key_key
+  on public.messages (conversation_id, idempotency_key) where idempotency_key is not null;
+create index messages_user_id_idx on public.messages (user_id);
+create index messages_reply_to_idx on public.messages (reply_to) where reply_to is not null;
+create index messages_user_id_streaming_idx on public.messages (user_id) where status = 'streaming';
+
+-- Allocates seq under the conversation's row lock. SECURITY DEFINER because the API
+-- roles may not write last_seq themselves; it only touches the conversation the new
+-- row names, and RLS on messages still decides whether that insert is allowed at all
+-- (a refused insert rolls this back with it).
+create function avatar_chat.messages_assign_seq() returns trigger
+language plpgsql
+security definer
+set search_path = ''
+as $$
+begin
+  update public.conversations
+     set last_seq = last_seq + 1, updated_at = now()
+   where id = new.conversation_id
+  returning last_seq into new.seq;
+  if new.seq is null then
+    raise foreign_key_violation using
+      message = 'conversation does not exist', constraint = 'messages_conversation_id_fkey';
+  end if;
+  new.created_at := now();
+  new.updated_at := now();
+  return new;
+end
+$$;
+
+-- Fires before messages_enforce_limits (40_limits.sql): BEFORE triggers run in name order.
+create trigger messages_assign_seq
+before insert on public.messages
+for each row execute function avatar_chat.messages_assign_seq();
+
+-- Position and owner are fixed once allocated, whoever edits the row.
+create function avatar_chat.messages_guard() returns trigger
+language plpgsql
+set search_path = ''
+as $$
+begin
+  new.seq := old.seq;
+  new.conversation_id := old.conversation_id;
+  new.user_id := old.user_id;
+  new.created_at := old.created_at;
+  new.updated_at := now();
+  return new;
+end
+$$;
+
+create trigger messages_guard
+before update on public.messages
+for each row execute function avatar_chat.messages_guard();
+
+-- Edits and deletions made after the fact (dashboard, Data API) change what a cached
+-- conversation window holds: bump the conversation's revision so every worker's cache
+-- sees the mismatch on the next turn. Settling a streaming reply is not such an edit.
+-- AFTER triggers: a cascade from a deleted conversation or user finds nothing to bump.
+create function avatar_chat.messages_touch_revision() returns trigger
+language plpgsql
+security definer
+set search_path = ''
+as $$
+begin
+  update public.conversations set revision = revision + 1 where id = old.conversation_id;
+  return null;
+end
+$$;
+
+create trigger messages_touch_revision_on_update
+after update on public.messages
+for each row when (old.status <> 'streaming')
+execute function avatar_chat.messages_touch_revision();
+
+create trigger messages_touch_revision_on_delete
+after delete on public.messages
+for each row execute function avatar_chat.messages_touch_revision();
+
+create function avatar_chat.conversations_stamp() returns trigger
+language plpgsql
+set search_path = ''
+as $$
+begin
+  new.updated_at := now();
+  new.created_at := old.created_at;
+  return new;
+end
+$$;
+
+create trigger conversations_stamp
+before update on public.conversations
+for each row execute function avatar_chat.conversations_stamp();
+
+-- Workers drop a deleted conversation's cached window at once; mode and revision
+-- changes are caught by the version check every turn does anyway.
+create function avatar_chat.conversations_notify() returns trigger
+language plpgsql
+set search_path = ''
+as $$
+begin
+  perform pg_notify(
+    'avatar_chat',
+    json_build_object('table', 'conversations', 'op', 'delete', 'id', old.id, 'user_id', old.user_id)::text
+  );
+  return null;
+end
+$$;
+
+create trigger conversations_notify
+after delete on public.conversations
+for each row execute function avatar_chat.conversations_notify();
+
+alter table public.conversations enable row level security;
+alter table public.messages enable row level security;
+
+create policy conversations_select_own on public.conversations
+  for select to authenticated using ((select auth.uid()) = user_id);
+create policy conversations_insert_own on public.conversations
+  for insert to authenticated with check ((select auth.uid()) = user_id);
+create policy conversations_update_own on public.conversations
+  for update to authenticated
+  using ((select auth.uid()) = user_id)
+  with check ((select auth.uid()) = user_id);
+create policy conversations_delete_own on public.conversations
+  for delete to authenticated using ((select auth.uid()) = user_id);
+
+create policy messages_select_own on public.messages
+  for select to authenticated using ((select auth.uid()) = user_id);
+create policy messages_insert_own on public.messages
+  for insert to authenticated with check (
+    (select auth.uid()) = user_id
+    and exists (
+      select from public.conversations c
+       where c.id = conversation_id and c.user_id = (select auth.uid())
+    )
+  );
+create policy messages_update_own on public.messages
+  for update to authenticated
+  using ((select auth.uid()) = user_id)
+  with check ((select auth.uid()) = user_id);
+create policy messages_delete_own on public.messages
+  for delete to authenticated using ((select auth.uid()) = user_id);
+
+revoke all on public.conversations, public.messages from public, anon, authenticated;
+grant select, delete on public.conversations to authenticated;
+grant insert (user_id, title, mode) on public.conversations to authenticated;
+grant update (title, mode) on public.conversations to authenticated;
+grant select, delete on public.messages to authenticated;
+grant insert (conversation_id, user_id, role, content, status, reply_to, persona_version, personality,
+              idempotency_key, error_code, lease_expires_at, worker_id)
+  on public.messages to authenticated;
+grant update (content, status, persona_version, personality, error_code, attempt, lease_expires_at, worker_id)
+  on public.messages to authenticated;
+grant all on public.conversations, public.messages to service_role;
+
+-- Clients may subscribe to their own new messages with Supabase Realtime (RLS applies).
+alter publication supabase_realtime add table public.messages;

@@ -1,0 +1,192 @@
+-- Declarative schema: the live definition of the chat-turn functions (begin_turn,
+-- finish_turn, extend_lease).
+--
+-- This is what the database looks like after every file in supabase/migrations/; the
+-- migrations stay append-only. Change an object here AND in a new migration
+-- (`supabase db diff -f <name>` drafts one; comments, column grants and publication
+-- membership it does not see, so write those by hand). tests/core/test_schema_files.py
+-- fails while the two disagree.
+--
+-- The writes of a chat turn, each one round trip: the functions take the caller's role
+-- and claims themselves (avatar_chat.act_as, as the Data API does), so RLS applies to
+-- every statement.
+
+-- begin_turn: lock the conversation (sends to it queue here), then either
+--   new         insert the user's message and a streaming placeholder for the reply;
+--   replay      the Idempotency-Key was seen and its reply is complete: return both;
+--   in_progress the reply for that key is still being generated: its lease runs and
+--               either it names no worker or its worker (p_worker_id, recorded on the
+--               reply) still holds its advisory lock;
+--   retry       the reply for that key failed, was cut off, or its worker is gone: take
+--               it over again.
+-- Returns what the turn needs to validate its cached state: the avatar's current
+-- version, the conversation's mode and revision, and the seq before this message.
+-- Errors: AC404 conversation_not_found (no such conversation, or not yours),
+-- AC409 avatar_required, AC422 idempotency_key_reused (same key, different content).
+-- Each API worker holds a session advisory lock keyed by its random worker id on its
+-- LISTEN connection for as long as it lives, so a retry takes over a reply whose worker
+-- died at once instead of waiting for the lease to end; the lease stays the backstop.
+create function avatar_chat.begin_turn(
+  claims text,
+  p_conversation_id uuid,
+  p_content text,
+  p_idempotency_key text,
+  p_lease_s double precision,
+  p_worker_id bigint
+)
+returns table (
+  outcome text,
+  mode public.conversation_mode,
+  revision bigint,
+  title text,
+  prev_seq bigint,
+  avatar_id uuid,
+  avatar_version bigint,
+  user_message public.messages,
+  reply public.messages
+)
+language plpgsql
+volatile
+security invoker
+set search_path = ''
+as $$
+declare
+  conv public.conversations;
+  um public.messages;
+  rp public.messages;
+  av_id uuid;
+  av_version bigint;
+begin
+  perform avatar_chat.act_as(claims);
+
+  select * into conv from public.conversations c where c.id = p_conversation_id for update;
+  if not found then
+    raise exception 'No such conversation.' using errcode = 'AC404', hint = 'conversation_not_found';
+  end if;
+
+  if p_idempotency_key is not null then
+    select * into um from public.messages m
+     where m.conversation_id = conv.id and m.idempotency_key = p_idempotency_key;
+    if found then
+      if um.content is distinct from p_content then
+        raise exception 'This Idempotency-Key was already used for a different message.'
+          using errcode = 'AC422', hint = 'idempotency_key_reused';
+      end if;
+      select * into rp from public.messages m where m.reply_to = um.id order by m.seq limit 1;
+      if rp.status = 'complete' then
+        return query select 'replay', conv.mode, conv.revision, conv.title, um.seq - 1,
+                            null::uuid, null::bigint, um, rp;
+        return;
+      end if;
+      -- Still being generated: the lease runs and its worker still holds its lock.
+      if rp.status = 'streaming' and rp.lease_expires_at > now() and (
+        rp.worker_id is null or exists (
+          select from pg_catalog.pg_locks l
+           where l.locktype = 'advisory' and l.granted and l.objsubid = 1
+             and l.database = (select d.oid from pg_catalog.pg_database d
+                                where d.datname = pg_catalog.current_database())
+             and l.classid = (rp.worker_id >> 32)::oid
+             and l.objid = (rp.worker_id & 4294967295)::oid
+        )
+      ) then
+        return query select 'in_progress', conv.mode, conv.revision, conv.title, um.seq - 1,
+                            null::uuid, null::bigint, um, rp;
+        return;
+      end if;
+    end if;
+  end if;
+
+  select a.id, a.version into av_id, av_version from public.avatars a where a.user_id = (select auth.uid());
+  if not found then
+    raise exception 'Create your avatar first (POST /avatars/me).'
+      using errcode = 'AC409', hint = 'avatar_required';
+  end if;
+
+  if um.id is not null then
+    -- The reply failed or its worker is gone: same user message, same seq, new attempt.
+    if rp.id is null then
+      insert into public.messages (conversation_id, role, content, status, reply_to, lease_expires_at, worker_id)
+      values (conv.id, 'assistant', '', 'streaming', um.id, now() + make_interval(secs => p_lease_s), p_worker_id)
+      returning * into rp;
+    else
+      update public.messages m
+         set status = 'streaming', content = '', error_code = null, attempt = m.attempt + 1,
+             lease_expires_at = now() + make_interval(secs => p_lease_s), worker_id = p_worker_id
+       where m.id = rp.id
+      returning * into rp;
+    end if;
+    -- Reviving a failed reply bumped the revision (cached windows must not miss it).
+    select c.revision into conv.revision from public.conversations c where c.id = conv.id;
+    return query select 'retry', conv.mode, conv.revision, conv.title, um.seq - 1,
+                        av_id, av_version, um, rp;
+    return;
+  end if;
+
+  insert into public.messages (conversation_id, role, content, status, idempotency_key)
+  values (conv.id, 'user', p_content, 'complete', p_idempotency_key)
+  returning * into um;
+  insert into public.messages (conversation_id, role, content, status, reply_to, lease_expires_at, worker_id)
+  values (conv.id, 'assistant', '', 'streaming', um.id, now() + make_interval(secs => p_lease_s), p_worker_id)
+  returning * into rp;
+  return query select 'new', conv.mode, conv.revision, conv.title, conv.last_seq,
+                      av_id, av_version, um, rp;
+end
+$$;
+
+revoke all on function avatar_chat.begin_turn(text, uuid, text, text, double precision, bigint)
+  from public, anon, authenticated;
+
+-- finish_turn: settle the reply with what was generated and the persona used. Only the
+-- attempt that still owns the reply may settle it; a superseded one gets no row back.
+create function avatar_chat.finish_turn(
+  claims text,
+  p_reply_id uuid,
+  p_attempt integer,
+  p_content text,
+  p_status public.message_status,
+  p_error_code text,
+  p_persona_version bigint,
+  p_personality public.personality_type
+)
+returns setof public.messages
+language plpgsql
+volatile
+security invoker
+set search_path = ''
+as $$
+begin
+  perform avatar_chat.act_as(claims);
+  return query
+    update public.messages m
+       set content = p_content, status = p_status, error_code = p_error_code,
+           persona_version = p_persona_version, personality = p_personality, lease_expires_at = null
+     where m.id = p_reply_id and m.attempt = p_attempt and m.status = 'streaming'
+    returning m.*;
+end
+$$;
+
+revoke all on function avatar_chat.finish_turn(text, uuid, integer, text, public.message_status, text, bigint, public.personality_type)
+  from public, anon, authenticated;
+
+-- extend_lease: a worker generating a reply extends its short lease every few seconds
+-- (the API's CHAT_REPLY_LEASE_S) instead of taking one long lease up front, so a reply
+-- nobody is generating any more (its worker vanished, or the acknowledgement of
+-- begin_turn was lost) can be retried within seconds, not minutes. Pushes the lease of a
+-- reply this attempt still owns; false when the reply was settled or taken over meanwhile.
+create function avatar_chat.extend_lease(claims text, p_reply_id uuid, p_attempt integer, p_lease_s double precision)
+returns boolean
+language plpgsql
+volatile
+security invoker
+set search_path = ''
+as $$
+begin
+  perform avatar_chat.act_as(claims);
+  update public.messages m
+     set lease_expires_at = now() + make_interval(secs => p_lease_s)
+   where m.id = p_reply_id and m.attempt = p_attempt and m.status = 'streaming';
+  return found;
+end
+$$;
+
+revoke all on function avatar_chat.extend_lease(text, uuid, integer, double precision) from public, anon, authenticated;

@@ -1,0 +1,103 @@
+-- Declarative schema: the live definition of the abuse limits (tables, the enforcing
+-- trigger on public.messages, configure_limits).
+--
+-- This is what the database looks like after every file in supabase/migrations/; the
+-- migrations stay append-only. Change an object here AND in a new migration
+-- (`supabase db diff -f <name>` drafts one; comments, column grants and publication
+-- membership it does not see, so write those by hand). tests/core/test_schema_files.py
+-- fails while the two disagree.
+--
+-- Enforced in Postgres so they hold across every worker and machine, and for every
+-- writer (this API and the Data API alike): sends per user per minute, and replies being
+-- generated at once per user. The API writes its configured values into
+-- avatar_chat.limits at start-up; 0 (or no row) disables a limit.
+
+create table avatar_chat.limits (
+  id boolean not null default true,
+  sends_per_minute integer not null default 0,
+  max_concurrent_streams integer not null default 0,
+  updated_at timestamptz not null default now(),
+  constraint limits_pkey primary key (id),
+  constraint limits_single_row check (id),
+  constraint limits_nonnegative check (sends_per_minute >= 0 and max_concurrent_streams >= 0)
+);
+comment on table avatar_chat.limits is 'Abuse limits (one row), written by the API from its settings at start-up.';
+
+create table avatar_chat.send_counters (
+  user_id uuid not null,
+  window_start timestamptz not null,
+  sends integer not null,
+  constraint send_counters_pkey primary key (user_id),
+  constraint send_counters_user_id_fkey foreign key (user_id) references auth.users (id) on delete cascade
+);
+comment on table avatar_chat.send_counters is 'Per-user send count in the current one-minute window.';
+
+revoke all on avatar_chat.limits, avatar_chat.send_counters from public, anon, authenticated;
+
+-- Raises AC429 with the reason as HINT (rate_limited, too_many_streams) and the seconds
+-- to wait as DETAIL {"retry_after": n}. A refused send rolls back with its statement, so
+-- it neither counts nor leaves a row behind.
+create function avatar_chat.messages_enforce_limits() returns trigger
+language plpgsql
+security definer
+set search_path = ''
+as $$
+declare
+  lim avatar_chat.limits;
+  sent integer;
+  window_start timestamptz := date_trunc('minute', now());
+  streaming integer;
+begin
+  select * into lim from avatar_chat.limits where id;
+  if not found then
+    return new;
+  end if;
+  if new.role = 'user' and lim.sends_per_minute > 0 then
+    insert into avatar_chat.send_counters as c (user_id, window_start, sends)
+    values (new.user_id, window_start, 1)
+    on conflict (user_id) do update
+      set sends = case when c.window_start = excluded.window_start then c.sends + 1 else 1 end,
+          window_start = excluded.window_start
+    returning c.sends into sent;
+    if sent > lim.sends_per_minute then
+      raise exception 'Too many messages this minute; retry later.'
+        using errcode = 'AC429', hint = 'rate_limited',
+              detail = json_build_object(
+                'retry_after',
+                greatest(1, ceil(extract(epoch from (window_start + interval '1 minute' - now()))))::integer
+              )::text;
+    end if;
+  elsif new.role = 'assistant' and new.status = 'streaming' and lim.max_concurrent_streams > 0 then
+    select count(*) into streaming from public.messages m
+     where m.user_id = new.user_id and m.status = 'streaming' and m.lease_expires_at > now();
+    if streaming >= lim.max_concurrent_streams then
+      raise exception 'Too many replies are being generated at once; retry when one finishes.'
+        using errcode = 'AC429', hint = 'too_many_streams', detail = '{"retry_after": 2}';
+    end if;
+  end if;
+  return new;
+end
+$$;
+
+-- Fires after messages_assign_seq (20_conversations.sql): BEFORE triggers run in name order.
+create trigger messages_enforce_limits
+before insert on public.messages
+for each row execute function avatar_chat.messages_enforce_limits();
+
+-- Writes the limits only when they differ, so N workers starting do not churn the row.
+create function avatar_chat.configure_limits(p_sends_per_minute integer, p_max_concurrent_streams integer)
+returns void
+language sql
+set search_path = ''
+as $$
+  insert into avatar_chat.limits as l (id, sends_per_minute, max_concurrent_streams)
+  values (true, p_sends_per_minute, p_max_concurrent_streams)
+  on conflict (id) do update
+    set sends_per_minute = excluded.sends_per_minute,
+        max_concurrent_streams = excluded.max_concurrent_streams,
+        updated_at = now()
+    where (l.sends_per_minute, l.max_concurrent_streams)
+          is distinct from (excluded.sends_per_minute, excluded.max_concurrent_streams);
+$$;
+
+revoke all on function avatar_chat.configure_limits(integer, integer) from public, anon, authenticated;
