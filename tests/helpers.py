@@ -13,7 +13,6 @@ import httpx
 
 from tests.factories import User
 
-
 # What Postgres appends to an error's text; a message written for people never has it.
 _DATABASE_INTERNALS = ("DETAIL:", "HINT:", "CONTEXT:", "SQLSTATE", "PL/pgSQL", "\n")
 
