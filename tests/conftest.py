@@ -23,6 +23,7 @@ from avatar_chat.core.settings import Settings
 from avatar_chat.main import create_app
 from avatar_chat.state import AppState
 from tests.factories import TEST_JWT_SECRET, User, create_user
+from tests.pooler import PgBouncer
 
 
 @pytest.fixture(scope="session")
@@ -43,6 +44,26 @@ async def database_url(embedded_postgres: EmbeddedPostgres | None) -> str:
     dsn = os.environ.get("TEST_DATABASE_URL") or (embedded_postgres.dsn if embedded_postgres else "")
     await migrate(dsn)
     return dsn
+
+
+@pytest.fixture(scope="session")
+async def pgbouncer(database_url: str) -> AsyncIterator[PgBouncer]:
+    """A transaction-mode pooler in front of the test database (as Supavisor on 6543)."""
+    pooler = PgBouncer(database_url)
+    await pooler.start()
+    yield pooler
+    await pooler.stop()
+
+
+@pytest.fixture(scope="module", params=["direct", "transaction_pooler"])
+def connect_to(request: pytest.FixtureRequest, database_url: str) -> dict[str, str]:
+    """The environment by which a test's `avatar-chat serve` reaches the database: directly,
+    or through pgbouncer in transaction mode (consecutive transactions of one client
+    connection then run on different server connections). Tests using it run twice."""
+    if request.param == "direct":
+        return {"DATABASE_URL": database_url}
+    pooler: PgBouncer = request.getfixturevalue("pgbouncer")
+    return {"DATABASE_URL": pooler.dsn, "DB_POOL_MODE": "transaction"}
 
 
 @pytest.fixture(scope="session")

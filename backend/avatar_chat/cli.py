@@ -15,7 +15,7 @@ import uvicorn
 
 from avatar_chat.auth.tokens import mint_access_token
 from avatar_chat.core import runtime
-from avatar_chat.core.migrate import migrate
+from avatar_chat.core.migrate import SessionRequired, migrate
 from avatar_chat.core.settings import Settings
 
 log = logging.getLogger("avatar_chat.cli")
@@ -60,7 +60,11 @@ def _migrate(_: argparse.Namespace, settings: Settings) -> int:
     async def run() -> None:
         rt = await runtime.prepare(settings, migrate_now=False)
         try:
-            applied = await migrate(rt.dsn)
+            url, mode = runtime.migration_target(settings, rt.dsn)
+            try:
+                applied = await migrate(url, pool_mode=mode)
+            except SessionRequired as exc:
+                raise SystemExit(f"error: {exc}") from None
             print("applied: " + (", ".join(applied) if applied else "nothing (up to date)"))
         finally:
             await rt.close()

@@ -14,7 +14,6 @@ from avatar_chat.auth.verifier import TokenVerifier
 from avatar_chat.avatars.persona import AvatarSnapshot
 from avatar_chat.avatars.router import router as avatars_router
 from avatar_chat.avatars.service import AvatarService
-from avatar_chat.cache.listener import InvalidationListener
 from avatar_chat.cache.store import SessionStore
 from avatar_chat.chat.router import router as chat_router
 from avatar_chat.chat.service import ChatService
@@ -28,6 +27,7 @@ from avatar_chat.core.limits import BodySizeLimitMiddleware, configure_database_
 from avatar_chat.core.migrate import expected_version
 from avatar_chat.core.settings import Settings
 from avatar_chat.core.tasks import TaskTracker
+from avatar_chat.core.workers import WorkerHeartbeat
 from avatar_chat.health.router import router as health_router
 from avatar_chat.llm.factory import create_provider
 from avatar_chat.state import AppState
@@ -52,11 +52,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 max_avatars=settings.session_store_max_avatars,
                 max_conversations=settings.session_store_max_conversations,
             )
-            listener = InvalidationListener(rt.dsn, store)
-            listener.start()
-            stack.push_async_callback(listener.close)
-            if not await listener.wait_connected(settings.db_connect_timeout_s):
-                log.warning("invalidation listener not connected yet; /ready answers 503 until it is")
+            heartbeat = WorkerHeartbeat(db, ttl_s=settings.worker_ttl_s)
+            await heartbeat.start()
+            stack.push_async_callback(heartbeat.close)
             llm = create_provider(settings)
             stack.push_async_callback(llm.aclose)
             tasks = TaskTracker()
@@ -70,10 +68,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 verifier=TokenVerifier(settings, http, hs256_secret=rt.jwt_secret),
                 llm=llm,
                 tasks=tasks,
-                listener=listener,
+                heartbeat=heartbeat,
                 avatars=AvatarService(db, store),
                 conversations=ConversationService(db, store),
-                chat=ChatService(db, store, llm, tasks, settings, worker_id=listener.live_worker_id),
+                chat=ChatService(db, store, llm, tasks, settings, worker_id=heartbeat.live_id),
                 schema_version=expected_version(),
             )
             app.state.resources = state  # for tests and operators' tooling; routes use request.state

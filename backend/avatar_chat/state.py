@@ -15,7 +15,6 @@ import httpx
 from avatar_chat.auth.verifier import TokenVerifier
 from avatar_chat.avatars.persona import AvatarSnapshot
 from avatar_chat.avatars.service import AvatarService
-from avatar_chat.cache.listener import InvalidationListener
 from avatar_chat.cache.store import SessionStore
 from avatar_chat.chat.service import ChatService
 from avatar_chat.chat.window import ConversationWindow
@@ -23,6 +22,7 @@ from avatar_chat.conversations.service import ConversationService
 from avatar_chat.core.database import Database
 from avatar_chat.core.settings import Settings
 from avatar_chat.core.tasks import TaskTracker
+from avatar_chat.core.workers import WorkerHeartbeat
 from avatar_chat.llm.base import LLMProvider
 
 
@@ -35,7 +35,7 @@ class AppState:
     verifier: TokenVerifier
     llm: LLMProvider
     tasks: TaskTracker
-    listener: InvalidationListener
+    heartbeat: WorkerHeartbeat
     avatars: AvatarService
     conversations: ConversationService
     chat: ChatService

@@ -8,9 +8,8 @@
 -- fails while the two disagree.
 --
 -- `version` is bumped by a trigger on every update, whoever makes it (this API, the
--- Supabase dashboard, any SQL client), and every insert, update and delete is announced
--- with pg_notify on channel 'avatar_chat' at commit, so API workers can drop what they
--- cached. Correctness does not depend on the notification: chat turns compare versions.
+-- Supabase dashboard, any SQL client). Nothing is announced (no NOTIFY on any write
+-- path): every chat turn compares the version begin_turn returns with what it cached.
 
 create type public.personality_type as enum ('friendly', 'professional', 'playful', 'caring', 'witty');
 comment on type public.personality_type is 'How the avatar talks; the API''s PersonalityType values.';
@@ -61,36 +60,6 @@ $$;
 create trigger avatars_stamp
 before insert or update on public.avatars
 for each row execute function avatar_chat.avatars_stamp();
-
-create function avatar_chat.avatars_notify() returns trigger
-language plpgsql
-set search_path = ''
-as $$
-declare
-  changed public.avatars;
-begin
-  if tg_op = 'DELETE' then
-    changed := old;
-  else
-    changed := new;
-  end if;
-  perform pg_notify(
-    'avatar_chat',
-    json_build_object(
-      'table', 'avatars',
-      'op', lower(tg_op),
-      'id', changed.id,
-      'user_id', changed.user_id,
-      'version', changed.version
-    )::text
-  );
-  return null;
-end
-$$;
-
-create trigger avatars_notify
-after insert or update or delete on public.avatars
-for each row execute function avatar_chat.avatars_notify();
 
 alter table public.avatars enable row level security;
 

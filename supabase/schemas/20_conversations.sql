@@ -84,7 +84,7 @@ comment on column public.messages.personality is 'Avatar personality the reply w
 comment on column public.messages.idempotency_key is 'Client Idempotency-Key of the send; unique per conversation.';
 comment on column public.messages.lease_expires_at is 'While streaming: after this the generating worker is presumed gone.';
 comment on column public.messages.worker_id is
-  'While streaming: the API worker generating the reply (alive while it holds advisory lock worker_id).';
+  'While streaming: the API worker generating the reply (alive while its avatar_chat.workers row is).';
 
 create unique index messages_conversation_id_idempotency_key_key
   on public.messages (conversation_id, idempotency_key) where idempotency_key is not null;
@@ -178,25 +178,6 @@ $$;
 create trigger conversations_stamp
 before update on public.conversations
 for each row execute function avatar_chat.conversations_stamp();
-
--- Workers drop a deleted conversation's cached window at once; mode and revision
--- changes are caught by the version check every turn does anyway.
-create function avatar_chat.conversations_notify() returns trigger
-language plpgsql
-set search_path = ''
-as $$
-begin
-  perform pg_notify(
-    'avatar_chat',
-    json_build_object('table', 'conversations', 'op', 'delete', 'id', old.id, 'user_id', old.user_id)::text
-  );
-  return null;
-end
-$$;
-
-create trigger conversations_notify
-after delete on public.conversations
-for each row execute function avatar_chat.conversations_notify();
 
 alter table public.conversations enable row level security;
 alter table public.messages enable row level security;

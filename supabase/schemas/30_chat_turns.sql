@@ -16,16 +16,14 @@
 --   replay      the Idempotency-Key was seen and its reply is complete: return both;
 --   in_progress the reply for that key is still being generated: its lease runs and
 --               either it names no worker or its worker (p_worker_id, recorded on the
---               reply) still holds its advisory lock;
+--               reply) is alive (its avatar_chat.workers row has not expired);
 --   retry       the reply for that key failed, was cut off, or its worker is gone: take
 --               it over again.
--- Returns what the turn needs to validate its cached state: the avatar's current
--- version, the conversation's mode and revision, and the seq before this message.
+-- Returns, as plain columns, what the turn needs to validate its cached state (the
+-- avatar's current version, the conversation's mode and revision, the seq before this
+-- message) and to answer (the two messages' ids, seqs and times; a replay's text).
 -- Errors: AC404 conversation_not_found (no such conversation, or not yours),
 -- AC409 avatar_required, AC422 idempotency_key_reused (same key, different content).
--- Each API worker holds a session advisory lock keyed by its random worker id on its
--- LISTEN connection for as long as it lives, so a retry takes over a reply whose worker
--- died at once instead of waiting for the lease to end; the lease stays the backstop.
 create function avatar_chat.begin_turn(
   claims text,
   p_conversation_id uuid,
@@ -36,14 +34,22 @@ create function avatar_chat.begin_turn(
 )
 returns table (
   outcome text,
-  mode public.conversation_mode,
+  mode text,
   revision bigint,
-  title text,
+  title_unset boolean,
   prev_seq bigint,
   avatar_id uuid,
   avatar_version bigint,
-  user_message public.messages,
-  reply public.messages
+  user_message_id uuid,
+  user_seq bigint,
+  user_created_at timestamptz,
+  reply_id uuid,
+  reply_seq bigint,
+  reply_attempt integer,
+  reply_created_at timestamptz,
+  reply_content text,
+  reply_persona_version bigint,
+  reply_personality text
 )
 language plpgsql
 volatile
@@ -56,7 +62,12 @@ declare
   rp public.messages;
   av_id uuid;
   av_version bigint;
+  live_workers bigint[];
 begin
+  if p_idempotency_key is not null then
+    -- Read before acting as the user: the API roles cannot see avatar_chat.workers.
+    live_workers := array(select w.id from avatar_chat.workers w where w.expires_at > now());
+  end if;
   perform avatar_chat.act_as(claims);
 
   select * into conv from public.conversations c where c.id = p_conversation_id for update;
@@ -74,23 +85,19 @@ begin
       end if;
       select * into rp from public.messages m where m.reply_to = um.id order by m.seq limit 1;
       if rp.status = 'complete' then
-        return query select 'replay', conv.mode, conv.revision, conv.title, um.seq - 1,
-                            null::uuid, null::bigint, um, rp;
+        return query select 'replay', conv.mode::text, conv.revision, conv.title is null, um.seq - 1,
+                            null::uuid, null::bigint, um.id, um.seq, um.created_at,
+                            rp.id, rp.seq, rp.attempt, rp.created_at,
+                            rp.content, rp.persona_version, rp.personality::text;
         return;
       end if;
-      -- Still being generated: the lease runs and its worker still holds its lock.
-      if rp.status = 'streaming' and rp.lease_expires_at > now() and (
-        rp.worker_id is null or exists (
-          select from pg_catalog.pg_locks l
-           where l.locktype = 'advisory' and l.granted and l.objsubid = 1
-             and l.database = (select d.oid from pg_catalog.pg_database d
-                                where d.datname = pg_catalog.current_database())
-             and l.classid = (rp.worker_id >> 32)::oid
-             and l.objid = (rp.worker_id & 4294967295)::oid
-        )
-      ) then
-        return query select 'in_progress', conv.mode, conv.revision, conv.title, um.seq - 1,
-                            null::uuid, null::bigint, um, rp;
+      -- Still being generated: the lease runs and its worker is alive.
+      if rp.status = 'streaming' and rp.lease_expires_at > now()
+         and (rp.worker_id is null or rp.worker_id = any (live_workers)) then
+        return query select 'in_progress', conv.mode::text, conv.revision, conv.title is null, um.seq - 1,
+                            null::uuid, null::bigint, um.id, um.seq, um.created_at,
+                            rp.id, rp.seq, rp.attempt, rp.created_at,
+                            null::text, null::bigint, null::text;
         return;
       end if;
     end if;
@@ -117,8 +124,10 @@ begin
     end if;
     -- Reviving a failed reply bumped the revision (cached windows must not miss it).
     select c.revision into conv.revision from public.conversations c where c.id = conv.id;
-    return query select 'retry', conv.mode, conv.revision, conv.title, um.seq - 1,
-                        av_id, av_version, um, rp;
+    return query select 'retry', conv.mode::text, conv.revision, conv.title is null, um.seq - 1,
+                        av_id, av_version, um.id, um.seq, um.created_at,
+                        rp.id, rp.seq, rp.attempt, rp.created_at,
+                        null::text, null::bigint, null::text;
     return;
   end if;
 
@@ -128,8 +137,10 @@ begin
   insert into public.messages (conversation_id, role, content, status, reply_to, lease_expires_at, worker_id)
   values (conv.id, 'assistant', '', 'streaming', um.id, now() + make_interval(secs => p_lease_s), p_worker_id)
   returning * into rp;
-  return query select 'new', conv.mode, conv.revision, conv.title, conv.last_seq,
-                      av_id, av_version, um, rp;
+  return query select 'new', conv.mode::text, conv.revision, conv.title is null, conv.last_seq,
+                      av_id, av_version, um.id, um.seq, um.created_at,
+                      rp.id, rp.seq, rp.attempt, rp.created_at,
+                      null::text, null::bigint, null::text;
 end
 $$;
 

@@ -69,7 +69,9 @@ begin
     end if;
   elsif new.role = 'assistant' and new.status = 'streaming' and lim.max_concurrent_streams > 0 then
     select count(*) into streaming from public.messages m
-     where m.user_id = new.user_id and m.status = 'streaming' and m.lease_expires_at > now();
+     where m.user_id = new.user_id and m.status = 'streaming' and m.lease_expires_at > now()
+       and (m.worker_id is null
+            or exists (select from avatar_chat.workers w where w.id = m.worker_id and w.expires_at > now()));
     if streaming >= lim.max_concurrent_streams then
       raise exception 'Too many replies are being generated at once; retry when one finishes.'
         using errcode = 'AC429', hint = 'too_many_streams', detail = '{"retry_after": 2}';

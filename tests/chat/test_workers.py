@@ -1,4 +1,7 @@
-"""G1-G3 with real processes: `avatar-chat serve --workers 3` on the test database."""
+"""G1-G3 with real processes: `avatar-chat serve --workers 3` on the test database, once
+connected directly and once through a transaction-mode pooler (pgbouncer, as Supabase's
+Supavisor on port 6543), where consecutive transactions of one client connection run on
+different server connections."""
 
 from __future__ import annotations
 
@@ -26,22 +29,22 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-async def server(database_url: str) -> AsyncIterator[ServerProcess]:
-    proc = ServerProcess(database_url=database_url, jwt_secret=TEST_JWT_SECRET, workers=3)
+async def server(database_url: str, connect_to: dict[str, str]) -> AsyncIterator[ServerProcess]:
+    proc = ServerProcess(database_url=database_url, jwt_secret=TEST_JWT_SECRET, workers=3, env=connect_to)
     await proc.start()
     yield proc
     await proc.stop()
 
 
 @pytest.fixture(scope="module")
-async def slow_server(database_url: str) -> AsyncIterator[ServerProcess]:
+async def slow_server(database_url: str, connect_to: dict[str, str]) -> AsyncIterator[ServerProcess]:
     """One worker whose offline replies take about two seconds to stream, with a reply
     lease (1 s) shorter than that: only its renewals keep a reply from being taken over."""
     proc = ServerProcess(
         database_url=database_url,
         jwt_secret=TEST_JWT_SECRET,
         workers=1,
-        env={"OFFLINE_LLM_CHUNK_DELAY_MS": "250", "CHAT_REPLY_LEASE_S": "1"},
+        env={"OFFLINE_LLM_CHUNK_DELAY_MS": "250", "CHAT_REPLY_LEASE_S": "1", **connect_to},
     )
     await proc.start()
     yield proc

@@ -1,4 +1,4 @@
-"""/ready says whether this worker can serve: database, schema version, listener."""
+"""/ready says whether this worker can serve: database reachable, schema version current."""
 
 from __future__ import annotations
 

@@ -177,6 +177,7 @@ EXPECTED_TABLES = {
     "public.messages",
     "avatar_chat.limits",
     "avatar_chat.send_counters",
+    "avatar_chat.workers",
 }
 EXPECTED_FUNCTIONS = {
     "avatar_chat.act_as(claims text)",

@@ -68,9 +68,18 @@ async def open_stream(client: httpx.AsyncClient, user: User, stream: Stream, sta
         stream.cut = True
 
 
+# Liveness rows of 2 s, leases of 6 s (renewed every 2 s): a reply taken over within
+# WORKER_TTL_S + margin of its worker's death was taken over because the worker's row
+# expired, not because its lease did (which stays valid for at least 4 s).
+CRASH_TTL_S = 2.0
+CRASH_LEASE_S = 6.0
+CRASHY = {**SLOW_REPLIES, "CHAT_REPLY_LEASE_S": str(CRASH_LEASE_S), "WORKER_TTL_S": str(CRASH_TTL_S)}
+
+
 @pytest.fixture
-async def crashy(database_url: str) -> AsyncIterator[ServerProcess]:
-    proc = ServerProcess(database_url=database_url, jwt_secret=TEST_JWT_SECRET, workers=2, env=SLOW_REPLIES)
+async def crashy(database_url: str, connect_to: dict[str, str]) -> AsyncIterator[ServerProcess]:
+    env = {**CRASHY, **connect_to}
+    proc = ServerProcess(database_url=database_url, jwt_secret=TEST_JWT_SECRET, workers=2, env=env)
     await proc.start()
     yield proc
     await proc.stop()
@@ -92,6 +101,7 @@ async def test_sigkill_a_worker_mid_stream(crashy: ServerProcess, owner: asyncpg
             ]
             await asyncio.wait_for(asyncio.gather(*(e.wait() for e in started)), 15)
             os.kill(crashy.worker_pids()[0], signal.SIGKILL)
+            killed_at = time.monotonic()
             await asyncio.gather(*tasks)
             streams += batch
             if any(s.cut for s in batch):
@@ -114,21 +124,23 @@ async def test_sigkill_a_worker_mid_stream(crashy: ServerProcess, owner: asyncpg
             else:
                 assert reply["status"] == "complete"
 
-        # The killed worker's liveness lock went with its connection: a retry with the
-        # same key takes the cut reply over at once, without waiting for its lease to end.
+        # The killed worker's liveness row stops being renewed: once it has expired
+        # (WORKER_TTL_S), a retry with the same key takes the cut reply over, long before
+        # its lease would have ended. Until then the reply is still someone's: 409.
         first = cut[0]
-        t0 = time.monotonic()
         retried = await send(client, user, first.conversation_id, first.key, key=first.key)
-        while retried.status_code == 409 and time.monotonic() - t0 < 3:
-            await asyncio.sleep(0.1)  # the database may take a moment to notice the dead socket
+        while retried.status_code == 409 and time.monotonic() - killed_at < CRASH_LEASE_S:
+            assert retried.json()["error"]["code"] == "send_in_progress"
+            await asyncio.sleep(0.1)
             retried = await send(client, user, first.conversation_id, first.key, key=first.key)
+        taken_over_after = time.monotonic() - killed_at
         assert retried.status_code == 201, retried.text
-        assert time.monotonic() - t0 < 2
+        assert taken_over_after < CRASH_TTL_S + 1.5, f"took {taken_over_after:.1f} s"
         assert retried.json()["assistant_message"]["status"] == "complete"
 
         # Left alone, the others read as interrupted once their lease ended; a retry then
         # completes the same reply (same message, same seq).
-        await asyncio.sleep(2.5)
+        await asyncio.sleep(max(0.0, killed_at + CRASH_LEASE_S + 0.5 - time.monotonic()))
         for stream in cut[1:]:
             messages = await history(client, user, stream.conversation_id)
             assert messages[1]["status"] == "interrupted"

@@ -4,8 +4,9 @@ One per worker, guarded by an `asyncio.Lock`. Entries are validated against vers
 that Postgres hands back on the write every chat turn makes anyway (the avatar's
 `version`, the conversation's previous `seq`), so a stale entry is detected and reloaded
 on the very turn that would have used it, whether or not an invalidation reached this
-worker. Invalidation (in-process after our own mutations, LISTEN/NOTIFY for everyone
-else's) only keeps memory honest and saves reloads. Both maps are LRU-bounded.
+worker: changes made by other workers, other machines, the dashboard or any SQL client
+are caught that way, with no notifications. Invalidation after this worker's own
+mutations only saves reloads. Both maps are LRU-bounded, so memory stays flat.
 """
 
 from __future__ import annotations
@@ -50,7 +51,6 @@ class StoreStats:
     avatar_misses: int = 0
     window_hits: int = 0
     window_misses: int = 0
-    flushes: int = 0
 
 
 class SessionStore(Generic[A, W]):
@@ -143,15 +143,6 @@ class SessionStore(Generic[A, W]):
     async def invalidate_conversation(self, conversation_id: uuid.UUID) -> None:
         async with self._lock:
             self._windows.pop(conversation_id, None)
-
-    # --- everything ------------------------------------------------------------------
-
-    async def flush(self) -> None:
-        """Drop everything: notifications may have been missed (listener reconnect)."""
-        async with self._lock:
-            self._avatars.clear()
-            self._windows.clear()
-            self.stats.flushes += 1
 
     def __len__(self) -> int:
         return len(self._avatars) + len(self._windows)

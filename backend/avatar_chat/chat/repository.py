@@ -25,8 +25,10 @@ async def begin_turn(
     """Save the user's message and a placeholder reply; see avatar_chat.begin_turn."""
     row = await db.call_as(
         user,
-        "select outcome, mode::text as mode, revision, title, prev_seq, avatar_id, avatar_version,"
-        " user_message, reply from avatar_chat.begin_turn($1, $2, $3, $4, $5, $6)",
+        "select outcome, mode, revision, title_unset, prev_seq, avatar_id, avatar_version,"
+        " user_message_id, user_seq, user_created_at, reply_id, reply_seq, reply_attempt, reply_created_at,"
+        " reply_content, reply_persona_version, reply_personality"
+        " from avatar_chat.begin_turn($1, $2, $3, $4, $5, $6)",
         conversation_id,
         content,
         idempotency_key,

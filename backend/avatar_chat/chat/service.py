@@ -5,7 +5,8 @@
    avatar's current version plus the conversation's mode, revision and previous seq come
    back. Nothing is held open after it: no connection, no transaction.
 2. The persona and the recent window come from the SessionStore only if they match those
-   versions exactly; otherwise they are reloaded (G1 holds whatever NOTIFY does).
+   versions exactly; otherwise they are reloaded. That is how changes made anywhere else
+   (other workers and machines, the dashboard, SQL) are seen by the very next turn (G1).
 3. The reply streams from the provider in a tracked background task, so it is saved even
    when the client goes away; `finish_turn` (one round trip) settles it with the persona
    used, as `complete` or `failed` with an error code.
@@ -31,7 +32,7 @@ from avatar_chat.chat import repository
 from avatar_chat.chat.prompt import build_request
 from avatar_chat.chat.turn import Turn, TurnResult
 from avatar_chat.chat.window import ConversationWindow, WindowMessage, fit_window
-from avatar_chat.conversations.schemas import MessageRead, MessageStatus
+from avatar_chat.conversations.schemas import MessageRead, MessageRole, MessageStatus
 from avatar_chat.core.claims import Claims
 from avatar_chat.core.database import Database
 from avatar_chat.core.errors import AppError, Conflict, ServiceUnavailable
@@ -196,11 +197,31 @@ class ChatService:
             lease_s=self.lease_s,
             worker_id=self._worker_id(),
         )
-        user_message = MessageRead.from_row(row["user_message"])
-        reply = MessageRead.from_row(row["reply"])
+        user_message = MessageRead(
+            id=row["user_message_id"],
+            conversation_id=conversation_id,
+            seq=row["user_seq"],
+            role=MessageRole.user,
+            content=content,  # a replayed key has the same content: begin_turn checked it
+            status=MessageStatus.complete,
+            persona_version=None,
+            personality=None,
+            created_at=row["user_created_at"],
+        )
         outcome: str = row["outcome"]
         if outcome == "replay":
-            return Turn(user_message=user_message, replayed=reply), None
+            replayed = MessageRead(
+                id=row["reply_id"],
+                conversation_id=conversation_id,
+                seq=row["reply_seq"],
+                role=MessageRole.assistant,
+                content=row["reply_content"],
+                status=MessageStatus.complete,
+                persona_version=row["reply_persona_version"],
+                personality=row["reply_personality"],
+                created_at=row["reply_created_at"],
+            )
+            return Turn(user_message=user_message, replayed=replayed), None
         if outcome == "in_progress":
             raise Conflict(
                 "The reply to this Idempotency-Key is still being generated; retry shortly.",
@@ -210,8 +231,8 @@ class ChatService:
         generation = _Generation(
             user=user,
             conversation_id=conversation_id,
-            reply_id=reply.id,
-            attempt=row["reply"]["attempt"],
+            reply_id=row["reply_id"],
+            attempt=row["reply_attempt"],
             user_message=user_message,
             mode=row["mode"],
             revision=row["revision"],
@@ -219,7 +240,7 @@ class ChatService:
             avatar_id=row["avatar_id"],
             avatar_version=row["avatar_version"],
             new_turn=outcome == "new",
-            title_unset=row["title"] is None,
+            title_unset=row["title_unset"],
         )
         return Turn(user_message=user_message), generation
 

@@ -25,7 +25,7 @@ from fastapi import Depends, Request
 
 from avatar_chat.core.claims import Claims
 from avatar_chat.core.db_errors import UNAVAILABLE, translate_errors
-from avatar_chat.core.settings import Settings
+from avatar_chat.core.settings import PoolMode, Settings
 
 log = logging.getLogger(__name__)
 
@@ -67,24 +67,31 @@ async def _no_reset(_: Connection) -> None:
 class Database:
     """The pool, created in lifespan and handed out through dependencies."""
 
-    def __init__(self, pool: asyncpg.Pool, settings: Settings) -> None:
+    def __init__(self, pool: asyncpg.Pool, settings: Settings, *, mode: PoolMode) -> None:
         self.pool = pool
+        self.mode = mode
         self._acquire_timeout = settings.db_acquire_timeout_s
 
     @classmethod
     async def connect(cls, dsn: str, settings: Settings) -> Database:
-        server_settings = {"application_name": "avatar-chat"}
-        if settings.db_statement_timeout_ms:
-            server_settings["statement_timeout"] = str(settings.db_statement_timeout_ms)
+        mode = settings.pool_mode_for(dsn)
+        cache_size = settings.db_statement_cache_size
+        if cache_size is None:
+            # A transaction pooler hands each transaction any server connection, where our
+            # named statements do not exist (Supavisor and pgbouncer < 1.21 do not track
+            # them): use unnamed ones, which asyncpg parses and runs within one transaction.
+            cache_size = 0 if mode is PoolMode.transaction else 100
         options: dict[str, Any] = {
             "max_size": settings.db_pool_max_size,
             "timeout": settings.db_connect_timeout_s,
-            "command_timeout": (
-                settings.db_statement_timeout_ms / 1000 + 1 if settings.db_statement_timeout_ms else None
-            ),
-            "statement_cache_size": settings.db_statement_cache_size,
+            # Enforced by the client (it cancels the statement through the cancel protocol,
+            # which poolers forward), not by a session-level statement_timeout, which a
+            # transaction pooler could not keep: no session state at all.
+            "command_timeout": (settings.db_statement_timeout_ms / 1000 or None),
+            "statement_cache_size": cache_size,
             "max_inactive_connection_lifetime": 300,
-            "server_settings": server_settings,
+            # The one startup parameter poolers carry to every server connection they use.
+            "server_settings": {"application_name": "avatar-chat"},
             "init": _init_connection,
             "reset": _no_reset,
         }
@@ -95,7 +102,8 @@ class Database:
             # than crash-looping a worker that a supervisor restarted during an outage.
             log.warning("database unreachable at start-up (%s); serving 503 until it is back", exc)
             pool = await asyncpg.create_pool(dsn, min_size=0, **options)
-        return cls(pool, settings)
+        log.info("database pool: %s mode, statement cache %d", mode.value, cache_size)
+        return cls(pool, settings, mode=mode)
 
     async def close(self, timeout_s: float = 5.0) -> None:
         try:

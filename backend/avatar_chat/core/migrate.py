@@ -12,9 +12,12 @@ import re
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
+
+from avatar_chat.core.settings import PoolMode
 
 log = logging.getLogger(__name__)
 
@@ -103,17 +106,66 @@ async def ensure_supabase_pieces(conn: asyncpg.Connection) -> bool:
     return True
 
 
-async def migrate(dsn: str, migrations_dir: Path | None = None) -> list[str]:
+class SessionRequired(RuntimeError):
+    """Migrating needs a connection that keeps its session (direct or session pooler)."""
+
+
+_SESSION_REQUIRED = (
+    "avatar-chat migrate needs a direct connection or a session-mode pooler (it holds a session"
+    " advisory lock), but {url} {why}. Set MIGRATION_DATABASE_URL to the direct connection"
+    " (db.<ref>.supabase.co:5432) or the session pooler (port 5432)."
+)
+
+
+async def _require_session(conn: asyncpg.Connection, dsn: str) -> None:
+    """Refuse a transaction-mode pooler, which would hand our statements to server
+    connections other than the one holding the migration lock. Neither check can fire on
+    a real session: two client connections never share a backend, and a session holds
+    its own lock."""
+    url = _redacted(dsn)
+    own_pid = await conn.fetchval("select pg_backend_pid()")
+    holds_lock = await conn.fetchval(
+        "select exists (select from pg_locks where locktype = 'advisory' and granted"
+        " and pid = pg_backend_pid() and objid = $1)",
+        _MIGRATE_LOCK_KEY,
+    )
+    if not holds_lock:
+        raise SessionRequired(_SESSION_REQUIRED.format(url=url, why="lost its session lock at once"))
+    other: asyncpg.Connection = await asyncpg.connect(dsn, statement_cache_size=0)
+    try:
+        if await other.fetchval("select pg_backend_pid()") == own_pid:
+            raise SessionRequired(
+                _SESSION_REQUIRED.format(url=url, why="shares server connections between clients")
+            )
+    finally:
+        await other.close()
+
+
+def _redacted(dsn: str) -> str:
+    parts = urlsplit(dsn)
+    host = parts.hostname or "localhost"
+    return f"{host}:{parts.port}" if parts.port else host
+
+
+async def migrate(
+    dsn: str, migrations_dir: Path | None = None, *, pool_mode: PoolMode = PoolMode.session
+) -> list[str]:
     """Bring the database up to date; returns the versions applied by this call.
 
     Idempotent and safe to run from several processes at once: a session advisory lock
-    makes concurrent runs queue, and each migration commits with its history row.
+    makes concurrent runs queue, and each migration commits with its history row. Raises
+    `SessionRequired` for a transaction-mode pooler (configured, or detected).
     """
+    if pool_mode is PoolMode.transaction:
+        raise SessionRequired(
+            _SESSION_REQUIRED.format(url=_redacted(dsn), why="is configured as a transaction pooler")
+        )
     migrations = discover(migrations_dir or default_migrations_dir())
     conn: asyncpg.Connection = await asyncpg.connect(dsn, statement_cache_size=0)
     try:
         await conn.execute("select pg_advisory_lock($1)", _MIGRATE_LOCK_KEY)
         try:
+            await _require_session(conn, dsn)
             await ensure_supabase_pieces(conn)
             await conn.execute(_HISTORY_DDL)
             applied = {

@@ -10,7 +10,7 @@ from pydantic import SecretStr
 
 from avatar_chat.core.embedded import EmbeddedPostgres, local_jwt_secret
 from avatar_chat.core.migrate import migrate
-from avatar_chat.core.settings import Settings
+from avatar_chat.core.settings import PoolMode, Settings, guess_pool_mode
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,16 @@ async def prepare(
         dsn = settings.database_url.get_secret_value()
     should_migrate = settings.should_migrate_on_start if migrate_now is None else migrate_now
     if should_migrate:
-        applied = await migrate(dsn)
+        url, mode = migration_target(settings, dsn)
+        applied = await migrate(url, pool_mode=mode)
         if applied:
             log.info("applied migrations: %s", ", ".join(applied))
     return Runtime(dsn=dsn, jwt_secret=jwt_secret, embedded=embedded)
+
+
+def migration_target(settings: Settings, dsn: str) -> tuple[str, PoolMode]:
+    """Where to migrate (MIGRATION_DATABASE_URL, else the database `dsn`), and its pool mode."""
+    if settings.migration_database_url is not None:
+        url = settings.migration_database_url.get_secret_value()
+        return url, guess_pool_mode(url)
+    return dsn, settings.pool_mode_for(dsn)

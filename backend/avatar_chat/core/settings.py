@@ -5,6 +5,7 @@ from __future__ import annotations
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -24,6 +25,20 @@ _PLACEHOLDER_SECRETS = frozenset(
 class Environment(StrEnum):
     development = "development"
     production = "production"
+
+
+class PoolMode(StrEnum):
+    """What DATABASE_URL reaches: Postgres itself or a session-mode pooler (sessions are
+    kept), or a transaction-mode pooler (a server connection only for one transaction)."""
+
+    auto = "auto"
+    direct = "direct"
+    session = "session"
+    transaction = "transaction"
+
+
+# Supabase's transaction pooler (Supavisor) listens on 6543; pgbouncer's usual port is 6432.
+TRANSACTION_POOLER_PORTS = frozenset({6543, 6432})
 
 
 class LLMProviderName(StrEnum):
@@ -52,7 +67,15 @@ class Settings(BaseSettings):
     db_acquire_timeout_s: Annotated[float, Field(gt=0, le=60)] = 2.0
     db_connect_timeout_s: Annotated[float, Field(gt=0, le=60)] = 5.0
     db_statement_timeout_ms: Annotated[int, Field(ge=0)] = 10_000
-    db_statement_cache_size: Annotated[int, Field(ge=0)] = 100
+    # auto: transaction when DATABASE_URL's port is 6543 or 6432, else session.
+    db_pool_mode: PoolMode = PoolMode.auto
+    # Named prepared statements per connection; unset: 100, or 0 behind a transaction pooler.
+    db_statement_cache_size: Annotated[int, Field(ge=0)] | None = None
+    # For `avatar-chat migrate` (needs a session: direct or session pooler); default DATABASE_URL.
+    migration_database_url: SecretStr | None = None
+    # A worker's liveness row lives this long unless renewed (every third of it); a reply
+    # whose worker's row expired can be taken over by a retry.
+    worker_ttl_s: Annotated[float, Field(ge=1, le=60)] = 5.0
 
     # --- Supabase auth --------------------------------------------------------------------
     supabase_url: str | None = None
@@ -105,6 +128,12 @@ class Settings(BaseSettings):
     def embedded(self) -> bool:
         return self.database_url is None
 
+    def pool_mode_for(self, dsn: str) -> PoolMode:
+        """The pool mode of DATABASE_URL (resolved to `dsn`): as set, or guessed from the port."""
+        if self.db_pool_mode is not PoolMode.auto:
+            return self.db_pool_mode
+        return guess_pool_mode(dsn)
+
     @property
     def should_migrate_on_start(self) -> bool:
         return self.embedded if self.migrate_on_start is None else self.migrate_on_start
@@ -127,3 +156,12 @@ class Settings(BaseSettings):
     def jwks_url(self) -> str | None:
         issuer = self.jwt_issuer
         return None if issuer is None else issuer + "/.well-known/jwks.json"
+
+
+def guess_pool_mode(dsn: str) -> PoolMode:
+    """Transaction mode on the transaction poolers' usual ports, else session."""
+    try:
+        port = urlsplit(dsn).port
+    except ValueError:
+        port = None
+    return PoolMode.transaction if port in TRANSACTION_POOLER_PORTS else PoolMode.session

@@ -5,7 +5,6 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from pydantic import BaseModel
 
-from avatar_chat.cache.listener import InvalidationListener
 from avatar_chat.core.database import DB
 from avatar_chat.core.errors import ServiceUnavailable, responses
 from avatar_chat.core.migrate import is_applied
@@ -22,7 +21,7 @@ async def health() -> Health:
     return Health(status="ok")
 
 
-@router.get("/ready", responses=responses(ServiceUnavailable), summary="Database, schema and listener ready")
+@router.get("/ready", responses=responses(ServiceUnavailable), summary="Database reachable, schema current")
 async def ready(db: DB, request: Request) -> Health:
     schema_version: str = request.state.schema_version
     async with db.connection() as conn:
@@ -34,7 +33,4 @@ async def ready(db: DB, request: Request) -> Health:
             code="schema_outdated",
             retry_after_s=30,
         )
-    listener: InvalidationListener = request.state.listener
-    if not listener.connected:
-        raise ServiceUnavailable("The invalidation listener is reconnecting.", code="listener_disconnected")
     return Health(status="ready")
