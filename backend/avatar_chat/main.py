@@ -85,8 +85,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
-    app.include_router(health_router)
+    # Routes are matched in order: the hot ones (a chat turn, the persona switch) first.
+    app.include_router(chat_router)
     app.include_router(avatars_router)
     app.include_router(conversations_router)
-    app.include_router(chat_router)
+    app.include_router(health_router)
     return app

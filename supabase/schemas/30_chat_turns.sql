@@ -19,9 +19,12 @@
 --               reply) is alive (its avatar_chat.workers row has not expired);
 --   retry       the reply for that key failed, was cut off, or its worker is gone: take
 --               it over again.
--- Returns, as plain columns, what the turn needs to validate its cached state (the
--- avatar's current version, the conversation's mode and revision, the seq before this
--- message) and to answer (the two messages' ids, seqs and times; a replay's text).
+-- Takes what the worker has cached (the avatar's id and version, the window's last seq and
+-- revision) and returns, as plain columns: the avatar's current id and version, the
+-- conversation's mode and revision, the seq before this message; the persona and the last
+-- p_window_limit messages only where the worker's cache does not match (null where it
+-- does); and what the answer needs (the two messages' ids, seqs and times; a replay's text).
+-- So a chat turn is this round trip plus finish_turn, also when its cache misses.
 -- Errors: AC404 conversation_not_found (no such conversation, or not yours),
 -- AC409 avatar_required, AC422 idempotency_key_reused (same key, different content).
 create function avatar_chat.begin_turn(
@@ -30,7 +33,12 @@ create function avatar_chat.begin_turn(
   p_content text,
   p_idempotency_key text,
   p_lease_s double precision,
-  p_worker_id bigint
+  p_worker_id bigint,
+  p_known_avatar_id uuid,
+  p_known_avatar_version bigint,
+  p_known_window_seq bigint,
+  p_known_window_revision bigint,
+  p_window_limit integer
 )
 returns table (
   outcome text,
@@ -40,6 +48,13 @@ returns table (
   prev_seq bigint,
   avatar_id uuid,
   avatar_version bigint,
+  persona_name text,
+  persona_personality text,
+  persona_backstory text,
+  window_seqs bigint[],
+  window_roles text[],
+  window_contents text[],
+  window_statuses text[],
   user_message_id uuid,
   user_seq bigint,
   user_created_at timestamptz,
@@ -60,9 +75,14 @@ declare
   conv public.conversations;
   um public.messages;
   rp public.messages;
-  av_id uuid;
-  av_version bigint;
+  av public.avatars;
   live_workers bigint[];
+  upto bigint;
+  w_seqs bigint[];
+  w_roles text[];
+  w_contents text[];
+  w_statuses text[];
+  is_new boolean;
 begin
   if p_idempotency_key is not null then
     -- Read before acting as the user: the API roles cannot see avatar_chat.workers.
@@ -86,8 +106,9 @@ begin
       select * into rp from public.messages m where m.reply_to = um.id order by m.seq limit 1;
       if rp.status = 'complete' then
         return query select 'replay', conv.mode::text, conv.revision, conv.title is null, um.seq - 1,
-                            null::uuid, null::bigint, um.id, um.seq, um.created_at,
-                            rp.id, rp.seq, rp.attempt, rp.created_at,
+                            null::uuid, null::bigint, null::text, null::text, null::text,
+                            null::bigint[], null::text[], null::text[], null::text[],
+                            um.id, um.seq, um.created_at, rp.id, rp.seq, rp.attempt, rp.created_at,
                             rp.content, rp.persona_version, rp.personality::text;
         return;
       end if;
@@ -95,21 +116,23 @@ begin
       if rp.status = 'streaming' and rp.lease_expires_at > now()
          and (rp.worker_id is null or rp.worker_id = any (live_workers)) then
         return query select 'in_progress', conv.mode::text, conv.revision, conv.title is null, um.seq - 1,
-                            null::uuid, null::bigint, um.id, um.seq, um.created_at,
-                            rp.id, rp.seq, rp.attempt, rp.created_at,
+                            null::uuid, null::bigint, null::text, null::text, null::text,
+                            null::bigint[], null::text[], null::text[], null::text[],
+                            um.id, um.seq, um.created_at, rp.id, rp.seq, rp.attempt, rp.created_at,
                             null::text, null::bigint, null::text;
         return;
       end if;
     end if;
   end if;
 
-  select a.id, a.version into av_id, av_version from public.avatars a where a.user_id = (select auth.uid());
+  select * into av from public.avatars a where a.user_id = (select auth.uid());
   if not found then
     raise exception 'Create your avatar first (POST /avatars/me).'
       using errcode = 'AC409', hint = 'avatar_required';
   end if;
 
-  if um.id is not null then
+  is_new := um.id is null;
+  if not is_new then
     -- The reply failed or its worker is gone: same user message, same seq, new attempt.
     if rp.id is null then
       insert into public.messages (conversation_id, role, content, status, reply_to, lease_expires_at, worker_id)
@@ -124,28 +147,47 @@ begin
     end if;
     -- Reviving a failed reply bumped the revision (cached windows must not miss it).
     select c.revision into conv.revision from public.conversations c where c.id = conv.id;
-    return query select 'retry', conv.mode::text, conv.revision, conv.title is null, um.seq - 1,
-                        av_id, av_version, um.id, um.seq, um.created_at,
-                        rp.id, rp.seq, rp.attempt, rp.created_at,
-                        null::text, null::bigint, null::text;
-    return;
+    upto := um.seq - 1;
+  else
+    insert into public.messages (conversation_id, role, content, status, idempotency_key)
+    values (conv.id, 'user', p_content, 'complete', p_idempotency_key)
+    returning * into um;
+    insert into public.messages (conversation_id, role, content, status, reply_to, lease_expires_at, worker_id)
+    values (conv.id, 'assistant', '', 'streaming', um.id, now() + make_interval(secs => p_lease_s), p_worker_id)
+    returning * into rp;
+    upto := conv.last_seq;
   end if;
 
-  insert into public.messages (conversation_id, role, content, status, idempotency_key)
-  values (conv.id, 'user', p_content, 'complete', p_idempotency_key)
-  returning * into um;
-  insert into public.messages (conversation_id, role, content, status, reply_to, lease_expires_at, worker_id)
-  values (conv.id, 'assistant', '', 'streaming', um.id, now() + make_interval(secs => p_lease_s), p_worker_id)
-  returning * into rp;
-  return query select 'new', conv.mode::text, conv.revision, conv.title is null, conv.last_seq,
-                      av_id, av_version, um.id, um.seq, um.created_at,
-                      rp.id, rp.seq, rp.attempt, rp.created_at,
+  -- The window, unless the worker's cached one ends exactly here (a retry never uses one).
+  if p_window_limit > 0 and (
+    not is_new or (p_known_window_seq, p_known_window_revision) is distinct from (upto, conv.revision)
+  ) then
+    select coalesce(array_agg(w.seq order by w.seq), '{}'), coalesce(array_agg(w.role::text order by w.seq), '{}'),
+           coalesce(array_agg(w.content order by w.seq), '{}'), coalesce(array_agg(w.status::text order by w.seq), '{}')
+      into w_seqs, w_roles, w_contents, w_statuses
+      from (select m.seq, m.role, m.content, m.status from public.messages m
+             where m.conversation_id = conv.id and m.seq <= upto
+             order by m.seq desc limit p_window_limit) w;
+  end if;
+
+  return query select case when is_new then 'new' else 'retry' end,
+                      conv.mode::text, conv.revision, conv.title is null, upto,
+                      av.id, av.version,
+                      case when (av.id, av.version) is distinct from (p_known_avatar_id, p_known_avatar_version)
+                           then av.name end,
+                      case when (av.id, av.version) is distinct from (p_known_avatar_id, p_known_avatar_version)
+                           then av.personality::text end,
+                      case when (av.id, av.version) is distinct from (p_known_avatar_id, p_known_avatar_version)
+                           then av.backstory end,
+                      w_seqs, w_roles, w_contents, w_statuses,
+                      um.id, um.seq, um.created_at, rp.id, rp.seq, rp.attempt, rp.created_at,
                       null::text, null::bigint, null::text;
 end
 $$;
 
-revoke all on function avatar_chat.begin_turn(text, uuid, text, text, double precision, bigint)
-  from public, anon, authenticated;
+revoke all on function avatar_chat.begin_turn(
+  text, uuid, text, text, double precision, bigint, uuid, bigint, bigint, bigint, integer
+) from public, anon, authenticated;
 
 -- finish_turn: settle the reply with what was generated and the persona used. Only the
 -- attempt that still owns the reply may settle it; a superseded one gets no row back.

@@ -183,7 +183,9 @@ EXPECTED_FUNCTIONS = {
     "avatar_chat.act_as(claims text)",
     "avatar_chat.update_my_avatar(claims text, changes jsonb, if_match bigint[])",
     "avatar_chat.begin_turn(claims text, p_conversation_id uuid, p_content text,"
-    " p_idempotency_key text, p_lease_s double precision, p_worker_id bigint)",
+    " p_idempotency_key text, p_lease_s double precision, p_worker_id bigint,"
+    " p_known_avatar_id uuid, p_known_avatar_version bigint, p_known_window_seq bigint,"
+    " p_known_window_revision bigint, p_window_limit integer)",
     "avatar_chat.messages_enforce_limits()",
 }
 

@@ -219,17 +219,17 @@ async def _wait_for_lock_wait(owner: asyncpg.Connection, query_fragment: str) ->
         await asyncio.sleep(0.02)
 
 
-async def test_database_unavailable_while_the_persona_loads_is_a_503_not_a_provider_failure(
+async def test_database_unavailable_mid_turn_is_a_503_and_the_reply_is_kept(
     settings: Settings,
     database_url: str,
     owner: asyncpg.Connection,
     user: User,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """The only pooled connection is taken between begin_turn and the persona load, so the
-    load cannot get one; it is free again when the reply is saved. The client must get the
-    database's 503 + Retry-After, not a 502 provider failure; a retry with the same key
-    then completes the reply."""
+    """The pool's only connection is taken right after begin_turn, so the reply cannot be
+    saved at once: the client gets the database's 503 + Retry-After (never a 502 provider
+    failure, the provider was fine), the reply is saved as soon as a connection is free
+    again, and a retry with the same key gets it."""
     app = create_app(
         settings.model_copy(
             update={"db_pool_min_size": 1, "db_pool_max_size": 1, "db_acquire_timeout_s": 1.0}
@@ -261,29 +261,30 @@ async def test_database_unavailable_while_the_persona_loads_is_a_503_not_a_provi
             caplog.clear()
             await blocker_conversation.execute("commit")
             await _wait_for_lock_wait(owner, "update_my_avatar")
-            deadline = time.monotonic() + 10
-            while not any("database unavailable" in r.getMessage() for r in caplog.records):
-                assert time.monotonic() < deadline, "the persona load did not time out"
-                await asyncio.sleep(0.01)
-            await blocker_avatar.execute("commit")  # the reply can be saved now
 
             sent = await sending
             assert_error(sent, 503, "database_unavailable")
             assert sent.headers["Retry-After"] == "1"
+            assert any("database unavailable" in r.getMessage() for r in caplog.records)
+
+            await blocker_avatar.execute("commit")  # a connection is free again
             assert (await patching).status_code == 200
-            messages = await history(client, user, conversation["id"])
+            deadline = time.monotonic() + 10
+            while (messages := await history(client, user, conversation["id"]))[-1]["status"] == "streaming":
+                assert time.monotonic() < deadline, "the finished reply was not saved"
+                await asyncio.sleep(0.05)
             assert [(m["role"], m["status"]) for m in messages] == [
                 ("user", "complete"),
-                ("assistant", "failed"),
+                ("assistant", "complete"),
             ]
-            assert messages[1]["error_code"] == "database_unavailable"
 
             retried = await client.post(url, json={"content": "hello"}, headers=headers)
             assert retried.status_code == 201, retried.text
+            assert retried.headers["Idempotent-Replayed"] == "true"
             exchange = retried.json()
-            assert exchange["user_message"]["id"] == messages[0]["id"]
-            assert exchange["assistant_message"]["status"] == "complete"
-            assert len(await history(client, user, conversation["id"])) == 2
+            assert [exchange["user_message"]["id"], exchange["assistant_message"]["id"]] == [
+                m["id"] for m in messages
+            ]
             await client.aclose()
     finally:
         await blocker_conversation.close()

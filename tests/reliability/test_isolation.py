@@ -105,7 +105,8 @@ async def test_private_schema_is_closed_to_api_roles(database_url: str, user: Us
                 "select * from avatar_chat.limits",
                 "select * from avatar_chat.send_counters",
                 "select avatar_chat.configure_limits(0, 0)",
-                "select * from avatar_chat.begin_turn('{}', gen_random_uuid(), 'x', null, 1, null)",
+                "select * from avatar_chat.begin_turn("
+                "'{}', gen_random_uuid(), 'x', null, 1, null, null, null, null, null, 20)",
                 "select * from avatar_chat.workers",
                 "select avatar_chat.worker_heartbeat(1, 5, 'h', 1)",
                 "select * from supabase_migrations.schema_migrations",

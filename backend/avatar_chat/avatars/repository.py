@@ -5,13 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from avatar_chat.avatars.persona import AvatarSnapshot
 from avatar_chat.avatars.schemas import AvatarRead
 from avatar_chat.core.claims import Claims
 from avatar_chat.core.database import Connection, Database
 
 _COLUMNS = "id, user_id, name, personality::text as personality, backstory, version, created_at, updated_at"
-_PERSONA_COLUMNS = "id, user_id, name, personality::text as personality, backstory, version"
 
 
 async def insert(conn: Connection, *, name: str, personality: str, backstory: str) -> AvatarRead | None:
@@ -30,13 +28,6 @@ async def insert(conn: Connection, *, name: str, personality: str, backstory: st
 async def get_mine(conn: Connection) -> AvatarRead | None:
     row = await conn.fetchrow(f"select {_COLUMNS} from public.avatars where user_id = (select auth.uid())")
     return None if row is None else AvatarRead.from_row(row)
-
-
-async def get_persona(conn: Connection) -> AvatarSnapshot | None:
-    row = await conn.fetchrow(
-        f"select {_PERSONA_COLUMNS} from public.avatars where user_id = (select auth.uid())"
-    )
-    return None if row is None else AvatarSnapshot.from_row(row)
 
 
 async def delete_mine(conn: Connection) -> bool:

@@ -1,12 +1,13 @@
 """SessionStore: what a chat turn needs, cached in-process, never trusted blindly.
 
-One per worker, guarded by an `asyncio.Lock`. Entries are validated against versions
-that Postgres hands back on the write every chat turn makes anyway (the avatar's
-`version`, the conversation's previous `seq`), so a stale entry is detected and reloaded
-on the very turn that would have used it, whether or not an invalidation reached this
-worker: changes made by other workers, other machines, the dashboard or any SQL client
-are caught that way, with no notifications. Invalidation after this worker's own
-mutations only saves reloads. Both maps are LRU-bounded, so memory stays flat.
+One per worker, guarded by an `asyncio.Lock`. A turn sends the version stamps of what is
+cached here (the avatar's id and `version`, the window's last `seq` and the
+conversation's `revision`) with the write it makes anyway (begin_turn), and Postgres
+answers with fresh data wherever a stamp does not match, in the same round trip. So a
+stale entry is never used, whether the change came from this worker, another worker or
+machine, the dashboard or any SQL client, and with no notifications. Invalidation after
+this worker's own mutations only saves shipping data again. Both maps are LRU-bounded,
+so memory stays flat.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
@@ -62,47 +62,43 @@ class SessionStore(Generic[A, W]):
         self._max_conversations = max_conversations
         self.stats = StoreStats()
 
-    # --- avatars ---------------------------------------------------------------------
-
-    async def avatar(
-        self,
-        user_id: uuid.UUID,
-        *,
-        avatar_id: uuid.UUID,
-        version: int,
-        load: Callable[[], Awaitable[A | None]],
-    ) -> A | None:
-        """The avatar exactly at (`avatar_id`, `version`), from cache or from `load`.
-
-        `load` runs outside the lock (it does I/O); what it returns is kept unless a
-        newer snapshot was stored meanwhile.
-        """
+    async def for_turn(self, user_id: uuid.UUID, conversation_id: uuid.UUID) -> tuple[A | None, W | None]:
+        """What is cached for a chat turn: candidates only. The turn sends their version
+        stamps to begin_turn, which answers with fresh data wherever they do not match."""
         async with self._lock:
-            cached = self._avatars.get(user_id)
-            if cached is not None and cached.id == avatar_id and cached.version == version:
+            avatar = self._avatars.get(user_id)
+            if avatar is not None:
                 self._avatars.move_to_end(user_id)
-                self.stats.avatar_hits += 1
-                return cached
+            window = self._windows.get(conversation_id)
+            if window is not None:
+                self._windows.move_to_end(conversation_id)
+            return avatar, window
+
+    def note_avatar(self, *, hit: bool) -> None:
+        """Whether a turn's cached avatar matched (stats only)."""
+        if hit:
+            self.stats.avatar_hits += 1
+        else:
             self.stats.avatar_misses += 1
-        loaded = await load()
-        if loaded is not None:
-            await self.put_avatar(loaded)
-        return loaded
+
+    def note_window(self, *, hit: bool) -> None:
+        """Whether a turn's cached window matched (stats only)."""
+        if hit:
+            self.stats.window_hits += 1
+        else:
+            self.stats.window_misses += 1
+
+    # --- avatars ---------------------------------------------------------------------
 
     async def put_avatar(self, snapshot: A) -> None:
         async with self._lock:
             cached = self._avatars.get(snapshot.user_id)
             if cached is not None and cached.id == snapshot.id and cached.version > snapshot.version:
-                return  # a slower load must not replace a newer snapshot
+                return  # a slower turn must not replace a newer snapshot
             self._avatars[snapshot.user_id] = snapshot
             self._avatars.move_to_end(snapshot.user_id)
             while len(self._avatars) > self._max_avatars:
                 self._avatars.popitem(last=False)
-
-    def may_hold_avatar(self, user_id: uuid.UUID) -> bool:
-        """A lock-free hint (a dict lookup cannot interleave with a coroutine): False
-        means there is certainly nothing to evict."""
-        return user_id in self._avatars
 
     async def peek_avatar(self, user_id: uuid.UUID) -> A | None:
         """What is cached for the user, without touching LRU order or stats."""
@@ -118,17 +114,6 @@ class SessionStore(Generic[A, W]):
                 self._avatars.pop(user_id, None)
 
     # --- conversation windows --------------------------------------------------------
-
-    async def window(self, conversation_id: uuid.UUID, *, last_seq: int, revision: int) -> W | None:
-        """The cached window if it ends exactly at `last_seq` of `revision`, else None."""
-        async with self._lock:
-            cached = self._windows.get(conversation_id)
-            if cached is not None and cached.last_seq == last_seq and cached.revision == revision:
-                self._windows.move_to_end(conversation_id)
-                self.stats.window_hits += 1
-                return cached
-            self.stats.window_misses += 1
-            return None
 
     async def put_window(self, window: W) -> None:
         async with self._lock:

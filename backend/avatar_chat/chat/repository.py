@@ -9,8 +9,6 @@ from avatar_chat.conversations.repository import MESSAGE_COLUMNS
 from avatar_chat.core.claims import Claims
 from avatar_chat.core.database import Connection, Database, Record
 
-WINDOW_COLUMNS = "seq, role::text as role, content, status::text as status, lease_expires_at"
-
 
 async def begin_turn(
     db: Database,
@@ -21,19 +19,35 @@ async def begin_turn(
     idempotency_key: str | None,
     lease_s: float,
     worker_id: int | None,
+    known_avatar: tuple[uuid.UUID, int] | None,
+    known_window: tuple[int, int] | None,
+    window_limit: int,
 ) -> Record:
-    """Save the user's message and a placeholder reply; see avatar_chat.begin_turn."""
+    """Save the user's message and a placeholder reply; see avatar_chat.begin_turn.
+
+    `known_avatar` (id, version) and `known_window` (last seq, revision) are what this
+    worker has cached: the persona and the window come back only where they do not match.
+    """
+    avatar_id, avatar_version = known_avatar or (None, None)
+    window_seq, window_revision = known_window or (None, None)
     row = await db.call_as(
         user,
         "select outcome, mode, revision, title_unset, prev_seq, avatar_id, avatar_version,"
+        " persona_name, persona_personality, persona_backstory,"
+        " window_seqs, window_roles, window_contents, window_statuses,"
         " user_message_id, user_seq, user_created_at, reply_id, reply_seq, reply_attempt, reply_created_at,"
         " reply_content, reply_persona_version, reply_personality"
-        " from avatar_chat.begin_turn($1, $2, $3, $4, $5, $6)",
+        " from avatar_chat.begin_turn($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         conversation_id,
         content,
         idempotency_key,
         lease_s,
         worker_id,
+        avatar_id,
+        avatar_version,
+        window_seq,
+        window_revision,
+        window_limit,
     )
     assert row is not None
     return row
@@ -76,19 +90,6 @@ async def extend_lease(
     assert row is not None
     extended: bool = row["extended"]
     return extended
-
-
-async def load_window(
-    conn: Connection, conversation_id: uuid.UUID, *, upto_seq: int, limit: int
-) -> list[Record]:
-    """The last `limit` messages at or before `upto_seq`, newest first."""
-    return await conn.fetch(
-        f"select {WINDOW_COLUMNS} from public.messages"
-        " where conversation_id = $1 and seq <= $2 order by seq desc limit $3",
-        conversation_id,
-        upto_seq,
-        limit,
-    )
 
 
 async def first_exchange(conn: Connection, conversation_id: uuid.UUID) -> Record | None:

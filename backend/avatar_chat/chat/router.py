@@ -99,9 +99,10 @@ async def send_message(
         ),
     ] = None,
 ) -> Any:
-    turn = await chat.send(user, conversation_id, body.content, idempotency_key=idempotency_key)
+    sse = "text/event-stream" in request.headers.get("accept", "")
+    turn = await chat.send(user, conversation_id, body.content, idempotency_key=idempotency_key, stream=sse)
     headers = {"Idempotent-Replayed": "true"} if turn.replayed else {}
-    if "text/event-stream" in request.headers.get("accept", ""):
+    if sse:
         return StreamingResponse(
             _sse(turn),
             media_type="text/event-stream",

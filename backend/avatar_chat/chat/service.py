@@ -25,7 +25,6 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from avatar_chat.avatars import repository as avatars_repository
 from avatar_chat.avatars.persona import AvatarSnapshot
 from avatar_chat.cache.store import SessionStore
 from avatar_chat.chat import repository
@@ -34,7 +33,7 @@ from avatar_chat.chat.turn import Turn, TurnResult
 from avatar_chat.chat.window import ConversationWindow, WindowMessage, fit_window
 from avatar_chat.conversations.schemas import MessageRead, MessageRole, MessageStatus
 from avatar_chat.core.claims import Claims
-from avatar_chat.core.database import Database
+from avatar_chat.core.database import Database, Record
 from avatar_chat.core.errors import AppError, Conflict, ServiceUnavailable
 from avatar_chat.core.settings import Settings
 from avatar_chat.core.tasks import TaskTracker
@@ -79,21 +78,21 @@ class _Generation:
     mode: str
     revision: int
     prev_seq: int
-    avatar_id: uuid.UUID
-    avatar_version: int
+    # The persona at the version begin_turn saw (G1), and the settled messages before
+    # this turn; whether that window may be cached for the next turn.
+    avatar: AvatarSnapshot
+    window: tuple[WindowMessage, ...]
+    window_cacheable: bool
     # A new exchange sits right after prev_seq; a retried one does not, so its window
-    # is neither served from nor written to the cache.
+    # is never written to the cache.
     new_turn: bool
     title_unset: bool
 
 
 @dataclass(slots=True)
 class _Generated:
-    """What generating produced: the persona and window used, the text, how it ended."""
+    """What generating produced: the text, and how it ended."""
 
-    avatar: AvatarSnapshot | None = None
-    window: tuple[WindowMessage, ...] = ()
-    window_cacheable: bool = False
     parts: list[str] = field(default_factory=list)
     failure: ProviderFailure | None = None  # the provider could not reply
     error: AppError | None = None  # something else stopped the turn; the client gets it as is
@@ -154,7 +153,13 @@ class ChatService:
         self.stats = ChatStats()
 
     async def send(
-        self, user: Claims, conversation_id: uuid.UUID, content: str, *, idempotency_key: str | None
+        self,
+        user: Claims,
+        conversation_id: uuid.UUID,
+        content: str,
+        *,
+        idempotency_key: str | None,
+        stream: bool = True,
     ) -> Turn:
         """Accept a send. The whole turn runs in a tracked task: a client that goes away
         right after sending (an app sent to the background) still gets its reply saved,
@@ -162,7 +167,9 @@ class ChatService:
         accepted: asyncio.Future[Turn] = asyncio.get_running_loop().create_future()
         # Retrieved here so that an answer nobody waits for any more is not reported as lost.
         accepted.add_done_callback(lambda f: f.cancelled() or f.exception())
-        self.tasks.spawn(self._run(user, conversation_id, content, idempotency_key, accepted), name="turn")
+        self.tasks.spawn(
+            self._run(user, conversation_id, content, idempotency_key, stream, accepted), name="turn"
+        )
         return await asyncio.shield(accepted)
 
     async def _run(
@@ -171,10 +178,12 @@ class ChatService:
         conversation_id: uuid.UUID,
         content: str,
         idempotency_key: str | None,
+        stream: bool,
         accepted: asyncio.Future[Turn],
     ) -> None:
         try:
             turn, generation = await self._begin(user, conversation_id, content, idempotency_key)
+            turn.streaming = stream
         except Exception as exc:  # AppError for the client; anything else it sees as a 500
             accepted.set_exception(exc)
             return
@@ -188,6 +197,7 @@ class ChatService:
     async def _begin(
         self, user: Claims, conversation_id: uuid.UUID, content: str, idempotency_key: str | None
     ) -> tuple[Turn, _Generation | None]:
+        cached_avatar, cached_window = await self._store.for_turn(user.sub, conversation_id)
         row = await repository.begin_turn(
             self._db,
             user,
@@ -196,6 +206,9 @@ class ChatService:
             idempotency_key=idempotency_key,
             lease_s=self.lease_s,
             worker_id=self._worker_id(),
+            known_avatar=(cached_avatar.id, cached_avatar.version) if cached_avatar else None,
+            known_window=(cached_window.last_seq, cached_window.revision) if cached_window else None,
+            window_limit=self._window_size,
         )
         user_message = MessageRead(
             id=row["user_message_id"],
@@ -228,6 +241,9 @@ class ChatService:
                 code="send_in_progress",
                 headers={"Retry-After": "1"},
             )
+        new_turn = outcome == "new"
+        avatar = await self._persona(user, row, cached_avatar)
+        window, cacheable = self._window(row, cached_window, new_turn=new_turn)
         generation = _Generation(
             user=user,
             conversation_id=conversation_id,
@@ -237,12 +253,60 @@ class ChatService:
             mode=row["mode"],
             revision=row["revision"],
             prev_seq=row["prev_seq"],
-            avatar_id=row["avatar_id"],
-            avatar_version=row["avatar_version"],
-            new_turn=outcome == "new",
+            avatar=avatar,
+            window=window,
+            window_cacheable=cacheable,
+            new_turn=new_turn,
             title_unset=row["title_unset"],
         )
         return Turn(user_message=user_message), generation
+
+    async def _persona(self, user: Claims, row: Record, cached: AvatarSnapshot | None) -> AvatarSnapshot:
+        """The persona at the version begin_turn saw (G1): the cached snapshot when its stamp
+        matched (begin_turn then sends none), else the one begin_turn read, kept for next time."""
+        if row["persona_name"] is None:
+            assert cached is not None and (cached.id, cached.version) == (
+                row["avatar_id"],
+                row["avatar_version"],
+            )
+            self._store.note_avatar(hit=True)
+            return cached
+        avatar = AvatarSnapshot(
+            id=row["avatar_id"],
+            user_id=user.sub,
+            name=row["persona_name"],
+            personality=row["persona_personality"],
+            backstory=row["persona_backstory"],
+            version=row["avatar_version"],
+        )
+        self._store.note_avatar(hit=False)
+        await self._store.put_avatar(avatar)
+        return avatar
+
+    def _window(
+        self, row: Record, cached: ConversationWindow | None, *, new_turn: bool
+    ) -> tuple[tuple[WindowMessage, ...], bool]:
+        """Settled messages before this turn, and whether that view may be cached."""
+        if self._window_size == 0:
+            return (), False
+        seqs: list[int] | None = row["window_seqs"]
+        if seqs is None:  # the cached window ends exactly where this turn begins
+            assert cached is not None
+            self._store.note_window(hit=True)
+            return cached.messages, True
+        self._store.note_window(hit=False)
+        statuses: list[str] = row["window_statuses"]
+        messages = [
+            WindowMessage(seq=seq, role=role, content=content)
+            for seq, role, content, status in zip(
+                seqs, row["window_roles"], row["window_contents"], statuses, strict=True
+            )
+            if status == MessageStatus.complete
+        ]
+        # Replies still generating (or cut off) are left out; a view that holds one is not
+        # cached, since it changes when they settle.
+        settled = MessageStatus.streaming not in statuses
+        return self._fit(messages), settled and new_turn
 
     # --- inside the background task: generate, settle, report, then post-commit work -------
 
@@ -264,15 +328,13 @@ class ChatService:
             turn.close(_interrupted())
 
     async def _produce(self, g: _Generation, turn: Turn) -> _Generated:
-        """Load the persona and window, then stream the reply into `turn`, within the turn
-        deadline. Every way this can end is recorded in the result, never raised, except
-        cancellation (shutdown past its grace period), which is saved as `interrupted`."""
+        """Stream the reply into `turn` within the turn deadline. Every way this can end is
+        recorded in the result, never raised, except cancellation (shutdown past its grace
+        period), which is saved as `interrupted`."""
         out = _Generated()
         try:
             async with asyncio.timeout(self._deadline_s):
-                out.avatar = await self._persona(g)
-                out.window, out.window_cacheable = await self._window(g)
-                request = build_request(out.avatar, g.mode, out.window, g.user_message.content)
+                request = build_request(g.avatar, g.mode, g.window, g.user_message.content)
                 async for chunk in self._llm.stream(request):
                     out.parts.append(chunk)
                     turn.push(chunk)
@@ -285,9 +347,7 @@ class ChatService:
         except AppError as exc:  # the database or the avatar, not the provider: keep it as is
             out.error = exc
         except asyncio.CancelledError:
-            await asyncio.shield(
-                self._settle(g, out.avatar, out.content, MessageStatus.interrupted, "shutdown")
-            )
+            await asyncio.shield(self._settle(g, out.content, MessageStatus.interrupted, "shutdown"))
             raise
         except Exception:
             log.exception("reply generation failed")
@@ -305,8 +365,8 @@ class ChatService:
 
     async def _after_commit(self, g: _Generation, generated: _Generated, saved: MessageRead) -> None:
         """finish_turn has returned: the exchange is committed, so this may rely on it."""
-        if g.new_turn and generated.window_cacheable:
-            await self._remember_window(g, generated.window, saved)
+        if g.window_cacheable:
+            await self._remember_window(g, saved)
         if g.title_unset:
             self.tasks.spawn(self._set_title(g.user, g.conversation_id), name="title")
 
@@ -319,9 +379,7 @@ class ChatService:
         delay = 0.1
         while True:
             try:
-                return await self._settle(
-                    g, generated.avatar, generated.content, generated.status, generated.error_code
-                )
+                return await self._settle(g, generated.content, generated.status, generated.error_code)
             except ServiceUnavailable as exc:
                 turn.resolve(TurnResult(reply=None, failure=generated.failure, error=generated.error or exc))
                 if loop.time() + delay > give_up_at:
@@ -347,12 +405,7 @@ class ChatService:
                     await generated.wait()
 
     async def _settle(
-        self,
-        g: _Generation,
-        avatar: AvatarSnapshot | None,
-        content: str,
-        status: str,
-        error_code: str | None,
+        self, g: _Generation, content: str, status: str, error_code: str | None
     ) -> MessageRead | None:
         row = await repository.finish_turn(
             self._db,
@@ -362,60 +415,20 @@ class ChatService:
             content=content,
             status=status,
             error_code=error_code,
-            persona_version=avatar.version if avatar else None,
-            personality=avatar.personality if avatar else None,
+            persona_version=g.avatar.version,
+            personality=g.avatar.personality,
         )
         return None if row is None else MessageRead.from_row(row)
-
-    async def _persona(self, g: _Generation) -> AvatarSnapshot:
-        """The avatar exactly at the version begin_turn saw (G1)."""
-
-        async def load() -> AvatarSnapshot | None:
-            async with self._db.as_user(g.user) as conn:
-                return await avatars_repository.get_persona(conn)
-
-        avatar = await self._store.avatar(
-            g.user.sub, avatar_id=g.avatar_id, version=g.avatar_version, load=load
-        )
-        if avatar is None:  # deleted since begin_turn
-            raise _avatar_required()
-        return avatar
-
-    async def _window(self, g: _Generation) -> tuple[tuple[WindowMessage, ...], bool]:
-        """Settled messages before this turn; and whether that view may be cached."""
-        if self._window_size == 0:
-            return (), True
-        if g.new_turn:
-            cached = await self._store.window(g.conversation_id, last_seq=g.prev_seq, revision=g.revision)
-            if cached is not None:
-                return cached.messages, True
-        async with self._db.as_user(g.user) as conn:
-            rows = await repository.load_window(
-                conn, g.conversation_id, upto_seq=g.prev_seq, limit=self._window_size
-            )
-        # Replies still generating (or cut off) are left out; a view that holds one is not
-        # cached, since it changes when they settle.
-        settled = all(r["status"] != MessageStatus.streaming for r in rows)
-        messages = self._fit(
-            [
-                WindowMessage(seq=r["seq"], role=r["role"], content=r["content"])
-                for r in reversed(rows)
-                if r["status"] == MessageStatus.complete
-            ]
-        )
-        return messages, settled and g.new_turn
 
     def _fit(self, messages: list[WindowMessage]) -> tuple[WindowMessage, ...]:
         return fit_window(messages, max_messages=self._window_size, max_chars=self._window_chars)
 
-    async def _remember_window(
-        self, g: _Generation, window: tuple[WindowMessage, ...], reply: MessageRead
-    ) -> None:
+    async def _remember_window(self, g: _Generation, reply: MessageRead) -> None:
         added = (
             WindowMessage(seq=g.user_message.seq, role="user", content=g.user_message.content),
             WindowMessage(seq=reply.seq, role="assistant", content=reply.content),
         )
-        messages = self._fit([*window, *added])
+        messages = self._fit([*g.window, *added])
         await self._store.put_window(
             ConversationWindow(g.conversation_id, last_seq=reply.seq, revision=g.revision, messages=messages)
         )

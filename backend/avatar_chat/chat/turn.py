@@ -46,13 +46,16 @@ class Turn:
 
     user_message: MessageRead
     replayed: MessageRead | None = None
+    # Whether the client reads the text as it is generated (SSE); a JSON answer needs only the end.
+    streaming: bool = True
     deltas: asyncio.Queue[str | None] = field(default_factory=asyncio.Queue)
     outcome: asyncio.Future[TurnResult] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
 
     def push(self, chunk: str) -> None:
-        self.deltas.put_nowait(chunk)
+        if self.streaming:
+            self.deltas.put_nowait(chunk)
 
     def resolve(self, result: TurnResult) -> None:
         """Tell the client how it went; the first word counts (saving may go on after)."""
