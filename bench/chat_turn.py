@@ -1,10 +1,13 @@
 """Latency of one chat turn (`POST /conversations/{id}/messages`, JSON answer) on one
-worker with the offline provider (no delay), against hello-world requests in the same run.
+worker with the offline provider (no delay), against its database floor's turn and
+hello-world requests in the same run.
 
-One user with an avatar and `--conversations` conversations; `--turns` turns are sent
-one at a time, rotating over the conversations (so each prompt window fills up as in
-real use). Each iteration also times `GET /hello` and `PATCH /hello` on the hello-world
-server, interleaved, so both see the same machine noise. All requests use one kept-alive
+One user with an avatar and `--conversations` conversations on the API and as many for
+the floor; `--turns` turns are sent one at a time to each, rotating over the
+conversations (so each prompt window fills up as in real use). Each iteration also
+times `GET /hello` and `PATCH /hello` on the hello-world server, and the floor's turn
+(`bench/floor_app.py`: the same two round trips, no token check, no RLS, no cache),
+interleaved, so all see the same machine noise. All requests use one kept-alive
 connection per server from a minimal blocking client (stdlib http.client).
 
     .venv/bin/python -m bench.chat_turn [--turns 200] [--conversations 10]
@@ -12,6 +15,8 @@ connection per server from a minimal blocking client (stdlib http.client).
 "Server time beyond baseline" = median(turn) - median(hello PATCH): what a turn costs
 on top of an HTTP round trip with a JSON body. Design budget: <= 3 ms median beyond the
 provider's own time (the offline provider's own time is measured in-process here).
+"Beyond the floor" = median(turn) - median(floor turn): what the API adds to the same
+SQL round trips.
 """
 
 from __future__ import annotations
@@ -23,10 +28,6 @@ import sys
 import time
 import uuid
 from collections import Counter
-from typing import Any
-
-import httpx
-from tests.factories import User
 
 from avatar_chat.avatars.persona import AvatarSnapshot
 from avatar_chat.llm.base import ChatRequest, PromptMessage
@@ -34,39 +35,16 @@ from avatar_chat.llm.offline import OfflineProvider
 from bench.common import (
     BenchSession,
     SequentialClient,
-    add_common_args,
-    create_avatars,
-    create_users,
-    machine_info,
-    run_main,
+    scenario_main,
     step,
     summarize_ms,
-    write_results,
 )
+from bench.report import Goal, Row, conclude
+from bench.workloads import numbered_message, sequential_setup
 
 NAME = "chat_turn"
-BUDGET_MS = 3.0
+BUDGET = Goal("app", "<=", 3.0, " ms")
 HELLO_BODY = json.dumps({"personality": "witty"}).encode()
-
-
-def create_conversations(base_url: str, user: User, count: int) -> list[str]:
-    ids: list[str] = []
-    with httpx.Client(base_url=base_url, timeout=30) as client:
-        for i in range(count):
-            response = client.post(
-                "/conversations",
-                json={"mode": "companion" if i % 2 else "assistant", "title": f"bench {i}"},
-                headers=user.headers,
-            )
-            if response.status_code != 201:
-                raise RuntimeError(f"POST /conversations: {response.status_code} {response.text}")
-            ids.append(response.json()["id"])
-    return ids
-
-
-def message(i: int) -> bytes:
-    text = f"Message {i}: tell me something nice about today, and keep it short please."
-    return json.dumps({"content": text}).encode()
 
 
 def offline_provider_seconds(samples: int = 200, window: int = 20) -> list[float]:
@@ -103,132 +81,150 @@ def offline_provider_seconds(samples: int = 200, window: int = 20) -> list[float
     return asyncio.run(run())
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.chat_turn", description=__doc__)
-    add_common_args(parser)
-    args = parser.parse_args(argv)
-
-    turn_s: list[float] = []
-    get_s: list[float] = []
-    patch_s: list[float] = []
+def run(args: argparse.Namespace) -> list[Row]:
+    samples: dict[str, list[float]] = {"turn": [], "floor": [], "hello_get": [], "hello_patch": []}
     statuses: Counter[str] = Counter()
     failures: list[str] = []
     reply_statuses: Counter[str] = Counter()
 
     with BenchSession(NAME) as session:
-        with step("database"):
-            dsn = session.database()
-        with step("servers (1 worker each)"):
-            app = session.start_app(workers=1)
-            hello = session.start_hello(workers=1)
-        with step(f"user, avatar, {args.conversations} conversations"):
-            (user,) = asyncio.run(create_users(dsn, session.jwt_secret, 1))
-            asyncio.run(create_avatars(app.base_url, [user]))
-            conversations = create_conversations(app.base_url, user, args.conversations + 1)
-            warm_conversation, conversations = conversations[0], conversations[1:]
+        setup = sequential_setup(session, ("turn", "floor"), args.conversations, hello=True)
+        app, floor, hello, user = setup.app, setup.floor, setup.hello, setup.user
+        assert hello is not None
+        paths = {"turn": "/conversations/{}/messages", "floor": "/floor/conversations/{}/messages"}
         auth = {**user.headers, "Accept": "application/json"}
-        app_client = SequentialClient(app.port)
+        clients = {"turn": SequentialClient(app.port), "floor": SequentialClient(floor.port)}
         hello_client = SequentialClient(hello.port)
+
+        def turn(kind: str, conversation: str, i: int) -> None:
+            status, body, seconds = clients[kind].request(
+                "POST", paths[kind].format(conversation), numbered_message(i), auth
+            )
+            statuses[f"{kind} POST messages {status}"] += 1
+            samples[kind].append(seconds)
+            if status != 201:
+                if len(failures) < 10:
+                    failures.append(f"{kind} {i}: {status} {body[:300]!r}")
+                return
+            reply_statuses[f"{kind} {json.loads(body)['assistant_message']['status']}"] += 1
+
         try:
-            with step(f"warm-up: {args.warmup_turns} turns"):
+            with step(f"warm-up: {args.warmup_turns} turns each"):
                 for i in range(args.warmup_turns):
                     hello_client.request("GET", "/hello")
                     hello_client.request("PATCH", "/hello", HELLO_BODY)
-                    app_client.request(
-                        "POST", f"/conversations/{warm_conversation}/messages", message(i), auth
-                    )
-            meter = session.cpu_meter(app=app, hello=hello)
+                    for kind in ("turn", "floor"):
+                        clients[kind].request(
+                            "POST", paths[kind].format(setup.warm[kind]), numbered_message(i), auth
+                        )
+            meter = session.cpu_meter([app, floor, hello])
             cpu_before = meter.snapshot()
-            with step(f"{args.turns} sequential turns over {len(conversations)} conversations"):
+            with step(f"{args.turns} sequential turns each over {args.conversations} conversations"):
                 for i in range(args.turns):
-                    status, _, seconds = hello_client.request("GET", "/hello")
-                    statuses[f"GET /hello {status}"] += 1
-                    get_s.append(seconds)
-                    status, _, seconds = hello_client.request("PATCH", "/hello", HELLO_BODY)
-                    statuses[f"PATCH /hello {status}"] += 1
-                    patch_s.append(seconds)
-                    conversation = conversations[i % len(conversations)]
-                    status, body, seconds = app_client.request(
-                        "POST", f"/conversations/{conversation}/messages", message(i), auth
-                    )
-                    statuses[f"POST messages {status}"] += 1
-                    turn_s.append(seconds)
-                    if status != 201:
-                        if len(failures) < 10:
-                            failures.append(f"turn {i}: {status} {body[:300]!r}")
-                        continue
-                    reply_statuses[json.loads(body)["assistant_message"]["status"]] += 1
+                    for method, key, body in (
+                        ("GET", "hello_get", None),
+                        ("PATCH", "hello_patch", HELLO_BODY),
+                    ):
+                        status, _, seconds = hello_client.request(method, "/hello", body)
+                        statuses[f"{method} /hello {status}"] += 1
+                        samples[key].append(seconds)
+                    order = ("turn", "floor") if i % 2 == 0 else ("floor", "turn")
+                    for kind in order:
+                        turn(kind, setup.rotation[kind][i % len(setup.rotation[kind])], i)
             cpu_after = meter.snapshot()
         finally:
-            app_client.close()
-            hello_client.close()
+            for client in (*clients.values(), hello_client):
+                client.close()
         logs = session.server_log_report()
 
     provider = summarize_ms(offline_provider_seconds())
-    turns = summarize_ms(turn_s)
-    hello_get = summarize_ms(get_s)
-    hello_patch = summarize_ms(patch_s)
+    turns = summarize_ms(samples["turn"])
+    floor_turns = summarize_ms(samples["floor"])
+    hello_get = summarize_ms(samples["hello_get"])
+    hello_patch = summarize_ms(samples["hello_patch"])
     beyond = turns["p50_ms"] - hello_patch["p50_ms"]
     beyond_provider = beyond - provider["p50_ms"]
-    ratio = turns["p50_ms"] / hello_patch["p50_ms"]
+    beyond_floor = turns["p50_ms"] - floor_turns["p50_ms"]
+    floor_beyond = floor_turns["p50_ms"] - hello_patch["p50_ms"] - provider["p50_ms"]
     cpu = {
         name: (cpu_after[name] - cpu_before.get(name, 0.0)) * 1000 / max(1, args.turns) for name in cpu_after
     }
 
-    def row(label: str, s: dict[str, float]) -> str:
+    def line(label: str, s: dict[str, float]) -> str:
         return (
-            f"  {label:<28} median {s['p50_ms']:7.3f} ms   p90 {s['p90_ms']:7.3f} ms"
+            f"  {label:<30} median {s['p50_ms']:7.3f} ms   p90 {s['p90_ms']:7.3f} ms"
             f"   p99 {s['p99_ms']:7.3f} ms   max {s['max_ms']:7.3f} ms"
         )
 
     print()
-    print(f"chat_turn: 1 worker, offline provider (delay 0), {args.turns} sequential turns, JSON answers")
-    print(row("POST .../messages (turn)", turns))
-    print(row("GET /hello (baseline)", hello_get))
-    print(row("PATCH /hello (baseline)", hello_patch))
-    print(row("offline provider in-process", provider))
+    print(
+        f"chat_turn: 1 worker each, offline provider (delay 0), {args.turns} sequential turns, JSON answers"
+    )
+    print(line("POST .../messages (turn)", turns))
+    print(line("floor POST .../messages", floor_turns))
+    print(line("GET /hello (baseline)", hello_get))
+    print(line("PATCH /hello (baseline)", hello_patch))
+    print(line("offline provider in-process", provider))
+    ratio = turns["p50_ms"] / hello_patch["p50_ms"]
     print(f"  server time beyond baseline = {beyond:.3f} ms median (turn / hello PATCH = {ratio:.1f}x)")
     print(
-        f"  minus the provider's own {provider['p50_ms']:.3f} ms = {beyond_provider:.3f} ms "
-        f"(design budget <= {BUDGET_MS:g} ms: {'met' if beyond_provider <= BUDGET_MS else 'NOT met'}"
-        " in this run)"
+        f"  minus the provider's own {provider['p50_ms']:.3f} ms = {beyond_provider:.3f} ms"
+        f" (design budget <= {BUDGET.value:g} ms; the floor's turn: {floor_beyond:.3f} ms)"
     )
+    print(f"  turn time beyond the floor's turn = {beyond_floor:.3f} ms median")
     print("  CPU ms per iteration: " + ", ".join(f"{k} {v:.3f}" for k, v in cpu.items()))
     print("  answers: " + ", ".join(f"{k}: {v}" for k, v in sorted(statuses.items())))
     if reply_statuses:
         print("  reply status: " + ", ".join(f"{k}: {v}" for k, v in sorted(reply_statuses.items())))
     for failure in failures:
         print(f"  FAILED {failure}")
-    for name, lines in logs.items():
-        print(f"  {name} log: {len(lines)} line(s); first: {lines[0][:200]}")
 
-    result: dict[str, Any] = {
-        "benchmark": NAME,
-        "settings": vars(args),
-        "machine": machine_info(),
+    note = f"{len(failures)} failed" if failures else ""
+    rows = [
+        Row(
+            NAME,
+            "turn median (hello: PATCH)",
+            "ms",
+            turns["p50_ms"],
+            floor_turns["p50_ms"],
+            hello_patch["p50_ms"],
+        ),
+        Row(
+            NAME,
+            "turn p90 (hello: PATCH)",
+            "ms",
+            turns["p90_ms"],
+            floor_turns["p90_ms"],
+            hello_patch["p90_ms"],
+        ),
+        Row(
+            NAME,
+            "server time beyond hello PATCH and provider",
+            "ms",
+            beyond_provider,
+            floor_beyond,
+            goal=BUDGET,
+            note=note,
+        ),
+        Row(NAME, "turn time beyond the floor's turn", "ms", beyond_floor),
+    ]
+    data = {
         "turn": turns,
+        "floor_turn": floor_turns,
         "hello_get": hello_get,
         "hello_patch": hello_patch,
         "offline_provider": provider,
         "beyond_baseline_ms": beyond,
         "beyond_baseline_and_provider_ms": beyond_provider,
-        "ratio_turn_to_hello_patch": ratio,
-        "budget_ms": BUDGET_MS,
+        "beyond_floor_ms": beyond_floor,
         "cpu_ms_per_iteration": cpu,
         "statuses": dict(statuses),
         "reply_statuses": dict(reply_statuses),
         "failures": failures,
-        "server_logs": {name: lines[:200] for name, lines in logs.items()},
-        "samples_ms": {
-            "turn": [s * 1000 for s in turn_s],
-            "hello_get": [s * 1000 for s in get_s],
-            "hello_patch": [s * 1000 for s in patch_s],
-        },
+        "samples_ms": {key: [s * 1000 for s in values] for key, values in samples.items()},
     }
-    if not args.no_json:
-        print(f"  results: {write_results(NAME, result)}")
-    return 0
+    return conclude(NAME, f"{NAME} (1 worker, sequential)", args, rows, data, logs)
 
 
 if __name__ == "__main__":
-    sys.exit(run_main(main))
+    sys.exit(scenario_main(NAME, __doc__, run))

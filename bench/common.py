@@ -19,23 +19,27 @@ import resource
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from http.client import HTTPConnection
 from pathlib import Path
 from types import FrameType, TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 import httpx
 from tests.factories import User
+from tests.pooler import PgBouncer
 from tests.servers import free_port
 
+import avatar_chat
 from avatar_chat.auth.tokens import mint_access_token
 from avatar_chat.core.embedded import EmbeddedPostgres
 from avatar_chat.core.migrate import migrate
@@ -45,6 +49,7 @@ RESULTS_DIR = REPO_ROOT / "bench" / "results"
 VENV_BIN = Path(sys.executable).parent
 CLI = str(VENV_BIN / "avatar-chat")
 PERSONALITIES = ("friendly", "professional", "playful", "caring", "witty")
+T = TypeVar("T")
 
 # The environment the brief fixes for the API under test: no throttling, an offline
 # provider with no artificial delay, quiet logs.
@@ -62,40 +67,60 @@ APP_ENV: dict[str, str] = {
 # --------------------------------------------------------------------------- arguments
 
 
-def add_common_args(parser: argparse.ArgumentParser) -> None:
-    """One option set for both benchmarks, so `bench/run ARGS` can pass ARGS to each;
-    every option names the benchmark that reads it."""
-    parser.add_argument(
-        "--workers", type=int, default=1, help="persona_patch: worker processes of both servers (1)"
-    )
-    parser.add_argument(
-        "--seconds", type=float, default=10.0, help="persona_patch: measured seconds per server (10)"
-    )
-    parser.add_argument(
-        "--warmup", type=float, default=2.0, help="persona_patch: unmeasured seconds first (2)"
-    )
-    parser.add_argument("--connections", type=int, default=32, help="persona_patch: open connections (32)")
-    parser.add_argument("--users", type=int, default=50, help="persona_patch: distinct users/avatars (50)")
-    parser.add_argument(
+_THROUGHPUT = "persona_patch, chat_turns, pooled"
+_SEQUENTIAL = "chat_turn, sse_ttfb"
+# flag, type, default, who reads it and what it is
+_OPTIONS: tuple[tuple[str, type[int] | type[float], float, str], ...] = (
+    ("--workers", int, 3, f"{_THROUGHPUT}: worker processes of every server"),
+    ("--seconds", float, 5, f"{_THROUGHPUT}: measured seconds per server per round"),
+    ("--warmup", float, 2, f"{_THROUGHPUT}, pgbench_notify: unmeasured seconds per server first"),
+    (
         "--rounds",
-        type=int,
-        default=1,
-        help="persona_patch: measure each server this many times, alternating the order (1)",
-    )
+        int,
+        2,
+        f"{_THROUGHPUT}, pgbench_notify: measure each this many times, alternating the order",
+    ),
+    ("--connections", int, 32, "persona_patch, pooled: open connections for PATCH"),
+    ("--turn-connections", int, 64, "chat_turns, pooled: open connections for chat turns"),
+    ("--users", int, 64, f"{_THROUGHPUT}, pgbench_notify: distinct users, each with an avatar"),
+    ("--turns", int, 200, f"{_SEQUENTIAL}: measured sequential turns per server"),
+    ("--conversations", int, 10, f"{_SEQUENTIAL}: conversations the turns rotate over"),
+    ("--warmup-turns", int, 20, f"{_SEQUENTIAL}: unmeasured turns first"),
+    ("--pool-size", int, 10, "pooled: pgbouncer server connections (default_pool_size)"),
+    ("--pgbench-seconds", float, 10, "pgbench_notify: seconds per pgbench run"),
+    ("--pgbench-clients", int, 32, "pgbench_notify: pgbench clients (-c)"),
+)
+
+
+def add_common_args(parser: argparse.ArgumentParser) -> None:
+    """One option set for every benchmark, so `bench/run [NAME] ARGS` can pass ARGS to
+    each; every option names the benchmarks that read it."""
+    for flag, kind, default, help_text in _OPTIONS:
+        parser.add_argument(flag, type=kind, default=kind(default), help=f"{help_text} ({default:g})")
     parser.add_argument(
         "--client",
         choices=("auto", "wrk", "python"),
         default="auto",
-        help="persona_patch: load generator; auto = wrk when installed, else the Python one",
+        help="persona_patch: load generator; auto = wrk when installed, else the Python one"
+        " (the other scenarios need wrk)",
     )
-    parser.add_argument("--turns", type=int, default=200, help="chat_turn: measured sequential turns (200)")
     parser.add_argument(
-        "--conversations", type=int, default=10, help="chat_turn: conversations the turns rotate over (10)"
+        "--pgbench-protocol",
+        choices=("prepared", "simple", "extended"),
+        default="prepared",
+        help="pgbench_notify: pgbench's query protocol, -M (prepared)",
     )
-    parser.add_argument("--warmup-turns", type=int, default=20, help="chat_turn: unmeasured turns first (20)")
     parser.add_argument(
         "--no-json", action="store_true", help="do not write bench/results/<name>-<timestamp>.json"
     )
+
+
+def parse_args(prog: str, description: str | None, argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    add_common_args(parser)
+    return parser.parse_args(argv)
 
 
 # --------------------------------------------------------------------------- processes
@@ -168,7 +193,8 @@ def _raise_keyboard_interrupt(signum: int, frame: FrameType | None) -> None:
 
 
 class BenchSession:
-    """Owns the temp folder, the database and every server of one benchmark run."""
+    """Owns the temp folder, the database, pgbouncer and every server of one benchmark
+    run, and stops them all on exit (also on Ctrl-C, SIGTERM or an exception)."""
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -177,6 +203,9 @@ class BenchSession:
         self.dsn = ""
         self.jwt_secret = secrets.token_urlsafe(48)
         self._embedded: EmbeddedPostgres | None = None
+        self._poolers: list[PgBouncer] = []
+        # pgbouncer is an asyncio subprocess: it lives as long as the loop that started it.
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._old_sigterm: Any = None
 
     def __enter__(self) -> BenchSession:
@@ -193,6 +222,13 @@ class BenchSession:
         try:
             for server in reversed(self.servers):
                 server.stop()
+            for pooler in reversed(self._poolers):
+                with contextlib.suppress(Exception):
+                    self.run(pooler.stop())
+            self._poolers.clear()
+            if self._loop is not None:
+                self._loop.close()
+                self._loop = None
             if self._embedded is not None:
                 with contextlib.suppress(Exception):
                     self._embedded.stop()
@@ -201,6 +237,12 @@ class BenchSession:
         finally:
             signal.signal(signal.SIGINT, old_int)
             signal.signal(signal.SIGTERM, self._old_sigterm or signal.SIG_DFL)
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run `coro` on the session's own event loop (kept until the session ends)."""
+        if self._loop is None:
+            self._loop = asyncio.new_event_loop()
+        return self._loop.run_until_complete(coro)
 
     # ---- database
 
@@ -215,10 +257,19 @@ class BenchSession:
         self.dsn = dsn
         return dsn
 
+    def pooler(self, pool_size: int) -> PgBouncer:
+        """pgbouncer in transaction mode in front of the session's database."""
+        pooler = PgBouncer(self.dsn, pool_size=pool_size)
+        self._poolers.append(pooler)
+        self.run(pooler.start())
+        return pooler
+
     # ---- servers
 
-    def start_app(self, *, workers: int, env: dict[str, str] | None = None) -> Server:
-        """`avatar-chat serve` against this session's database."""
+    def start_app(
+        self, *, workers: int, env: dict[str, str] | None = None, name: str = "avatar-chat"
+    ) -> Server:
+        """`avatar-chat serve` against this session's database (or `env["DATABASE_URL"]`)."""
         port = free_port()
         server_env = {
             **os.environ,
@@ -228,25 +279,31 @@ class BenchSession:
             "DATA_DIR": str(self.tmp / "app-data"),
             **(env or {}),
         }
-        server = Server(
-            "avatar-chat",
-            [CLI, "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)],
-            server_env,
-            self.tmp / "avatar-chat.log",
-            port,
-        )
-        self.servers.append(server)
-        server.start("/ready")
-        return server
+        argv = [CLI, "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
+        return self._start(Server(name, argv, server_env, self.tmp / f"{name}.log", port), "/ready")
 
     def start_hello(self, *, workers: int) -> Server:
         """The baseline: `bench.hello_app` under uvicorn with the API's server settings."""
+        return self._start_uvicorn("hello", "bench.hello_app:app", workers, {}, "/hello")
+
+    def start_floor(
+        self, *, workers: int, dsn: str | None = None, statement_cache_size: int = 100, name: str = "floor"
+    ) -> Server:
+        """The database floor (`bench.floor_app`) against `dsn` (default: the session's)."""
+        env = {
+            "FLOOR_DATABASE_URL": dsn or self.dsn,
+            "FLOOR_STATEMENT_CACHE_SIZE": str(statement_cache_size),
+        }
+        return self._start_uvicorn(name, "bench.floor_app:app", workers, env, "/ready")
+
+    def _start_uvicorn(self, name: str, target: str, workers: int, env: dict[str, str], ready: str) -> Server:
+        """`target` under uvicorn with the settings `avatar-chat serve` uses."""
         port = free_port()
         argv = [
             sys.executable,
             "-m",
             "uvicorn",
-            "bench.hello_app:app",
+            target,
             "--host",
             "127.0.0.1",
             "--port",
@@ -261,10 +318,13 @@ class BenchSession:
             "warning",
             "--proxy-headers",
         ]
-        env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-        server = Server("hello", argv, env, self.tmp / "hello.log", port)
+        path = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)
+        server_env = {**os.environ, "PYTHONPATH": path, **env}
+        return self._start(Server(name, argv, server_env, self.tmp / f"{name}.log", port), ready)
+
+    def _start(self, server: Server, ready: str) -> Server:
         self.servers.append(server)
-        server.start("/hello")
+        server.start(ready)
         return server
 
     def postgres_pid(self) -> int | None:
@@ -274,9 +334,17 @@ class BenchSession:
         pid = self._embedded.server.get_pid()
         return int(pid) if pid is not None else None
 
-    def cpu_meter(self, **named: Server) -> CpuMeter:
-        """CPU time of the given servers and of the embedded Postgres (process trees)."""
-        roots = {name: server.proc.pid for name, server in named.items() if server.proc is not None}
+    def postgres_bin(self) -> Path | None:
+        """The embedded PostgreSQL's bin folder (None with BENCH_DATABASE_URL)."""
+        return None if self._embedded is None else Path(self._embedded.server.bin_path)
+
+    def cpu_meter(self, servers: Sequence[Server]) -> CpuMeter:
+        """CPU time of the given servers, pgbouncer and the embedded Postgres (process trees)."""
+        roots = {server.name: server.proc.pid for server in servers if server.proc is not None}
+        for pooler in self._poolers:
+            proc = pooler._proc  # tests.pooler keeps the process to itself
+            if proc is not None:
+                roots["pgbouncer"] = proc.pid
         pg = self.postgres_pid()
         if pg is not None:
             roots["postgres"] = pg
@@ -387,6 +455,25 @@ async def create_avatars(base_url: str, users: Sequence[User]) -> None:
                 raise RuntimeError(f"POST /avatars/me: {response.status_code} {response.text}")
 
 
+def create_conversations(base_url: str, users: Sequence[User], per_user: int) -> list[list[str]]:
+    """`per_user` conversations of each user, titled (so no title task runs), modes alternating."""
+    ids: list[list[str]] = []
+    with httpx.Client(base_url=base_url, timeout=30) as client:
+        for user in users:
+            mine: list[str] = []
+            for i in range(per_user):
+                response = client.post(
+                    "/conversations",
+                    json={"mode": "companion" if i % 2 else "assistant", "title": f"bench {i}"},
+                    headers=user.headers,
+                )
+                if response.status_code != 201:
+                    raise RuntimeError(f"POST /conversations: {response.status_code} {response.text}")
+                mine.append(response.json()["id"])
+            ids.append(mine)
+    return ids
+
+
 # --------------------------------------------------------------------------- clients
 
 
@@ -422,6 +509,105 @@ class SequentialClient:
 
     def close(self) -> None:
         self._conn.close()
+
+
+@dataclass(frozen=True)
+class StreamTiming:
+    status: int
+    first_byte_s: float  # the status line's first byte
+    marker_s: float | None  # the end of the first body chunk that holds the marker
+    total_s: float  # the end of the body
+    body: bytes
+
+
+class StreamingClient:
+    """One keep-alive HTTP/1.1 connection on a raw socket that times a streamed answer as
+    it arrives: first byte, first chunk holding a marker (e.g. `event: delta`), end.
+    Blocking, like SequentialClient, and with as little client work per byte."""
+
+    def __init__(self, port: int) -> None:
+        self._port = port
+        self._sock: socket.socket | None = None
+        self._buf = bytearray()
+
+    def _connect(self) -> socket.socket:
+        sock = socket.create_connection(("127.0.0.1", self._port), timeout=60)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._buf.clear()
+        return sock
+
+    def request(
+        self, method: str, path: str, body: bytes, headers: dict[str, str], marker: bytes
+    ) -> StreamTiming:
+        head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        payload = (
+            f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{self._port}\r\n{head}"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        ).encode() + body
+        try:
+            return self._exchange(payload, marker)
+        except (ConnectionError, EOFError):
+            # The server closed a kept-alive connection; retry once on a fresh one.
+            self.close()
+            return self._exchange(payload, marker)
+
+    def _exchange(self, payload: bytes, marker: bytes) -> StreamTiming:
+        if self._sock is None:
+            self._sock = self._connect()
+        sock = self._sock
+        start = time.perf_counter()
+        sock.sendall(payload)
+        first_byte = self._fill(sock) - start
+        while b"\r\n\r\n" not in self._buf:
+            self._fill(sock)
+        head, _, rest = bytes(self._buf).partition(b"\r\n\r\n")
+        self._buf[:] = rest
+        lines = head.decode("latin-1").split("\r\n")
+        status = int(lines[0].split(" ", 2)[1])
+        fields = {k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:])}
+        body = bytearray()
+        marker_at: float | None = None
+        if "chunked" in fields.get("transfer-encoding", "").lower():
+            while True:
+                while b"\r\n" not in self._buf:
+                    self._fill(sock)
+                size_line, _, rest = bytes(self._buf).partition(b"\r\n")
+                size = int(size_line.split(b";")[0], 16)
+                while len(rest) < size + 2:
+                    self._fill(sock)
+                    rest = bytes(self._buf).partition(b"\r\n")[2]
+                chunk, rest = rest[:size], rest[size + 2 :]
+                self._buf[:] = rest
+                if size == 0:
+                    break  # no trailers: uvicorn sends none
+                body += chunk
+                if marker_at is None and marker in body[-(len(chunk) + len(marker)) :]:
+                    marker_at = time.perf_counter() - start
+        else:
+            length = int(fields.get("content-length", "0"))
+            while len(self._buf) < length:
+                self._fill(sock)
+            body += self._buf[:length]
+            del self._buf[:length]
+            if marker in body:
+                marker_at = time.perf_counter() - start
+        total = time.perf_counter() - start
+        if fields.get("connection", "").lower() == "close":
+            self.close()
+        return StreamTiming(status, first_byte, marker_at, total, bytes(body))
+
+    def _fill(self, sock: socket.socket) -> float:
+        data = sock.recv(65536)
+        if not data:
+            raise EOFError("connection closed by the server")
+        self._buf += data
+        return time.perf_counter()
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+        self._buf.clear()
 
 
 def wrk_path() -> str | None:
@@ -464,7 +650,34 @@ def machine_info() -> dict[str, Any]:
         "platform": platform.platform(),
         "cpus": os.cpu_count(),
         "loadavg_1m": os.getloadavg()[0],
+        **code_version(),
     }
+
+
+def code_version() -> dict[str, Any]:
+    """The commit measured, and the files of the server side changed since (uncommitted)."""
+
+    def git(*args: str) -> str:
+        proc = subprocess.run(
+            ["git", "-C", str(REPO_ROOT), *args], capture_output=True, text=True, check=False, timeout=30
+        )
+        return proc.stdout.strip()
+
+    package = Path(avatar_chat.__file__).resolve().parent
+    if package.is_relative_to(REPO_ROOT):
+        changed = git("status", "--porcelain", "--", "backend", "supabase", "pyproject.toml")
+        return {"commit": git("log", "-1", "--oneline"), "uncommitted": changed.splitlines()}
+    # PYTHONPATH=<an export of some commit>/backend measures that code instead.
+    return {"commit": git("log", "-1", "--oneline"), "uncommitted": [], "avatar_chat": str(package)}
+
+
+def print_code_version() -> None:
+    version = code_version()
+    dirty = ", ".join(line.strip() for line in version["uncommitted"])
+    if "avatar_chat" in version:
+        print(f"  code: avatar_chat from {version['avatar_chat']}, not this checkout ({version['commit']})")
+    else:
+        print(f"  code: {version['commit']}" + (f" + uncommitted: {dirty}" if dirty else ""))
 
 
 def timestamp() -> str:
@@ -476,6 +689,16 @@ def write_results(name: str, data: dict[str, Any]) -> Path:
     path = RESULTS_DIR / f"{name}-{timestamp()}.json"
     path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
     return path
+
+
+def scenario_main(name: str, description: str | None, run: Callable[[argparse.Namespace], object]) -> int:
+    """`python -m bench.<name>`: the shared options, one scenario, 130 on Ctrl-C."""
+
+    def main(argv: list[str] | None) -> int:
+        run(parse_args(f"python -m bench.{name}", description, argv))
+        return 0
+
+    return run_main(main)
 
 
 def run_main(main: Callable[[list[str] | None], int]) -> int:

@@ -1,0 +1,83 @@
+"""Run the benchmarks: `python -m bench [SCENARIO|all] [options]` (what `./bench/run` calls).
+
+Scenarios, in the order `all` runs them (each with its own embedded Postgres, servers
+and, for `pooled`, pgbouncer, all stopped at its end):
+
+    persona_patch   PATCH /avatars/me/persona throughput vs its database floor and hello
+    chat_turns      concurrent chat turns (JSON) throughput vs their floor and hello
+    chat_turn       one turn's latency, sequential: server time beyond hello and the floor
+    sse_ttfb        streamed turns: time to first byte and first delta vs the floor
+    pooled          persona_patch and chat_turns direct vs through pgbouncer (transaction mode)
+    pgbench_notify  pgbench on the persona UPDATE with and without the old NOTIFY trigger
+
+Every scenario prints its figures and a summary table; `all` ends with one table of them
+all. Options are shared; each says which scenarios read it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import traceback
+from collections.abc import Callable
+
+from bench import chat_turn, chat_turns, persona_patch, pgbench_notify, pooled, sse_ttfb
+from bench.common import add_common_args, machine_info, print_code_version, run_main, write_results
+from bench.report import Row, print_summary
+
+SCENARIOS: dict[str, Callable[[argparse.Namespace], list[Row]]] = {
+    "persona_patch": persona_patch.run,
+    "chat_turns": chat_turns.run,
+    "chat_turn": chat_turn.run,
+    "sse_ttfb": sse_ttfb.run,
+    "pooled": pooled.run,
+    "pgbench_notify": pgbench_notify.run,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("scenario", nargs="?", default="all", choices=[*SCENARIOS, "all"])
+    add_common_args(parser)
+    args = parser.parse_args(argv)
+    names = list(SCENARIOS) if args.scenario == "all" else [args.scenario]
+    rows: list[Row] = []
+    failed: dict[str, str] = {}
+    seconds: dict[str, float] = {}
+    for name in names:
+        start = time.monotonic()
+        print(f"\n=== {name}", flush=True)
+        try:
+            rows += SCENARIOS[name](args)
+        except Exception as exc:  # report it, go on with the next scenario
+            traceback.print_exc()
+            failed[name] = f"{type(exc).__name__}: {exc}"
+        seconds[name] = time.monotonic() - start
+        print(f"  ({name} took {seconds[name]:.0f} s)", flush=True)
+    if len(names) > 1:
+        print_summary(
+            f"all ({', '.join(f'{n} {s:.0f} s' for n, s in seconds.items())})", rows, with_scenario=True
+        )
+        print_code_version()
+        for name, error in failed.items():
+            print(f"  FAILED {name}: {error[:300]}")
+        if not args.no_json:
+            result = {
+                "benchmark": "all",
+                "settings": vars(args),
+                "machine": machine_info(),
+                "seconds": seconds,
+                "summary": [r.as_json() for r in rows],
+                "failed": failed,
+            }
+            print(f"  results: {write_results('all', result)}")
+    elif failed:
+        print(f"FAILED {names[0]}: {failed[names[0]][:300]}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_main(main))

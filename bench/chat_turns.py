@@ -1,0 +1,90 @@
+"""Throughput of concurrent chat turns (`POST /conversations/{id}/messages`, JSON answer)
+against their database floor and hello world.
+
+`--users` (64) users, each with an avatar and one conversation per server. The API runs
+with the offline provider and no chunk delay, rate limits off; the database floor
+(`bench/floor_app.py`) makes the same two round trips on the same tables and triggers
+(user message and `streaming` placeholder in one call, then the reply settled as
+`complete`) with no token check, no RLS, no cache; hello world (`POST /hello/turn`)
+echoes the body as an exchange of the same shape. Same worker count (`--workers`, 3),
+same client (wrk), `--turn-connections` (64) connections, each request a random user's
+conversation, message texts alternating, no Idempotency-Key; the order alternates over
+`--rounds`.
+
+    .venv/bin/python -m bench.chat_turns [--workers 3] [--turn-connections 64] [--seconds 5]
+
+Reports turns/s and latency p50/p99 of each, app/floor (design target >= 0.7x) and
+app/hello. wrk counts answers that are not 2xx; afterwards the database must hold one
+complete reply and one user message per 2xx answer counted (a few more: requests still in
+flight when a run ended).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from bench.common import BenchSession, create_conversations, scenario_main, step
+from bench.report import Goal, Row, conclude, throughput_rows
+from bench.throughput import Target, load_client, measure, print_rounds
+from bench.workloads import (
+    check_once,
+    message_counts,
+    replies_line,
+    turn_answer_ok,
+    turn_requests,
+    users_and_servers,
+)
+
+NAME = "chat_turns"
+GOAL = Goal("app/floor", ">=", 0.7)
+
+
+def run(args: argparse.Namespace) -> list[Row]:
+    client = load_client(args, python_fallback=False)
+    with BenchSession(NAME) as session:
+        users, app, floor, hello = users_and_servers(session, args)
+        dsn = session.dsn
+        with step("two conversations each (the API's, the floor's)"):
+            conversations = create_conversations(app.base_url, users, 2)
+        convs = {"app": [c[0] for c in conversations], "floor": [c[1] for c in conversations]}
+        targets = [
+            Target("hello", "hello POST /hello/turn", hello, turn_requests("hello", users, convs["app"])),
+            Target("floor", "floor POST .../messages", floor, turn_requests("floor", users, convs["floor"])),
+            Target("app", "POST .../messages", app, turn_requests("app", users, convs["app"])),
+        ]
+        with step("a first turn each"):
+            for target in targets:
+                check_once(target.server, target.requests, 201, turn_answer_ok)
+            before = {key: message_counts(dsn, ids) for key, ids in convs.items()}
+        measured = measure(session, NAME, targets, args, connections=args.turn_connections, client=client)
+        time.sleep(1.0)  # requests in flight when wrk stopped are answered by now
+        after = {key: message_counts(dsn, ids) for key, ids in convs.items()}
+        logs = session.server_log_report()
+
+    print()
+    print(
+        f"chat_turns: {args.workers} worker(s) each, {args.turn_connections} connections,"
+        f" {args.seconds:g} s x {args.rounds} round(s), {args.users} users, offline provider (no delay)"
+    )
+    print_rounds(measured, [("app", "floor"), ("app", "hello")])
+    for key in ("app", "floor"):
+        slack = args.turn_connections * measured.run_count(key)
+        print(replies_line(key, before[key], after[key], measured.ok(key), slack))
+    rows = throughput_rows(
+        NAME,
+        "chat turn",
+        measured.total("app"),
+        measured.total("floor"),
+        measured.total("hello"),
+        GOAL,
+        unit="turns/s",
+    )
+    data = {"runs": measured.as_json(), "messages_before": before, "messages_after": after}
+    title = f"{NAME} ({args.workers} workers, wrk -c{args.turn_connections})"
+    return conclude(NAME, title, args, rows, data, logs)
+
+
+if __name__ == "__main__":
+    sys.exit(scenario_main(NAME, __doc__, run))

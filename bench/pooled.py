@@ -1,0 +1,186 @@
+"""Direct vs through pgbouncer in transaction mode (what Supabase's transaction pooler,
+Supavisor on port 6543, does to the connections): the persona_patch and chat_turns
+workloads on the API and on the database floor, each connected both ways, in one run.
+
+A real pgbouncer (`tests.pooler.PgBouncer`, `pool_mode = transaction`, `--pool-size`
+server connections) in front of the same Postgres. Four servers with `--workers` (3)
+workers each: the API direct, the API with `DATABASE_URL=<pgbouncer>` and
+`DB_POOL_MODE=transaction` (no prepared statement cache), the floor direct and the floor
+through pgbouncer (`statement_cache_size=0`). Each is loaded in turn with the same wrk
+client (PATCH: `--connections`, chat turns: `--turn-connections`), the order
+alternating over `--rounds`. Every server has conversations of its own.
+
+    .venv/bin/python -m bench.pooled [--pool-size 10] [--workers 3] [--seconds 5]
+
+Reports, per workload, app/floor direct and through pgbouncer (the same targets as
+persona_patch and chat_turns), and pooled/direct of the API and of the floor.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from collections.abc import Callable
+
+from tests.factories import User
+
+from bench.common import (
+    BenchSession,
+    create_avatars,
+    create_conversations,
+    create_users,
+    scenario_main,
+    step,
+)
+from bench.load import RequestSet
+from bench.report import Goal, Row, conclude, load_note
+from bench.throughput import Measured, Target, load_client, measure, print_rounds
+from bench.workloads import (
+    Kind,
+    avatar_versions,
+    check_once,
+    message_counts,
+    persona_answer_ok,
+    persona_requests,
+    replies_line,
+    turn_answer_ok,
+    turn_requests,
+)
+
+NAME = "pooled"
+KEYS: tuple[tuple[str, Kind], ...] = (
+    ("app", "app"),
+    ("floor", "floor"),
+    ("app_pooled", "app"),
+    ("floor_pooled", "floor"),
+)
+LABELS = {
+    "app": "API direct",
+    "floor": "floor direct",
+    "app_pooled": "API via pgbouncer",
+    "floor_pooled": "floor via pgbouncer",
+}
+
+
+def rows_for(label: str, measured: Measured, goal: Goal, unit: str) -> list[Row]:
+    total = {key: measured.total(key) for key, _ in KEYS}
+    note = load_note(*total.values())
+    return [
+        Row(NAME, f"{label} direct", unit, total["app"].rps, total["floor"].rps, goal=goal, note=note),
+        Row(
+            NAME,
+            f"{label} via pgbouncer",
+            unit,
+            total["app_pooled"].rps,
+            total["floor_pooled"].rps,
+            goal=goal,
+        ),
+        Row(
+            NAME, f"{label} p50 via pgbouncer", "ms", total["app_pooled"].p50_ms, total["floor_pooled"].p50_ms
+        ),
+        Row(
+            NAME,
+            f"{label} pgbouncer/direct",
+            "x",
+            total["app_pooled"].rps / total["app"].rps,
+            total["floor_pooled"].rps / total["floor"].rps,
+        ),
+    ]
+
+
+def run(args: argparse.Namespace) -> list[Row]:
+    client = load_client(args, python_fallback=False)
+    with BenchSession(NAME) as session:
+        with step("database"):
+            dsn = session.database()
+        with step(f"pgbouncer (transaction mode, {args.pool_size} server connections)"):
+            pooler = session.pooler(args.pool_size)
+        with step(f"{args.users} users"):
+            users = asyncio.run(create_users(dsn, session.jwt_secret, args.users))
+        with step(f"servers ({args.workers} worker(s) each): API and floor, direct and via pgbouncer"):
+            pooled_env = {"DATABASE_URL": pooler.dsn, "DB_POOL_MODE": "transaction"}
+            servers = {
+                "app": session.start_app(workers=args.workers),
+                "floor": session.start_floor(workers=args.workers),
+                "app_pooled": session.start_app(
+                    workers=args.workers, env=pooled_env, name="avatar-chat-pooled"
+                ),
+                "floor_pooled": session.start_floor(
+                    workers=args.workers, dsn=pooler.dsn, statement_cache_size=0, name="floor-pooled"
+                ),
+            }
+        with step("avatars, a conversation per server each"):
+            asyncio.run(create_avatars(servers["app"].base_url, users))
+            conversations = create_conversations(servers["app"].base_url, users, len(KEYS))
+        convs = {key: [c[i] for c in conversations] for i, (key, _) in enumerate(KEYS)}
+
+        def targets(requests: Callable[[Kind, list[User], str], RequestSet]) -> list[Target]:
+            return [Target(key, LABELS[key], servers[key], requests(kind, users, key)) for key, kind in KEYS]
+
+        patch = targets(lambda kind, us, _key: persona_requests(kind, us))
+        turns = targets(lambda kind, us, key: turn_requests(kind, us, convs[key]))
+        with step("a first PATCH and turn each"):
+            version_before = avatar_versions(dsn, users)
+            checked = sum(check_once(t.server, t.requests, 200, persona_answer_ok) for t in patch)
+            for target in turns:
+                check_once(target.server, target.requests, 201, turn_answer_ok)
+            before = {key: message_counts(dsn, ids) for key, ids in convs.items()}
+        measured_patch = measure(
+            session, f"{NAME}-patch", patch, args, connections=args.connections, client=client
+        )
+        measured_turns = measure(
+            session, f"{NAME}-turns", turns, args, connections=args.turn_connections, client=client
+        )
+        time.sleep(1.0)  # requests in flight when wrk stopped are answered by now
+        increments = avatar_versions(dsn, users) - version_before - checked
+        after = {key: message_counts(dsn, ids) for key, ids in convs.items()}
+        logs = session.server_log_report()
+        pooler_log = [line for line in pooler.log().splitlines() if " WARNING " in line or " ERROR " in line]
+
+    print()
+    print(
+        f"pooled: {args.workers} worker(s) each, pgbouncer transaction mode with {args.pool_size} server"
+        f" connections, {args.seconds:g} s x {args.rounds} round(s), {args.users} users"
+    )
+    ratios = [
+        ("app", "floor"),
+        ("app_pooled", "floor_pooled"),
+        ("app_pooled", "app"),
+        ("floor_pooled", "floor"),
+    ]
+    print(f"  PATCH persona, {args.connections} connections")
+    print_rounds(measured_patch, ratios)
+    print(f"  chat turns, {args.turn_connections} connections")
+    print_rounds(measured_turns, ratios)
+    ok = sum(measured_patch.ok(key) for key, _ in KEYS)
+    slack = args.connections * sum(measured_patch.run_count(key) for key, _ in KEYS)
+    print(
+        f"  database, PATCH: avatar versions advanced by {increments} for {ok} counted 2xx answers"
+        f" (up to {slack} more may be in flight at the ends of runs)"
+        + ("" if ok <= increments <= ok + slack else "  <-- MISMATCH")
+    )
+    for key, _ in KEYS:
+        slack = args.turn_connections * measured_turns.run_count(key)
+        print(replies_line(LABELS[key], before[key], after[key], measured_turns.ok(key), slack))
+    if pooler_log:
+        print(f"  pgbouncer log: {len(pooler_log)} warning/error line(s); first: {pooler_log[0][:200]}")
+    rows = [
+        *rows_for("PATCH persona", measured_patch, Goal("app/floor", ">=", 0.85), "req/s"),
+        *rows_for("chat turn", measured_turns, Goal("app/floor", ">=", 0.7), "turns/s"),
+    ]
+    data = {
+        "patch": measured_patch.as_json(),
+        "turns": measured_turns.as_json(),
+        "db_version_increments": increments,
+        "messages_before": before,
+        "messages_after": after,
+        "pgbouncer_log": pooler_log[:200],
+    }
+    title = f"{NAME} ({args.workers} workers, pgbouncer pool {args.pool_size})"
+    return conclude(NAME, title, args, rows, data, logs)
+
+
+if __name__ == "__main__":
+    sys.exit(scenario_main(NAME, __doc__, run))
