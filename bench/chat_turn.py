@@ -88,7 +88,9 @@ def run(args: argparse.Namespace) -> list[Row]:
     reply_statuses: Counter[str] = Counter()
 
     with BenchSession(NAME) as session:
-        setup = sequential_setup(session, ("turn", "floor"), args.conversations, hello=True)
+        setup = sequential_setup(
+            session, ("turn", "floor"), args.conversations, hello=True, floor_window=args.floor_window
+        )
         app, floor, hello, user = setup.app, setup.floor, setup.hello, setup.user
         assert hello is not None
         paths = {"turn": "/conversations/{}/messages", "floor": "/floor/conversations/{}/messages"}

@@ -58,7 +58,10 @@ def run(args: argparse.Namespace) -> list[Row]:
             for target in targets:
                 check_once(target.server, target.requests, 201, turn_answer_ok)
             before = {key: message_counts(dsn, ids) for key, ids in convs.items()}
-        measured = measure(session, NAME, targets, args, connections=args.turn_connections, client=client)
+        # 64 concurrent users: each connection is one user, one send at a time (as an app).
+        measured = measure(
+            session, NAME, targets, args, connections=args.turn_connections, client=client, affinity=True
+        )
         time.sleep(1.0)  # requests in flight when wrk stopped are answered by now
         after = {key: message_counts(dsn, ids) for key, ids in convs.items()}
         logs = session.server_log_report()

@@ -87,6 +87,13 @@ _OPTIONS: tuple[tuple[str, type[int] | type[float], float, str], ...] = (
     ("--conversations", int, 10, f"{_SEQUENTIAL}: conversations the turns rotate over"),
     ("--warmup-turns", int, 20, f"{_SEQUENTIAL}: unmeasured turns first"),
     ("--pool-size", int, 10, "pooled: pgbouncer server connections (default_pool_size)"),
+    (
+        "--floor-window",
+        int,
+        20,
+        "chat_turns, chat_turn, sse_ttfb, pooled: messages the floor reads for each prompt (no cache);"
+        " 0 = none, a floor that does less than a chat turn needs",
+    ),
     ("--pgbench-seconds", float, 10, "pgbench_notify: seconds per pgbench run"),
     ("--pgbench-clients", int, 32, "pgbench_notify: pgbench clients (-c)"),
 )
@@ -287,12 +294,19 @@ class BenchSession:
         return self._start_uvicorn("hello", "bench.hello_app:app", workers, {}, "/hello")
 
     def start_floor(
-        self, *, workers: int, dsn: str | None = None, statement_cache_size: int = 100, name: str = "floor"
+        self,
+        *,
+        workers: int,
+        window: int,
+        dsn: str | None = None,
+        statement_cache_size: int = 100,
+        name: str = "floor",
     ) -> Server:
         """The database floor (`bench.floor_app`) against `dsn` (default: the session's)."""
         env = {
             "FLOOR_DATABASE_URL": dsn or self.dsn,
             "FLOOR_STATEMENT_CACHE_SIZE": str(statement_cache_size),
+            "FLOOR_WINDOW": str(window),
         }
         return self._start_uvicorn(name, "bench.floor_app:app", workers, env, "/ready")
 

@@ -11,12 +11,15 @@ worker count); the benchmarks start it with
     FLOOR_STATEMENT_CACHE_SIZE  asyncpg's prepared statement cache (0 behind a
                                 transaction pooler; default 100, as the API)
     FLOOR_POOL_MAX_SIZE         connections per worker (default 10, as the API)
+    FLOOR_WINDOW                messages read for each turn's prompt (default 20, as the
+                                API's CHAT_WINDOW_MESSAGES; 0: none)
 
 Routes:
     PATCH /floor/persona                     one round trip: the UPDATE ... RETURNING
     POST  /floor/conversations/{id}/messages two round trips, as a chat turn of the API:
           `bench_floor.begin_turn` (lock the conversation, insert the user message and a
-          `streaming` placeholder, return the avatar), then the offline reply (no delay)
+          `streaming` placeholder, return the avatar and, with no cache, the last 20
+          messages for the prompt), then the offline reply (no delay)
           and the UPDATE settling the placeholder as `complete`. JSON (201), or SSE with
           `Accept: text/event-stream` (`user_message`, `delta`s, `done`), as the API.
     GET   /ready
@@ -45,6 +48,10 @@ from avatar_chat.llm.base import ChatRequest, PromptMessage
 from avatar_chat.llm.offline import OfflineProvider
 
 _LEASE_S = 15.0  # the API's default CHAT_REPLY_LEASE_S: the placeholder carries a lease too
+# Messages read for the prompt on every turn (it has no cache); the API's default
+# CHAT_WINDOW_MESSAGES. FLOOR_WINDOW=0 (bench option --floor-window 0) makes the floor
+# skip the window entirely, a stricter floor than the API's work.
+_WINDOW = int(os.environ.get("FLOOR_WINDOW", "20"))
 _SETUP_LOCK = 0x666C6F72  # "flor": workers starting together create the function one at a time
 
 _SETUP_SQL = """
@@ -52,7 +59,9 @@ create schema if not exists bench_floor;
 
 -- Step 1 of a turn in one round trip: what avatar_chat.begin_turn writes for a new
 -- exchange, without the role switch, claims, idempotency and liveness checks.
-create or replace function bench_floor.begin_turn(p_conversation_id uuid, p_content text, p_lease_s float8)
+create or replace function bench_floor.begin_turn(
+  p_conversation_id uuid, p_content text, p_lease_s float8, p_window integer
+)
 returns table (
   mode text,
   avatar_id uuid,
@@ -65,7 +74,9 @@ returns table (
   user_created_at timestamptz,
   reply_id uuid,
   reply_seq bigint,
-  reply_created_at timestamptz
+  reply_created_at timestamptz,
+  window_roles text[],
+  window_contents text[]
 )
 language plpgsql
 volatile
@@ -84,6 +95,13 @@ begin
   if not found then
     return;
   end if;
+  -- No cache: the recent window is read on every turn (what the prompt needs).
+  select coalesce(array_agg(w.role::text order by w.seq), '{}'),
+         coalesce(array_agg(w.content order by w.seq), '{}')
+    into window_roles, window_contents
+    from (select m.seq, m.role, m.content from public.messages m
+           where m.conversation_id = conv.id and m.status = 'complete'
+           order by m.seq desc limit p_window) w;
   insert into public.messages (conversation_id, user_id, role, content, status)
   values (conv.id, conv.user_id, 'user', p_content, 'complete')
   returning * into um;
@@ -92,15 +110,16 @@ begin
           now() + make_interval(secs => p_lease_s))
   returning * into rp;
   return query select conv.mode::text, av.id, av.user_id, av.name, av.personality::text, av.version,
-                      um.id, um.seq, um.created_at, rp.id, rp.seq, rp.created_at;
+                      um.id, um.seq, um.created_at, rp.id, rp.seq, rp.created_at,
+                      window_roles, window_contents;
 end
 $$;
 """
 
 _BEGIN = (
     "select mode, avatar_id, avatar_user_id, avatar_name, avatar_personality, avatar_version,"
-    " user_message_id, user_seq, user_created_at, reply_id, reply_seq, reply_created_at"
-    " from bench_floor.begin_turn($1, $2, $3)"
+    " user_message_id, user_seq, user_created_at, reply_id, reply_seq, reply_created_at,"
+    " window_roles, window_contents from bench_floor.begin_turn($1, $2, $3, $4)"
 )
 _FINISH = (
     "update public.messages set content = $2, status = 'complete', persona_version = $3,"
@@ -182,7 +201,7 @@ async def patch_persona(
 @app.post("/floor/conversations/{conversation_id}/messages")
 async def send_message(conversation_id: uuid.UUID, body: MessageBody, request: Request) -> Response:
     pool: asyncpg.Pool = request.state.pool
-    begun = await pool.fetchrow(_BEGIN, conversation_id, body.content, _LEASE_S)
+    begun = await pool.fetchrow(_BEGIN, conversation_id, body.content, _LEASE_S, _WINDOW)
     if begun is None:
         return _json({"error": "no such conversation, or no avatar"}, 404)
     user_message = {
@@ -205,7 +224,13 @@ async def send_message(conversation_id: uuid.UUID, body: MessageBody, request: R
         backstory="",
         version=begun["avatar_version"],
     )
-    prompt = ChatRequest(avatar=avatar, mode=begun["mode"], messages=(PromptMessage("user", body.content),))
+    window = tuple(
+        PromptMessage("user" if role == "user" else "assistant", text)
+        for role, text in zip(begun["window_roles"], begun["window_contents"], strict=True)
+    )
+    prompt = ChatRequest(
+        avatar=avatar, mode=begun["mode"], messages=(*window, PromptMessage("user", body.content))
+    )
 
     async def finish(content: str) -> dict[str, Any]:
         row = await pool.fetchrow(_FINISH, begun["reply_id"], content, avatar.version, avatar.personality)

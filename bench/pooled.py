@@ -103,12 +103,16 @@ def run(args: argparse.Namespace) -> list[Row]:
             pooled_env = {"DATABASE_URL": pooler.dsn, "DB_POOL_MODE": "transaction"}
             servers = {
                 "app": session.start_app(workers=args.workers),
-                "floor": session.start_floor(workers=args.workers),
+                "floor": session.start_floor(workers=args.workers, window=args.floor_window),
                 "app_pooled": session.start_app(
                     workers=args.workers, env=pooled_env, name="avatar-chat-pooled"
                 ),
                 "floor_pooled": session.start_floor(
-                    workers=args.workers, dsn=pooler.dsn, statement_cache_size=0, name="floor-pooled"
+                    window=args.floor_window,
+                    workers=args.workers,
+                    dsn=pooler.dsn,
+                    statement_cache_size=0,
+                    name="floor-pooled",
                 ),
             }
         with step("avatars, a conversation per server each"):
@@ -131,7 +135,13 @@ def run(args: argparse.Namespace) -> list[Row]:
             session, f"{NAME}-patch", patch, args, connections=args.connections, client=client
         )
         measured_turns = measure(
-            session, f"{NAME}-turns", turns, args, connections=args.turn_connections, client=client
+            session,
+            f"{NAME}-turns",
+            turns,
+            args,
+            connections=args.turn_connections,
+            client=client,
+            affinity=True,  # one connection per user, as in chat_turns
         )
         time.sleep(1.0)  # requests in flight when wrk stopped are answered by now
         increments = avatar_versions(dsn, users) - version_before - checked

@@ -34,7 +34,9 @@ def run(args: argparse.Namespace) -> list[Row]:
     statuses: Counter[str] = Counter()
     failures: list[str] = []
     with BenchSession(NAME) as session:
-        setup = sequential_setup(session, tuple(PATHS), args.conversations, hello=False)
+        setup = sequential_setup(
+            session, tuple(PATHS), args.conversations, hello=False, floor_window=args.floor_window
+        )
         warm, rotation = setup.warm, setup.rotation
         headers = {**setup.user.headers, "Accept": "text/event-stream"}
         clients = {"app": StreamingClient(setup.app.port), "floor": StreamingClient(setup.floor.port)}

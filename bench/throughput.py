@@ -74,12 +74,16 @@ def measure(
     *,
     connections: int,
     client: str,
+    affinity: bool = False,
 ) -> Measured:
     """Warm-up, then the rounds; CPU time per request of every process tree for each run."""
     meter = session.cpu_meter([t.server for t in targets])
     scripts: dict[str, Path] = {}
     if client != "python":
-        scripts = {t.key: write_wrk_script(session.tmp, f"{name}-{t.key}", t.requests) for t in targets}
+        scripts = {
+            t.key: write_wrk_script(session.tmp, f"{name}-{t.key}", t.requests, affinity=affinity)
+            for t in targets
+        }
     measured = Measured(targets, {t.key: [] for t in targets})
 
     def once(target: Target, seconds: float) -> Load:
@@ -87,7 +91,9 @@ def measure(
         if client == "python":
             load = run_python_client(target.requests, target.server.port, seconds, connections)
         else:
-            load = run_wrk(client, scripts[target.key], target.server.base_url, seconds, connections)
+            load = run_wrk(
+                client, scripts[target.key], target.server.base_url, seconds, connections, affinity=affinity
+            )
         load.cpu_ms_per_request = meter.per_request_ms(before, meter.snapshot(), load.requests)
         return load
 

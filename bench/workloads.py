@@ -93,7 +93,7 @@ def users_and_servers(
         users = asyncio.run(create_users(dsn, session.jwt_secret, args.users))
     with step(f"servers ({args.workers} worker(s) each)"):
         app = session.start_app(workers=args.workers)
-        floor = session.start_floor(workers=args.workers)
+        floor = session.start_floor(workers=args.workers, window=args.floor_window)
         hello = session.start_hello(workers=args.workers)
     with step("avatars"):
         asyncio.run(create_avatars(app.base_url, users))
@@ -120,12 +120,14 @@ class Sequential:
     rotation: dict[str, list[str]]
 
 
-def sequential_setup(session: BenchSession, kinds: Sequence[str], count: int, *, hello: bool) -> Sequential:
+def sequential_setup(
+    session: BenchSession, kinds: Sequence[str], count: int, *, hello: bool, floor_window: int
+) -> Sequential:
     with step("database"):
         session.database()
     with step("servers (1 worker each)"):
         app = session.start_app(workers=1)
-        floor = session.start_floor(workers=1)
+        floor = session.start_floor(workers=1, window=floor_window)
         baseline = session.start_hello(workers=1) if hello else None
     with step(f"user, avatar, {count} conversations for each of {', '.join(kinds)}"):
         (user,) = asyncio.run(create_users(session.dsn, session.jwt_secret, 1))

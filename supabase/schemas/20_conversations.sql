@@ -88,7 +88,9 @@ comment on column public.messages.worker_id is
 
 create unique index messages_conversation_id_idempotency_key_key
   on public.messages (conversation_id, idempotency_key) where idempotency_key is not null;
-create index messages_user_id_idx on public.messages (user_id);
+-- Led by user_id (the RLS condition) and ending in seq: a page or a window of one
+-- conversation stops after its own rows whatever plan a repeated statement gets.
+create index messages_user_id_conversation_id_seq_idx on public.messages (user_id, conversation_id, seq);
 create index messages_reply_to_idx on public.messages (reply_to) where reply_to is not null;
 create index messages_user_id_streaming_idx on public.messages (user_id) where status = 'streaming';
 

@@ -78,27 +78,26 @@ async def delete_conversation(conn: Connection, conversation_id: uuid.UUID) -> b
     return deleted is not None
 
 
+# A page reads only its own rows under RLS in any plan: messages_user_id_conversation_id_seq_idx.
+HISTORY_AFTER = (
+    f"select {MESSAGE_COLUMNS} from public.messages"
+    " where conversation_id = $1 and seq > $2 order by seq limit $3"
+)
+HISTORY_BEFORE = (
+    f"select {MESSAGE_COLUMNS} from public.messages"
+    " where conversation_id = $1 and seq < $2 order by seq desc limit $3"
+)
+
+
 async def list_messages(
     conn: Connection, conversation_id: uuid.UUID, *, after: int | None, before: int | None, limit: int
 ) -> list[MessageRead]:
     """Ascending by seq: the page after `after`, or the last page before `before`."""
     if before is not None:
-        rows = await conn.fetch(
-            f"select {MESSAGE_COLUMNS} from public.messages"
-            " where conversation_id = $1 and seq < $2 order by seq desc limit $3",
-            conversation_id,
-            before,
-            limit,
-        )
+        rows = await conn.fetch(HISTORY_BEFORE, conversation_id, before, limit)
         rows.reverse()
     else:
-        rows = await conn.fetch(
-            f"select {MESSAGE_COLUMNS} from public.messages"
-            " where conversation_id = $1 and seq > $2 order by seq limit $3",
-            conversation_id,
-            after or 0,
-            limit,
-        )
+        rows = await conn.fetch(HISTORY_AFTER, conversation_id, after or 0, limit)
     return [MessageRead.from_row(r) for r in rows]
 
 
