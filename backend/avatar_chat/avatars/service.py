@@ -63,9 +63,14 @@ class AvatarService:
             raise _not_found()
 
 
-async def get_avatar_service(request: Request) -> AvatarService:
+def avatars_of(request: Request) -> AvatarService:
+    """This worker's AvatarService; hot routes take it straight from the request."""
     service: AvatarService = request.state.avatars
     return service
+
+
+async def get_avatar_service(request: Request) -> AvatarService:
+    return avatars_of(request)
 
 
 Avatars = Annotated[AvatarService, Depends(get_avatar_service)]

@@ -444,9 +444,14 @@ class ChatService:
                 await repository.set_title_if_unset(conn, conversation_id, make_title(row["content"]))
 
 
-async def get_chat_service(request: Request) -> ChatService:
+def chat_of(request: Request) -> ChatService:
+    """This worker's ChatService; the send route takes it straight from the request."""
     service: ChatService = request.state.chat
     return service
+
+
+async def get_chat_service(request: Request) -> ChatService:
+    return chat_of(request)
 
 
 Chat = Annotated[ChatService, Depends(get_chat_service)]

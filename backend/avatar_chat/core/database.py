@@ -24,7 +24,8 @@ from asyncpg.pool import PoolConnectionProxy
 from fastapi import Depends, Request
 
 from avatar_chat.core.claims import Claims
-from avatar_chat.core.db_errors import UNAVAILABLE, translate_errors
+from avatar_chat.core.db_errors import UNAVAILABLE, translate_errors, translated_error
+from avatar_chat.core.errors import AppError
 from avatar_chat.core.settings import PoolMode, Settings
 
 log = logging.getLogger(__name__)
@@ -111,15 +112,19 @@ class Database:
         except TimeoutError:
             self.pool.terminate()
 
+    async def _acquire(self) -> PoolConnectionProxy[Record]:
+        # asyncio.timeout rather than acquire(timeout=): the latter wraps every acquire
+        # in wait_for, an extra task per request on the hot path.
+        async with asyncio.timeout(self._acquire_timeout):
+            conn: PoolConnectionProxy[Record] = await self.pool.acquire()
+        return conn
+
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[Connection]:
         """A pooled connection in autocommit; acquiring is bounded in time. Database
         errors raised while it is held, here or in the caller's block, leave translated."""
         with translate_errors():
-            # asyncio.timeout rather than acquire(timeout=): the latter wraps every acquire
-            # in wait_for, an extra task per request on the hot path.
-            async with asyncio.timeout(self._acquire_timeout):
-                conn = await self.pool.acquire()
+            conn = await self._acquire()
             try:
                 yield conn
             finally:
@@ -143,8 +148,21 @@ class Database:
         """One round trip as the user: `call` invokes an `avatar_chat` function that takes
         the caller's claims as its first argument (`$1`) and starts with
         `avatar_chat.act_as(claims)`; it runs in its own implicit transaction."""
-        async with self.connection() as conn:
-            return await conn.fetchrow(call, user.as_json(), *args)
+        # The hot path of every chat turn and persona switch: what `connection()` does,
+        # without its two generator-based context managers.
+        try:
+            conn = await self._acquire()
+            try:
+                return await conn.fetchrow(call, user.as_json(), *args)
+            finally:
+                await self.pool.release(conn)
+        except AppError:
+            raise
+        except (asyncpg.PostgresError, *UNAVAILABLE) as exc:
+            error = translated_error(exc)
+            if error is exc:
+                raise
+            raise error from exc
 
     async def ping(self) -> None:
         async with self.connection() as conn:

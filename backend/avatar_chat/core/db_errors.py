@@ -126,6 +126,16 @@ def translate(exc: BaseException) -> AppError | None:
     return None
 
 
+def translated_error(exc: BaseException) -> BaseException:
+    """What to raise for a database failure: its `AppError`, or itself when it is our bug."""
+    translated = translate(exc)
+    if translated is None:
+        return exc
+    if isinstance(translated, ServiceUnavailable):
+        log.warning("database unavailable: %s: %s", type(exc).__name__, exc)
+    return translated
+
+
 @contextmanager
 def translate_errors() -> Iterator[None]:
     """Database failures raised inside leave as `AppError`s (or unchanged: our bugs)."""
@@ -134,9 +144,7 @@ def translate_errors() -> Iterator[None]:
     except AppError:
         raise
     except (asyncpg.PostgresError, *UNAVAILABLE) as exc:
-        translated = translate(exc)
-        if translated is None:
+        error = translated_error(exc)
+        if error is exc:
             raise
-        if isinstance(translated, ServiceUnavailable):
-            log.warning("database unavailable: %s: %s", type(exc).__name__, exc)
-        raise translated from exc
+        raise error from exc

@@ -1,8 +1,13 @@
-"""Small HTTP helpers shared by routers: entity tags."""
+"""Small HTTP helpers shared by routers: entity tags, headers read by hot routes."""
 
 from __future__ import annotations
 
 import re
+from typing import Any
+
+from fastapi import Request
+
+from avatar_chat.core.errors import ValidationFailed
 
 _ETAG = re.compile(r'\s*(W/)?"([^"]*)"\s*(?:,|$)')
 
@@ -34,3 +39,34 @@ def parse_if_match(header: str | None) -> list[int] | None:
             versions.append(int(value))
         pos = match.end()
     return versions
+
+
+def header_parameter(name: str, *, description: str, max_length: int, min_length: int = 0) -> dict[str, Any]:
+    """The OpenAPI description of a header a hot route reads itself (`read_header`)."""
+    schema: dict[str, Any] = {"type": "string", "maxLength": max_length}
+    if min_length:
+        schema["minLength"] = min_length
+    return {"name": name, "in": "header", "required": False, "schema": schema, "description": description}
+
+
+def read_header(request: Request, name: str, *, max_length: int, min_length: int = 0) -> str | None:
+    """An optional header, checked as FastAPI checks a `Header()` parameter (422 with the
+    same details). Hot routes read headers this way: a `Header()` parameter costs FastAPI
+    about as much per request as the rest of the route's parameters together."""
+    value = request.headers.get(name)
+    if value is None:
+        return None
+    if not min_length <= len(value) <= max_length:
+        too_long = len(value) > max_length
+        raise ValidationFailed(
+            "The request is not valid.",
+            details=[
+                {
+                    "loc": ["header", name.lower()],
+                    "type": "string_too_long" if too_long else "string_too_short",
+                    "msg": f"String should have at {'most' if too_long else 'least'}"
+                    f" {max_length if too_long else min_length} characters",
+                }
+            ],
+        )
+    return value
