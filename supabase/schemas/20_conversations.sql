@@ -15,9 +15,9 @@
 create type public.conversation_mode as enum ('assistant', 'companion');
 comment on type public.conversation_mode is 'assistant: concise and task-focused; companion: warm and conversational.';
 create type public.message_role as enum ('user', 'assistant');
-create type public.message_status as enum ('streaming', 'complete', 'failed', 'interrupted');
+create type public.message_status as enum ('streaming', 'complete', 'failed', 'interrupted', 'stopped');
 comment on type public.message_status is
-  'streaming: being generated; complete; failed: the provider failed (see error_code); interrupted: cut off (shutdown or crash).';
+  'streaming: being generated; complete; failed: the provider failed (see error_code); interrupted: cut off (shutdown or crash); stopped: stopped on request, with the text so far.';
 
 create table public.conversations (
   id uuid not null default gen_random_uuid(),
@@ -61,6 +61,9 @@ create table public.messages (
   attempt integer not null default 1,
   lease_expires_at timestamptz,
   worker_id bigint,
+  variant integer not null default 0,
+  is_current boolean not null default true,
+  stop_requested boolean not null default false,
   created_at timestamptz not null default now(),
   updated_at timestamptz not null default now(),
   constraint messages_pkey primary key (id),
@@ -72,7 +75,8 @@ create table public.messages (
   constraint messages_content_length check (char_length(content) <= 32000),
   constraint messages_idempotency_key_length check (char_length(idempotency_key) between 1 and 200),
   constraint messages_error_code_length check (char_length(error_code) <= 100),
-  constraint messages_seq_positive check (seq > 0)
+  constraint messages_seq_positive check (seq > 0),
+  constraint messages_variant_nonnegative check (variant >= 0)
 );
 
 comment on table public.messages is 'Chat messages, one row each, numbered by seq within their conversation.';
@@ -85,6 +89,12 @@ comment on column public.messages.idempotency_key is 'Client Idempotency-Key of 
 comment on column public.messages.lease_expires_at is 'While streaming: after this the generating worker is presumed gone.';
 comment on column public.messages.worker_id is
   'While streaming: the API worker generating the reply (alive while its avatar_chat.workers row is).';
+comment on column public.messages.variant is
+  'For an assistant message: which alternative reply to its user message (0 first, then regenerations).';
+comment on column public.messages.is_current is
+  'Whether this message is shown and sent to the model: one current alternative per user message.';
+comment on column public.messages.stop_requested is
+  'While streaming: a client asked to stop; the generating worker saves the text so far as stopped.';
 
 create unique index messages_conversation_id_idempotency_key_key
   on public.messages (conversation_id, idempotency_key) where idempotency_key is not null;
@@ -92,6 +102,9 @@ create unique index messages_conversation_id_idempotency_key_key
 -- conversation stops after its own rows whatever plan a repeated statement gets.
 create index messages_user_id_conversation_id_seq_idx on public.messages (user_id, conversation_id, seq);
 create index messages_reply_to_idx on public.messages (reply_to) where reply_to is not null;
+-- One current alternative per user message (regenerate and edit add alternatives).
+create unique index messages_reply_to_current_key on public.messages (reply_to)
+  where is_current and reply_to is not null;
 create index messages_user_id_streaming_idx on public.messages (user_id) where status = 'streaming';
 
 -- Allocates seq under the conversation's row lock. SECURITY DEFINER because the API
@@ -218,9 +231,10 @@ grant insert (user_id, title, mode) on public.conversations to authenticated;
 grant update (title, mode) on public.conversations to authenticated;
 grant select, delete on public.messages to authenticated;
 grant insert (conversation_id, user_id, role, content, status, reply_to, persona_version, personality,
-              idempotency_key, error_code, lease_expires_at, worker_id)
+              idempotency_key, error_code, lease_expires_at, worker_id, variant, is_current, stop_requested)
   on public.messages to authenticated;
-grant update (content, status, persona_version, personality, error_code, attempt, lease_expires_at, worker_id)
+grant update (content, status, persona_version, personality, error_code, attempt, lease_expires_at, worker_id,
+              is_current, stop_requested)
   on public.messages to authenticated;
 grant all on public.conversations, public.messages to service_role;
 

@@ -1,5 +1,6 @@
 -- Declarative schema: the live definition of the chat-turn functions (begin_turn,
--- finish_turn, extend_lease).
+-- finish_turn, save_partial, request_stop, reply_progress, begin_regenerate,
+-- delete_message).
 --
 -- This is what the database looks like after every file in supabase/migrations/; the
 -- migrations stay append-only. Change an object here AND in a new migration
@@ -62,6 +63,7 @@ returns table (
   reply_seq bigint,
   reply_attempt integer,
   reply_created_at timestamptz,
+  reply_variant integer,
   reply_content text,
   reply_persona_version bigint,
   reply_personality text
@@ -103,12 +105,13 @@ begin
         raise exception 'This Idempotency-Key was already used for a different message.'
           using errcode = 'AC422', hint = 'idempotency_key_reused';
       end if;
-      select * into rp from public.messages m where m.reply_to = um.id order by m.seq limit 1;
+      -- The reply a retry is about: the current one (a regenerated send has several).
+      select * into rp from public.messages m where m.reply_to = um.id and m.is_current;
       if rp.status = 'complete' then
         return query select 'replay', conv.mode::text, conv.revision, conv.title is null, um.seq - 1,
                             null::uuid, null::bigint, null::text, null::text, null::text,
                             null::bigint[], null::text[], null::text[], null::text[],
-                            um.id, um.seq, um.created_at, rp.id, rp.seq, rp.attempt, rp.created_at,
+                            um.id, um.seq, um.created_at, rp.id, rp.seq, rp.attempt, rp.created_at, rp.variant,
                             rp.content, rp.persona_version, rp.personality::text;
         return;
       end if;
@@ -118,7 +121,7 @@ begin
         return query select 'in_progress', conv.mode::text, conv.revision, conv.title is null, um.seq - 1,
                             null::uuid, null::bigint, null::text, null::text, null::text,
                             null::bigint[], null::text[], null::text[], null::text[],
-                            um.id, um.seq, um.created_at, rp.id, rp.seq, rp.attempt, rp.created_at,
+                            um.id, um.seq, um.created_at, rp.id, rp.seq, rp.attempt, rp.created_at, rp.variant,
                             null::text, null::bigint, null::text;
         return;
       end if;
@@ -166,7 +169,7 @@ begin
            coalesce(array_agg(w.content order by w.seq), '{}'), coalesce(array_agg(w.status::text order by w.seq), '{}')
       into w_seqs, w_roles, w_contents, w_statuses
       from (select m.seq, m.role, m.content, m.status from public.messages m
-             where m.conversation_id = conv.id and m.seq <= upto
+             where m.conversation_id = conv.id and m.seq <= upto and m.is_current
              order by m.seq desc limit p_window_limit) w;
   end if;
 
@@ -180,7 +183,7 @@ begin
                       case when (av.id, av.version) is distinct from (p_known_avatar_id, p_known_avatar_version)
                            then av.backstory end,
                       w_seqs, w_roles, w_contents, w_statuses,
-                      um.id, um.seq, um.created_at, rp.id, rp.seq, rp.attempt, rp.created_at,
+                      um.id, um.seq, um.created_at, rp.id, rp.seq, rp.attempt, rp.created_at, rp.variant,
                       null::text, null::bigint, null::text;
 end
 $$;
@@ -221,25 +224,351 @@ $$;
 revoke all on function avatar_chat.finish_turn(text, uuid, integer, text, public.message_status, text, bigint, public.personality_type)
   from public, anon, authenticated;
 
--- extend_lease: a worker generating a reply extends its short lease every few seconds
--- (the API's CHAT_REPLY_LEASE_S) instead of taking one long lease up front, so a reply
--- nobody is generating any more (its worker vanished, or the acknowledgement of
--- begin_turn was lost) can be retried within seconds, not minutes. Pushes the lease of a
--- reply this attempt still owns; false when the reply was settled or taken over meanwhile.
-create function avatar_chat.extend_lease(claims text, p_reply_id uuid, p_attempt integer, p_lease_s double precision)
+-- save_partial: a worker generating a reply saves its text so far (null: keep the saved
+-- text, only renew the lease). Answers stop_requested, or null when the reply is no longer
+-- this attempt's to write (settled, stopped from elsewhere, or taken over).
+create function avatar_chat.save_partial(
+  claims text, p_reply_id uuid, p_attempt integer, p_content text, p_lease_s double precision
+)
 returns boolean
 language plpgsql
 volatile
 security invoker
 set search_path = ''
 as $$
+declare
+  wants_stop boolean;
 begin
   perform avatar_chat.act_as(claims);
   update public.messages m
-     set lease_expires_at = now() + make_interval(secs => p_lease_s)
-   where m.id = p_reply_id and m.attempt = p_attempt and m.status = 'streaming';
-  return found;
+     set content = coalesce(p_content, m.content),
+         lease_expires_at = now() + make_interval(secs => p_lease_s)
+   where m.id = p_reply_id and m.attempt = p_attempt and m.status = 'streaming'
+  returning m.stop_requested into wants_stop;
+  return wants_stop;
 end
 $$;
 
-revoke all on function avatar_chat.extend_lease(text, uuid, integer, double precision) from public, anon, authenticated;
+revoke all on function avatar_chat.save_partial(text, uuid, integer, text, double precision)
+  from public, anon, authenticated;
+
+-- request_stop: ask the worker generating a reply to stop. When no live worker generates
+-- it (its lease ran out, or its worker's liveness row expired), settle it here as
+-- stopped with the text saved so far. A settled reply is left as it is (stop is a no-op).
+-- Errors: AC404 message_not_found (not an assistant message of this conversation, or not yours).
+create function avatar_chat.request_stop(claims text, p_conversation_id uuid, p_message_id uuid)
+returns setof public.messages
+language plpgsql
+volatile
+security invoker
+set search_path = ''
+as $$
+declare
+  live_workers bigint[] := array(select w.id from avatar_chat.workers w where w.expires_at > now());
+  rp public.messages;
+begin
+  perform avatar_chat.act_as(claims);
+  select * into rp from public.messages m
+   where m.id = p_message_id and m.conversation_id = p_conversation_id and m.role = 'assistant'
+   for update;
+  if not found then
+    raise exception 'No such reply in this conversation.' using errcode = 'AC404', hint = 'message_not_found';
+  end if;
+  if rp.status <> 'streaming' then
+    return next rp;
+    return;
+  end if;
+  if rp.lease_expires_at > now() and (rp.worker_id is null or rp.worker_id = any (live_workers)) then
+    update public.messages m set stop_requested = true where m.id = rp.id returning * into rp;
+  else
+    update public.messages m
+       set status = 'stopped', stop_requested = true, lease_expires_at = null
+     where m.id = rp.id
+    returning * into rp;
+  end if;
+  return next rp;
+end
+$$;
+
+revoke all on function avatar_chat.request_stop(text, uuid, uuid) from public, anon, authenticated;
+
+-- reply_progress: a reply as a follower needs it: its state, and its text from a
+-- character offset on (so polling a long reply sends only what is new).
+-- Errors: AC404 message_not_found.
+create function avatar_chat.reply_progress(claims text, p_conversation_id uuid, p_message_id uuid, p_offset integer)
+returns table (
+  seq bigint,
+  status text,
+  attempt integer,
+  length integer,
+  tail text,
+  lease_expires_at timestamptz,
+  error_code text,
+  persona_version bigint,
+  personality text,
+  variant integer,
+  is_current boolean,
+  reply_to uuid,
+  created_at timestamptz
+)
+language plpgsql
+stable
+security invoker
+set search_path = ''
+as $$
+begin
+  perform avatar_chat.act_as(claims);
+  return query
+    select m.seq, m.status::text, m.attempt, char_length(m.content),
+           substring(m.content from greatest(p_offset, 0) + 1), m.lease_expires_at, m.error_code,
+           m.persona_version, m.personality::text, m.variant, m.is_current, m.reply_to, m.created_at
+      from public.messages m
+     where m.id = p_message_id and m.conversation_id = p_conversation_id and m.role = 'assistant';
+  if not found then
+    raise exception 'No such reply in this conversation.' using errcode = 'AC404', hint = 'message_not_found';
+  end if;
+end
+$$;
+
+revoke all on function avatar_chat.reply_progress(text, uuid, uuid, integer) from public, anon, authenticated;
+
+-- begin_regenerate: the first round trip of a regeneration (p_new_content null: a new
+-- alternative to the latest reply p_message_id) or of an edit (p_new_content: the latest
+-- user message p_message_id gets this text and a new reply). Under the conversation's row
+-- lock: the current alternative stops being current, a new streaming one is inserted
+-- (a new seq, the next variant), and the same answer as begin_turn comes back, plus the
+-- user message's text; the window is always sent (messages before the user message).
+-- With an Idempotency-Key: replay, in_progress or retry as begin_turn does.
+-- Errors: AC404 conversation_not_found, message_not_found; AC409 not_latest (only the
+-- latest exchange can be regenerated or edited), reply_in_progress, avatar_required;
+-- AC422 not_editable (only a user message can be edited, only a reply regenerated),
+-- idempotency_key_reused.
+create function avatar_chat.begin_regenerate(
+  claims text,
+  p_conversation_id uuid,
+  p_message_id uuid,
+  p_new_content text,
+  p_idempotency_key text,
+  p_lease_s double precision,
+  p_worker_id bigint,
+  p_known_avatar_id uuid,
+  p_known_avatar_version bigint,
+  p_window_limit integer
+)
+returns table (
+  outcome text,
+  mode text,
+  revision bigint,
+  title_unset boolean,
+  prev_seq bigint,
+  avatar_id uuid,
+  avatar_version bigint,
+  persona_name text,
+  persona_personality text,
+  persona_backstory text,
+  window_seqs bigint[],
+  window_roles text[],
+  window_contents text[],
+  window_statuses text[],
+  user_message_id uuid,
+  user_seq bigint,
+  user_created_at timestamptz,
+  user_content text,
+  reply_id uuid,
+  reply_seq bigint,
+  reply_attempt integer,
+  reply_created_at timestamptz,
+  reply_variant integer,
+  reply_content text,
+  reply_persona_version bigint,
+  reply_personality text
+)
+language plpgsql
+volatile
+security invoker
+set search_path = ''
+as $$
+declare
+  conv public.conversations;
+  target public.messages;
+  um public.messages;
+  rp public.messages;
+  av public.avatars;
+  live_workers bigint[] := array(select w.id from avatar_chat.workers w where w.expires_at > now());
+  next_variant integer;
+  w_seqs bigint[];
+  w_roles text[];
+  w_contents text[];
+  w_statuses text[];
+  kind text := case when p_new_content is null then 'regenerate' else 'edit' end;
+begin
+  perform avatar_chat.act_as(claims);
+
+  select * into conv from public.conversations c where c.id = p_conversation_id for update;
+  if not found then
+    raise exception 'No such conversation.' using errcode = 'AC404', hint = 'conversation_not_found';
+  end if;
+
+  if p_idempotency_key is not null then
+    select * into rp from public.messages m
+     where m.conversation_id = conv.id and m.idempotency_key = p_idempotency_key;
+    if found then
+      select * into um from public.messages m where m.id = rp.reply_to;
+      if rp.role <> 'assistant' or (p_new_content is not null and um.content is distinct from p_new_content) then
+        raise exception 'This Idempotency-Key was already used for a different request.'
+          using errcode = 'AC422', hint = 'idempotency_key_reused';
+      end if;
+      if rp.status = 'complete' then
+        return query select 'replay', conv.mode::text, conv.revision, conv.title is null, um.seq - 1,
+                            null::uuid, null::bigint, null::text, null::text, null::text,
+                            null::bigint[], null::text[], null::text[], null::text[],
+                            um.id, um.seq, um.created_at, um.content,
+                            rp.id, rp.seq, rp.attempt, rp.created_at, rp.variant,
+                            rp.content, rp.persona_version, rp.personality::text;
+        return;
+      end if;
+      if rp.status = 'streaming' and rp.lease_expires_at > now()
+         and (rp.worker_id is null or rp.worker_id = any (live_workers)) then
+        return query select 'in_progress', conv.mode::text, conv.revision, conv.title is null, um.seq - 1,
+                            null::uuid, null::bigint, null::text, null::text, null::text,
+                            null::bigint[], null::text[], null::text[], null::text[],
+                            um.id, um.seq, um.created_at, um.content,
+                            rp.id, rp.seq, rp.attempt, rp.created_at, rp.variant,
+                            null::text, null::bigint, null::text;
+        return;
+      end if;
+      -- Failed, stopped or cut off: the same alternative, a new attempt.
+      update public.messages m
+         set status = 'streaming', content = '', error_code = null, attempt = m.attempt + 1,
+             stop_requested = false, lease_expires_at = now() + make_interval(secs => p_lease_s),
+             worker_id = p_worker_id
+       where m.id = rp.id
+      returning * into rp;
+      kind := 'retry';
+    end if;
+  end if;
+
+  if rp.id is null then
+    select * into target from public.messages m where m.id = p_message_id and m.conversation_id = conv.id;
+    if not found then
+      raise exception 'No such message in this conversation.' using errcode = 'AC404', hint = 'message_not_found';
+    end if;
+    if kind = 'regenerate' and target.role <> 'assistant' then
+      raise exception 'Only a reply can be regenerated; edit a message of yours instead.'
+        using errcode = 'AC422', hint = 'not_editable';
+    end if;
+    if kind = 'edit' and target.role <> 'user' then
+      raise exception 'Only your own messages can be edited; regenerate a reply instead.'
+        using errcode = 'AC422', hint = 'not_editable';
+    end if;
+    if kind = 'regenerate' then
+      if not target.is_current then
+        raise exception 'Only the current reply can be regenerated.' using errcode = 'AC409', hint = 'not_latest';
+      end if;
+      select * into um from public.messages m where m.id = target.reply_to;
+    else
+      um := target;
+    end if;
+    if exists (select from public.messages m
+                where m.conversation_id = conv.id and m.role = 'user' and m.seq > um.seq) then
+      raise exception 'Only the latest exchange can be regenerated or edited.'
+        using errcode = 'AC409', hint = 'not_latest';
+    end if;
+    if exists (select from public.messages m
+                where m.reply_to = um.id and m.status = 'streaming' and m.lease_expires_at > now()
+                  and (m.worker_id is null or m.worker_id = any (live_workers))) then
+      raise exception 'A reply to this message is still being generated; stop it first.'
+        using errcode = 'AC409', hint = 'reply_in_progress';
+    end if;
+  end if;
+
+  select * into av from public.avatars a where a.user_id = (select auth.uid());
+  if not found then
+    raise exception 'Create your avatar first (POST /avatars/me).'
+      using errcode = 'AC409', hint = 'avatar_required';
+  end if;
+
+  if kind <> 'retry' then
+    if kind = 'edit' then
+      update public.messages m set content = p_new_content where m.id = um.id returning * into um;
+    end if;
+    select coalesce(max(m.variant), -1) + 1 into next_variant from public.messages m where m.reply_to = um.id;
+    update public.messages m set is_current = false where m.reply_to = um.id and m.is_current;
+    insert into public.messages (conversation_id, role, content, status, reply_to, variant, is_current,
+                                 idempotency_key, lease_expires_at, worker_id)
+    values (conv.id, 'assistant', '', 'streaming', um.id, next_variant, true, p_idempotency_key,
+            now() + make_interval(secs => p_lease_s), p_worker_id)
+    returning * into rp;
+  end if;
+  select c.revision into conv.revision from public.conversations c where c.id = conv.id;
+
+  if p_window_limit > 0 then
+    select coalesce(array_agg(w.seq order by w.seq), '{}'), coalesce(array_agg(w.role::text order by w.seq), '{}'),
+           coalesce(array_agg(w.content order by w.seq), '{}'), coalesce(array_agg(w.status::text order by w.seq), '{}')
+      into w_seqs, w_roles, w_contents, w_statuses
+      from (select m.seq, m.role, m.content, m.status from public.messages m
+             where m.conversation_id = conv.id and m.seq < um.seq and m.is_current
+             order by m.seq desc limit p_window_limit) w;
+  end if;
+
+  return query select kind, conv.mode::text, conv.revision, conv.title is null, um.seq - 1,
+                      av.id, av.version,
+                      case when (av.id, av.version) is distinct from (p_known_avatar_id, p_known_avatar_version)
+                           then av.name end,
+                      case when (av.id, av.version) is distinct from (p_known_avatar_id, p_known_avatar_version)
+                           then av.personality::text end,
+                      case when (av.id, av.version) is distinct from (p_known_avatar_id, p_known_avatar_version)
+                           then av.backstory end,
+                      w_seqs, w_roles, w_contents, w_statuses,
+                      um.id, um.seq, um.created_at, um.content,
+                      rp.id, rp.seq, rp.attempt, rp.created_at, rp.variant,
+                      null::text, null::bigint, null::text;
+end
+$$;
+
+revoke all on function avatar_chat.begin_regenerate(
+  text, uuid, uuid, text, text, double precision, bigint, uuid, bigint, integer
+) from public, anon, authenticated;
+
+-- delete_message: delete a message of yours (a user message takes its replies with it).
+-- Deleting the current alternative makes the newest remaining one current. seq numbers
+-- are never reused; the delete bumps the conversation's revision (existing trigger).
+-- Errors: AC404 conversation_not_found, message_not_found; AC409 reply_in_progress.
+create function avatar_chat.delete_message(claims text, p_conversation_id uuid, p_message_id uuid)
+returns boolean
+language plpgsql
+volatile
+security invoker
+set search_path = ''
+as $$
+declare
+  conv public.conversations;
+  target public.messages;
+  live_workers bigint[] := array(select w.id from avatar_chat.workers w where w.expires_at > now());
+begin
+  perform avatar_chat.act_as(claims);
+  select * into conv from public.conversations c where c.id = p_conversation_id for update;
+  if not found then
+    raise exception 'No such conversation.' using errcode = 'AC404', hint = 'conversation_not_found';
+  end if;
+  select * into target from public.messages m where m.id = p_message_id and m.conversation_id = conv.id;
+  if not found then
+    raise exception 'No such message in this conversation.' using errcode = 'AC404', hint = 'message_not_found';
+  end if;
+  if exists (select from public.messages m
+              where (m.id = target.id or m.reply_to = target.id) and m.status = 'streaming'
+                and m.lease_expires_at > now() and (m.worker_id is null or m.worker_id = any (live_workers))) then
+    raise exception 'This reply is still being generated; stop it first.'
+      using errcode = 'AC409', hint = 'reply_in_progress';
+  end if;
+  delete from public.messages m where m.id = target.id;
+  if target.role = 'assistant' and target.is_current then
+    update public.messages m set is_current = true
+     where m.id = (select s.id from public.messages s where s.reply_to = target.reply_to
+                    order by s.variant desc limit 1);
+  end if;
+  return true;
+end
+$$;
+
+revoke all on function avatar_chat.delete_message(text, uuid, uuid) from public, anon, authenticated;

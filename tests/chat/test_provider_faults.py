@@ -124,7 +124,7 @@ async def test_sse_error_event_keeps_the_partial_reply_marked_failed(
     )
     assert response.status_code == 201
     events = parse_sse(response.text)
-    assert [name for name, _ in events] == ["user_message", "delta", "delta", "error"]
+    assert [name for name, _ in events] == ["user_message", "assistant_message", "delta", "delta", "error"]
     error: dict[str, Any] = events[-1][1]
     assert error["code"] == "provider_stream_broken"
     reply = (await history(llm_client, user, conversation["id"]))[1]

@@ -148,12 +148,13 @@ async def test_sse_stream_events_in_order(app_client: httpx.AsyncClient, user: U
     assert response.headers["content-type"].startswith("text/event-stream")
     events = parse_sse(response.text)
     names = [name for name, _ in events]
-    assert names[0] == "user_message" and names[-1] == "done"
-    assert set(names[1:-1]) == {"delta"} and len(names) >= 5
+    assert names[:2] == ["user_message", "assistant_message"] and names[-1] == "done"
+    assert set(names[2:-1]) == {"delta"} and len(names) >= 6
+    assert events[1][1]["status"] == "streaming" and events[1][1]["seq"] == 2  # to resume or stop it
     streamed = "".join(data["content"] for name, data in events if name == "delta")
     done = events[-1][1]
     assert done["content"] == streamed and done["status"] == "complete"
-    assert events[0][1]["seq"] == 1 and done["seq"] == 2
+    assert events[0][1]["seq"] == 1 and done["seq"] == 2 and done["id"] == events[1][1]["id"]
 
 
 async def test_errors_before_streaming_are_plain_json(app_client: httpx.AsyncClient, user: User) -> None:

@@ -191,13 +191,14 @@ async def test_sse_over_real_http_and_disconnect_mid_stream(
             assert response.status_code == 201
             events = await read_sse(response)
         names = [n for n, _ in events]
-        assert names[0] == "user_message" and names[-1] == "done" and set(names[1:-1]) == {"delta"}
+        assert names[:2] == ["user_message", "assistant_message"] and names[-1] == "done"
+        assert set(names[2:-1]) == {"delta"}
         assert events[-1][1]["content"] == "".join(d["content"] for n, d in events if n == "delta")
 
         # Go away after two chunks: the reply is still generated and saved, complete.
         async with client.stream("POST", url, json={"content": "leaving early"}, headers=headers) as response:
             partial = await read_sse(response, stop_after_deltas=2)
-        assert [n for n, _ in partial][:3] == ["user_message", "delta", "delta"]
+        assert [n for n, _ in partial][:4] == ["user_message", "assistant_message", "delta", "delta"]
         reply_seq = partial[0][1]["seq"] + 1
         for _ in range(100):
             messages = await history(client, user, conversation["id"])

@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 
 from avatar_chat.conversations.repository import MESSAGE_COLUMNS
+from avatar_chat.conversations.schemas import MessageRead
 from avatar_chat.core.claims import Claims
 from avatar_chat.core.database import Connection, Database, Record
 
@@ -36,7 +37,7 @@ async def begin_turn(
         " persona_name, persona_personality, persona_backstory,"
         " window_seqs, window_roles, window_contents, window_statuses,"
         " user_message_id, user_seq, user_created_at, reply_id, reply_seq, reply_attempt, reply_created_at,"
-        " reply_content, reply_persona_version, reply_personality"
+        " reply_variant, reply_content, reply_persona_version, reply_personality"
         " from avatar_chat.begin_turn($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         conversation_id,
         content,
@@ -80,16 +81,98 @@ async def finish_turn(
     )
 
 
-async def extend_lease(
-    db: Database, user: Claims, *, reply_id: uuid.UUID, attempt: int, lease_s: float
-) -> bool:
-    """Keep a reply being generated from being taken over; False once it is not ours."""
+async def begin_regenerate(
+    db: Database,
+    user: Claims,
+    *,
+    conversation_id: uuid.UUID,
+    message_id: uuid.UUID,
+    new_content: str | None,
+    idempotency_key: str | None,
+    lease_s: float,
+    worker_id: int | None,
+    known_avatar: tuple[uuid.UUID, int] | None,
+    window_limit: int,
+) -> Record:
+    """A new alternative reply (`new_content` None) or an edit of the latest user message;
+    see avatar_chat.begin_regenerate. Answers as begin_turn, plus the user message's text."""
+    avatar_id, avatar_version = known_avatar or (None, None)
     row = await db.call_as(
-        user, "select avatar_chat.extend_lease($1, $2, $3, $4) as extended", reply_id, attempt, lease_s
+        user,
+        "select outcome, mode, revision, title_unset, prev_seq, avatar_id, avatar_version,"
+        " persona_name, persona_personality, persona_backstory,"
+        " window_seqs, window_roles, window_contents, window_statuses,"
+        " user_message_id, user_seq, user_created_at, user_content,"
+        " reply_id, reply_seq, reply_attempt, reply_created_at, reply_variant,"
+        " reply_content, reply_persona_version, reply_personality"
+        " from avatar_chat.begin_regenerate($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        conversation_id,
+        message_id,
+        new_content,
+        idempotency_key,
+        lease_s,
+        worker_id,
+        avatar_id,
+        avatar_version,
+        window_limit,
     )
     assert row is not None
-    extended: bool = row["extended"]
-    return extended
+    return row
+
+
+async def save_partial(
+    db: Database, user: Claims, *, reply_id: uuid.UUID, attempt: int, content: str | None, lease_s: float
+) -> bool | None:
+    """Save the text so far (None: only renew the lease). True when a stop was asked for;
+    None once the reply is not this attempt's any more (settled, stopped elsewhere, taken over)."""
+    row = await db.call_as(
+        user,
+        "select avatar_chat.save_partial($1, $2, $3, $4, $5) as stop_requested",
+        reply_id,
+        attempt,
+        content,
+        lease_s,
+    )
+    assert row is not None
+    wants_stop: bool | None = row["stop_requested"]
+    return wants_stop
+
+
+async def request_stop(
+    db: Database, user: Claims, *, conversation_id: uuid.UUID, message_id: uuid.UUID
+) -> MessageRead:
+    """Ask for the reply to stop; see avatar_chat.request_stop. The reply as it now is."""
+    row = await db.call_as(
+        user,
+        f"select {MESSAGE_COLUMNS} from avatar_chat.request_stop($1, $2, $3)",
+        conversation_id,
+        message_id,
+    )
+    assert row is not None
+    return MessageRead.from_row(row)
+
+
+async def reply_progress(
+    db: Database, user: Claims, *, conversation_id: uuid.UUID, message_id: uuid.UUID, offset: int
+) -> Record:
+    """A reply's state and its text from `offset` on; see avatar_chat.reply_progress."""
+    row = await db.call_as(
+        user,
+        "select seq, status, attempt, length, tail, lease_expires_at, error_code, persona_version,"
+        " personality, variant, is_current, reply_to, created_at"
+        " from avatar_chat.reply_progress($1, $2, $3, $4)",
+        conversation_id,
+        message_id,
+        offset,
+    )
+    assert row is not None
+    return row
+
+
+async def delete_message(
+    db: Database, user: Claims, *, conversation_id: uuid.UUID, message_id: uuid.UUID
+) -> None:
+    await db.call_as(user, "select avatar_chat.delete_message($1, $2, $3)", conversation_id, message_id)
 
 
 async def first_exchange(conn: Connection, conversation_id: uuid.UUID) -> Record | None:

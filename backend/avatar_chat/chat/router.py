@@ -1,4 +1,5 @@
-"""Sending a message: HTTP (JSON or SSE) in and out, nothing else."""
+"""Sending, regenerating, editing, stopping, resuming and deleting messages: HTTP (JSON
+or SSE) in and out, nothing else."""
 
 from __future__ import annotations
 
@@ -7,17 +8,19 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import APIRouter, Request, status
+from fastapi import APIRouter, Request, Response, status
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from avatar_chat.auth.dependencies import CurrentUser
 from avatar_chat.chat.schemas import IDEMPOTENCY_KEY_MAX, Exchange, MessageCreate
-from avatar_chat.chat.service import chat_of
+from avatar_chat.chat.service import Chat, ReplyEvent, chat_of
 from avatar_chat.chat.turn import Turn
+from avatar_chat.conversations.schemas import MessageRead
 from avatar_chat.core.errors import (
     AUTHENTICATED_ERRORS,
     BODY_ERRORS,
     AppError,
+    BadRequest,
     Conflict,
     NotFound,
     ProviderError,
@@ -33,9 +36,13 @@ router = APIRouter(prefix="/conversations", tags=["chat"])
 
 _SSE_DOC = (
     "With `Accept: text/event-stream` the answer is an SSE stream instead: `user_message` (the saved "
-    'message), `delta` ({"content": ...} chunks), then `done` (the saved reply) or `error` '
-    '({"code", "message", "details": {"assistant_message_id", ...}}).'
+    "message), `assistant_message` (the reply being generated: its id and seq, to resume or stop it), "
+    '`delta` ({"content": ...} chunks), then `done` (the saved reply) or `error` '
+    '({"code", "message", "details": {"assistant_message_id", ...}}). Every `delta` and `done` has an '
+    "SSE `id` (`<attempt>:<characters so far>`): send the last one as `Last-Event-ID` to "
+    "`GET .../messages/{message_id}/stream` to resume on any worker."
 )
+_IDEMPOTENCY_DOC = "Retries with the same key return the original exchange instead of a second one."
 
 
 def _sse_event(name: str, payload: dict[str, Any]) -> dict[str, Any]:
@@ -44,71 +51,89 @@ def _sse_event(name: str, payload: dict[str, Any]) -> dict[str, Any]:
         "required": ["event", "data"],
         "properties": {
             "event": {"const": name},
+            "id": {"type": "string"},
             "data": {"type": "string", "contentMediaType": "application/json", "contentSchema": payload},
         },
     }
 
 
+_DELTA = {"type": "object", "required": ["content"], "properties": {"content": {"type": "string"}}}
+_MESSAGE = {"$ref": "#/components/schemas/MessageRead"}
+_ERROR = {"$ref": "#/components/schemas/ErrorBody"}
 # OpenAPI 3.1 reads an event stream's `schema` as the schema of each event.
-_SSE_EVENT = {
+_TURN_EVENTS = {
     "oneOf": [
-        _sse_event("user_message", {"$ref": "#/components/schemas/MessageRead"}),
-        _sse_event(
-            "delta",
-            {"type": "object", "required": ["content"], "properties": {"content": {"type": "string"}}},
-        ),
-        _sse_event("done", {"$ref": "#/components/schemas/MessageRead"}),
-        _sse_event("error", {"$ref": "#/components/schemas/ErrorBody"}),
+        _sse_event("user_message", _MESSAGE),
+        _sse_event("assistant_message", _MESSAGE),
+        _sse_event("delta", _DELTA),
+        _sse_event("done", _MESSAGE),
+        _sse_event("error", _ERROR),
     ]
 }
-
-
-@router.post(
-    "/{conversation_id}/messages",
-    status_code=status.HTTP_201_CREATED,
-    response_model=Exchange,
-    responses={
-        **responses(
-            *AUTHENTICATED_ERRORS,
-            *BODY_ERRORS,
-            NotFound,
-            Conflict,
-            TooManyRequests,
-            ProviderError,
-            ProviderTimeout,
+_FOLLOW_EVENTS = {
+    "oneOf": [
+        _sse_event(
+            "reset",
+            {"type": "object", "required": ["attempt"], "properties": {"attempt": {"type": "integer"}}},
         ),
-        201: {
-            "description": "The saved user message and reply.",
-            "content": {"text/event-stream": {"schema": _SSE_EVENT}},
-        },
-    },
-    summary="Send a message; the reply comes back as JSON or streamed (SSE)",
-    description=_SSE_DOC,
-    openapi_extra={
-        "parameters": [
-            header_parameter(
-                "Idempotency-Key",
-                description="Retries with the same key return the original exchange instead of a second one.",
-                min_length=1,
-                max_length=IDEMPOTENCY_KEY_MAX,
-            )
-        ]
-    },
+        _sse_event("delta", _DELTA),
+        _sse_event("done", _MESSAGE),
+        _sse_event("error", _ERROR),
+    ]
+}
+_TURN_ERRORS = (
+    *AUTHENTICATED_ERRORS,
+    *BODY_ERRORS,
+    NotFound,
+    Conflict,
+    TooManyRequests,
+    ProviderError,
+    ProviderTimeout,
 )
-async def send_message(
-    conversation_id: uuid.UUID, body: MessageCreate, user: CurrentUser, request: Request
-) -> Any:
-    # The service and the header come from the request rather than as FastAPI parameters:
-    # a chat turn is the hottest route, and each costs it about 10-15 us per request.
-    key = read_header(request, "Idempotency-Key", min_length=1, max_length=IDEMPOTENCY_KEY_MAX)
-    sse = "text/event-stream" in request.headers.get("accept", "")
-    turn = await chat_of(request).send(user, conversation_id, body.content, idempotency_key=key, stream=sse)
+
+
+def _turn_route(summary: str, description: str) -> dict[str, Any]:
+    """What every route that starts a reply declares: JSON or SSE, its errors, the key."""
+    return {
+        "status_code": status.HTTP_201_CREATED,
+        "response_model": Exchange,
+        "responses": {
+            **responses(*_TURN_ERRORS),
+            201: {
+                "description": "The saved user message and reply.",
+                "content": {"text/event-stream": {"schema": _TURN_EVENTS}},
+            },
+        },
+        "summary": summary,
+        "description": description + "\n\n" + _SSE_DOC,
+        "openapi_extra": {
+            "parameters": [
+                header_parameter(
+                    "Idempotency-Key",
+                    description=_IDEMPOTENCY_DOC,
+                    min_length=1,
+                    max_length=IDEMPOTENCY_KEY_MAX,
+                )
+            ]
+        },
+    }
+
+
+def _wants_sse(request: Request) -> bool:
+    return "text/event-stream" in request.headers.get("accept", "")
+
+
+def _key(request: Request) -> str | None:
+    return read_header(request, "Idempotency-Key", min_length=1, max_length=IDEMPOTENCY_KEY_MAX)
+
+
+async def _answer(turn: Turn, sse: bool) -> Response:
     headers = {"Idempotent-Replayed": "true"} if turn.replayed else {}
     if sse:
         return StreamingResponse(
-            _sse(turn),
+            _turn_events(turn),
             media_type="text/event-stream",
-            headers={**headers, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+            headers={**headers, **_SSE_HEADERS},
             status_code=status.HTTP_201_CREATED,
         )
     exchange: Exchange = await turn.exchange()
@@ -117,17 +142,145 @@ async def send_message(
     )
 
 
-def _event(name: str, data: Any) -> str:
-    return f"event: {name}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
+@router.post(
+    "/{conversation_id}/messages",
+    **_turn_route("Send a message; the reply comes back as JSON or streamed (SSE)", "Sends a message."),
+)
+async def send_message(
+    conversation_id: uuid.UUID, body: MessageCreate, user: CurrentUser, request: Request
+) -> Response:
+    # The service and the header come from the request rather than as FastAPI parameters:
+    # a chat turn is the hottest route, and each costs it about 10-15 us per request.
+    sse = _wants_sse(request)
+    turn = await chat_of(request).send(
+        user, conversation_id, body.content, idempotency_key=_key(request), stream=sse
+    )
+    return await _answer(turn, sse)
 
 
-async def _sse(turn: Turn) -> AsyncIterator[str]:
+@router.post(
+    "/{conversation_id}/messages/{message_id}/regenerate",
+    **_turn_route(
+        "Another reply to the latest message",
+        "Generates an alternative to the latest reply `message_id`, with the current persona. "
+        "The alternatives are kept (`variant` 0, 1, 2...; see .../variants); the new one becomes "
+        "the current one, which history shows and the model is given.",
+    ),
+)
+async def regenerate_reply(
+    conversation_id: uuid.UUID, message_id: uuid.UUID, user: CurrentUser, chat: Chat, request: Request
+) -> Response:
+    sse = _wants_sse(request)
+    turn = await chat.regenerate(user, conversation_id, message_id, idempotency_key=_key(request), stream=sse)
+    return await _answer(turn, sse)
+
+
+@router.patch(
+    "/{conversation_id}/messages/{message_id}",
+    **_turn_route(
+        "Edit the latest message; it is answered again",
+        "Replaces the text of your latest message `message_id` and generates a new reply to it "
+        "(its earlier replies are kept as other alternatives). Only the latest exchange can be "
+        "edited: 409 `not_latest` otherwise.",
+    ),
+)
+async def edit_message(
+    conversation_id: uuid.UUID,
+    message_id: uuid.UUID,
+    body: MessageCreate,
+    user: CurrentUser,
+    chat: Chat,
+    request: Request,
+) -> Response:
+    sse = _wants_sse(request)
+    turn = await chat.regenerate(
+        user, conversation_id, message_id, new_content=body.content, idempotency_key=_key(request), stream=sse
+    )
+    return await _answer(turn, sse)
+
+
+@router.delete(
+    "/{conversation_id}/messages/{message_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=responses(*AUTHENTICATED_ERRORS, NotFound, Conflict),
+    summary="Delete a message (a message of yours takes its replies with it)",
+    description="Seq numbers are never reused; the next reply's context no longer holds the deleted text. "
+    "409 `reply_in_progress` while a reply being deleted is still generated (stop it first).",
+)
+async def delete_message(
+    conversation_id: uuid.UUID, message_id: uuid.UUID, user: CurrentUser, chat: Chat
+) -> Response:
+    await chat.delete_message(user, conversation_id, message_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post(
+    "/{conversation_id}/messages/{message_id}/stop",
+    responses=responses(*AUTHENTICATED_ERRORS, NotFound),
+    summary="Stop generating a reply",
+    description="The worker generating the reply (whichever receives this) stops at its next chunk and "
+    "saves the text so far as `stopped`; the answer is the reply after that (or still `streaming` if "
+    "that took longer than CHAT_STOP_WAIT_S). Stopping a reply that is already settled changes nothing.",
+)
+async def stop_reply(
+    conversation_id: uuid.UUID, message_id: uuid.UUID, user: CurrentUser, chat: Chat
+) -> MessageRead:
+    return await chat.stop(user, conversation_id, message_id)
+
+
+@router.get(
+    "/{conversation_id}/messages/{message_id}/stream",
+    responses={
+        **responses(*AUTHENTICATED_ERRORS, NotFound, BadRequest),
+        200: {
+            "description": "The reply's events.",
+            "content": {"text/event-stream": {"schema": _FOLLOW_EVENTS}},
+        },
+    },
+    response_class=StreamingResponse,
+    summary="Stream a reply, also one being generated elsewhere (resume)",
+    description="What is saved so far at once, then the rest as it is generated (on any worker), then "
+    "`done` or `error`; a finished reply streams whole and ends. With `Last-Event-ID` (the `id` of the "
+    "last event received) only what came after it is sent; `reset` means the reply started over (a retry) "
+    "and the text received so far is to be dropped.",
+    openapi_extra={
+        "parameters": [
+            header_parameter("Last-Event-ID", description="The id of the last event received.", max_length=40)
+        ]
+    },
+)
+async def stream_reply(
+    conversation_id: uuid.UUID, message_id: uuid.UUID, user: CurrentUser, chat: Chat, request: Request
+) -> StreamingResponse:
+    last_event_id = read_header(request, "Last-Event-ID", max_length=40)
+    events = await chat.follow(user, conversation_id, message_id, last_event_id=last_event_id)
+    return StreamingResponse(_follow_events(events), media_type="text/event-stream", headers=_SSE_HEADERS)
+
+
+_SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+def _event(name: str, data: Any, event_id: str | None = None) -> str:
+    head = f"id: {event_id}\n" if event_id is not None else ""
+    return f"{head}event: {name}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
+
+
+async def _turn_events(turn: Turn) -> AsyncIterator[str]:
     yield _event("user_message", turn.user_message.model_dump(mode="json"))
+    if turn.reply is not None:
+        yield _event("assistant_message", turn.reply.model_dump(mode="json"))
+    offset = 0
     async for chunk in turn.stream():
-        yield _event("delta", {"content": chunk})
+        offset += len(chunk)
+        yield _event("delta", {"content": chunk}, f"{turn.attempt}:{offset}")
     try:
         reply = (await turn.result()).raise_for_failure(turn.user_message)
     except AppError as exc:
         yield _event("error", error_payload(exc.code, exc.message, exc.details)["error"])
         return
-    yield _event("done", reply.model_dump(mode="json"))
+    yield _event("done", reply.model_dump(mode="json"), f"{turn.attempt}:{len(reply.content)}")
+
+
+async def _follow_events(events: AsyncIterator[ReplyEvent]) -> AsyncIterator[str]:
+    async for event in events:
+        yield _event(event.name, event.data, event.id)

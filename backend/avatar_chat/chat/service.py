@@ -8,9 +8,14 @@
    versions exactly; otherwise they are reloaded. That is how changes made anywhere else
    (other workers and machines, the dashboard, SQL) are seen by the very next turn (G1).
 3. The reply streams from the provider in a tracked background task, so it is saved even
-   when the client goes away; `finish_turn` (one round trip) settles it with the persona
-   used, as `complete` or `failed` with an error code.
+   when the client goes away. Its text so far is saved at a bounded rate (chat.progress),
+   so any worker can resume it for a client or stop it; `finish_turn` (one round trip)
+   settles it with the persona used, as `complete`, `stopped` or `failed` with a code.
 4. Work that needs the committed exchange (the title) starts after step 3 returned.
+
+Regenerating the latest reply and editing the latest user message follow the same steps
+with `begin_regenerate` in place of `begin_turn`: a new alternative reply, generated with
+the current persona.
 """
 
 from __future__ import annotations
@@ -19,22 +24,24 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
 from avatar_chat.avatars.persona import AvatarSnapshot
 from avatar_chat.cache.store import SessionStore
 from avatar_chat.chat import repository
+from avatar_chat.chat.progress import ReplyProgress
 from avatar_chat.chat.prompt import build_request
 from avatar_chat.chat.turn import Turn, TurnResult
 from avatar_chat.chat.window import ConversationWindow, WindowMessage, fit_window
-from avatar_chat.conversations.schemas import MessageRead, MessageRole, MessageStatus
+from avatar_chat.conversations import repository as conversations_repository
+from avatar_chat.conversations.schemas import MessageRead, MessageRole, MessageStatus, effective_status
 from avatar_chat.core.claims import Claims
 from avatar_chat.core.database import Database, Record
-from avatar_chat.core.errors import AppError, Conflict, ServiceUnavailable
+from avatar_chat.core.errors import AppError, BadRequest, Conflict, ServiceUnavailable
 from avatar_chat.core.settings import Settings
 from avatar_chat.core.tasks import TaskTracker
 from avatar_chat.llm.base import LLMProvider, ProviderFailure
@@ -57,8 +64,55 @@ def _interrupted() -> ServiceUnavailable:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class ReplyEvent:
+    """One server-sent event of a reply: `reset`, `delta`, `done` or `error`, with the
+    SSE id (`<attempt>:<characters so far>`) a client sends back as Last-Event-ID."""
+
+    name: str
+    data: dict[str, Any]
+    id: str | None
+
+
+def parse_event_id(last_event_id: str | None) -> tuple[int | None, int]:
+    """(attempt, offset) of a Last-Event-ID this API sent; anything else starts over."""
+    if not last_event_id:
+        return None, 0
+    attempt, _, offset = last_event_id.partition(":")
+    if not (attempt.isdigit() and offset.isdigit()) or len(last_event_id) > 40:
+        raise BadRequest("Last-Event-ID is not an event id of this reply.", code="invalid_event_id")
+    return int(attempt), int(offset)
+
+
+def _reply(row: Record, conversation_id: uuid.UUID, message_id: uuid.UUID, content: str) -> MessageRead:
+    """An assistant message from what reply_progress answered (with the text from 0)."""
+    return MessageRead(
+        id=message_id,
+        conversation_id=conversation_id,
+        seq=row["seq"],
+        role=MessageRole.assistant,
+        content=content,
+        status=effective_status(row["status"], row["lease_expires_at"]),
+        persona_version=row["persona_version"],
+        personality=row["personality"],
+        error_code=row["error_code"],
+        variant=row["variant"],
+        is_current=row["is_current"],
+        reply_to=row["reply_to"],
+        created_at=row["created_at"],
+    )
+
+
+_NOT_COMPLETED = "The reply did not complete; send again with the same Idempotency-Key to retry it."
+
+
 def _avatar_required() -> Conflict:
     return Conflict("Create your avatar first (POST /avatars/me).", code="avatar_required")
+
+
+# What the model sees of earlier replies: finished ones, and stopped ones (the user saw
+# their text); never failed, cut off or still streaming ones.
+_SHOWN_TO_THE_MODEL = frozenset({MessageStatus.complete, MessageStatus.stopped})
 
 
 @dataclass(slots=True)
@@ -96,6 +150,7 @@ class _Generated:
     parts: list[str] = field(default_factory=list)
     failure: ProviderFailure | None = None  # the provider could not reply
     error: AppError | None = None  # something else stopped the turn; the client gets it as is
+    stopped: bool = False  # a client asked to stop: the text so far is the reply
 
     @property
     def content(self) -> str:
@@ -103,29 +158,15 @@ class _Generated:
 
     @property
     def status(self) -> MessageStatus:
-        return MessageStatus.complete if self.error_code is None else MessageStatus.failed
+        if self.error_code is not None:
+            return MessageStatus.failed
+        return MessageStatus.stopped if self.stopped else MessageStatus.complete
 
     @property
     def error_code(self) -> str | None:
         if self.error is not None:
             return self.error.code
         return None if self.failure is None else self.failure.code
-
-
-class _LeaseRenewal:
-    """Keeps a reply's lease alive while it is generated. Most replies finish within a
-    third of the lease and only cost a timer; longer ones get a renewal task."""
-
-    def __init__(self, service: ChatService, g: _Generation) -> None:
-        self._done = asyncio.Event()
-        self._timer = asyncio.get_running_loop().call_later(
-            service.lease_s / 3,
-            lambda: service.tasks.spawn(service.keep_lease(g, self._done), name=f"lease-{g.reply_id}"),
-        )
-
-    def stop(self) -> None:
-        self._done.set()
-        self._timer.cancel()
 
 
 class ChatService:
@@ -147,9 +188,15 @@ class ChatService:
         self._window_size = settings.chat_window_messages
         self._window_chars = settings.chat_window_max_chars
         self._deadline_s = settings.chat_turn_deadline_s
-        # Short and renewed while the reply is generated (_LeaseRenewal): a reply whose
+        # Short and renewed while the reply is generated (ReplyProgress): a reply whose
         # worker is gone can be retried within seconds.
         self.lease_s = settings.chat_reply_lease_s
+        self._save_after_s = settings.chat_partial_save_ms / 1000
+        self._save_after_chars = settings.chat_partial_save_chars
+        self._poll_s = settings.chat_stream_poll_ms / 1000
+        self._stop_wait_s = settings.chat_stop_wait_s
+        # Replies this worker is generating, so a stop it receives reaches them at once.
+        self._generating: dict[uuid.UUID, ReplyProgress] = {}
         self.stats = ChatStats()
 
     async def send(
@@ -164,25 +211,42 @@ class ChatService:
         """Accept a send. The whole turn runs in a tracked task: a client that goes away
         right after sending (an app sent to the background) still gets its reply saved,
         instead of leaving a committed message whose reply nobody generates."""
+        return await self._start(lambda: self._begin(user, conversation_id, content, idempotency_key), stream)
+
+    async def regenerate(
+        self,
+        user: Claims,
+        conversation_id: uuid.UUID,
+        message_id: uuid.UUID,
+        *,
+        new_content: str | None = None,
+        idempotency_key: str | None,
+        stream: bool = True,
+    ) -> Turn:
+        """A new alternative to the latest reply `message_id` (`new_content` None), or the
+        latest user message `message_id` edited to `new_content` and answered anew."""
+        return await self._start(
+            lambda: self._begin_regenerate(user, conversation_id, message_id, new_content, idempotency_key),
+            stream,
+        )
+
+    async def _start(
+        self, begin: Callable[[], Awaitable[tuple[Turn, _Generation | None]]], stream: bool
+    ) -> Turn:
         accepted: asyncio.Future[Turn] = asyncio.get_running_loop().create_future()
         # Retrieved here so that an answer nobody waits for any more is not reported as lost.
         accepted.add_done_callback(lambda f: f.cancelled() or f.exception())
-        self.tasks.spawn(
-            self._run(user, conversation_id, content, idempotency_key, stream, accepted), name="turn"
-        )
+        self.tasks.spawn(self._run(begin, stream, accepted), name="turn")
         return await asyncio.shield(accepted)
 
     async def _run(
         self,
-        user: Claims,
-        conversation_id: uuid.UUID,
-        content: str,
-        idempotency_key: str | None,
+        begin: Callable[[], Awaitable[tuple[Turn, _Generation | None]]],
         stream: bool,
         accepted: asyncio.Future[Turn],
     ) -> None:
         try:
-            turn, generation = await self._begin(user, conversation_id, content, idempotency_key)
+            turn, generation = await begin()
             turn.streaming = stream
         except Exception as exc:  # AppError for the client; anything else it sees as a 500
             accepted.set_exception(exc)
@@ -193,6 +257,101 @@ class ChatService:
         accepted.set_result(turn)
         if generation is not None:
             await self._generate(generation, turn)
+
+    # --- stop, follow, delete -----------------------------------------------------------
+
+    async def stop(self, user: Claims, conversation_id: uuid.UUID, message_id: uuid.UUID) -> MessageRead:
+        """Ask the worker generating the reply (any worker) to stop at its next chunk; the
+        reply is saved as `stopped` with the text so far. Waits up to CHAT_STOP_WAIT_S for
+        that and answers the reply as it then is; a settled reply is answered unchanged."""
+        reply = await repository.request_stop(
+            self._db, user, conversation_id=conversation_id, message_id=message_id
+        )
+        if reply.status != MessageStatus.streaming:
+            return reply
+        local = self._generating.get(message_id)
+        if local is not None:
+            local.request_stop()  # here: no need to wait for its next save to learn it
+        loop = asyncio.get_running_loop()
+        give_up_at = loop.time() + self._stop_wait_s
+        while loop.time() < give_up_at:
+            await asyncio.sleep(self._poll_s)
+            row = await repository.reply_progress(
+                self._db, user, conversation_id=conversation_id, message_id=message_id, offset=0
+            )
+            reply = _reply(row, conversation_id, message_id, row["tail"])
+            if reply.status != MessageStatus.streaming:
+                return reply
+        return reply
+
+    async def follow(
+        self, user: Claims, conversation_id: uuid.UUID, message_id: uuid.UUID, *, last_event_id: str | None
+    ) -> AsyncIterator[ReplyEvent]:
+        """The events of a reply for a client that (re)connects, on any worker: its text
+        after `last_event_id` at once, then the rest as it is saved (polled every
+        CHAT_STREAM_POLL_MS), then `done` or `error`. Raises NotFound before any event."""
+        attempt, offset = parse_event_id(last_event_id)
+        row = await repository.reply_progress(
+            self._db, user, conversation_id=conversation_id, message_id=message_id, offset=offset
+        )
+        return self._follow(user, conversation_id, message_id, row, attempt, offset)
+
+    async def _follow(
+        self,
+        user: Claims,
+        conversation_id: uuid.UUID,
+        message_id: uuid.UUID,
+        row: Record,
+        attempt: int | None,
+        offset: int,
+    ) -> AsyncIterator[ReplyEvent]:
+        async def fetch(at: int) -> Record:
+            return await repository.reply_progress(
+                self._db, user, conversation_id=conversation_id, message_id=message_id, offset=at
+            )
+
+        while True:
+            if attempt is not None and row["attempt"] != attempt:
+                # A retry started the reply over: the client drops what it has.
+                attempt, offset = row["attempt"], 0
+                yield ReplyEvent("reset", {"attempt": attempt}, f"{attempt}:0")
+                row = await fetch(0)
+                continue
+            attempt = row["attempt"]
+            if row["tail"]:
+                offset = row["length"]
+                yield ReplyEvent("delta", {"content": row["tail"]}, f"{attempt}:{offset}")
+            status = effective_status(row["status"], row["lease_expires_at"])
+            if status != MessageStatus.streaming:
+                final = await fetch(0)
+                if final["attempt"] != attempt:
+                    row = final
+                    continue
+                reply = _reply(final, conversation_id, message_id, final["tail"])
+                if status in _SHOWN_TO_THE_MODEL:
+                    yield ReplyEvent("done", reply.model_dump(mode="json"), f"{attempt}:{final['length']}")
+                else:
+                    code = row["error_code"] or str(status)
+                    yield ReplyEvent(
+                        "error",
+                        {
+                            "code": code,
+                            "message": _NOT_COMPLETED,
+                            "details": {"assistant_message_id": str(message_id), "status": str(status)},
+                        },
+                        None,
+                    )
+                return
+            await asyncio.sleep(self._poll_s)
+            row = await fetch(offset)
+
+    async def delete_message(self, user: Claims, conversation_id: uuid.UUID, message_id: uuid.UUID) -> None:
+        try:
+            await repository.delete_message(
+                self._db, user, conversation_id=conversation_id, message_id=message_id
+            )
+        finally:
+            await self._store.invalidate_conversation(conversation_id)
 
     async def _begin(
         self, user: Claims, conversation_id: uuid.UUID, content: str, idempotency_key: str | None
@@ -210,12 +369,49 @@ class ChatService:
             known_window=(cached_window.last_seq, cached_window.revision) if cached_window else None,
             window_limit=self._window_size,
         )
+        # A replayed key has the same content: begin_turn checked it.
+        return await self._accepted(user, conversation_id, row, content, cached_avatar, cached_window)
+
+    async def _begin_regenerate(
+        self,
+        user: Claims,
+        conversation_id: uuid.UUID,
+        message_id: uuid.UUID,
+        new_content: str | None,
+        idempotency_key: str | None,
+    ) -> tuple[Turn, _Generation | None]:
+        cached_avatar, _ = await self._store.for_turn(user.sub, conversation_id)
+        row = await repository.begin_regenerate(
+            self._db,
+            user,
+            conversation_id=conversation_id,
+            message_id=message_id,
+            new_content=new_content,
+            idempotency_key=idempotency_key,
+            lease_s=self.lease_s,
+            worker_id=self._worker_id(),
+            known_avatar=(cached_avatar.id, cached_avatar.version) if cached_avatar else None,
+            window_limit=self._window_size,
+        )
+        return await self._accepted(user, conversation_id, row, row["user_content"], cached_avatar, None)
+
+    async def _accepted(
+        self,
+        user: Claims,
+        conversation_id: uuid.UUID,
+        row: Record,
+        user_content: str,
+        cached_avatar: AvatarSnapshot | None,
+        cached_window: ConversationWindow | None,
+    ) -> tuple[Turn, _Generation | None]:
+        """What begin_turn or begin_regenerate answered, as the turn the router gets and
+        the generation to run (None for a replay)."""
         user_message = MessageRead(
             id=row["user_message_id"],
             conversation_id=conversation_id,
             seq=row["user_seq"],
             role=MessageRole.user,
-            content=content,  # a replayed key has the same content: begin_turn checked it
+            content=user_content,
             status=MessageStatus.complete,
             persona_version=None,
             personality=None,
@@ -232,9 +428,11 @@ class ChatService:
                 status=MessageStatus.complete,
                 persona_version=row["reply_persona_version"],
                 personality=row["reply_personality"],
+                variant=row["reply_variant"],
+                reply_to=row["user_message_id"],
                 created_at=row["reply_created_at"],
             )
-            return Turn(user_message=user_message, replayed=replayed), None
+            return Turn(user_message=user_message, replayed=replayed, attempt=row["reply_attempt"]), None
         if outcome == "in_progress":
             raise Conflict(
                 "The reply to this Idempotency-Key is still being generated; retry shortly.",
@@ -259,7 +457,20 @@ class ChatService:
             new_turn=new_turn,
             title_unset=row["title_unset"],
         )
-        return Turn(user_message=user_message), generation
+        reply = MessageRead(
+            id=row["reply_id"],
+            conversation_id=conversation_id,
+            seq=row["reply_seq"],
+            role=MessageRole.assistant,
+            content="",
+            status=MessageStatus.streaming,
+            persona_version=None,
+            personality=None,
+            variant=row["reply_variant"],
+            reply_to=row["user_message_id"],
+            created_at=row["reply_created_at"],
+        )
+        return Turn(user_message=user_message, reply=reply, attempt=row["reply_attempt"]), generation
 
     async def _persona(self, user: Claims, row: Record, cached: AvatarSnapshot | None) -> AvatarSnapshot:
         """The persona at the version begin_turn saw (G1): the cached snapshot when its stamp
@@ -301,7 +512,7 @@ class ChatService:
             for seq, role, content, status in zip(
                 seqs, row["window_roles"], row["window_contents"], statuses, strict=True
             )
-            if status == MessageStatus.complete
+            if status in _SHOWN_TO_THE_MODEL
         ]
         # Replies still generating (or cut off) are left out; a view that holds one is not
         # cached, since it changes when they settle.
@@ -311,33 +522,64 @@ class ChatService:
     # --- inside the background task: generate, settle, report, then post-commit work -------
 
     async def _generate(self, g: _Generation, turn: Turn) -> None:
-        lease = _LeaseRenewal(self, g)
+        progress = self._progress(g)
+        self._generating[g.reply_id] = progress
         try:
-            generated = await self._produce(g, turn)
-            lease.stop()
+            try:
+                generated = await self._produce(g, turn, progress)
+            finally:
+                await progress.close()  # its last write lands before the reply is settled
             try:
                 saved = await self._settle_reliably(g, generated, turn)
             except AppError as exc:
                 turn.resolve(TurnResult(reply=None, failure=generated.failure, error=generated.error or exc))
                 return
+            if saved is None:  # stopped from another worker, or a retry took the reply over
+                saved = await self._current(g)
             turn.resolve(self._result(generated, saved))
             if saved is not None and saved.status == MessageStatus.complete:
                 await self._after_commit(g, generated, saved)
         finally:
-            lease.stop()
+            self._generating.pop(g.reply_id, None)
             turn.close(_interrupted())
 
-    async def _produce(self, g: _Generation, turn: Turn) -> _Generated:
-        """Stream the reply into `turn` within the turn deadline. Every way this can end is
-        recorded in the result, never raised, except cancellation (shutdown past its grace
-        period), which is saved as `interrupted`."""
-        out = _Generated()
+    def _progress(self, g: _Generation) -> ReplyProgress:
+        async def save(content: str | None) -> bool | None:
+            return await repository.save_partial(
+                self._db,
+                g.user,
+                reply_id=g.reply_id,
+                attempt=g.attempt,
+                content=content,
+                lease_s=self.lease_s,
+            )
+
+        return ReplyProgress(
+            g.reply_id,
+            save,
+            save_after_s=self._save_after_s,
+            save_after_chars=self._save_after_chars,
+            lease_s=self.lease_s,
+        )
+
+    async def _produce(self, g: _Generation, turn: Turn, progress: ReplyProgress) -> _Generated:
+        """Stream the reply into `turn` within the turn deadline, until it ends or a stop is
+        asked for (checked at every chunk). Every way this can end is recorded in the
+        result, never raised, except cancellation (shutdown past its grace period), which
+        is saved as `interrupted`."""
+        out = _Generated(parts=progress.parts)
         try:
             async with asyncio.timeout(self._deadline_s):
                 request = build_request(g.avatar, g.mode, g.window, g.user_message.content)
-                async for chunk in self._llm.stream(request):
-                    out.parts.append(chunk)
-                    turn.push(chunk)
+                # aclosing: a stop leaves the stream early; the provider must close its
+                # connection now, not whenever the generator is collected.
+                async with contextlib.aclosing(self._llm.stream(request)) as stream:
+                    async for chunk in stream:
+                        progress.add(chunk)
+                        turn.push(chunk)
+                        if progress.stop_requested or progress.lost:
+                            out.stopped = True
+                            break
         except ProviderFailure as exc:
             out.failure = exc
         except TimeoutError:
@@ -352,7 +594,18 @@ class ChatService:
         except Exception:
             log.exception("reply generation failed")
             out.failure = ProviderFailure("provider_error", "The reply could not be generated.")
+        if progress.stop_requested and out.failure is None and out.error is None:
+            out.stopped = True  # asked to stop before the first chunk, or after the last
         return out
+
+    async def _current(self, g: _Generation) -> MessageRead | None:
+        """The reply as it now is, when this attempt could no longer settle it: stopped
+        (reported as such), or taken over (None: the client hears it was superseded)."""
+        async with self._db.as_user(g.user) as conn:
+            reply = await conversations_repository.get_message(conn, g.conversation_id, g.reply_id)
+        if reply is None or reply.status != MessageStatus.stopped:
+            return None
+        return reply
 
     @staticmethod
     def _result(generated: _Generated, saved: MessageRead | None) -> TurnResult:
@@ -387,22 +640,6 @@ class ChatService:
                     raise
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
-
-    async def keep_lease(self, g: _Generation, generated: asyncio.Event) -> None:
-        """Renew the reply's lease now and every third of it until `generated` is set.
-        Waiting on the event (not being cancelled) means a renewal is never cut mid-query."""
-        while not generated.is_set():
-            try:
-                ours = await repository.extend_lease(
-                    self._db, g.user, reply_id=g.reply_id, attempt=g.attempt, lease_s=self.lease_s
-                )
-                if not ours:
-                    return
-            except AppError as exc:
-                log.warning("could not extend the lease of reply %s: %s", g.reply_id, exc.code)
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.lease_s / 3):
-                    await generated.wait()
 
     async def _settle(
         self, g: _Generation, content: str, status: str, error_code: str | None

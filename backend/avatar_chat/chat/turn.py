@@ -46,6 +46,10 @@ class Turn:
 
     user_message: MessageRead
     replayed: MessageRead | None = None
+    # The reply being generated, as begin_turn saved it (id, seq; no text yet); None for a replay.
+    reply: MessageRead | None = None
+    # The reply's attempt: with a character offset, the id of each SSE event (resume point).
+    attempt: int = 1
     # Whether the client reads the text as it is generated (SSE); a JSON answer needs only the end.
     streaming: bool = True
     deltas: asyncio.Queue[str | None] = field(default_factory=asyncio.Queue)

@@ -12,7 +12,8 @@ from avatar_chat.core.database import Connection
 CONVERSATION_COLUMNS = "id, user_id, title, mode::text as mode, last_seq, created_at, updated_at"
 MESSAGE_COLUMNS = (
     "id, conversation_id, seq, role::text as role, content, status::text as status, persona_version,"
-    " personality::text as personality, error_code, lease_expires_at, created_at"
+    " personality::text as personality, error_code, lease_expires_at, variant, is_current, reply_to,"
+    " created_at"
 )
 
 
@@ -79,13 +80,14 @@ async def delete_conversation(conn: Connection, conversation_id: uuid.UUID) -> b
 
 
 # A page reads only its own rows under RLS in any plan: messages_user_id_conversation_id_seq_idx.
+# History shows the current alternative of each reply (regenerate and edit add others).
 HISTORY_AFTER = (
     f"select {MESSAGE_COLUMNS} from public.messages"
-    " where conversation_id = $1 and seq > $2 order by seq limit $3"
+    " where conversation_id = $1 and seq > $2 and is_current order by seq limit $3"
 )
 HISTORY_BEFORE = (
     f"select {MESSAGE_COLUMNS} from public.messages"
-    " where conversation_id = $1 and seq < $2 order by seq desc limit $3"
+    " where conversation_id = $1 and seq < $2 and is_current order by seq desc limit $3"
 )
 
 
@@ -106,3 +108,30 @@ async def conversation_exists(conn: Connection, conversation_id: uuid.UUID) -> b
         "select exists (select from public.conversations where id = $1)", conversation_id
     )
     return found
+
+
+async def get_message(
+    conn: Connection, conversation_id: uuid.UUID, message_id: uuid.UUID
+) -> MessageRead | None:
+    row = await conn.fetchrow(
+        f"select {MESSAGE_COLUMNS} from public.messages where id = $2 and conversation_id = $1",
+        conversation_id,
+        message_id,
+    )
+    return None if row is None else MessageRead.from_row(row)
+
+
+async def list_variants(
+    conn: Connection, conversation_id: uuid.UUID, message_id: uuid.UUID
+) -> list[MessageRead]:
+    """Every alternative reply to the user message `message_id` answers (or is)."""
+    rows = await conn.fetch(
+        f"select {MESSAGE_COLUMNS} from public.messages"
+        " where conversation_id = $1 and role = 'assistant' and reply_to = ("
+        "   select coalesce(m.reply_to, m.id) from public.messages m"
+        "    where m.id = $2 and m.conversation_id = $1)"
+        " order by variant",
+        conversation_id,
+        message_id,
+    )
+    return [MessageRead.from_row(r) for r in rows]

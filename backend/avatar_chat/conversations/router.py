@@ -15,6 +15,7 @@ from avatar_chat.conversations.schemas import (
     ConversationRead,
     ConversationUpdate,
     MessagePage,
+    MessageVariants,
 )
 from avatar_chat.conversations.service import Conversations
 from avatar_chat.core.errors import (
@@ -107,3 +108,15 @@ async def list_messages(
     ] = None,
 ) -> MessagePage:
     return await service.messages(user, conversation_id, after=after, before=before, limit=limit)
+
+
+@router.get(
+    "/{conversation_id}/messages/{message_id}/variants",
+    responses=responses(*AUTHENTICATED_ERRORS, NotFound),
+    summary="The alternative replies to a message (regenerations, answers to earlier edits)",
+)
+async def list_variants(
+    conversation_id: uuid.UUID, message_id: uuid.UUID, user: CurrentUser, service: Conversations
+) -> MessageVariants:
+    """`message_id` is the user message or any of its replies."""
+    return await service.variants(user, conversation_id, message_id)

@@ -34,6 +34,7 @@ class MessageStatus(StrEnum):
     complete = "complete"
     failed = "failed"
     interrupted = "interrupted"
+    stopped = "stopped"
 
 
 class ConversationCreate(StrictModel):
@@ -83,6 +84,9 @@ class MessageRead(BaseModel):
         description="Personality an assistant reply was generated with."
     )
     error_code: str | None = None
+    variant: int = Field(default=0, description="Which alternative reply to its user message (0 first).")
+    is_current: bool = Field(default=True, description="Whether history shows it and the model is given it.")
+    reply_to: uuid.UUID | None = Field(default=None, description="For a reply: the user message it answers.")
     created_at: datetime
 
     @classmethod
@@ -98,8 +102,18 @@ class MessageRead(BaseModel):
             persona_version=row["persona_version"],
             personality=row["personality"],
             error_code=row["error_code"],
+            variant=row["variant"],
+            is_current=row["is_current"],
+            reply_to=row["reply_to"],
             created_at=row["created_at"],
         )
+
+
+class MessageVariants(BaseModel):
+    """The alternative replies to one user message, by variant; one is current."""
+
+    items: list[MessageRead]
+    current_id: uuid.UUID | None
 
 
 class MessagePage(BaseModel):

@@ -18,6 +18,7 @@ from avatar_chat.conversations.schemas import (
     ConversationRead,
     ConversationUpdate,
     MessagePage,
+    MessageVariants,
 )
 from avatar_chat.core.claims import Claims
 from avatar_chat.core.database import Database
@@ -102,6 +103,16 @@ class ConversationService:
         if has_more:
             rows = rows[1:] if before is not None else rows[:limit]
         return MessagePage(items=rows, has_more=has_more)
+
+    async def variants(
+        self, user: Claims, conversation_id: uuid.UUID, message_id: uuid.UUID
+    ) -> MessageVariants:
+        async with self._db.as_user(user) as conn:
+            items = await repository.list_variants(conn, conversation_id, message_id)
+            if not items and await repository.get_message(conn, conversation_id, message_id) is None:
+                raise NotFound("No such message in this conversation.", code="message_not_found")
+        current = next((m.id for m in items if m.is_current), None)
+        return MessageVariants(items=items, current_id=current)
 
 
 async def get_conversation_service(request: Request) -> ConversationService:

@@ -106,6 +106,14 @@ class Settings(BaseSettings):
     # A reply being generated holds a lease this long, renewed every third of it; a reply
     # whose lease ran out (its worker vanished) can be retried.
     chat_reply_lease_s: Annotated[float, Field(ge=1, le=600)] = 15.0
+    # A reply being generated saves its text so far at most this often and after at most
+    # this many new characters, whichever comes first (0 ms: no partial saves), so any
+    # worker can resume it for a client and stop it; followers poll it this often.
+    chat_partial_save_ms: Annotated[int, Field(ge=0, le=60_000)] = 250
+    chat_partial_save_chars: Annotated[int, Field(ge=1, le=100_000)] = 200
+    chat_stream_poll_ms: Annotated[int, Field(ge=10, le=10_000)] = 100
+    # POST .../stop waits this long for the generating worker to save the reply as stopped.
+    chat_stop_wait_s: Annotated[float, Field(ge=0, le=60)] = 3.0
 
     # --- abuse limits (held in Postgres, so they hold across workers) --------------------
     rate_limit_sends_per_minute: Annotated[int, Field(ge=0)] = 30  # 0 disables

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -45,7 +45,7 @@ class ProviderFailure(Exception):
 class LLMProvider(Protocol):
     name: str
 
-    def stream(self, request: ChatRequest) -> AsyncIterator[str]:
+    def stream(self, request: ChatRequest) -> AsyncGenerator[str, None]:
         """Yield the reply in chunks; raise ProviderFailure on any failure."""
         ...
 

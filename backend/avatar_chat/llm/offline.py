@@ -7,7 +7,7 @@ person trying the app sees persona switches take effect on the very next message
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 from avatar_chat.llm.base import ChatRequest
 
@@ -45,7 +45,7 @@ class OfflineProvider:
         self._delay = chunk_delay_s
         self._words = words_per_chunk
 
-    async def stream(self, request: ChatRequest) -> AsyncIterator[str]:
+    async def stream(self, request: ChatRequest) -> AsyncGenerator[str, None]:
         words = offline_reply(request).split(" ")
         for start in range(0, len(words), self._words):
             chunk = " ".join(words[start : start + self._words])
