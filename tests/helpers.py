@@ -10,7 +10,11 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import httpx
+from asgi_lifespan import LifespanManager
+from pydantic import SecretStr
 
+from avatar_chat.core.settings import Settings
+from avatar_chat.main import create_app
 from tests.factories import User
 
 # What Postgres appends to an error's text; a message written for people never has it.
@@ -69,3 +73,23 @@ async def fresh_database(dsn: str) -> AsyncIterator[str]:
             await admin.execute(f'drop database if exists "{name}" with (force)')
     finally:
         await admin.close()
+
+
+async def app_with_provider(
+    settings: Settings, base_url: str, **overrides: object
+) -> AsyncIterator[httpx.AsyncClient]:
+    configured = settings.model_copy(
+        update={
+            "llm_base_url": base_url,
+            "llm_api_key": SecretStr("test-key"),
+            "llm_timeout_s": 0.5,
+            "llm_stall_timeout_s": 0.5,
+            "llm_max_retries": 1,
+            **overrides,
+        }
+    )
+    app = create_app(configured)
+    async with LifespanManager(app) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test", timeout=30) as client:
+            yield client

@@ -26,3 +26,17 @@ async def sse_events(response: httpx.Response) -> AsyncIterator[tuple[str, Any]]
             name = line[len("event: ") :]
         elif line.startswith("data: "):
             yield name, json.loads(line[len("data: ") :])
+
+
+async def sse_records(response: httpx.Response) -> AsyncIterator[tuple[str, Any, str | None]]:
+    """Events as they arrive, with their SSE `id` (None when the event has none)."""
+    name, event_id = "", None
+    async for line in response.aiter_lines():
+        if line.startswith("id: "):
+            event_id = line[len("id: ") :]
+        elif line.startswith("event: "):
+            name = line[len("event: ") :]
+        elif line.startswith("data: "):
+            yield name, json.loads(line[len("data: ") :]), event_id
+        elif not line:
+            name, event_id = "", None

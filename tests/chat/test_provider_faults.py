@@ -4,63 +4,17 @@ kept, the reply is saved as failed, and a retry with the same Idempotency-Key wo
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
 import httpx
 import pytest
-from asgi_lifespan import LifespanManager
-from pydantic import SecretStr
 
 from avatar_chat.core.settings import Settings
-from avatar_chat.main import create_app
 from tests.factories import User, create_avatar, create_conversation, history, send
 from tests.fakes.openai_server import FakeOpenAIServer
-from tests.helpers import assert_error
+from tests.helpers import app_with_provider, assert_error
 from tests.sse import parse_sse
-
-
-@pytest.fixture(scope="module")
-async def fake_llm() -> AsyncIterator[FakeOpenAIServer]:
-    server = FakeOpenAIServer()
-    await server.start()
-    yield server
-    await server.stop()
-
-
-async def app_with_provider(
-    settings: Settings, base_url: str, **overrides: object
-) -> AsyncIterator[httpx.AsyncClient]:
-    configured = settings.model_copy(
-        update={
-            "llm_base_url": base_url,
-            "llm_api_key": SecretStr("test-key"),
-            "llm_timeout_s": 0.5,
-            "llm_stall_timeout_s": 0.5,
-            "llm_max_retries": 1,
-            **overrides,
-        }
-    )
-    app = create_app(configured)
-    async with LifespanManager(app) as manager:
-        transport = httpx.ASGITransport(app=manager.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test", timeout=30) as client:
-            yield client
-
-
-@pytest.fixture(scope="module")
-async def llm_client(settings: Settings, fake_llm: FakeOpenAIServer) -> AsyncIterator[httpx.AsyncClient]:
-    async for client in app_with_provider(settings, fake_llm.base_url):
-        yield client
-
-
-@pytest.fixture
-def fake(fake_llm: FakeOpenAIServer) -> FakeOpenAIServer:
-    fake_llm.reset()
-    fake_llm.default_scenario = "ok"
-    return fake_llm
-
 
 FAULTS = [
     ("status_429", 502, "provider_rate_limited"),

@@ -117,6 +117,8 @@ class FakeOpenAIServer:
         self.slow_delay_s = slow_delay_s
         self.long_delay_s = long_delay_s
         self.requests: list[dict[str, Any]] = []
+        # Ends every reply with " #<n>" (the request's number): tells regenerations apart.
+        self.number_replies = False
         self.request_headers: list[dict[str, str]] = []
         # Streams still being written: lets a test see that a client hung up promptly.
         self.open_streams = 0
@@ -147,6 +149,7 @@ class FakeOpenAIServer:
 
     def reset(self) -> None:
         self.default_scenario = "ok"
+        self.number_replies = False
         self.requests.clear()
         self.request_headers.clear()
         self._fail_queue.clear()
@@ -246,6 +249,8 @@ class FakeOpenAIServer:
 
         model = str(body.get("model", "fake-model"))
         text = reply_text(user_message)
+        if self.number_replies:
+            text += f" #{len(self.requests)}"
         pieces = re.findall(r"\S+\s*", text)
         finish_reason = "stop"
         max_tokens = body.get("max_tokens") or body.get("max_completion_tokens")
