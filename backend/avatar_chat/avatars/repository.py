@@ -1,15 +1,29 @@
-"""Avatar SQL. Statements take the caller's RLS-scoped connection; the update is one
-`avatar_chat` function call made as the user in one round trip (`Database.call_as`)."""
+"""Avatar SQL. Statements take the caller's RLS-scoped connection; the update and the
+restore are each one `avatar_chat` function call made as the user in one round trip
+(`Database.call_as`)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from avatar_chat.avatars.schemas import AvatarRead
+from avatar_chat.avatars.schemas import AvatarRead, AvatarVersion
 from avatar_chat.core.claims import Claims
 from avatar_chat.core.database import Connection, Database
 
 _COLUMNS = "id, user_id, name, personality::text as personality, backstory, version, created_at, updated_at"
+_HISTORY_COLUMNS = (
+    "avatar_id, user_id, version, name, personality::text as personality, backstory, changed_at"
+)
+# Newest first; RLS adds `user_id = auth.uid()`, and avatar_history_user_id_version_key
+# answers both conditions and the order, so a page reads only its own rows.
+_HISTORY_FIRST = (
+    f"select {_HISTORY_COLUMNS} from public.avatar_history"
+    " where user_id = (select auth.uid()) order by version desc limit $1"
+)
+_HISTORY_BELOW = (
+    f"select {_HISTORY_COLUMNS} from public.avatar_history"
+    " where user_id = (select auth.uid()) and version < $2 order by version desc limit $1"
+)
 
 
 async def insert(conn: Connection, *, name: str, personality: str, backstory: str) -> AvatarRead | None:
@@ -46,6 +60,30 @@ async def update_mine(
         user,
         f"select {_COLUMNS} from avatar_chat.update_my_avatar($1, $2::jsonb, $3)",
         changes,
+        if_match,
+    )
+    return None if row is None else AvatarRead.from_row(row)
+
+
+async def list_history(conn: Connection, *, limit: int, below: int | None) -> list[AvatarVersion]:
+    """The caller's avatar versions, newest first: the first page, or those below `below`."""
+    if below is None:
+        rows = await conn.fetch(_HISTORY_FIRST, limit)
+    else:
+        rows = await conn.fetch(_HISTORY_BELOW, limit, below)
+    return [AvatarVersion.from_row(r) for r in rows]
+
+
+async def restore_mine(
+    db: Database, user: Claims, *, version: int, if_match: list[int] | None
+) -> AvatarRead | None:
+    """The new version, with the persona of `version`, as committed; None when the user
+    has no avatar. A stale `if_match` raises AC412 (412 with the current ETag), a
+    version not in the user's history AC404 (`avatar_version_not_found`)."""
+    row = await db.call_as(
+        user,
+        f"select {_COLUMNS} from avatar_chat.restore_my_avatar($1, $2, $3)",
+        version,
         if_match,
     )
     return None if row is None else AvatarRead.from_row(row)

@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response, status
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query, Request, Response, status
 
 from avatar_chat.auth.dependencies import CurrentUser
-from avatar_chat.avatars.schemas import AvatarCreate, AvatarRead, AvatarUpdate, PersonaUpdateRequest
+from avatar_chat.avatars.schemas import (
+    HISTORY_PAGE_MAX,
+    VERSION_MAX,
+    AvatarCreate,
+    AvatarHistoryPage,
+    AvatarRead,
+    AvatarUpdate,
+    PersonaUpdateRequest,
+)
 from avatar_chat.avatars.service import Avatars, avatars_of
 from avatar_chat.core.errors import (
     AUTHENTICATED_ERRORS,
     BODY_ERRORS,
+    BadRequest,
     Conflict,
     NotFound,
     PreconditionFailed,
@@ -87,6 +98,41 @@ async def update_persona(body: PersonaUpdateRequest, user: CurrentUser, request:
     # The service comes from the request rather than a dependency: the persona switch is
     # the hottest write, and each FastAPI dependency costs it about 10 us per request.
     return _answer(await avatars_of(request).update(user, body, if_match=_if_match(request)))
+
+
+@router.get(
+    "/me/history",
+    responses=responses(*AUTHENTICATED_ERRORS, BadRequest),
+    summary="My avatar's versions, newest first, paginated",
+)
+async def list_history(
+    user: CurrentUser,
+    service: Avatars,
+    limit: Annotated[
+        int, Query(ge=1, le=HISTORY_PAGE_MAX, description=f"Page size, 1-{HISTORY_PAGE_MAX}.")
+    ] = 20,
+    cursor: Annotated[
+        str | None, Query(max_length=32, description="next_cursor of the previous page")
+    ] = None,
+) -> AvatarHistoryPage:
+    return await service.history(user, limit=limit, cursor=cursor)
+
+
+@router.post(
+    "/me/restore/{version}",
+    response_model=AvatarRead,
+    responses=responses(*AUTHENTICATED_ERRORS, NotFound, PreconditionFailed),
+    summary="Restore the persona of an earlier version (as a new version)",
+    openapi_extra=_IF_MATCH,
+)
+async def restore_version(
+    version: Annotated[
+        int, Path(ge=1, le=VERSION_MAX, description="The version to restore (see GET /avatars/me/history).")
+    ],
+    user: CurrentUser,
+    request: Request,
+) -> Response:
+    return _answer(await avatars_of(request).restore(user, version, if_match=_if_match(request)))
 
 
 @router.delete(

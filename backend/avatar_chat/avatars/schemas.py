@@ -1,4 +1,4 @@
-"""Avatar payloads: Create / Update / Read, and the persona switch."""
+"""Avatar payloads: Create / Update / Read, the persona switch, and the persona history."""
 
 from __future__ import annotations
 
@@ -14,6 +14,9 @@ from avatar_chat.core.schemas import PartialUpdate, StrictModel
 
 NAME_MAX = 80
 BACKSTORY_MAX = 4000
+HISTORY_PAGE_MAX = 100
+# Versions in paths and cursors: the integers every JSON client holds exactly.
+VERSION_MAX = 2**53
 
 AvatarName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=NAME_MAX)]
 Backstory = Annotated[str, StringConstraints(max_length=BACKSTORY_MAX)]
@@ -62,3 +65,26 @@ class AvatarRead(BaseModel):
     @classmethod
     def from_row(cls, row: Record) -> AvatarRead:
         return cls.model_validate(dict(row.items()))
+
+
+class AvatarVersion(BaseModel):
+    """One version of the avatar, as `avatar_history` recorded it (whoever wrote it)."""
+
+    avatar_id: uuid.UUID
+    user_id: uuid.UUID
+    version: int = Field(description="The avatar's version; assistant messages record it as persona_version.")
+    name: str
+    personality: PersonalityType
+    backstory: str
+    changed_at: datetime
+
+    @classmethod
+    def from_row(cls, row: Record) -> AvatarVersion:
+        return cls.model_validate(dict(row.items()))
+
+
+class AvatarHistoryPage(BaseModel):
+    items: list[AvatarVersion] = Field(description="Newest version first.")
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` for the next (older) page; null at the end."
+    )

@@ -10,8 +10,10 @@ Nothing Postgres prints (DETAIL, HINT, CONTEXT lines) ever reaches a client.
 | SQLSTATE | HINT (code)              | raised by                                   |
 |----------|--------------------------|---------------------------------------------|
 | AC404    | conversation_not_found   | avatar_chat.begin_turn                      |
+| AC404    | avatar_version_not_found | avatar_chat.restore_my_avatar               |
 | AC409    | avatar_required          | avatar_chat.begin_turn                      |
 | AC412    | precondition_failed      | avatar_chat.update_my_avatar (DETAIL etag)  |
+| AC412    | precondition_failed      | avatar_chat.restore_my_avatar (DETAIL etag) |
 | AC422    | idempotency_key_reused   | avatar_chat.begin_turn                      |
 | AC429    | rate_limited             | messages_enforce_limits (DETAIL retry_after)|
 | AC429    | too_many_streams         | messages_enforce_limits (DETAIL retry_after)|
