@@ -9,6 +9,7 @@ and, for `pooled`, pgbouncer, all stopped at its end):
     sse_ttfb        streamed turns: time to first byte and first delta vs the floor
     pooled          persona_patch and chat_turns direct vs through pgbouncer (transaction mode)
     pgbench_notify  pgbench on the persona UPDATE with and without the old NOTIFY trigger
+    partial_saves   what saving a reply's text while it streams costs a chat turn
 
 Every scenario prints its figures and a summary table; `all` ends with one table of them
 all. Options are shared; each says which scenarios read it.
@@ -22,7 +23,7 @@ import time
 import traceback
 from collections.abc import Callable
 
-from bench import chat_turn, chat_turns, persona_patch, pgbench_notify, pooled, sse_ttfb
+from bench import chat_turn, chat_turns, partial_saves, persona_patch, pgbench_notify, pooled, sse_ttfb
 from bench.common import add_common_args, machine_info, print_code_version, run_main, write_results
 from bench.report import Row, print_summary
 
@@ -33,6 +34,7 @@ SCENARIOS: dict[str, Callable[[argparse.Namespace], list[Row]]] = {
     "sse_ttfb": sse_ttfb.run,
     "pooled": pooled.run,
     "pgbench_notify": pgbench_notify.run,
+    "partial_saves": partial_saves.run,
 }
 
 

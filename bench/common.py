@@ -87,6 +87,7 @@ _OPTIONS: tuple[tuple[str, type[int] | type[float], float, str], ...] = (
     ("--conversations", int, 10, f"{_SEQUENTIAL}: conversations the turns rotate over"),
     ("--warmup-turns", int, 20, f"{_SEQUENTIAL}: unmeasured turns first"),
     ("--pool-size", int, 10, "pooled: pgbouncer server connections (default_pool_size)"),
+    ("--chunk-delay-ms", int, 20, "partial_saves: the offline provider's pause between chunks"),
     (
         "--floor-window",
         int,

@@ -240,3 +240,51 @@ grant all on public.conversations, public.messages to service_role;
 
 -- Clients may subscribe to their own new messages with Supabase Realtime (RLS applies).
 alter publication supabase_realtime add table public.messages;
+
+-- Conversation memory (see 30_chat_turns.sql: save_summary, begin_turn).
+create table public.conversation_summaries (
+  conversation_id uuid not null,
+  user_id uuid not null default auth.uid(),
+  covers_upto_seq bigint not null,
+  revision bigint not null,
+  content text not null,
+  created_at timestamptz not null default now(),
+  updated_at timestamptz not null default now(),
+  constraint conversation_summaries_pkey primary key (conversation_id),
+  constraint conversation_summaries_conversation_id_fkey foreign key (conversation_id)
+    references public.conversations (id) on delete cascade,
+  constraint conversation_summaries_user_id_fkey foreign key (user_id) references auth.users (id) on delete cascade,
+  constraint conversation_summaries_covers_upto_seq_positive check (covers_upto_seq > 0),
+  constraint conversation_summaries_content_length check (char_length(content) <= 16000)
+);
+comment on table public.conversation_summaries is
+  'What a conversation said before its recent window, summarised; valid while its revision is the conversation''s.';
+comment on column public.conversation_summaries.covers_upto_seq is 'The summary covers the current messages up to this seq.';
+comment on column public.conversation_summaries.revision is
+  'The conversation''s revision when the summary was made; any later edit or delete makes it stale.';
+create index conversation_summaries_user_id_idx on public.conversation_summaries (user_id);
+
+alter table public.conversation_summaries enable row level security;
+create policy conversation_summaries_select_own on public.conversation_summaries
+  for select to authenticated using ((select auth.uid()) = user_id);
+create policy conversation_summaries_insert_own on public.conversation_summaries
+  for insert to authenticated with check (
+    (select auth.uid()) = user_id
+    and exists (
+      select from public.conversations c
+       where c.id = conversation_id and c.user_id = (select auth.uid())
+    )
+  );
+create policy conversation_summaries_update_own on public.conversation_summaries
+  for update to authenticated
+  using ((select auth.uid()) = user_id)
+  with check ((select auth.uid()) = user_id);
+create policy conversation_summaries_delete_own on public.conversation_summaries
+  for delete to authenticated using ((select auth.uid()) = user_id);
+
+revoke all on public.conversation_summaries from public, anon, authenticated;
+grant select, delete on public.conversation_summaries to authenticated;
+grant insert (conversation_id, user_id, covers_upto_seq, revision, content)
+  on public.conversation_summaries to authenticated;
+grant update (covers_upto_seq, revision, content, updated_at) on public.conversation_summaries to authenticated;
+grant all on public.conversation_summaries to service_role;

@@ -39,7 +39,8 @@ create function avatar_chat.begin_turn(
   p_known_avatar_version bigint,
   p_known_window_seq bigint,
   p_known_window_revision bigint,
-  p_window_limit integer
+  p_window_limit integer,
+  p_known_summary_seq bigint
 )
 returns table (
   outcome text,
@@ -56,6 +57,8 @@ returns table (
   window_roles text[],
   window_contents text[],
   window_statuses text[],
+  summary_seq bigint,
+  summary_content text,
   user_message_id uuid,
   user_seq bigint,
   user_created_at timestamptz,
@@ -85,6 +88,8 @@ declare
   w_contents text[];
   w_statuses text[];
   is_new boolean;
+  s_seq bigint;
+  s_content text;
 begin
   if p_idempotency_key is not null then
     -- Read before acting as the user: the API roles cannot see avatar_chat.workers.
@@ -110,7 +115,7 @@ begin
       if rp.status = 'complete' then
         return query select 'replay', conv.mode::text, conv.revision, conv.title is null, um.seq - 1,
                             null::uuid, null::bigint, null::text, null::text, null::text,
-                            null::bigint[], null::text[], null::text[], null::text[],
+                            null::bigint[], null::text[], null::text[], null::text[], null::bigint, null::text,
                             um.id, um.seq, um.created_at, rp.id, rp.seq, rp.attempt, rp.created_at, rp.variant,
                             rp.content, rp.persona_version, rp.personality::text;
         return;
@@ -120,7 +125,7 @@ begin
          and (rp.worker_id is null or rp.worker_id = any (live_workers)) then
         return query select 'in_progress', conv.mode::text, conv.revision, conv.title is null, um.seq - 1,
                             null::uuid, null::bigint, null::text, null::text, null::text,
-                            null::bigint[], null::text[], null::text[], null::text[],
+                            null::bigint[], null::text[], null::text[], null::text[], null::bigint, null::text,
                             um.id, um.seq, um.created_at, rp.id, rp.seq, rp.attempt, rp.created_at, rp.variant,
                             null::text, null::bigint, null::text;
         return;
@@ -173,6 +178,15 @@ begin
              order by m.seq desc limit p_window_limit) w;
   end if;
 
+  -- The conversation's summary, if it was made at this very revision (no message edited,
+  -- deleted or regenerated since): sent unless the worker has it with its window.
+  select s.covers_upto_seq, s.content into s_seq, s_content
+    from public.conversation_summaries s
+   where s.conversation_id = conv.id and s.revision = conv.revision and s.covers_upto_seq <= upto;
+  if (s_seq, conv.revision) is not distinct from (p_known_summary_seq, p_known_window_revision) then
+    s_content := null;
+  end if;
+
   return query select case when is_new then 'new' else 'retry' end,
                       conv.mode::text, conv.revision, conv.title is null, upto,
                       av.id, av.version,
@@ -182,14 +196,14 @@ begin
                            then av.personality::text end,
                       case when (av.id, av.version) is distinct from (p_known_avatar_id, p_known_avatar_version)
                            then av.backstory end,
-                      w_seqs, w_roles, w_contents, w_statuses,
+                      w_seqs, w_roles, w_contents, w_statuses, s_seq, s_content,
                       um.id, um.seq, um.created_at, rp.id, rp.seq, rp.attempt, rp.created_at, rp.variant,
                       null::text, null::bigint, null::text;
 end
 $$;
 
 revoke all on function avatar_chat.begin_turn(
-  text, uuid, text, text, double precision, bigint, uuid, bigint, bigint, bigint, integer
+  text, uuid, text, text, double precision, bigint, uuid, bigint, bigint, bigint, integer, bigint
 ) from public, anon, authenticated;
 
 -- finish_turn: settle the reply with what was generated and the persona used. Only the
@@ -572,3 +586,34 @@ end
 $$;
 
 revoke all on function avatar_chat.delete_message(text, uuid, uuid) from public, anon, authenticated;
+
+-- save_summary: store a summary made at p_revision, if that is still the conversation's
+-- revision and it covers more than the one stored (or the stored one is older). One
+-- statement: all of it or nothing. True when it was stored.
+create function avatar_chat.save_summary(
+  claims text, p_conversation_id uuid, p_covers_upto_seq bigint, p_revision bigint, p_content text
+)
+returns boolean
+language plpgsql
+volatile
+security invoker
+set search_path = ''
+as $$
+declare
+  stored boolean;
+begin
+  perform avatar_chat.act_as(claims);
+  insert into public.conversation_summaries as s (conversation_id, covers_upto_seq, revision, content)
+  select c.id, p_covers_upto_seq, p_revision, p_content
+    from public.conversations c
+   where c.id = p_conversation_id and c.revision = p_revision
+  on conflict (conversation_id) do update
+    set covers_upto_seq = excluded.covers_upto_seq, revision = excluded.revision,
+        content = excluded.content, updated_at = now()
+    where (s.revision, s.covers_upto_seq) < (excluded.revision, excluded.covers_upto_seq)
+  returning true into stored;
+  return coalesce(stored, false);
+end
+$$;
+
+revoke all on function avatar_chat.save_summary(text, uuid, bigint, bigint, text) from public, anon, authenticated;

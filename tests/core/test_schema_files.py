@@ -175,6 +175,8 @@ EXPECTED_TABLES = {
     "public.avatars",
     "public.conversations",
     "public.messages",
+    "public.avatar_history",
+    "public.conversation_summaries",
     "avatar_chat.limits",
     "avatar_chat.send_counters",
     "avatar_chat.workers",
@@ -185,7 +187,7 @@ EXPECTED_FUNCTIONS = {
     "avatar_chat.begin_turn(claims text, p_conversation_id uuid, p_content text,"
     " p_idempotency_key text, p_lease_s double precision, p_worker_id bigint,"
     " p_known_avatar_id uuid, p_known_avatar_version bigint, p_known_window_seq bigint,"
-    " p_known_window_revision bigint, p_window_limit integer)",
+    " p_known_window_revision bigint, p_window_limit integer, p_known_summary_seq bigint)",
     "avatar_chat.messages_enforce_limits()",
 }
 

@@ -270,7 +270,7 @@ async def test_leaving_early_closes_the_stream(
     async for chunk in stream:
         assert chunk
         break
-    await stream.aclose()  # type: ignore[attr-defined]
+    await stream.aclose()
 
     assert await _settled(fake_llm, before) == set()
     assert fake_llm.open_streams == 0

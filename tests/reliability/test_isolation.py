@@ -26,7 +26,31 @@ async def seed(owner: asyncpg.Connection, user: User) -> dict[str, uuid.UUID]:
         conversation,
         user.id,
     )
-    return {"avatars": avatar, "conversations": conversation, "messages": message}
+    await owner.execute(
+        "insert into public.conversation_summaries"
+        " (conversation_id, user_id, covers_upto_seq, revision, content)"
+        " values ($1, $2, 1, 0, 'secret summary')",
+        conversation,
+        user.id,
+    )
+    # avatar_history: its row for version 1 was written by trigger, keyed by the avatar's id.
+    # conversation_summaries is keyed by its conversation's id.
+    return {
+        "avatars": avatar,
+        "avatar_history": avatar,
+        "conversations": conversation,
+        "messages": message,
+        "conversation_summaries": conversation,
+    }
+
+
+def history_writes(victim: User, ids: dict[str, uuid.UUID]) -> list[tuple[str, tuple[object, ...]]]:
+    """History is written by trigger only: no API role may change it, not even its owner's."""
+    return [
+        ("update public.avatar_history set name = 'x' where avatar_id = $1", (ids["avatar_history"],)),
+        ("delete from public.avatar_history where avatar_id = $1", (ids["avatar_history"],)),
+        ("truncate public.avatar_history", ()),
+    ]
 
 
 def statements(victim: User, ids: dict[str, uuid.UUID]) -> list[tuple[str, tuple[object, ...]]]:
@@ -36,16 +60,34 @@ def statements(victim: User, ids: dict[str, uuid.UUID]) -> list[tuple[str, tuple
         ("update public.conversations set title = 'x' where id = $1", (ids["conversations"],)),
         ("delete from public.conversations where id = $1", (ids["conversations"],)),
         ("delete from public.messages where id = $1", (ids["messages"],)),
+        (
+            "update public.conversation_summaries set content = 'x' where conversation_id = $1",
+            (ids["conversation_summaries"],),
+        ),
+        (
+            "delete from public.conversation_summaries where conversation_id = $1",
+            (ids["conversation_summaries"],),
+        ),
     ]
 
 
 def inserts(victim: User, ids: dict[str, uuid.UUID]) -> list[tuple[str, tuple[object, ...]]]:
     return [
         ("insert into public.avatars (user_id, name) values ($1, 'x')", (victim.id,)),
+        (
+            "insert into public.avatar_history (avatar_id, user_id, version, name, personality, backstory)"
+            " values ($1, $2, 2, 'x', 'witty', '')",
+            (ids["avatar_history"], victim.id),
+        ),
         ("insert into public.conversations (user_id) values ($1)", (victim.id,)),
         (
             "insert into public.messages (conversation_id, user_id, content) values ($1, $2, 'x')",
             (ids["conversations"], victim.id),
+        ),
+        (
+            "insert into public.conversation_summaries (conversation_id, user_id, covers_upto_seq, revision,"
+            " content) values ($1, $2, 1, 0, 'x') on conflict do nothing",
+            (ids["conversation_summaries"], victim.id),
         ),
     ]
 
@@ -67,6 +109,11 @@ async def test_another_users_claims_see_and_change_nothing(
             async with as_role(conn, "authenticated", claims_of(other_user)):
                 with pytest.raises(asyncpg.InsufficientPrivilegeError):
                     await conn.execute(sql, *args)
+        for claims_owner in (other_user, user):
+            for sql, args in history_writes(user, ids):
+                async with as_role(conn, "authenticated", claims_of(claims_owner)):
+                    with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                        await conn.execute(sql, *args)
         # Writing into the victim's conversation under one's own name is refused too.
         async with as_role(conn, "authenticated", claims_of(other_user)):
             with pytest.raises(asyncpg.InsufficientPrivilegeError):
@@ -87,7 +134,10 @@ async def test_anon_sees_and_changes_nothing(
     conn = await asyncpg.connect(database_url)
     try:
         for sql, args in (
-            [(f"select * from public.{t}", ()) for t in ids] + statements(user, ids) + inserts(user, ids)
+            [(f"select * from public.{t}", ()) for t in ids]
+            + statements(user, ids)
+            + inserts(user, ids)
+            + history_writes(user, ids)
         ):
             async with as_role(conn, "anon"):
                 with pytest.raises(asyncpg.InsufficientPrivilegeError):
@@ -106,9 +156,15 @@ async def test_private_schema_is_closed_to_api_roles(database_url: str, user: Us
                 "select * from avatar_chat.send_counters",
                 "select avatar_chat.configure_limits(0, 0)",
                 "select * from avatar_chat.begin_turn("
-                "'{}', gen_random_uuid(), 'x', null, 1, null, null, null, null, null, 20)",
+                "'{}', gen_random_uuid(), 'x', null, 1, null, null, null, null, null, 20, null)",
+                "select avatar_chat.save_summary('{}', gen_random_uuid(), 1, 0, 'x')",
+                "select avatar_chat.save_partial('{}', gen_random_uuid(), 1, 'x', 1)",
+                "select avatar_chat.request_stop('{}', gen_random_uuid(), gen_random_uuid())",
+                "select * from avatar_chat.reply_progress('{}', gen_random_uuid(), gen_random_uuid(), 0)",
+                "select avatar_chat.delete_message('{}', gen_random_uuid(), gen_random_uuid())",
                 "select * from avatar_chat.workers",
                 "select avatar_chat.worker_heartbeat(1, 5, 'h', 1)",
+                "select * from avatar_chat.restore_my_avatar('{}', 1, null)",
                 "select * from supabase_migrations.schema_migrations",
             ):
                 async with as_role(conn, role, claims_of(user)):
@@ -126,14 +182,31 @@ async def test_every_public_table_is_covered_here(owner: asyncpg.Connection) -> 
             " where n.nspname = 'public' and c.relkind = 'r'"
         )
     }
-    assert tables == {"avatars", "conversations", "messages"}, "add new tables to this module"
+    assert tables == {
+        "avatars",
+        "avatar_history",
+        "conversations",
+        "messages",
+        "conversation_summaries",
+    }, "add new tables to this module"
 
 
 async def assert_untouched(owner: asyncpg.Connection, user: User, ids: dict[str, uuid.UUID]) -> None:
     assert await owner.fetchval("select name from public.avatars where id = $1", ids["avatars"]) == "A"
+    history = await owner.fetch(
+        "select version, name from public.avatar_history where avatar_id = $1", ids["avatar_history"]
+    )
+    assert [(r["version"], r["name"]) for r in history] == [(1, "A")]
     assert (
         await owner.fetchval("select title from public.conversations where id = $1", ids["conversations"])
         is None
     )
     assert await owner.fetchval("select count(*) from public.messages where user_id = $1", user.id) == 1
     assert await owner.fetchval("select count(*) from public.conversations where user_id = $1", user.id) == 1
+    assert (
+        await owner.fetchval(
+            "select content from public.conversation_summaries where conversation_id = $1",
+            ids["conversation_summaries"],
+        )
+        == "secret summary"
+    )

@@ -1,4 +1,4 @@
-"""The prompt of a turn: persona, mode, recent window, the new message."""
+"""The prompt of a turn: persona, mode, summary, recent window, the new message."""
 
 from __future__ import annotations
 
@@ -33,11 +33,36 @@ def system_prompt(avatar: AvatarSnapshot, mode: str) -> str:
     return "\n".join(line for line in lines if line)
 
 
+# Tokens estimated from characters: good enough for a budget, no tokenizer needed.
+CHARS_PER_TOKEN = 4
+
+
 def build_request(
-    avatar: AvatarSnapshot, mode: str, window: Sequence[WindowMessage], user_message: str
+    avatar: AvatarSnapshot,
+    mode: str,
+    window: Sequence[WindowMessage],
+    user_message: str,
+    *,
+    summary: str = "",
+    summary_seq: int | None = None,
+    budget_tokens: int | None = None,
 ) -> ChatRequest:
+    """System prompt, the summary of what came before the window (if any), then as many of
+    the most recent window messages after the summary as fit `budget_tokens`."""
     messages = [PromptMessage("system", system_prompt(avatar, mode))]
-    for message in window:
+    if summary:
+        messages.append(PromptMessage("system", f"What the conversation said before (a summary):\n{summary}"))
+    recent = [m for m in window if summary_seq is None or m.seq > summary_seq]
+    if budget_tokens is not None:
+        room = budget_tokens * CHARS_PER_TOKEN - sum(len(m.content) for m in messages) - len(user_message)
+        kept: list[WindowMessage] = []
+        for message in reversed(recent):
+            room -= len(message.content)
+            if room < 0:
+                break
+            kept.append(message)
+        recent = kept[::-1]
+    for message in recent:
         messages.append(PromptMessage("user" if message.role == "user" else "assistant", message.content))
     messages.append(PromptMessage("user", user_message))
     return ChatRequest(avatar=avatar, mode=mode, messages=tuple(messages))

@@ -21,24 +21,25 @@ async def begin_turn(
     lease_s: float,
     worker_id: int | None,
     known_avatar: tuple[uuid.UUID, int] | None,
-    known_window: tuple[int, int] | None,
+    known_window: tuple[int, int, int | None] | None,
     window_limit: int,
 ) -> Record:
     """Save the user's message and a placeholder reply; see avatar_chat.begin_turn.
 
-    `known_avatar` (id, version) and `known_window` (last seq, revision) are what this
-    worker has cached: the persona and the window come back only where they do not match.
+    `known_avatar` (id, version) and `known_window` (last seq, revision, summary seq) are
+    what this worker has cached: persona, window and summary come back only where they
+    do not match.
     """
     avatar_id, avatar_version = known_avatar or (None, None)
-    window_seq, window_revision = known_window or (None, None)
+    window_seq, window_revision, summary_seq = known_window or (None, None, None)
     row = await db.call_as(
         user,
         "select outcome, mode, revision, title_unset, prev_seq, avatar_id, avatar_version,"
         " persona_name, persona_personality, persona_backstory,"
-        " window_seqs, window_roles, window_contents, window_statuses,"
+        " window_seqs, window_roles, window_contents, window_statuses, summary_seq, summary_content,"
         " user_message_id, user_seq, user_created_at, reply_id, reply_seq, reply_attempt, reply_created_at,"
         " reply_variant, reply_content, reply_persona_version, reply_personality"
-        " from avatar_chat.begin_turn($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        " from avatar_chat.begin_turn($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
         conversation_id,
         content,
         idempotency_key,
@@ -49,6 +50,7 @@ async def begin_turn(
         window_seq,
         window_revision,
         window_limit,
+        summary_seq,
     )
     assert row is not None
     return row
@@ -190,3 +192,43 @@ async def set_title_if_unset(conn: Connection, conversation_id: uuid.UUID, title
     await conn.execute(
         "update public.conversations set title = $2 where id = $1 and title is null", conversation_id, title
     )
+
+
+async def messages_to_summarize(
+    conn: Connection, conversation_id: uuid.UUID, *, after_seq: int, upto_seq: int, limit: int
+) -> list[Record]:
+    """The current, shown messages in (after_seq, upto_seq], oldest first (the last `limit`)."""
+    rows = await conn.fetch(
+        "select seq, role::text as role, content from public.messages"
+        " where conversation_id = $1 and seq > $2 and seq <= $3 and is_current"
+        " and status in ('complete', 'stopped') order by seq desc limit $4",
+        conversation_id,
+        after_seq,
+        upto_seq,
+        limit,
+    )
+    rows.reverse()
+    return rows
+
+
+async def save_summary(
+    db: Database,
+    user: Claims,
+    *,
+    conversation_id: uuid.UUID,
+    covers_upto_seq: int,
+    revision: int,
+    content: str,
+) -> bool:
+    """Stored only if the conversation is still at `revision`; see avatar_chat.save_summary."""
+    row = await db.call_as(
+        user,
+        "select avatar_chat.save_summary($1, $2, $3, $4, $5) as stored",
+        conversation_id,
+        covers_upto_seq,
+        revision,
+        content,
+    )
+    assert row is not None
+    stored: bool = row["stored"]
+    return stored

@@ -44,7 +44,7 @@ from avatar_chat.core.database import Database, Record
 from avatar_chat.core.errors import AppError, BadRequest, Conflict, ServiceUnavailable
 from avatar_chat.core.settings import Settings
 from avatar_chat.core.tasks import TaskTracker
-from avatar_chat.llm.base import LLMProvider, ProviderFailure
+from avatar_chat.llm.base import LLMProvider, PromptMessage, ProviderFailure, SummaryRequest
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +103,9 @@ def _reply(row: Record, conversation_id: uuid.UUID, message_id: uuid.UUID, conte
     )
 
 
+# At most this many messages are folded into a summary at once (the newest of them).
+_SUMMARY_SOURCE_MESSAGES = 200
+
 _NOT_COMPLETED = "The reply did not complete; send again with the same Idempotency-Key to retry it."
 
 
@@ -118,6 +121,7 @@ _SHOWN_TO_THE_MODEL = frozenset({MessageStatus.complete, MessageStatus.stopped})
 @dataclass(slots=True)
 class ChatStats:
     title_tasks_without_rows: int = 0  # G4: must stay 0
+    summaries_stored: int = 0
 
 
 @dataclass(slots=True)
@@ -137,6 +141,9 @@ class _Generation:
     avatar: AvatarSnapshot
     window: tuple[WindowMessage, ...]
     window_cacheable: bool
+    # The conversation's summary of what came before the window, valid at this revision.
+    summary_seq: int | None
+    summary: str
     # A new exchange sits right after prev_seq; a retried one does not, so its window
     # is never written to the cache.
     new_turn: bool
@@ -194,6 +201,11 @@ class ChatService:
         self._save_after_s = settings.chat_partial_save_ms / 1000
         self._save_after_chars = settings.chat_partial_save_chars
         self._poll_s = settings.chat_stream_poll_ms / 1000
+        self._context_tokens = {
+            "assistant": settings.chat_context_tokens_assistant,
+            "companion": settings.chat_context_tokens_companion,
+        }
+        self._summary_chars = settings.chat_summary_max_chars
         self._stop_wait_s = settings.chat_stop_wait_s
         # Replies this worker is generating, so a stop it receives reaches them at once.
         self._generating: dict[uuid.UUID, ReplyProgress] = {}
@@ -366,7 +378,11 @@ class ChatService:
             lease_s=self.lease_s,
             worker_id=self._worker_id(),
             known_avatar=(cached_avatar.id, cached_avatar.version) if cached_avatar else None,
-            known_window=(cached_window.last_seq, cached_window.revision) if cached_window else None,
+            known_window=(
+                (cached_window.last_seq, cached_window.revision, cached_window.summary_seq)
+                if cached_window
+                else None
+            ),
             window_limit=self._window_size,
         )
         # A replayed key has the same content: begin_turn checked it.
@@ -442,6 +458,7 @@ class ChatService:
         new_turn = outcome == "new"
         avatar = await self._persona(user, row, cached_avatar)
         window, cacheable = self._window(row, cached_window, new_turn=new_turn)
+        summary_seq, summary = self._summary(row, cached_window)
         generation = _Generation(
             user=user,
             conversation_id=conversation_id,
@@ -454,6 +471,8 @@ class ChatService:
             avatar=avatar,
             window=window,
             window_cacheable=cacheable,
+            summary_seq=summary_seq,
+            summary=summary,
             new_turn=new_turn,
             title_unset=row["title_unset"],
         )
@@ -519,6 +538,19 @@ class ChatService:
         settled = MessageStatus.streaming not in statuses
         return self._fit(messages), settled and new_turn
 
+    @staticmethod
+    def _summary(row: Record, cached: ConversationWindow | None) -> tuple[int | None, str]:
+        """The valid summary begin_turn reported: its text as sent, or as this worker has it
+        with its window when begin_turn found that one current (then it sends no text)."""
+        summary_seq: int | None = row.get("summary_seq")
+        if summary_seq is None:
+            return None, ""
+        content: str | None = row.get("summary_content")
+        if content is None:
+            assert cached is not None and cached.summary_seq == summary_seq
+            content = cached.summary
+        return summary_seq, content
+
     # --- inside the background task: generate, settle, report, then post-commit work -------
 
     async def _generate(self, g: _Generation, turn: Turn) -> None:
@@ -570,7 +602,15 @@ class ChatService:
         out = _Generated(parts=progress.parts)
         try:
             async with asyncio.timeout(self._deadline_s):
-                request = build_request(g.avatar, g.mode, g.window, g.user_message.content)
+                request = build_request(
+                    g.avatar,
+                    g.mode,
+                    g.window,
+                    g.user_message.content,
+                    summary=g.summary,
+                    summary_seq=g.summary_seq,
+                    budget_tokens=self._context_tokens.get(g.mode),
+                )
                 # aclosing: a stop leaves the stream early; the provider must close its
                 # connection now, not whenever the generator is collected.
                 async with contextlib.aclosing(self._llm.stream(request)) as stream:
@@ -622,6 +662,12 @@ class ChatService:
             await self._remember_window(g, saved)
         if g.title_unset:
             self.tasks.spawn(self._set_title(g.user, g.conversation_id), name="title")
+        # Memory: once more than a window and a half of messages came after the summary,
+        # fold the older ones in (keeping half a window of overlap with the recent ones).
+        covered = g.summary_seq or 0
+        if self._window_size and g.new_turn and saved.seq - covered > self._window_size * 3 // 2:
+            target = saved.seq - self._window_size // 2
+            self.tasks.spawn(self._summarize(g, covered, target), name="summary")
 
     async def _settle_reliably(self, g: _Generation, generated: _Generated, turn: Turn) -> MessageRead | None:
         """Save the reply; if the database is away, tell the client at once (503: retry
@@ -667,8 +713,48 @@ class ChatService:
         )
         messages = self._fit([*g.window, *added])
         await self._store.put_window(
-            ConversationWindow(g.conversation_id, last_seq=reply.seq, revision=g.revision, messages=messages)
+            ConversationWindow(
+                g.conversation_id,
+                last_seq=reply.seq,
+                revision=g.revision,
+                messages=messages,
+                summary_seq=g.summary_seq,
+                summary=g.summary,
+            )
         )
+
+    async def _summarize(self, g: _Generation, covered: int, target: int) -> None:
+        """Fold the messages in (covered, target] into the summary, made at g.revision. The
+        summary is written by one guarded statement at the end: a worker that dies in
+        between writes nothing; if history changed meanwhile, nothing is written either."""
+        async with self._db.as_user(g.user) as conn:
+            rows = await repository.messages_to_summarize(
+                conn, g.conversation_id, after_seq=covered, upto_seq=target, limit=_SUMMARY_SOURCE_MESSAGES
+            )
+        if not rows:
+            return
+        request = SummaryRequest(
+            avatar=g.avatar,
+            previous=g.summary if g.summary_seq is not None else "",
+            messages=tuple(
+                PromptMessage("user" if r["role"] == "user" else "assistant", r["content"]) for r in rows
+            ),
+            max_chars=self._summary_chars,
+        )
+        try:
+            content = await self._llm.summarize(request)
+        except ProviderFailure as exc:
+            log.warning("could not summarize conversation %s: %s", g.conversation_id, exc.code)
+            return
+        stored = await repository.save_summary(
+            self._db,
+            g.user,
+            conversation_id=g.conversation_id,
+            covers_upto_seq=target,
+            revision=g.revision,
+            content=content,
+        )
+        self.stats.summaries_stored += int(stored)
 
     async def _set_title(self, user: Claims, conversation_id: uuid.UUID) -> None:
         async with self._db.as_user(user) as conn:

@@ -1,4 +1,5 @@
-"""The recent messages a turn sends to the model, as cached between turns."""
+"""The recent messages (and the summary before them) a turn sends to the model, as cached
+between turns."""
 
 from __future__ import annotations
 
@@ -23,6 +24,9 @@ class ConversationWindow:
     last_seq: int
     revision: int
     messages: tuple[WindowMessage, ...] = field(default_factory=tuple)
+    # The conversation's summary at this revision (what came before the window), if any.
+    summary_seq: int | None = None
+    summary: str = ""
 
 
 def fit_window(

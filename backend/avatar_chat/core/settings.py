@@ -102,6 +102,12 @@ class Settings(BaseSettings):
     # --- chat -----------------------------------------------------------------------------
     chat_window_messages: Annotated[int, Field(ge=0, le=200)] = 20
     chat_window_max_chars: Annotated[int, Field(ge=0, le=200_000)] = 8000
+    # What a prompt may hold of the conversation (summary + recent messages), in tokens
+    # (estimated at four characters each), by conversation mode.
+    chat_context_tokens_assistant: Annotated[int, Field(ge=100, le=1_000_000)] = 2000
+    chat_context_tokens_companion: Annotated[int, Field(ge=100, le=1_000_000)] = 4000
+    # Longest summary of the messages older than the window (characters).
+    chat_summary_max_chars: Annotated[int, Field(ge=200, le=16_000)] = 2000
     chat_turn_deadline_s: Annotated[float, Field(gt=0, le=3600)] = 120.0
     # A reply being generated holds a lease this long, renewed every third of it; a reply
     # whose lease ran out (its worker vanished) can be retried.

@@ -28,6 +28,16 @@ class ChatRequest:
         return self.messages[-1].content
 
 
+@dataclass(frozen=True, slots=True)
+class SummaryRequest:
+    """Fold `messages` (oldest first) into `previous` (the summary so far, "" for none)."""
+
+    avatar: AvatarSnapshot
+    previous: str
+    messages: tuple[PromptMessage, ...]
+    max_chars: int
+
+
 class ProviderFailure(Exception):
     """The provider could not produce a (complete) reply.
 
@@ -47,6 +57,10 @@ class LLMProvider(Protocol):
 
     def stream(self, request: ChatRequest) -> AsyncGenerator[str, None]:
         """Yield the reply in chunks; raise ProviderFailure on any failure."""
+        ...
+
+    async def summarize(self, request: SummaryRequest) -> str:
+        """The summary, at most `request.max_chars` long; raise ProviderFailure on failure."""
         ...
 
     async def aclose(self) -> None: ...

@@ -7,9 +7,10 @@ person trying the app sees persona switches take effect on the very next message
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncGenerator
 
-from avatar_chat.llm.base import ChatRequest
+from avatar_chat.llm.base import ChatRequest, SummaryRequest
 
 _OPENERS = {
     "friendly": "Hey there! Always happy to chat.",
@@ -38,6 +39,25 @@ def offline_reply(request: ChatRequest) -> str:
     )
 
 
+_SUMMARY_LINE_CHARS = 120
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s|\n")
+
+
+def offline_summary(request: SummaryRequest) -> str:
+    """Extractive and deterministic: the summary so far, then the first sentence of each
+    new message with who said it; the oldest lines go first when it grows too long."""
+    lines = request.previous.splitlines() if request.previous else []
+    for message in request.messages:
+        who = "User" if message.role == "user" else request.avatar.name
+        first = _SENTENCE_END.split(" ".join(message.content.split("\n")).strip(), maxsplit=1)[0]
+        if len(first) > _SUMMARY_LINE_CHARS:
+            first = first[: _SUMMARY_LINE_CHARS - 1] + "…"
+        lines.append(f"{who}: {first}")
+    while lines and len("\n".join(lines)) > request.max_chars:
+        lines.pop(0)
+    return "\n".join(lines)
+
+
 class OfflineProvider:
     name = "offline"
 
@@ -52,6 +72,9 @@ class OfflineProvider:
             yield chunk if start == 0 else " " + chunk
             if self._delay:
                 await asyncio.sleep(self._delay)
+
+    async def summarize(self, request: SummaryRequest) -> str:
+        return offline_summary(request)
 
     async def aclose(self) -> None:
         return None

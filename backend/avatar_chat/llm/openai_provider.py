@@ -29,7 +29,7 @@ from openai.types.chat import (
 from openai.types.chat.chat_completion_chunk import Choice
 
 from avatar_chat.core.settings import Settings
-from avatar_chat.llm.base import ChatRequest, PromptMessage, ProviderFailure
+from avatar_chat.llm.base import ChatRequest, PromptMessage, ProviderFailure, SummaryRequest
 
 # Local servers (Ollama, llama.cpp) ignore the key, but the SDK refuses to run without one.
 _PLACEHOLDER_API_KEY = "not-needed"
@@ -132,6 +132,43 @@ class OpenAIProvider:
         finally:
             if stream is not None:
                 await _close_stream(stream)
+
+    async def summarize(self, request: SummaryRequest) -> str:
+        """One non-streamed completion; the same deadlines and error codes as a reply."""
+        transcript = "\n".join(
+            f"{'User' if m.role == 'user' else request.avatar.name}: {m.content}" for m in request.messages
+        )
+        messages: list[ChatCompletionMessageParam] = [
+            ChatCompletionSystemMessageParam(
+                role="system",
+                content=(
+                    f"You keep the memory of {request.avatar.name}, an AI avatar, of its conversation with a "
+                    "user. Merge the new messages into the summary so far: keep facts, names, preferences, "
+                    f"promises and open questions; drop small talk. Plain sentences, at most "
+                    f"{request.max_chars} characters. Answer with the summary only."
+                ),
+            ),
+            ChatCompletionUserMessageParam(
+                role="user",
+                content=f"Summary so far:\n{request.previous or '(none)'}\n\nNew messages:\n{transcript}",
+            ),
+        ]
+        try:
+            async with asyncio.timeout(self._first_token_timeout_s + self._stall_timeout_s):
+                completion = await self._client.chat.completions.create(
+                    model=self._model, messages=messages, max_tokens=max(64, request.max_chars // 3)
+                )
+        except TimeoutError:
+            raise self._timed_out() from None
+        except openai.OpenAIError as exc:
+            raise self._translate(exc, "connect") from _safe_cause(exc)
+        except (httpx.HTTPError, httpx2.HTTPError) as exc:
+            raise _connection_failure("connect") from exc
+        choices = getattr(completion, "choices", None)
+        text = choices[0].message.content if choices else None
+        if not isinstance(text, str) or not text.strip():
+            raise ProviderFailure("provider_empty_reply", "The provider answered the summary with no text.")
+        return text.strip()[: request.max_chars]
 
     def _timed_out(self) -> ProviderFailure:
         return ProviderFailure(

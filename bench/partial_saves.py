@@ -1,0 +1,106 @@
+"""What saving a reply's text while it is generated costs a chat turn.
+
+Resume on any worker and stop from any worker rest on the generating worker saving the
+text so far at a bounded rate (CHAT_PARTIAL_SAVE_MS, 250 ms, or CHAT_PARTIAL_SAVE_CHARS,
+200 characters, whichever comes first). This runs the same concurrent chat turns as
+`chat_turns` (`--users` users, one connection each) against two API servers in the same
+run, rounds alternating: one with partial saves (the defaults), one without
+(CHAT_PARTIAL_SAVE_MS=0), both with the offline provider pausing `--chunk-delay-ms` (20)
+between chunks, as a model streams. It reports turns/s, the CPU a turn costs the API and
+Postgres with and without, and the partial saves per turn (from the UPDATE counter of
+public.messages: each turn settles its reply once; the other UPDATEs are saves).
+
+    .venv/bin/python -m bench.partial_saves [--workers 3] [--turn-connections 64] [--chunk-delay-ms 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import time
+
+from bench.common import BenchSession, create_avatars, create_conversations, create_users, scenario_main, step
+from bench.report import Row, conclude
+from bench.throughput import Measured, Target, load_client, measure, print_rounds
+from bench.workloads import check_once, query, turn_answer_ok, turn_requests
+
+NAME = "partial_saves"
+SERVERS = {"saves": "with-saves", "nosaves": "without-saves"}
+
+
+def _message_updates(dsn: str) -> int:
+    time.sleep(1.0)  # activity statistics are flushed to the shared counters about once a second
+    rows = asyncio.run(query(dsn, "select n_tup_upd from pg_stat_user_tables where relname = 'messages'"))
+    return int(rows[0]["n_tup_upd"])
+
+
+def _cpu(measured: Measured, key: str, process: str) -> float:
+    """CPU ms per turn of `process` during `key`'s runs, averaged over the rounds."""
+    return statistics.fmean(run.cpu_ms_per_request.get(process, 0.0) for run in measured.runs[key])
+
+
+def run(args: argparse.Namespace) -> list[Row]:
+    client = load_client(args, python_fallback=False)
+    slow = {"OFFLINE_LLM_CHUNK_DELAY_MS": str(args.chunk_delay_ms)}
+    with BenchSession(NAME) as session:
+        with step("database"):
+            dsn = session.database()
+        with step(f"{args.users} users"):
+            users = asyncio.run(create_users(dsn, session.jwt_secret, args.users))
+        with step(f"two API servers ({args.workers} worker(s) each): with and without partial saves"):
+            saves = session.start_app(workers=args.workers, env=slow, name=SERVERS["saves"])
+            nosaves = session.start_app(
+                workers=args.workers, env={**slow, "CHAT_PARTIAL_SAVE_MS": "0"}, name=SERVERS["nosaves"]
+            )
+        with step("avatars, a conversation per server each"):
+            asyncio.run(create_avatars(saves.base_url, users))
+            conversations = create_conversations(saves.base_url, users, 2)
+        targets = [
+            Target(
+                "saves",
+                "with partial saves",
+                saves,
+                turn_requests("app", users, [c[0] for c in conversations]),
+            ),
+            Target("nosaves", "without", nosaves, turn_requests("app", users, [c[1] for c in conversations])),
+        ]
+        for target in targets:
+            check_once(target.server, target.requests, 201, turn_answer_ok)
+        before = _message_updates(dsn)
+        measured = measure(
+            session, NAME, targets, args, connections=args.turn_connections, client=client, affinity=True
+        )
+        after = _message_updates(dsn)
+        logs = session.server_log_report()
+
+    turns = {key: measured.ok(key) for key in SERVERS}
+    saves_per_turn = (after - before - turns["saves"] - turns["nosaves"]) / max(1, turns["saves"])
+    print()
+    print(
+        f"partial_saves: {args.workers} worker(s) each, {args.turn_connections} connections (a user each),"
+        f" offline provider pausing {args.chunk_delay_ms} ms between chunks"
+    )
+    print_rounds(measured, [("saves", "nosaves")])
+    api = {key: _cpu(measured, key, SERVERS[key]) for key in SERVERS}
+    pg = {key: _cpu(measured, key, "postgres") for key in SERVERS}
+    print(
+        f"  partial saves per turn {saves_per_turn:.2f}; CPU ms per turn with/without: API {api['saves']:.3f}"
+        f" / {api['nosaves']:.3f}, Postgres {pg['saves']:.3f} / {pg['nosaves']:.3f}"
+    )
+    total = {key: measured.total(key) for key in SERVERS}
+    # In the summary, "app" is the API with partial saves and "floor" the same API without.
+    rows = [
+        Row(NAME, "chat turns/s: with saves / without", "turns/s", total["saves"].rps, total["nosaves"].rps),
+        Row(NAME, "partial saves per turn", "n", saves_per_turn),
+        Row(NAME, "API CPU per turn: with / without", "ms", api["saves"], api["nosaves"]),
+        Row(NAME, "Postgres CPU per turn: with / without", "ms", pg["saves"], pg["nosaves"]),
+    ]
+    data = {"runs": measured.as_json(), "saves_per_turn": saves_per_turn, "message_updates": after - before}
+    title = f"{NAME} ({args.workers} workers, wrk -c{args.turn_connections}; app: with saves, floor: without)"
+    return conclude(NAME, title, args, rows, data, logs)
+
+
+if __name__ == "__main__":
+    sys.exit(scenario_main(NAME, __doc__, run))

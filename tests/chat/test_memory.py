@@ -1,0 +1,150 @@
+"""Conversation memory: a summary of what came before the window, made after commit (G4)
+and used only while it matches the rows it covers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from typing import Any
+
+import asyncpg
+
+from avatar_chat.avatars.persona import AvatarSnapshot
+from avatar_chat.chat.prompt import build_request
+from avatar_chat.chat.window import WindowMessage
+from avatar_chat.core.settings import Settings
+from avatar_chat.llm.base import PromptMessage, SummaryRequest
+from avatar_chat.llm.offline import offline_summary
+from tests.factories import User, create_avatar, create_conversation, send
+from tests.fakes.openai_server import FakeOpenAIServer
+from tests.helpers import app_with_provider, as_role, claims_of
+
+WINDOW = 4  # messages: a summary once more than 6 came after the last one
+
+
+async def _summary(owner: asyncpg.Connection, conversation_id: str, *, after: float = 10) -> asyncpg.Record:
+    deadline = time.monotonic() + after
+    while True:
+        row = await owner.fetchrow(
+            "select covers_upto_seq, revision, content from public.conversation_summaries"
+            " where conversation_id = $1",
+            uuid.UUID(conversation_id),
+        )
+        if row is not None:
+            return row
+        assert time.monotonic() < deadline, "no summary was made"
+        await asyncio.sleep(0.05)
+
+
+def _prompt(fake: FakeOpenAIServer) -> list[dict[str, Any]]:
+    """The messages of the last streamed reply request (not a summary request)."""
+    request = next(r for r in reversed(fake.requests) if r.get("stream") is True)
+    messages: list[dict[str, Any]] = request["messages"]
+    return messages
+
+
+async def test_a_summary_is_used_only_while_it_matches_its_rows(
+    settings: Settings, fake_llm: FakeOpenAIServer, owner: asyncpg.Connection, user: User
+) -> None:
+    fake_llm.reset()
+    async for client in app_with_provider(settings, fake_llm.base_url, chat_window_messages=WINDOW):
+        await create_avatar(client, user)
+        conversation = (await create_conversation(client, user))["id"]
+        for i in range(4):  # 8 messages: more than a window and a half
+            assert (await send(client, user, conversation, f"fact number {i}")).status_code == 201
+        summary = await _summary(owner, conversation)
+        assert summary["covers_upto_seq"] == 8 - WINDOW // 2
+        revision = await owner.fetchval(
+            "select revision from public.conversations where id = $1", uuid.UUID(conversation)
+        )
+        assert summary["revision"] == revision
+
+        await send(client, user, conversation, "what do you remember?")
+        prompt = _prompt(fake_llm)
+        assert prompt[1]["role"] == "system" and summary["content"] in prompt[1]["content"]
+        said = [m["content"] for m in prompt if m["role"] == "user"]
+        # Only what came after the summary, and the new message; "fact number 0" is in the summary.
+        assert "fact number 0" not in said and said[-1] == "what do you remember?"
+
+        # The dashboard edits a message the summary covers: the summary no longer matches.
+        await owner.execute(
+            "update public.messages set content = 'fact number zero, corrected'"
+            " where conversation_id = $1 and seq = 1",
+            uuid.UUID(conversation),
+        )
+        await send(client, user, conversation, "and now?")
+        prompt = _prompt(fake_llm)
+        assert not any(summary["content"] in str(m["content"]) for m in prompt)
+
+
+async def test_a_summary_made_before_history_changed_is_never_stored(
+    owner: asyncpg.Connection, database_url: str, user: User
+) -> None:
+    await owner.execute("insert into public.avatars (user_id, name) values ($1, 'Ava')", user.id)
+    conversation_id = await owner.fetchval(
+        "insert into public.conversations (user_id) values ($1) returning id", user.id
+    )
+    await owner.execute(
+        "insert into public.messages (conversation_id, user_id, role, content)"
+        " select $1, $2, 'user', 'm' || i from generate_series(1, 3) i",
+        conversation_id,
+        user.id,
+    )
+    revision = await owner.fetchval(
+        "select revision from public.conversations where id = $1", conversation_id
+    )
+    claims = json.dumps(claims_of(user))
+    stale, fresh = revision, revision + 1
+    await owner.execute("delete from public.messages where conversation_id = $1 and seq = 2", conversation_id)
+    conn = await asyncpg.connect(database_url)
+    try:
+        stored = await conn.fetchval(
+            "select avatar_chat.save_summary($1, $2, 2, $3, 'made before the delete')",
+            claims,
+            conversation_id,
+            stale,
+        )
+        assert stored is False
+        assert await conn.fetchval(
+            "select avatar_chat.save_summary($1, $2, 3, $3, 'current')", claims, conversation_id, fresh
+        )
+        # An older or equal summary never replaces a newer one.
+        assert not await conn.fetchval(
+            "select avatar_chat.save_summary($1, $2, 2, $3, 'older')", claims, conversation_id, fresh
+        )
+        async with as_role(conn, "authenticated", claims_of(user)):
+            rows = await conn.fetch("select content from public.conversation_summaries")
+        assert [r["content"] for r in rows] == ["current"]
+    finally:
+        await conn.close()
+
+
+def test_the_offline_summary_is_extractive_deterministic_and_bounded() -> None:
+    avatar = AvatarSnapshot(uuid.uuid4(), uuid.uuid4(), "Ava", "caring", "", 1)
+    messages = tuple(
+        PromptMessage("user" if i % 2 == 0 else "assistant", f"Sentence {i}. And more text {i}.")
+        for i in range(40)
+    )
+    request = SummaryRequest(avatar=avatar, previous="User: earlier", messages=messages, max_chars=300)
+    summary = offline_summary(request)
+    assert summary == offline_summary(request)
+    assert len(summary) <= 300 and summary.endswith("Ava: Sentence 39.")
+    assert "And more text" not in summary
+
+
+def test_the_prompt_keeps_summary_and_the_newest_messages_within_the_budget() -> None:
+    avatar = AvatarSnapshot(uuid.uuid4(), uuid.uuid4(), "Ava", "caring", "", 1)
+    window = [
+        WindowMessage(seq, "user" if seq % 2 else "assistant", f"message {seq} " + "x" * 200)
+        for seq in range(1, 21)
+    ]
+    request = build_request(
+        avatar, "assistant", window, "now", summary="the summary", summary_seq=5, budget_tokens=400
+    )
+    contents = [m.content for m in request.messages]
+    assert "the summary" in contents[1]
+    kept = [int(c.split()[1]) for c in contents[2:-1]]
+    assert kept == sorted(kept) and kept[-1] == 20 and kept[0] > 5  # newest kept, nothing the summary covers
+    assert sum(len(c) for c in contents) <= 400 * 4
