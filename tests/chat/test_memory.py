@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import time
 import uuid
 from typing import Any
 
 import asyncpg
+import pytest
 
 from avatar_chat.avatars.persona import AvatarSnapshot
 from avatar_chat.chat.prompt import build_request
@@ -17,9 +20,10 @@ from avatar_chat.chat.window import WindowMessage
 from avatar_chat.core.settings import Settings
 from avatar_chat.llm.base import PromptMessage, SummaryRequest
 from avatar_chat.llm.offline import offline_summary
-from tests.factories import User, create_avatar, create_conversation, send
+from tests.factories import TEST_JWT_SECRET, User, create_avatar, create_conversation, history, send
 from tests.fakes.openai_server import FakeOpenAIServer
 from tests.helpers import app_with_provider, as_role, claims_of
+from tests.servers import ServerProcess
 
 WINDOW = 4  # messages: a summary once more than 6 came after the last one
 
@@ -119,6 +123,51 @@ async def test_a_summary_made_before_history_changed_is_never_stored(
         assert [r["content"] for r in rows] == ["current"]
     finally:
         await conn.close()
+
+
+@pytest.mark.slow
+async def test_a_worker_that_dies_mid_summary_leaves_nothing_half_written(
+    settings: Settings, database_url: str, fake_llm: FakeOpenAIServer, owner: asyncpg.Connection, user: User
+) -> None:
+    fake_llm.reset()
+    fake_llm.complete_scenario = "hang"  # the summary request gets no answer
+    env = {
+        "LLM_BASE_URL": fake_llm.base_url,
+        "LLM_API_KEY": "test-key",
+        "CHAT_WINDOW_MESSAGES": str(WINDOW),
+    }
+    server = ServerProcess(database_url=database_url, jwt_secret=TEST_JWT_SECRET, env=env)
+    await server.start()
+    try:
+        async with server.client() as client:
+            await create_avatar(client, user)
+            conversation = (await create_conversation(client, user))["id"]
+            for i in range(4):
+                assert (await send(client, user, conversation, f"fact number {i}")).status_code == 201
+            deadline = time.monotonic() + 10
+            while not any(r.get("stream") is not True for r in fake_llm.requests):
+                assert time.monotonic() < deadline, "no summary was asked for"
+                await asyncio.sleep(0.02)
+        assert server.proc is not None
+        os.killpg(server.proc.pid, signal.SIGKILL)  # mid-summary
+    finally:
+        await server.stop()
+
+    assert (
+        await owner.fetchval(
+            "select count(*) from public.conversation_summaries where conversation_id = $1",
+            uuid.UUID(conversation),
+        )
+        == 0
+    )
+    fake_llm.complete_scenario = None
+    async for client in app_with_provider(settings, fake_llm.base_url, chat_window_messages=WINDOW):
+        rows = await history(client, user, conversation)
+        assert [m["status"] for m in rows] == ["complete"] * 8
+        # The next turn, on another worker, makes the summary the dead one did not.
+        assert (await send(client, user, conversation, "still there?")).status_code == 201
+        summary = await _summary(owner, conversation)
+        assert summary["covers_upto_seq"] == 10 - WINDOW // 2
 
 
 def test_the_offline_summary_is_extractive_deterministic_and_bounded() -> None:

@@ -119,6 +119,8 @@ class FakeOpenAIServer:
         self.requests: list[dict[str, Any]] = []
         # Ends every reply with " #<n>" (the request's number): tells regenerations apart.
         self.number_replies = False
+        # When set, the scenario of every request that is not streamed (the summaries).
+        self.complete_scenario: str | None = None
         self.request_headers: list[dict[str, str]] = []
         # Streams still being written: lets a test see that a client hung up promptly.
         self.open_streams = 0
@@ -150,6 +152,7 @@ class FakeOpenAIServer:
     def reset(self) -> None:
         self.default_scenario = "ok"
         self.number_replies = False
+        self.complete_scenario = None
         self.requests.clear()
         self.request_headers.clear()
         self._fail_queue.clear()
@@ -234,6 +237,8 @@ class FakeOpenAIServer:
             return self._status(self._fail_queue.popleft(), request)
         marker = _MARKER.search(user_message)
         scenario = marker.group(1) if marker else self.default_scenario
+        if self.complete_scenario is not None and body.get("stream") is not True:
+            scenario = self.complete_scenario
         fail_times = _FAIL_TIMES.fullmatch(scenario)
         if fail_times:
             self._fail_times_seen[user_message] += 1
