@@ -3,7 +3,9 @@
 Its text so far is saved at a bounded rate (CHAT_PARTIAL_SAVE_MS after the first unsaved
 chunk, or at once after CHAT_PARTIAL_SAVE_CHARS new characters), so a client can resume
 it on any worker; each save also renews the reply's lease and reads whether a stop was
-asked for. With no new text, the lease is renewed every third of it. Writes run beside
+asked for. Nothing is saved in a reply's first CHAT_PARTIAL_SAVE_MS, however much text
+came: a reply that is done by then is saved once, whole, and a follower waits no longer
+than the rate allows anyway. With no new text, the lease is renewed every third of it. Writes run beside
 the generation, never in its way: a chunk is handed to the client without waiting for
 the database, and at most one write is in flight per reply.
 """
@@ -38,6 +40,7 @@ class ReplyProgress:
         self._writing: asyncio.Task[None] | None = None
         self._flush_timer: asyncio.TimerHandle | None = None
         self._loop = asyncio.get_running_loop()
+        self._early_until = self._loop.time() + save_after_s
         self._keepalive = self._loop.call_later(self._keepalive_s, self._write_soon, False)
         self._closed = False
         self._again = False  # new text arrived while a write was in flight
@@ -58,7 +61,10 @@ class ReplyProgress:
         self._length += len(chunk)
         if not self._save_after_s:
             return
-        if self._length - self._saved_length >= self._save_after_chars:
+        if (
+            self._length - self._saved_length >= self._save_after_chars
+            and self._loop.time() >= self._early_until
+        ):
             self._write_soon(True)
         elif self._flush_timer is None:
             self._flush_timer = self._loop.call_later(self._save_after_s, self._write_soon, True)

@@ -122,6 +122,7 @@ _SHOWN_TO_THE_MODEL = frozenset({MessageStatus.complete, MessageStatus.stopped})
 class ChatStats:
     title_tasks_without_rows: int = 0  # G4: must stay 0
     summaries_stored: int = 0
+    partial_saves: int = 0  # writes of a reply's text (or lease) while it was generated
 
 
 @dataclass(slots=True)
@@ -561,6 +562,7 @@ class ChatService:
                 generated = await self._produce(g, turn, progress)
             finally:
                 await progress.close()  # its last write lands before the reply is settled
+                self.stats.partial_saves += progress.saves
             try:
                 saved = await self._settle_reliably(g, generated, turn)
             except AppError as exc:
