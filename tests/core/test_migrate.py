@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+from pathlib import Path
 
 import asyncpg
+import pytest
 
 from avatar_chat.core.migrate import default_migrations_dir, discover, ensure_supabase_pieces, migrate
+from tests.helpers import fresh_database
 
 
 async def test_history_matches_the_migration_files(owner: asyncpg.Connection) -> None:
@@ -15,7 +19,7 @@ async def test_history_matches_the_migration_files(owner: asyncpg.Connection) ->
         "select version, name, statements from supabase_migrations.schema_migrations order by version"
     )
     assert [(r["version"], r["name"]) for r in rows] == [(m.version, m.name) for m in files]
-    assert all(r["statements"] == [m.sql] for r, m in zip(rows, files, strict=True))
+    assert all(r["statements"] == m.statements for r, m in zip(rows, files, strict=True))
 
 
 async def test_migrate_again_is_a_no_op_also_when_run_concurrently(database_url: str) -> None:
@@ -99,3 +103,58 @@ async def test_messages_are_published_for_supabase_realtime(owner: asyncpg.Conne
         " where pubname = 'supabase_realtime' and schemaname = 'public'"
     )
     assert "messages" in {r["tablename"] for r in published}
+
+
+async def test_a_migration_runs_as_the_cli_runs_it(database_url: str, tmp_path: Path) -> None:
+    """Statement by statement as split by the CLI's splitter, in one transaction with its
+    history row: a failing statement is named and leaves nothing of its migration."""
+    (tmp_path / "20990101000000_first.sql").write_text(
+        "-- two tables\ncreate table public.t1 (a int);\ncreate table public.t2 (b int);\n"
+    )
+    (tmp_path / "20990101000001_second.sql").write_text("create table public.t3 (c int);\nselect 1 / 0;\n")
+    async with fresh_database(database_url) as dsn:
+        with pytest.raises(asyncpg.DivisionByZeroError) as failure:
+            await migrate(dsn, tmp_path)
+        assert "in migration 20990101000001_second, statement 2 of 2:" in failure.value.__notes__
+        assert "select 1 / 0" in failure.value.__notes__
+        conn = await asyncpg.connect(dsn)
+        try:
+            rows = await conn.fetch(
+                "select version, name, statements from supabase_migrations.schema_migrations"
+            )
+            assert [tuple(r) for r in rows] == [
+                (
+                    "20990101000000",
+                    "first",
+                    ["-- two tables\ncreate table public.t1 (a int)", "create table public.t2 (b int)"],
+                )
+            ]
+            assert await conn.fetchval("select to_regclass('public.t2')::text") == "t2"
+            assert await conn.fetchval("select to_regclass('public.t3')") is None
+        finally:
+            await conn.close()
+
+
+async def test_a_migration_the_cli_would_split_wrongly_fails_here_too(
+    database_url: str, tmp_path: Path
+) -> None:
+    """`$é$` is a valid dollar quote for Postgres, not for the CLI, which cuts the function
+    at the `;` inside it: `supabase db push` would fail, so `avatar-chat migrate` does."""
+    (tmp_path / "20990101000000_tag.sql").write_text(
+        "create function public.f() returns int language sql as $é$ select 1; $é$;\n"
+    )
+    async with fresh_database(database_url) as dsn:
+        with pytest.raises(asyncpg.PostgresSyntaxError, match="unterminated dollar-quoted string"):
+            await migrate(dsn, tmp_path)
+
+
+async def test_notices_of_a_migration_are_logged(
+    database_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / "20990101000000_notice.sql").write_text(
+        "do $$ begin raise notice 'do this by hand: %', 'grant x'; end $$;\n"
+    )
+    async with fresh_database(database_url) as dsn:
+        with caplog.at_level(logging.WARNING, logger="avatar_chat.core.migrate"):
+            assert await migrate(dsn, tmp_path) == ["20990101000000"]
+    assert "migration 20990101000000_notice: NOTICE: do this by hand: grant x" in caplog.messages

@@ -1,8 +1,13 @@
 """Schema migrations: Supabase's local pieces when missing, then `supabase/migrations/`.
 
-Applied versions are recorded where the Supabase CLI records them
-(`supabase_migrations.schema_migrations`), so `supabase db push` and
-`avatar-chat migrate` agree on what a database already has.
+Each migration is applied as `supabase db push` applies it: split into statements by the
+CLI's own splitter (`core.sqlsplit`), run one by one (each as one extended-protocol
+statement, as the CLI sends them, so a file that the CLI would split wrongly fails here
+too), all of them and the history row in one transaction. The history goes where the
+CLI keeps it (`supabase_migrations.schema_migrations`, with the same `statements`), so
+`supabase db push`, `migration fetch`/`squash` and `avatar-chat migrate` agree on what a
+database has. Server notices (a migration saying what to do by hand) are logged as
+warnings.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
 from avatar_chat.core.settings import PoolMode
+from avatar_chat.core.sqlsplit import split_and_trim
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +50,11 @@ class Migration:
     @property
     def sql(self) -> str:
         return self.path.read_text(encoding="utf-8")
+
+    @property
+    def statements(self) -> list[str]:
+        """What the Supabase CLI runs and records for this file."""
+        return split_and_trim(self.sql)
 
 
 def default_migrations_dir() -> Path:
@@ -176,16 +187,7 @@ async def migrate(
             for migration in migrations:
                 if migration.version in applied:
                     continue
-                sql = migration.sql
-                async with conn.transaction():
-                    await conn.execute(sql)
-                    await conn.execute(
-                        "insert into supabase_migrations.schema_migrations (version, name, statements)"
-                        " values ($1, $2, $3)",
-                        migration.version,
-                        migration.name,
-                        [sql],
-                    )
+                await _apply(conn, migration)
                 log.info("applied migration %s_%s", migration.version, migration.name)
                 done.append(migration.version)
             return done
@@ -193,3 +195,33 @@ async def migrate(
             await conn.execute("select pg_advisory_unlock($1)", _MIGRATE_LOCK_KEY)
     finally:
         await conn.close()
+
+
+async def _apply(conn: asyncpg.Connection, migration: Migration) -> None:
+    """Run the migration's statements and record it, in one transaction."""
+    statements = migration.statements
+    label = f"{migration.version}_{migration.name}"
+
+    def on_notice(_: object, message: asyncpg.PostgresLogMessage) -> None:
+        log.warning("migration %s: %s: %s", label, message.severity, message.message)
+
+    conn.add_log_listener(on_notice)
+    try:
+        async with conn.transaction():
+            for index, statement in enumerate(statements):
+                try:
+                    # fetch, not execute: one extended-protocol statement, as the CLI sends it.
+                    await conn.fetch(statement)
+                except asyncpg.PostgresError as exc:
+                    exc.add_note(f"in migration {label}, statement {index + 1} of {len(statements)}:")
+                    exc.add_note(statement)
+                    raise
+            await conn.execute(
+                "insert into supabase_migrations.schema_migrations (version, name, statements)"
+                " values ($1, $2, $3)",
+                migration.version,
+                migration.name,
+                statements,
+            )
+    finally:
+        conn.remove_log_listener(on_notice)

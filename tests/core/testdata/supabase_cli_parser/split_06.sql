@@ -1,0 +1,4 @@
+
+
+CREATE INDEX "placement_scope_path_index"
+    ON "blocks".placement (scope_path);
