@@ -12,8 +12,11 @@ import httpx
 from fastapi import APIRouter, FastAPI
 from fastapi.routing import APIRoute
 
+from avatar_chat.accounts.router import router as accounts_router
+from avatar_chat.accounts.service import AccountService
 from avatar_chat.auth.verifier import TokenVerifier
 from avatar_chat.avatars.persona import AvatarSnapshot
+from avatar_chat.avatars.router import IMAGE_PATH
 from avatar_chat.avatars.router import router as avatars_router
 from avatar_chat.avatars.service import AvatarService
 from avatar_chat.cache.store import SessionStore
@@ -28,11 +31,14 @@ from avatar_chat.core.errors import install_error_handlers
 from avatar_chat.core.limits import BodySizeLimitMiddleware, configure_database_limits
 from avatar_chat.core.migrate import expected_version
 from avatar_chat.core.settings import Settings
+from avatar_chat.core.supabase import create_service_client
 from avatar_chat.core.tasks import TaskTracker
 from avatar_chat.core.workers import WorkerHeartbeat
 from avatar_chat.health.router import router as health_router
 from avatar_chat.llm.factory import create_provider
 from avatar_chat.state import AppState
+from avatar_chat.storage.factory import create_store
+from avatar_chat.storage.router import router as storage_router
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +58,17 @@ def _add_routes(app: FastAPI, router: APIRouter) -> None:
         assert isinstance(route, APIRoute), route
         options = {name: getattr(route, name) for name in _ROUTE_OPTIONS if hasattr(route, name)}
         app.router.add_api_route(route.path, route.endpoint, route_class_override=type(route), **options)
+
+
+# Routes are matched in order: the hot ones (a chat turn, the persona switch) first.
+ROUTERS = (
+    chat_router,
+    avatars_router,
+    conversations_router,
+    accounts_router,
+    storage_router,
+    health_router,
+)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -76,6 +93,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             stack.push_async_callback(heartbeat.close)
             llm = create_provider(settings)
             stack.push_async_callback(llm.aclose)
+            service_client = await create_service_client(settings, http)
+            images = await create_store(settings, service_client)
+            stack.push_async_callback(images.aclose)
             tasks = TaskTracker()
             # Last in, first out: replies and post-commit work finish before the pool closes.
             stack.push_async_callback(tasks.drain, settings.shutdown_grace_s)
@@ -88,7 +108,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 llm=llm,
                 tasks=tasks,
                 heartbeat=heartbeat,
-                avatars=AvatarService(db, store),
+                supabase=service_client,
+                images=images,
+                avatars=AvatarService(
+                    db, store, images, tasks, signed_url_ttl_s=settings.storage_signed_url_ttl_s
+                ),
+                accounts=AccountService(db, store, images, service_client),
                 conversations=ConversationService(db, store),
                 chat=ChatService(db, store, llm, tasks, settings, worker_id=heartbeat.live_id),
                 schema_version=expected_version(),
@@ -106,8 +131,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
     install_error_handlers(app)
-    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
-    # Routes are matched in order: the hot ones (a chat turn, the persona switch) first.
-    for router in (chat_router, avatars_router, conversations_router, health_router):
+    app.add_middleware(
+        BodySizeLimitMiddleware,
+        max_bytes=settings.max_body_bytes,
+        overrides={("PUT", IMAGE_PATH): settings.avatar_image_max_bytes},
+    )
+    for router in ROUTERS:
         _add_routes(app, router)
     return app

@@ -11,7 +11,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+from supabase import AsyncClient
 
+from avatar_chat.accounts.service import AccountService
 from avatar_chat.auth.verifier import TokenVerifier
 from avatar_chat.avatars.persona import AvatarSnapshot
 from avatar_chat.avatars.service import AvatarService
@@ -24,6 +26,7 @@ from avatar_chat.core.settings import Settings
 from avatar_chat.core.tasks import TaskTracker
 from avatar_chat.core.workers import WorkerHeartbeat
 from avatar_chat.llm.base import LLMProvider
+from avatar_chat.storage.base import ObjectStore
 
 
 @dataclass(slots=True)
@@ -36,7 +39,10 @@ class AppState:
     llm: LLMProvider
     tasks: TaskTracker
     heartbeat: WorkerHeartbeat
+    supabase: AsyncClient | None  # service-role client, when SUPABASE_SERVICE_ROLE_KEY is set
+    images: ObjectStore
     avatars: AvatarService
+    accounts: AccountService
     conversations: ConversationService
     chat: ChatService
     schema_version: str  # the newest migration this build ships; /ready checks for it

@@ -23,13 +23,23 @@ comment on schema avatar_chat is 'Avatar chat backend internals; not exposed thr
 -- is more to say, a JSON object as DETAIL (`retry_after`: seconds, sent as Retry-After;
 -- `etag`: the current entity tag, sent as ETag). The API translates every AC<status> in
 -- one place (avatar_chat.core.db_errors); no message is ever built from Postgres text.
+--
+-- A deleted user's access token still verifies until it expires: act_as refuses it
+-- (AC401 user_not_found), so their requests fail at once on every worker, checked as the
+-- connecting role before switching (the API roles cannot read auth.users).
 create function avatar_chat.act_as(claims text)
 returns void
-language sql
+language plpgsql
 volatile
 set search_path = ''
 as $$
-  select set_config('role', 'authenticated', true), set_config('request.jwt.claims', claims, true);
+begin
+  if not exists (select from auth.users u where u.id = (claims::jsonb ->> 'sub')::uuid) then
+    raise exception 'The user of this token no longer exists.'
+      using errcode = 'AC401', hint = 'user_not_found';
+  end if;
+  perform set_config('role', 'authenticated', true), set_config('request.jwt.claims', claims, true);
+end
 $$;
 comment on function avatar_chat.act_as(text) is
   'Act as the user of these JWT claims until the transaction ends, as the Data API does.';

@@ -29,12 +29,17 @@ create table public.avatars (
   version bigint not null default 1,
   created_at timestamptz not null default now(),
   updated_at timestamptz not null default now(),
+  image_path text,
   constraint avatars_pkey primary key (id),
   constraint avatars_user_id_key unique (user_id),
   constraint avatars_user_id_fkey foreign key (user_id) references auth.users (id) on delete cascade,
   constraint avatars_name_length check (char_length(btrim(name)) between 1 and 80 and char_length(name) <= 80),
   constraint avatars_backstory_length check (char_length(backstory) <= 4000),
-  constraint avatars_version_positive check (version > 0)
+  constraint avatars_version_positive check (version > 0),
+  -- Every object of a user lives under their own folder: what the Storage policy keys on.
+  constraint avatars_image_path_own_folder check (
+    image_path ~ '^[0-9a-f-]{36}/[0-9a-f]{32}$' and split_part(image_path, '/', 1) = user_id::text
+  )
 );
 
 comment on table public.avatars is 'Each user''s AI avatar and its persona. Edits here take effect on the next chat turn.';
@@ -44,6 +49,8 @@ comment on column public.avatars.personality is 'Persona: friendly, professional
 comment on column public.avatars.backstory is 'Free-text background given to the model, up to 4000 characters.';
 comment on column public.avatars.version is 'Bumped by trigger on every update; the API''s ETag. Do not set by hand.';
 comment on column public.avatars.updated_at is 'Kept by trigger.';
+comment on column public.avatars.image_path is
+  'Storage folder of the avatar''s image (<user_id>/<id>, holding 512.webp and 128.webp); null: none.';
 
 -- Insert and update keep version and timestamps honest whatever the writer sends.
 create function avatar_chat.avatars_stamp() returns trigger
@@ -130,7 +137,7 @@ create policy avatars_delete_own on public.avatars
 revoke all on public.avatars from public, anon, authenticated;
 grant select, delete on public.avatars to authenticated;
 grant insert (user_id, name, personality, backstory) on public.avatars to authenticated;
-grant update (name, personality, backstory) on public.avatars to authenticated;
+grant update (name, personality, backstory, image_path) on public.avatars to authenticated;
 grant all on public.avatars to service_role;
 
 alter table public.avatar_history enable row level security;
@@ -232,3 +239,59 @@ $$;
 comment on function avatar_chat.restore_my_avatar(text, bigint, bigint[]) is
   'Make a new version of the caller''s avatar with the persona of one of its earlier versions.';
 revoke all on function avatar_chat.restore_my_avatar(text, bigint, bigint[]) from public, anon, authenticated;
+
+-- set_my_avatar_image: point the caller's avatar at a new image folder (or none), in one
+-- round trip. Answers the row as committed plus the folder it pointed at before (for the
+-- caller to remove once this committed); no row when the caller has no avatar. Setting
+-- what is already set changes nothing (no new version). `if_match` as in update_my_avatar:
+-- AC412 (hint precondition_failed, DETAIL {"etag": ...}) when the avatar is at another version.
+create function avatar_chat.set_my_avatar_image(claims text, p_image_path text, if_match bigint[])
+returns table (
+  id uuid,
+  user_id uuid,
+  name text,
+  personality public.personality_type,
+  backstory text,
+  version bigint,
+  created_at timestamptz,
+  updated_at timestamptz,
+  image_path text,
+  previous_image_path text
+)
+language plpgsql
+volatile
+security invoker
+set search_path = ''
+as $$
+#variable_conflict use_column
+declare
+  cur public.avatars;
+begin
+  perform avatar_chat.act_as(claims);
+
+  select a.* into cur from public.avatars a where a.user_id = (select auth.uid()) for update;
+  if not found then
+    return;
+  end if;
+  if if_match is not null and not (cur.version = any (if_match)) then
+    raise exception 'If-Match does not match the avatar''s current version (%).', cur.version
+      using errcode = 'AC412', hint = 'precondition_failed',
+            detail = json_build_object('etag', format('"%s"', cur.version))::text;
+  end if;
+  if cur.image_path is not distinct from p_image_path then
+    return query select cur.id, cur.user_id, cur.name, cur.personality, cur.backstory, cur.version,
+                        cur.created_at, cur.updated_at, cur.image_path, null::text;
+    return;
+  end if;
+
+  return query
+    update public.avatars a set image_path = p_image_path
+     where a.id = cur.id
+    returning a.id, a.user_id, a.name, a.personality, a.backstory, a.version,
+              a.created_at, a.updated_at, a.image_path, cur.image_path;
+end
+$$;
+
+comment on function avatar_chat.set_my_avatar_image(text, text, bigint[]) is
+  'Point the caller''s avatar at an image folder (or none); returns the row and the folder before.';
+revoke all on function avatar_chat.set_my_avatar_image(text, text, bigint[]) from public, anon, authenticated;

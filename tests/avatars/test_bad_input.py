@@ -69,12 +69,20 @@ async def test_token_of_deleted_user(
     app_client: httpx.AsyncClient, user: User, owner: asyncpg.Connection
 ) -> None:
     await owner.execute("delete from auth.users where id = $1", user.id)
+    # The token still verifies; the database refuses it on every route, at once.
     assert_error(
         await app_client.post("/avatars/me", json={"name": "Ava"}, headers=user.headers),
-        403,
+        401,
         "user_not_found",
     )
-    assert_error(await app_client.get("/avatars/me", headers=user.headers), 404, "avatar_not_found")
+    response = await app_client.get("/avatars/me", headers=user.headers)
+    assert_error(response, 401, "user_not_found")
+    assert "invalid_token" in response.headers["www-authenticate"]
+    assert_error(
+        await app_client.patch("/avatars/me/persona", json={"personality": "witty"}, headers=user.headers),
+        401,
+        "user_not_found",
+    )
 
 
 async def test_deleting_the_user_cascades_to_the_avatar(
@@ -85,8 +93,8 @@ async def test_deleting_the_user_cascades_to_the_avatar(
     assert await owner.fetchval("select count(*) from public.avatars where user_id = $1", user.id) == 0
     assert_error(
         await app_client.patch("/avatars/me/persona", json={"personality": "witty"}, headers=user.headers),
-        404,
-        "avatar_not_found",
+        401,
+        "user_not_found",
     )
 
 

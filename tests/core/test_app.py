@@ -5,12 +5,8 @@ from __future__ import annotations
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
-from avatar_chat.avatars.router import router as avatars_router
-from avatar_chat.chat.router import router as chat_router
-from avatar_chat.conversations.router import router as conversations_router
 from avatar_chat.core.settings import Settings
-from avatar_chat.health.router import router as health_router
-from avatar_chat.main import create_app
+from avatar_chat.main import ROUTERS, create_app
 
 
 def test_routes_are_flat_and_the_openapi_schema_is_what_include_router_gives(settings: Settings) -> None:
@@ -18,12 +14,11 @@ def test_routes_are_flat_and_the_openapi_schema_is_what_include_router_gives(set
     reference = FastAPI(
         title=app.title, version=app.version, summary=app.summary, lifespan=None, openapi_url="/openapi.json"
     )
-    for router in (chat_router, avatars_router, conversations_router, health_router):
+    for router in ROUTERS:
         reference.include_router(router)
     ours = [r for r in app.routes if isinstance(r, APIRoute)]
-    routers = (chat_router, avatars_router, conversations_router, health_router)
     assert [(r.path, r.methods) for r in ours] == [
-        (r.path, r.methods) for router in routers for r in router.routes if isinstance(r, APIRoute)
+        (r.path, r.methods) for router in ROUTERS for r in router.routes if isinstance(r, APIRoute)
     ]
     assert not any(type(r).__name__ == "_IncludedRouter" for r in app.routes)
     assert app.openapi()["paths"] == reference.openapi()["paths"]

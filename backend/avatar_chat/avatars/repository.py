@@ -10,7 +10,10 @@ from avatar_chat.avatars.schemas import AvatarRead, AvatarVersion
 from avatar_chat.core.claims import Claims
 from avatar_chat.core.database import Connection, Database
 
-_COLUMNS = "id, user_id, name, personality::text as personality, backstory, version, created_at, updated_at"
+_COLUMNS = (
+    "id, user_id, name, personality::text as personality, backstory, version, created_at, updated_at,"
+    " image_path"
+)
 _HISTORY_COLUMNS = (
     "avatar_id, user_id, version, name, personality::text as personality, backstory, changed_at"
 )
@@ -44,11 +47,28 @@ async def get_mine(conn: Connection) -> AvatarRead | None:
     return None if row is None else AvatarRead.from_row(row)
 
 
-async def delete_mine(conn: Connection) -> bool:
-    deleted = await conn.fetchval(
-        "delete from public.avatars where user_id = (select auth.uid()) returning id"
+async def delete_mine(conn: Connection) -> tuple[bool, str | None]:
+    """Whether there was an avatar to delete, and the image folder it pointed at."""
+    row = await conn.fetchrow(
+        "delete from public.avatars where user_id = (select auth.uid()) returning id, image_path"
     )
-    return deleted is not None
+    return (False, None) if row is None else (True, row["image_path"])
+
+
+async def set_image_mine(
+    db: Database, user: Claims, *, image_path: str | None, if_match: list[int] | None
+) -> tuple[AvatarRead, str | None] | None:
+    """The row as committed and the image folder it pointed at before, or None when the
+    user has no avatar; a stale `if_match` raises AC412 (412 with the current ETag)."""
+    row = await db.call_as(
+        user,
+        f"select {_COLUMNS}, previous_image_path from avatar_chat.set_my_avatar_image($1, $2, $3)",
+        image_path,
+        if_match,
+    )
+    if row is None:
+        return None
+    return AvatarRead.from_row(row), row["previous_image_path"]
 
 
 async def update_mine(

@@ -12,6 +12,7 @@ from avatar_chat.avatars.schemas import (
     VERSION_MAX,
     AvatarCreate,
     AvatarHistoryPage,
+    AvatarImage,
     AvatarRead,
     AvatarUpdate,
     PersonaUpdateRequest,
@@ -23,7 +24,9 @@ from avatar_chat.core.errors import (
     BadRequest,
     Conflict,
     NotFound,
+    PayloadTooLarge,
     PreconditionFailed,
+    UnsupportedMediaType,
     responses,
 )
 from avatar_chat.core.http import etag, header_parameter, parse_if_match, read_header
@@ -144,3 +147,56 @@ async def restore_version(
 async def delete_avatar(user: CurrentUser, service: Avatars) -> Response:
     await service.delete(user)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+IMAGE_PATH = "/avatars/me/image"
+_IMAGE_BODY = {
+    "requestBody": {
+        "required": True,
+        "description": "The image file itself (PNG, JPEG or WebP; its type is read from its bytes).",
+        "content": {
+            media: {"schema": {"type": "string", "format": "binary"}}
+            for media in ("image/png", "image/jpeg", "image/webp", "application/octet-stream")
+        },
+    },
+    **_IF_MATCH,
+}
+
+
+@router.put(
+    "/me/image",
+    response_model=AvatarRead,
+    responses=responses(
+        *AUTHENTICATED_ERRORS, BadRequest, PayloadTooLarge, UnsupportedMediaType, NotFound, PreconditionFailed
+    ),
+    summary="Set my avatar's image",
+    description="The body is the image (at most AVATAR_IMAGE_MAX_BYTES). It is stored as square WebP "
+    "images of 512 and 128 pixels (GET /avatars/me/image for their URLs); the avatar gets a new "
+    "`image_path` and version. 415 for anything but PNG, JPEG or WebP, 422 when it does not decode.",
+    openapi_extra=_IMAGE_BODY,
+)
+async def put_image(user: CurrentUser, service: Avatars, request: Request) -> Response:
+    if_match = _if_match(request)
+    data = await request.body()
+    return _answer(await service.set_image(user, data, if_match=if_match))
+
+
+@router.get(
+    "/me/image",
+    responses=responses(*AUTHENTICATED_ERRORS, NotFound),
+    summary="Signed URLs of my avatar's image",
+)
+async def get_image(user: CurrentUser, service: Avatars, request: Request) -> AvatarImage:
+    return await service.image(user, base_url=str(request.base_url))
+
+
+@router.delete(
+    "/me/image",
+    response_model=AvatarRead,
+    responses=responses(*AUTHENTICATED_ERRORS, NotFound, PreconditionFailed),
+    summary="Remove my avatar's image",
+    description="The avatar without an image, as a new version (unchanged if it had none).",
+    openapi_extra=_IF_MATCH,
+)
+async def delete_image(user: CurrentUser, service: Avatars, request: Request) -> Response:
+    return _answer(await service.delete_image(user, if_match=_if_match(request)))

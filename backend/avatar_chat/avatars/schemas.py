@@ -61,10 +61,32 @@ class AvatarRead(BaseModel):
     version: int = Field(description="Bumped on every change; also sent as the ETag.")
     created_at: datetime
     updated_at: datetime
+    image_path: str | None = Field(
+        default=None,
+        description="Storage folder of the avatar's image (GET /avatars/me/image for its URLs); null: none.",
+    )
 
     @classmethod
     def from_row(cls, row: Record) -> AvatarRead:
-        return cls.model_validate(dict(row.items()))
+        return cls(
+            id=row["id"],
+            user_id=row["user_id"],
+            name=row["name"],
+            personality=row["personality"],
+            backstory=row["backstory"],
+            version=row["version"],
+            created_at=row["created_at"],
+            updated_at=row["updated_at"],
+            image_path=row["image_path"],
+        )
+
+
+class AvatarImage(BaseModel):
+    """Where to fetch the avatar's image: signed URLs, one per size, valid `expires_in` s."""
+
+    image_path: str
+    urls: dict[str, str] = Field(description='By size in pixels ("512", "128"): square WebP images.')
+    expires_in: int = Field(description="Seconds the URLs stay valid.")
 
 
 class AvatarVersion(BaseModel):

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import re
+import uuid
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
 from avatar_chat.avatars import repository
+from avatar_chat.avatars.images import CONTENT_TYPE, SIZES, normalise
 from avatar_chat.avatars.schemas import (
     VERSION_MAX,
     AvatarCreate,
     AvatarHistoryPage,
+    AvatarImage,
     AvatarRead,
     AvatarUpdate,
     PersonaUpdateRequest,
@@ -19,7 +24,11 @@ from avatar_chat.avatars.schemas import (
 from avatar_chat.cache.store import SessionStore
 from avatar_chat.core.claims import Claims
 from avatar_chat.core.database import Database
-from avatar_chat.core.errors import BadRequest, Conflict, NotFound
+from avatar_chat.core.errors import AppError, BadRequest, Conflict, NotFound
+from avatar_chat.core.tasks import TaskTracker
+from avatar_chat.storage.base import ObjectStore
+
+log = logging.getLogger(__name__)
 
 _NO_AVATAR = "You have no avatar yet; create one with POST /avatars/me."
 
@@ -38,10 +47,26 @@ def decode_history_cursor(cursor: str) -> int:
     raise BadRequest("The cursor is not one this API issued.", code="invalid_cursor")
 
 
+def image_files(folder: str) -> list[str]:
+    """The objects of one avatar image, largest first."""
+    return [f"{folder}/{size}.webp" for size in SIZES]
+
+
 class AvatarService:
-    def __init__(self, db: Database, store: SessionStore[Any, Any]) -> None:
+    def __init__(
+        self,
+        db: Database,
+        store: SessionStore[Any, Any],
+        images: ObjectStore,
+        tasks: TaskTracker,
+        *,
+        signed_url_ttl_s: int,
+    ) -> None:
         self._db = db
         self._store = store
+        self._images = images
+        self._tasks = tasks
+        self._signed_url_ttl_s = signed_url_ttl_s
 
     async def create(self, user: Claims, data: AvatarCreate) -> AvatarRead:
         async with self._db.as_user(user) as conn:
@@ -95,10 +120,89 @@ class AvatarService:
 
     async def delete(self, user: Claims) -> None:
         async with self._db.as_user(user) as conn:
-            deleted = await repository.delete_mine(conn)
+            deleted, image_path = await repository.delete_mine(conn)
         await self._store.clear_avatar_cache(user.sub)
         if not deleted:
             raise _not_found()
+        self._remove_later(image_path)
+
+    # --- the image ---------------------------------------------------------------------------
+
+    async def set_image(self, user: Claims, data: bytes, *, if_match: list[int] | None) -> AvatarRead:
+        """Normalise, store under a new folder, then point the avatar at it (one round
+        trip). The previous image is removed only once that committed (G4); the new
+        objects are removed again if the database refused the change."""
+        renditions = await asyncio.to_thread(normalise, data)
+        folder = f"{user.sub}/{uuid.uuid4().hex}"
+        files = image_files(folder)
+        try:
+            await asyncio.gather(
+                *(
+                    self._images.upload(f, r.data, CONTENT_TYPE)
+                    for f, r in zip(files, renditions, strict=True)
+                )
+            )
+        except BaseException:
+            self._remove_later(folder)
+            raise
+        try:
+            result = await self._set_image_path(user, folder, if_match)
+        except AppError as exc:
+            if exc.status_code < 500:  # refused: nothing points at the new objects
+                self._remove_later(folder)
+            # Else the outcome is unknown (the commit may have happened): leave them.
+            raise
+        if result is None:
+            self._remove_later(folder)
+            raise _not_found()
+        avatar, previous = result
+        self._remove_later(previous)
+        return avatar
+
+    async def delete_image(self, user: Claims, *, if_match: list[int] | None) -> AvatarRead:
+        """The avatar without an image (a new version; none if it had none)."""
+        result = await self._set_image_path(user, None, if_match)
+        if result is None:
+            raise _not_found()
+        avatar, previous = result
+        self._remove_later(previous)
+        return avatar
+
+    async def image(self, user: Claims, *, base_url: str) -> AvatarImage:
+        """Signed URLs of the avatar's image, valid STORAGE_SIGNED_URL_TTL_S."""
+        avatar = await self.get(user)
+        if avatar.image_path is None:
+            raise NotFound(
+                "Your avatar has no image; upload one with PUT /avatars/me/image.", code="image_not_found"
+            )
+        urls = await self._images.signed_urls(
+            image_files(avatar.image_path), expires_in_s=self._signed_url_ttl_s, base_url=base_url
+        )
+        return AvatarImage(
+            image_path=avatar.image_path,
+            urls={str(size): url for size, url in zip(SIZES, urls, strict=True)},
+            expires_in=self._signed_url_ttl_s,
+        )
+
+    async def _set_image_path(
+        self, user: Claims, folder: str | None, if_match: list[int] | None
+    ) -> tuple[AvatarRead, str | None] | None:
+        try:
+            return await repository.set_image_mine(self._db, user, image_path=folder, if_match=if_match)
+        finally:
+            await self._store.clear_avatar_cache(user.sub)
+
+    def _remove_later(self, folder: str | None) -> None:
+        """Remove an image's objects in the background (after the commit that let go of
+        them); a failure leaves them behind, logged, and loses nothing a client sees."""
+        if folder is not None:
+            self._tasks.spawn(self._remove(folder), name="remove-image")
+
+    async def _remove(self, folder: str) -> None:
+        try:
+            await self._images.remove(image_files(folder))
+        except AppError as exc:
+            log.warning("could not remove the image objects of %s: %s", folder, exc.code)
 
 
 def avatars_of(request: Request) -> AvatarService:

@@ -136,7 +136,11 @@ class Database:
         Three round trips at least (begin and act_as, the statements, commit): for a
         single statement, `call_as` takes one."""
         async with self.connection() as conn:
-            await conn.execute(begin_as_user_sql(user))
+            try:
+                await conn.execute(begin_as_user_sql(user))
+            except BaseException:
+                await _rollback_or_discard(conn)  # act_as refused: the transaction is open, aborted
+                raise
             try:
                 yield conn
             except BaseException:

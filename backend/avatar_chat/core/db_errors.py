@@ -9,6 +9,7 @@ Nothing Postgres prints (DETAIL, HINT, CONTEXT lines) ever reaches a client.
 
 | SQLSTATE | HINT (code)              | raised by                                   |
 |----------|--------------------------|---------------------------------------------|
+| AC401    | user_not_found           | avatar_chat.act_as (the token's user is gone)|
 | AC404    | conversation_not_found   | avatar_chat.begin_turn                      |
 | AC404    | avatar_version_not_found | avatar_chat.restore_my_avatar               |
 | AC409    | avatar_required          | avatar_chat.begin_turn                      |
@@ -39,6 +40,7 @@ from avatar_chat.core.errors import (
     PreconditionFailed,
     ServiceUnavailable,
     TooManyRequests,
+    Unauthorized,
     ValidationFailed,
 )
 
@@ -95,6 +97,8 @@ def _from_protocol(status: int, exc: asyncpg.PostgresError) -> AppError:
     code = getattr(exc, "hint", None) or None
     # `message` is MESSAGE alone; str(exc) would add DETAIL and HINT lines.
     message: str = getattr(exc, "message", None) or AppError.message
+    if status == 401:  # a token the database refuses (its user is gone)
+        return Unauthorized(message, code=code)
     cls = _BY_STATUS.get(status, AppError)
     error = cls(message, code=code, headers=headers, details=details or None)
     if cls is AppError:

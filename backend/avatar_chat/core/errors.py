@@ -88,6 +88,12 @@ class PayloadTooLarge(AppError):
     message = "The request body is larger than MAX_BODY_BYTES (65536 bytes unless configured)."
 
 
+class UnsupportedMediaType(AppError):
+    status_code = 415
+    code = "unsupported_media_type"
+    message = "The body is not of a type this route takes."
+
+
 class ValidationFailed(AppError):
     status_code = 422
     code = "validation_failed"

@@ -44,22 +44,27 @@ class BodySizeLimitMiddleware:
     Not FastAPI's `max_body_size`: its 413 for a declared Content-Length is plain text,
     and every error here must have the one JSON shape."""
 
-    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, *, max_bytes: int, overrides: dict[tuple[str, str], int] | None = None
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        # (method, path) -> its own cap: an upload route takes more than a JSON body.
+        self.overrides = dict(overrides or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] not in _BODY_METHODS:
             await self.app(scope, receive, send)  # no route here reads a body for other methods
             return
+        max_bytes = self.overrides.get((scope["method"], scope["path"]), self.max_bytes)
         for name, value in scope["headers"]:
             if name == b"content-length":
                 try:
-                    too_large = int(value) > self.max_bytes
+                    too_large = int(value) > max_bytes
                 except ValueError:
                     too_large = False  # the server rejects a malformed header itself
                 if too_large:
-                    await self._reject(send)
+                    await self._reject(send, max_bytes)
                     return
                 # The server delivers no more than Content-Length bytes: nothing to count.
                 await self.app(scope, receive, send)
@@ -73,7 +78,7 @@ class BodySizeLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
+                if received > max_bytes:
                     exceeded = True
                     raise _TooLarge
             return message
@@ -85,7 +90,7 @@ class BodySizeLimitMiddleware:
             if exceeded:
                 if not replaced and message["type"] == "http.response.start":
                     replaced = True
-                    await self._reject(send)
+                    await self._reject(send, max_bytes)
                 return
             await send(message)
 
@@ -93,11 +98,12 @@ class BodySizeLimitMiddleware:
             await self.app(scope, limited_receive, guarded_send)
         except _TooLarge:
             if not replaced:
-                await self._reject(send)
+                await self._reject(send, max_bytes)
 
-    async def _reject(self, send: Send) -> None:
+    @staticmethod
+    async def _reject(send: Send, max_bytes: int) -> None:
         body = json.dumps(
-            error_payload("payload_too_large", f"The request body is larger than {self.max_bytes} bytes.")
+            error_payload("payload_too_large", f"The request body is larger than {max_bytes} bytes.")
         ).encode()
         await send(
             {

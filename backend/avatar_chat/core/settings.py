@@ -41,6 +41,15 @@ class PoolMode(StrEnum):
 TRANSACTION_POOLER_PORTS = frozenset({6543, 6432})
 
 
+class StorageBackend(StrEnum):
+    """Where avatar images live: auto is supabase when SUPABASE_URL and
+    SUPABASE_SERVICE_ROLE_KEY are set, else local (files under DATA_DIR, served by the API)."""
+
+    auto = "auto"
+    local = "local"
+    supabase = "supabase"
+
+
 class LLMProviderName(StrEnum):
     offline = "offline"
     openai = "openai"
@@ -83,6 +92,14 @@ class Settings(BaseSettings):
     jwt_audience: str = "authenticated"
     jwks_cache_ttl_s: Annotated[float, Field(gt=0, le=600)] = 600.0
     jwt_leeway_s: Annotated[float, Field(ge=0, le=300)] = 10.0
+    # Server-side only: Storage writes and signed URLs, and deleting users (Auth admin API).
+    supabase_service_role_key: SecretStr | None = None
+
+    # --- avatar images ---------------------------------------------------------------------
+    storage_backend: StorageBackend = StorageBackend.auto
+    storage_bucket: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")] = "avatars"
+    storage_signed_url_ttl_s: Annotated[int, Field(ge=60, le=604_800)] = 3600
+    avatar_image_max_bytes: Annotated[int, Field(ge=1024, le=50 * 1024 * 1024)] = 5 * 1024 * 1024
 
     # --- SessionStore -------------------------------------------------------------------
     session_store_max_avatars: Annotated[int, Field(ge=1)] = 10_000
@@ -137,6 +154,22 @@ class Settings(BaseSettings):
             if secret is None and self.supabase_url is None:
                 raise ValueError("set SUPABASE_URL (JWKS) and/or SUPABASE_JWT_SECRET (HS256) in production")
         return self
+
+    @model_validator(mode="after")
+    def _supabase_storage_needs_its_key(self) -> Settings:
+        if self.storage_backend is StorageBackend.supabase and (
+            self.supabase_url is None or self.supabase_service_role_key is None
+        ):
+            raise ValueError("STORAGE_BACKEND=supabase needs SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY")
+        return self
+
+    @property
+    def resolved_storage_backend(self) -> StorageBackend:
+        if self.storage_backend is not StorageBackend.auto:
+            return self.storage_backend
+        if self.supabase_url is not None and self.supabase_service_role_key is not None:
+            return StorageBackend.supabase
+        return StorageBackend.local
 
     @property
     def embedded(self) -> bool:

@@ -1,0 +1,77 @@
+"""Deleting an account: the user's Storage objects, then the user (Supabase Auth's admin
+API, or locally the auth.users row), whose deletion cascades to every table.
+
+In that order, so that every failure leaves a state a retry completes: until the user is
+deleted their token still works, and DELETE /me asks nothing of the database, so a retry
+also succeeds (204) once everything is gone."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+from supabase import AsyncClient
+from supabase_auth.errors import AuthApiError, AuthError
+
+from avatar_chat.cache.store import SessionStore
+from avatar_chat.core.claims import Claims
+from avatar_chat.core.database import Database
+from avatar_chat.core.errors import ServiceUnavailable
+from avatar_chat.storage.base import ObjectStore
+
+log = logging.getLogger(__name__)
+
+# Storage removes at most this many objects per request.
+_REMOVE_BATCH = 1000
+
+
+class AccountService:
+    def __init__(
+        self,
+        db: Database,
+        store: SessionStore[Any, Any],
+        images: ObjectStore,
+        service_client: AsyncClient | None,
+    ) -> None:
+        self._db = db
+        self._store = store
+        self._images = images
+        self._service_client = service_client
+
+    async def delete(self, user: Claims) -> None:
+        """Idempotent: deleting an account that is already gone succeeds."""
+        files = await self._images.list_folder(str(user.sub))
+        for start in range(0, len(files), _REMOVE_BATCH):
+            await self._images.remove(files[start : start + _REMOVE_BATCH])
+        await self._delete_user(user.sub)
+        await self._store.clear_avatar_cache(user.sub)
+
+    async def _delete_user(self, user_id: uuid.UUID) -> None:
+        if self._service_client is None:
+            async with self._db.connection() as conn:
+                await conn.execute("delete from auth.users where id = $1", user_id)
+            return
+        try:
+            await self._service_client.auth.admin.delete_user(str(user_id))
+        except AuthApiError as exc:
+            if exc.status == 404:
+                return  # already deleted: what a retry finds
+            log.error("Supabase Auth refused to delete user %s: %s %s", user_id, exc.status, exc.code)
+            raise _auth_unavailable() from exc
+        except AuthError as exc:
+            log.warning("Supabase Auth unreachable deleting user %s: %s", user_id, exc)
+            raise _auth_unavailable() from exc
+
+
+def _auth_unavailable() -> ServiceUnavailable:
+    return ServiceUnavailable("Supabase Auth is unavailable; retry shortly.", code="auth_unavailable")
+
+
+def get_account_service(request: Request) -> AccountService:
+    service: AccountService = request.state.accounts
+    return service
+
+
+Accounts = Annotated[AccountService, Depends(get_account_service)]

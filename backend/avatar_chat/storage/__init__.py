@@ -1,0 +1,1 @@
+"""Object storage for avatar images: Supabase Storage, or a local directory (embedded)."""

@@ -1,0 +1,53 @@
+"""Objects of the local store, served at Supabase Storage's URL shape (signed URLs only).
+With Supabase Storage configured these answer 404: Storage serves its own URLs."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query, Request
+from fastapi.responses import FileResponse
+
+from avatar_chat.core.errors import BadRequest, NotFound, responses
+from avatar_chat.storage.base import check_path
+from avatar_chat.storage.local import LocalObjectStore
+
+router = APIRouter(prefix="/storage/v1", tags=["storage"])
+
+_MEDIA_TYPES = {"webp": "image/webp"}
+
+
+def _object_not_found() -> NotFound:
+    return NotFound("No such object.", code="object_not_found")
+
+
+@router.get(
+    "/object/sign/{bucket}/{path:path}",
+    response_class=FileResponse,
+    responses={
+        **responses(BadRequest, NotFound),
+        200: {
+            "description": "The object.",
+            "content": {"image/webp": {"schema": {"type": "string", "format": "binary"}}},
+        },
+    },
+    summary="An object of the local store, by signed URL (GET /avatars/me/image makes them)",
+)
+async def signed_object(
+    bucket: Annotated[str, Path(max_length=63)],
+    path: Annotated[str, Path(max_length=1024)],
+    token: Annotated[str, Query(max_length=2048)],
+    request: Request,
+) -> FileResponse:
+    store = request.state.images
+    if not isinstance(store, LocalObjectStore):
+        raise _object_not_found()
+    file, expires_at = store.verify(bucket, check_path(path), token)
+    if not await asyncio.to_thread(file.is_file):
+        raise _object_not_found()
+    media_type = _MEDIA_TYPES.get(file.suffix.removeprefix("."), "application/octet-stream")
+    # Objects never change (a new image gets new names): the URL's lifetime is the limit.
+    max_age = max(0, expires_at - int(time.time()))
+    return FileResponse(file, media_type=media_type, headers={"Cache-Control": f"private, max-age={max_age}"})
