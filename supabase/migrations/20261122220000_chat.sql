@@ -227,7 +227,26 @@ grant update (content, status, persona_version, personality, error_code, attempt
 grant all on public.conversations, public.messages to service_role;
 
 -- Clients may subscribe to their own new messages with Supabase Realtime (RLS applies).
-alter publication supabase_realtime add table public.messages;
+-- Realtime must not block a deploy: where the publication is missing or belongs to another
+-- role (both happen on real projects), say what to do by hand and go on.
+do $$
+begin
+  alter publication supabase_realtime add table public.messages;
+exception
+  when duplicate_object then
+    raise notice 'public.messages is already in publication supabase_realtime';
+  when object_not_in_prerequisite_state then  -- a FOR ALL TABLES publication streams it already
+    raise notice 'public.messages not added to publication supabase_realtime: %', sqlerrm;
+  when undefined_object then
+    raise notice 'publication supabase_realtime does not exist, so Supabase Realtime does not stream public.messages; '
+      'turn on Realtime for the table in the dashboard (Database > Publications), or create the publication and run: '
+      'alter publication supabase_realtime add table public.messages;';
+  when insufficient_privilege then
+    raise notice 'not the owner of publication supabase_realtime (%), so Supabase Realtime does not stream '
+      'public.messages; turn on Realtime for the table in the dashboard (Database > Publications), or run as its '
+      'owner: alter publication supabase_realtime add table public.messages;', sqlerrm;
+end
+$$;
 
 -- The two writes of a chat turn, each one round trip: the functions take the caller's
 -- role and claims themselves (as the Data API does), so RLS applies to every statement.

@@ -238,8 +238,10 @@ grant update (content, status, persona_version, personality, error_code, attempt
   on public.messages to authenticated;
 grant all on public.conversations, public.messages to service_role;
 
--- Clients may subscribe to their own new messages with Supabase Realtime (RLS applies).
-alter publication supabase_realtime add table public.messages;
+-- Clients may subscribe to their own messages and conversations with Supabase Realtime
+-- (RLS applies). The migrations add them tolerantly (a NOTICE, not a failure, where the
+-- publication is missing or belongs to another role).
+alter publication supabase_realtime add table public.messages, public.conversations;
 
 -- Conversation memory (see 30_chat_turns.sql: save_summary, begin_turn).
 create table public.conversation_summaries (

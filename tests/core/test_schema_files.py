@@ -303,7 +303,7 @@ def test_the_catalogs_are_not_trivial(catalogs: tuple[Catalog, Catalog]) -> None
         "caring",
         "witty",
     ]
-    assert set(migrated["publication"]) == {"public.messages"}
+    assert set(migrated["publication"]) == {"public.messages", "public.conversations"}
     privileges = migrated["grants"]["public.messages.worker_id"]["privileges"]
     assert isinstance(privileges, list) and "authenticated INSERT" in privileges
     for category, entries in migrated.items():
