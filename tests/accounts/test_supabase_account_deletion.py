@@ -253,11 +253,6 @@ async def test_auth_refusing_the_service_key_is_503_and_deletes_nothing(
     assert await owner.fetchval("select count(*) from auth.users where id = $1", me.id) == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="backend bug: AccountService._delete_user takes every 404 for 'already deleted'; only "
-    "Auth's user_not_found means that (a 404 from a gateway or a wrong SUPABASE_URL path does not)",
-)
 async def test_a_404_that_is_not_user_not_found_does_not_count_as_deleted(
     supabase: OnSupabase, owner: asyncpg.Connection, me: User
 ) -> None:

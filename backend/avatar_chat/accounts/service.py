@@ -56,7 +56,8 @@ class AccountService:
         try:
             await self._service_client.auth.admin.delete_user(str(user_id))
         except AuthApiError as exc:
-            if exc.status == 404:
+            # Only Auth's own "user_not_found" means it is gone (a gateway's 404 has no code).
+            if exc.status == 404 and exc.code == "user_not_found":
                 return  # already deleted: what a retry finds
             log.error("Supabase Auth refused to delete user %s: %s %s", user_id, exc.status, exc.code)
             raise _auth_unavailable() from exc

@@ -24,7 +24,8 @@ from avatar_chat.avatars.schemas import (
 from avatar_chat.cache.store import SessionStore
 from avatar_chat.core.claims import Claims
 from avatar_chat.core.database import Database
-from avatar_chat.core.errors import AppError, BadRequest, Conflict, NotFound
+from avatar_chat.core.errors import AppError, BadRequest, Conflict, NotFound, PreconditionFailed
+from avatar_chat.core.http import etag
 from avatar_chat.core.tasks import TaskTracker
 from avatar_chat.storage.base import ObjectStore
 
@@ -133,15 +134,25 @@ class AvatarService:
         trip). The previous image is removed only once that committed (G4); the new
         objects are removed again if the database refused the change."""
         renditions = await asyncio.to_thread(normalise, data)
+        # Fail before writing anything when the change would be refused anyway (no avatar,
+        # a stale If-Match, a deleted user); the guarded write below still decides.
+        current = await self.get(user)
+        if if_match is not None and current.version not in if_match:
+            raise PreconditionFailed(
+                f"If-Match does not match the avatar's current version ({current.version}).",
+                headers={"ETag": etag(current.version)},
+            )
         folder = f"{user.sub}/{uuid.uuid4().hex}"
         files = image_files(folder)
         try:
-            await asyncio.gather(
-                *(
-                    self._images.upload(f, r.data, CONTENT_TYPE)
-                    for f, r in zip(files, renditions, strict=True)
-                )
-            )
+            # A task group: when one upload fails the other is cancelled before the
+            # folder is removed, so no late write outlives the cleanup.
+            async with asyncio.TaskGroup() as uploads:
+                for file, rendition in zip(files, renditions, strict=True):
+                    uploads.create_task(self._images.upload(file, rendition.data, CONTENT_TYPE))
+        except BaseExceptionGroup as group:
+            self._remove_later(folder)
+            raise group.exceptions[0] from None
         except BaseException:
             self._remove_later(folder)
             raise

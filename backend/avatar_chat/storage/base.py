@@ -6,7 +6,7 @@ import re
 from collections.abc import Sequence
 from typing import Protocol
 
-from avatar_chat.core.errors import BadRequest, ServiceUnavailable
+from avatar_chat.core.errors import BadRequest, NotFound, ServiceUnavailable
 
 # Object names this API writes and serves: folders and files of letters, digits, . _ -
 # (never `.` or `..`), as `<user_id>/<id>/<size>.webp`.
@@ -19,6 +19,13 @@ def check_path(path: str) -> str:
     if len(parts) > 8 or not all(_SEGMENT.fullmatch(p) and p not in {".", ".."} for p in parts):
         raise BadRequest("Not an object path this API serves.", code="invalid_object_path")
     return path
+
+
+class ObjectMissing(NotFound):
+    """A stored object the database still points at is not in the store any more."""
+
+    code = "image_not_found"
+    message = "The image's files are gone from storage; upload it again."
 
 
 def storage_unavailable() -> ServiceUnavailable:

@@ -12,7 +12,7 @@ import httpx
 from storage3.exceptions import StorageApiError
 from supabase import AsyncClient
 
-from avatar_chat.storage.base import check_path, storage_unavailable
+from avatar_chat.storage.base import ObjectMissing, check_path, storage_unavailable
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +72,9 @@ class SupabaseObjectStore:
         urls = []
         for item in signed:
             if item.get("error") or not item.get("signedURL"):
+                # Storage signs only objects that exist: this one is gone (a permanent state).
                 log.error("storage could not sign %s: %s", item.get("path"), item.get("error"))
-                raise storage_unavailable()
+                raise ObjectMissing()
             urls.append(str(item["signedURL"]))
         return urls
 
