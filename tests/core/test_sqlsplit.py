@@ -129,7 +129,7 @@ def test_every_migration_splits_back_into_itself(migration: Migration) -> None:
     pieces = split(sql)
     assert "".join(pieces) == sql
     statements = split_and_trim(sql)
-    assert len(statements) > 1
+    assert statements
     assert statements == [piece.rstrip(";").strip() for piece in pieces if piece.rstrip(";").strip()]
     fetched = ";\n".join(statements) + ";\n"
     assert split_and_trim(fetched) == statements
