@@ -22,7 +22,8 @@ _DATABASE_INTERNALS = ("DETAIL:", "HINT:", "CONTEXT:", "SQLSTATE", "PL/pgSQL", "
 
 
 def assert_error(response: httpx.Response, status: int, code: str) -> None:
-    """The one error shape, with this status and code, and a message written for people."""
+    """The one error shape, with this status and code, a message written for people, and
+    the answer's request id (also in its X-Request-ID header)."""
     assert response.status_code == status, response.text
     body = response.json()
     assert set(body) == {"error"}
@@ -30,6 +31,7 @@ def assert_error(response: httpx.Response, status: int, code: str) -> None:
     message = body["error"]["message"]
     assert isinstance(message, str) and message
     assert not any(internal in message for internal in _DATABASE_INTERNALS), message
+    assert body["error"]["request_id"] == response.headers["x-request-id"], response.headers
 
 
 @asynccontextmanager

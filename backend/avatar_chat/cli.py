@@ -4,17 +4,23 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import glob
 import logging
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import uuid
+from collections.abc import Iterator
 
 import asyncpg
 import uvicorn
 
 from avatar_chat.auth.tokens import mint_access_token
 from avatar_chat.core import runtime
+from avatar_chat.core.logs import configure_logging, level_number, logging_config
 from avatar_chat.core.migrate import SessionRequired, migrate
 from avatar_chat.core.settings import Settings
 
@@ -34,22 +40,68 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     # uvicorn re-raises the stop signal once it has shut down; turn SIGTERM into a normal
     # exit so the embedded database is stopped below instead of being left running.
     signal.signal(signal.SIGTERM, _exit_on_signal)
+    host = args.host or settings.host
     try:
-        uvicorn.run(
-            "avatar_chat.main:create_app",
-            factory=True,
-            host=args.host or settings.host,
-            port=args.port or settings.port,
-            workers=args.workers or settings.web_concurrency,
-            loop="uvloop",
-            http="httptools",
-            log_level=settings.log_level.lower(),
-            timeout_graceful_shutdown=int(settings.shutdown_grace_s),
-            proxy_headers=True,
-        )
+        with _metrics_files(), _metrics_port(settings, host):
+            uvicorn.run(
+                "avatar_chat.main:create_app",
+                factory=True,
+                host=host,
+                port=args.port or settings.port,
+                workers=args.workers or settings.web_concurrency,
+                loop="uvloop",
+                http="httptools",
+                # Each worker applies it: the request id on every line, text or JSON.
+                log_config=logging_config(settings.log_level, settings.log_format),
+                log_level=level_number(settings.log_level),
+                access_log=False,  # ours (avatar_chat.access) has the request id and no query strings
+                timeout_graceful_shutdown=int(settings.shutdown_grace_s),
+                proxy_headers=True,
+            )
     finally:
         asyncio.run(rt.close())
     return 0
+
+
+@contextlib.contextmanager
+def _metrics_files() -> Iterator[None]:
+    """PROMETHEUS_MULTIPROC_DIR for this run's workers, set before any of them (or this
+    process) imports prometheus_client: the folder given, emptied of value files from
+    earlier runs, or else a new temporary one, removed at the end."""
+    given = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if given:
+        os.makedirs(given, exist_ok=True)
+        for stale in glob.glob(os.path.join(given, "*.db")):
+            os.remove(stale)
+        yield
+        return
+    path = tempfile.mkdtemp(prefix="avatar-chat-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+    try:
+        yield
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _metrics_port(settings: Settings, host: str) -> Iterator[None]:
+    """With METRICS_PORT: /metrics of all workers on that port, served from here."""
+    if settings.metrics_port is None or not settings.metrics_enabled:
+        yield
+        return
+    # Imported only now that PROMETHEUS_MULTIPROC_DIR is set (see core.metrics).
+    from avatar_chat.core.metrics import MetricsPortServer
+    from avatar_chat.core.observability import metrics_authorization
+
+    server = MetricsPortServer(
+        host, settings.metrics_port, os.environ["PROMETHEUS_MULTIPROC_DIR"], metrics_authorization(settings)
+    )
+    server.start()
+    log.info("metrics on http://%s:%d/metrics", host, server.port)
+    try:
+        yield
+    finally:
+        server.stop()
 
 
 def _exit_on_signal(signum: int, _frame: object) -> None:
@@ -139,11 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     settings = Settings()
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging(settings.log_level, settings.log_format)
     code: int = args.run(args, settings)
     return code
 

@@ -29,7 +29,9 @@ from avatar_chat.core import runtime
 from avatar_chat.core.database import Database
 from avatar_chat.core.errors import install_error_handlers
 from avatar_chat.core.limits import BodySizeLimitMiddleware, configure_database_limits
+from avatar_chat.core.metrics import Metrics
 from avatar_chat.core.migrate import expected_version
+from avatar_chat.core.observability import ObservedFastAPI, RequestObserver
 from avatar_chat.core.settings import Settings
 from avatar_chat.core.supabase import create_service_client
 from avatar_chat.core.tasks import TaskTracker
@@ -73,21 +75,26 @@ ROUTERS = (
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
+    metrics = Metrics(enabled=settings.metrics_enabled)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         async with AsyncExitStack() as stack:
             rt = await runtime.prepare(settings)
             stack.push_async_callback(rt.close)
-            db = await Database.connect(rt.dsn, settings)
+            db = await Database.connect(rt.dsn, settings, metrics=metrics.pool)
             stack.push_async_callback(db.close)
+            metrics.watch_pool(db.pool.get_size, db.pool.get_idle_size, settings.db_pool_max_size)
             await configure_database_limits(db, settings)
             http = httpx.AsyncClient(timeout=httpx.Timeout(5.0), follow_redirects=False)
             stack.push_async_callback(http.aclose)
             store: SessionStore[AvatarSnapshot, ConversationWindow] = SessionStore(
                 max_avatars=settings.session_store_max_avatars,
                 max_conversations=settings.session_store_max_conversations,
+                metrics=metrics.store,
             )
+            metrics.watch_store(lambda: store.avatar_count, lambda: store.window_count)
+            await stack.enter_async_context(metrics.sampling())
             heartbeat = WorkerHeartbeat(db, ttl_s=settings.worker_ttl_s)
             await heartbeat.start()
             stack.push_async_callback(heartbeat.close)
@@ -115,13 +122,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 ),
                 accounts=AccountService(db, store, images, service_client),
                 conversations=ConversationService(db, store),
-                chat=ChatService(db, store, llm, tasks, settings, worker_id=heartbeat.live_id),
+                chat=ChatService(
+                    db, store, llm, tasks, settings, worker_id=heartbeat.live_id, metrics=metrics.chat
+                ),
                 schema_version=expected_version(),
+                metrics=metrics,
             )
             app.state.resources = state  # for tests and operators' tooling; routes use request.state
             yield state.as_request_state()
 
-    app = FastAPI(
+    app = ObservedFastAPI(
+        # Outermost, around everything: request ids, the access log, request metrics, /metrics.
+        observe=lambda inner: RequestObserver(inner, metrics, settings),
         title="Avatar chat backend",
         version="1.0.0",
         summary="AI-avatar chat on Supabase: personas switched live, streamed replies, no lost messages.",

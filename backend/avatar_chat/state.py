@@ -22,6 +22,7 @@ from avatar_chat.chat.service import ChatService
 from avatar_chat.chat.window import ConversationWindow
 from avatar_chat.conversations.service import ConversationService
 from avatar_chat.core.database import Database
+from avatar_chat.core.metrics import Metrics
 from avatar_chat.core.settings import Settings
 from avatar_chat.core.tasks import TaskTracker
 from avatar_chat.core.workers import WorkerHeartbeat
@@ -46,6 +47,7 @@ class AppState:
     conversations: ConversationService
     chat: ChatService
     schema_version: str  # the newest migration this build ships; /ready checks for it
+    metrics: Metrics  # this app's Prometheus metrics (all workers' at /metrics)
 
     def as_request_state(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}

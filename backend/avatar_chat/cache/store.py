@@ -18,6 +18,8 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
+from avatar_chat.core.metrics import StoreMetrics
+
 
 class CachedAvatar(Protocol):
     """What the store needs to know of an avatar snapshot (avatars.persona.AvatarSnapshot)."""
@@ -47,20 +49,31 @@ W = TypeVar("W", bound=CachedWindow)
 
 @dataclass(slots=True)
 class StoreStats:
+    """What the store did for turns, in this worker (also reported as metrics, all workers).
+    A miss had nothing cached; a stale lookup had an entry whose version stamp no longer
+    matched (changed by another worker, the dashboard, SQL...), so it was reloaded."""
+
     avatar_hits: int = 0
     avatar_misses: int = 0
+    avatar_stale: int = 0
     window_hits: int = 0
     window_misses: int = 0
+    window_stale: int = 0
+    avatar_evictions: int = 0  # dropped by the LRU bound
+    window_evictions: int = 0
 
 
 class SessionStore(Generic[A, W]):
-    def __init__(self, *, max_avatars: int, max_conversations: int) -> None:
+    def __init__(
+        self, *, max_avatars: int, max_conversations: int, metrics: StoreMetrics | None = None
+    ) -> None:
         self._lock = asyncio.Lock()
         self._avatars: OrderedDict[uuid.UUID, A] = OrderedDict()
         self._windows: OrderedDict[uuid.UUID, W] = OrderedDict()
         self._max_avatars = max_avatars
         self._max_conversations = max_conversations
         self.stats = StoreStats()
+        self._metrics = metrics or StoreMetrics()
 
     async def for_turn(self, user_id: uuid.UUID, conversation_id: uuid.UUID) -> tuple[A | None, W | None]:
         """What is cached for a chat turn: candidates only. The turn sends their version
@@ -74,19 +87,39 @@ class SessionStore(Generic[A, W]):
                 self._windows.move_to_end(conversation_id)
             return avatar, window
 
-    def note_avatar(self, *, hit: bool) -> None:
-        """Whether a turn's cached avatar matched (stats only)."""
-        if hit:
-            self.stats.avatar_hits += 1
+    def note_avatar(self, *, cached: bool, matched: bool) -> None:
+        """Whether a turn had an avatar cached, and whether its stamp matched (stats only)."""
+        stats = self.stats
+        if matched:
+            stats.avatar_hits += 1
+            self._metrics.avatar["hit"].inc()
+        elif cached:
+            stats.avatar_stale += 1
+            self._metrics.avatar["stale"].inc()
         else:
-            self.stats.avatar_misses += 1
+            stats.avatar_misses += 1
+            self._metrics.avatar["miss"].inc()
 
-    def note_window(self, *, hit: bool) -> None:
-        """Whether a turn's cached window matched (stats only)."""
-        if hit:
-            self.stats.window_hits += 1
+    def note_window(self, *, cached: bool, matched: bool) -> None:
+        """Whether a turn had a window cached, and whether its stamp matched (stats only)."""
+        stats = self.stats
+        if matched:
+            stats.window_hits += 1
+            self._metrics.window["hit"].inc()
+        elif cached:
+            stats.window_stale += 1
+            self._metrics.window["stale"].inc()
         else:
-            self.stats.window_misses += 1
+            stats.window_misses += 1
+            self._metrics.window["miss"].inc()
+
+    @property
+    def avatar_count(self) -> int:
+        return len(self._avatars)
+
+    @property
+    def window_count(self) -> int:
+        return len(self._windows)
 
     # --- avatars ---------------------------------------------------------------------
 
@@ -99,6 +132,8 @@ class SessionStore(Generic[A, W]):
             self._avatars.move_to_end(snapshot.user_id)
             while len(self._avatars) > self._max_avatars:
                 self._avatars.popitem(last=False)
+                self.stats.avatar_evictions += 1
+                self._metrics.avatar_evictions.inc()
 
     async def peek_avatar(self, user_id: uuid.UUID) -> A | None:
         """What is cached for the user, without touching LRU order or stats."""
@@ -124,6 +159,8 @@ class SessionStore(Generic[A, W]):
             self._windows.move_to_end(window.conversation_id)
             while len(self._windows) > self._max_conversations:
                 self._windows.popitem(last=False)
+                self.stats.window_evictions += 1
+                self._metrics.window_evictions.inc()
 
     async def invalidate_conversation(self, conversation_id: uuid.UUID) -> None:
         async with self._lock:

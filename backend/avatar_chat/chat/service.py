@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -41,7 +42,8 @@ from avatar_chat.conversations import repository as conversations_repository
 from avatar_chat.conversations.schemas import MessageRead, MessageRole, MessageStatus, effective_status
 from avatar_chat.core.claims import Claims
 from avatar_chat.core.database import Database, Record
-from avatar_chat.core.errors import AppError, BadRequest, Conflict, ServiceUnavailable
+from avatar_chat.core.errors import AppError, BadRequest, Conflict, ServiceUnavailable, TooManyRequests
+from avatar_chat.core.metrics import ChatMetrics
 from avatar_chat.core.settings import Settings
 from avatar_chat.core.tasks import TaskTracker
 from avatar_chat.llm.base import LLMProvider, PromptMessage, ProviderFailure, SummaryRequest
@@ -107,6 +109,7 @@ def _reply(row: Record, conversation_id: uuid.UUID, message_id: uuid.UUID, conte
 _SUMMARY_SOURCE_MESSAGES = 200
 
 _NOT_COMPLETED = "The reply did not complete; send again with the same Idempotency-Key to retry it."
+_IN_PROGRESS = "send_in_progress"
 
 
 def _avatar_required() -> Conflict:
@@ -187,8 +190,10 @@ class ChatService:
         settings: Settings,
         *,
         worker_id: Callable[[], int | None] = lambda: None,
+        metrics: ChatMetrics | None = None,
     ) -> None:
         self._db = db
+        self._metrics = metrics or ChatMetrics()
         self._worker_id = worker_id
         self._store = store
         self._llm = llm
@@ -262,14 +267,27 @@ class ChatService:
             turn, generation = await begin()
             turn.streaming = stream
         except Exception as exc:  # AppError for the client; anything else it sees as a 500
+            self._count_refused(exc)
             accepted.set_exception(exc)
             return
         except asyncio.CancelledError:  # shutdown before the turn began
+            self._metrics.turns["refused"].inc()
             accepted.set_exception(ServiceUnavailable("Shutting down; retry.", code="shutting_down"))
             raise
         accepted.set_result(turn)
-        if generation is not None:
+        if generation is None:
+            self._metrics.turns["replayed"].inc()
+        else:
             await self._generate(generation, turn)
+
+    def _count_refused(self, exc: Exception) -> None:
+        if isinstance(exc, Conflict) and exc.code == _IN_PROGRESS:
+            self._metrics.turns["in_progress"].inc()
+            return
+        self._metrics.turns["refused"].inc()
+        if isinstance(exc, TooManyRequests):
+            refusals = self._metrics.rate_limited
+            (refusals.get(exc.code) or refusals["rate_limited"]).inc()
 
     # --- stop, follow, delete -----------------------------------------------------------
 
@@ -453,10 +471,12 @@ class ChatService:
         if outcome == "in_progress":
             raise Conflict(
                 "The reply to this Idempotency-Key is still being generated; retry shortly.",
-                code="send_in_progress",
+                code=_IN_PROGRESS,
                 headers={"Retry-After": "1"},
             )
         new_turn = outcome == "new"
+        if not new_turn:  # a retry: the reply had failed, or its worker or lease was gone
+            self._metrics.taken_over.inc()
         avatar = await self._persona(user, row, cached_avatar)
         window, cacheable = self._window(row, cached_window, new_turn=new_turn)
         summary_seq, summary = self._summary(row, cached_window)
@@ -500,7 +520,7 @@ class ChatService:
                 row["avatar_id"],
                 row["avatar_version"],
             )
-            self._store.note_avatar(hit=True)
+            self._store.note_avatar(cached=True, matched=True)
             return cached
         avatar = AvatarSnapshot(
             id=row["avatar_id"],
@@ -510,7 +530,7 @@ class ChatService:
             backstory=row["persona_backstory"],
             version=row["avatar_version"],
         )
-        self._store.note_avatar(hit=False)
+        self._store.note_avatar(cached=cached is not None, matched=False)
         await self._store.put_avatar(avatar)
         return avatar
 
@@ -523,9 +543,9 @@ class ChatService:
         seqs: list[int] | None = row["window_seqs"]
         if seqs is None:  # the cached window ends exactly where this turn begins
             assert cached is not None
-            self._store.note_window(hit=True)
+            self._store.note_window(cached=True, matched=True)
             return cached.messages, True
-        self._store.note_window(hit=False)
+        self._store.note_window(cached=cached is not None, matched=False)
         statuses: list[str] = row["window_statuses"]
         messages = [
             WindowMessage(seq=seq, role=role, content=content)
@@ -557,19 +577,26 @@ class ChatService:
     async def _generate(self, g: _Generation, turn: Turn) -> None:
         progress = self._progress(g)
         self._generating[g.reply_id] = progress
+        turns = self._metrics.turns
         try:
             try:
                 generated = await self._produce(g, turn, progress)
+            except asyncio.CancelledError:
+                turns["interrupted"].inc()
+                raise
             finally:
                 await progress.close()  # its last write lands before the reply is settled
                 self.stats.partial_saves += progress.saves
             try:
                 saved = await self._settle_reliably(g, generated, turn)
             except AppError as exc:
+                turns["not_saved"].inc()
                 turn.resolve(TurnResult(reply=None, failure=generated.failure, error=generated.error or exc))
                 return
             if saved is None:  # stopped from another worker, or a retry took the reply over
                 saved = await self._current(g)
+            outcome = "superseded" if saved is None else str(saved.status)
+            (turns.get(outcome) or turns["failed"]).inc()
             turn.resolve(self._result(generated, saved))
             if saved is not None and saved.status == MessageStatus.complete:
                 await self._after_commit(g, generated, saved)
@@ -602,6 +629,7 @@ class ChatService:
         result, never raised, except cancellation (shutdown past its grace period), which
         is saved as `interrupted`."""
         out = _Generated(parts=progress.parts)
+        started = 0.0  # when the provider was asked (metrics: first token, whole reply)
         try:
             async with asyncio.timeout(self._deadline_s):
                 request = build_request(
@@ -613,15 +641,21 @@ class ChatService:
                     summary_seq=g.summary_seq,
                     budget_tokens=self._context_tokens.get(g.mode),
                 )
+                started = time.perf_counter()
+                first = True
                 # aclosing: a stop leaves the stream early; the provider must close its
                 # connection now, not whenever the generator is collected.
                 async with contextlib.aclosing(self._llm.stream(request)) as stream:
                     async for chunk in stream:
+                        if first:
+                            first = False
+                            self._metrics.first_token_seconds.observe(time.perf_counter() - started)
                         progress.add(chunk)
                         turn.push(chunk)
                         if progress.stop_requested or progress.lost:
                             out.stopped = True
                             break
+                self._metrics.reply_seconds.observe(time.perf_counter() - started)
         except ProviderFailure as exc:
             out.failure = exc
         except TimeoutError:
@@ -636,6 +670,10 @@ class ChatService:
         except Exception:
             log.exception("reply generation failed")
             out.failure = ProviderFailure("provider_error", "The reply could not be generated.")
+        if out.failure is not None:
+            self._metrics.provider_failures(out.failure.code).inc()
+            if started:
+                self._metrics.reply_seconds.observe(time.perf_counter() - started)
         if progress.stop_requested and out.failure is None and out.error is None:
             out.stopped = True  # asked to stop before the first chunk, or after the last
         return out
@@ -746,6 +784,7 @@ class ChatService:
         try:
             content = await self._llm.summarize(request)
         except ProviderFailure as exc:
+            self._metrics.provider_failures(exc.code).inc()
             log.warning("could not summarize conversation %s: %s", g.conversation_id, exc.code)
             return
         stored = await repository.save_summary(

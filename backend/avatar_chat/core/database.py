@@ -15,6 +15,7 @@ import asyncio
 import base64
 import json
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, TypeAlias
@@ -26,6 +27,7 @@ from fastapi import Depends, Request
 from avatar_chat.core.claims import Claims
 from avatar_chat.core.db_errors import UNAVAILABLE, translate_errors, translated_error
 from avatar_chat.core.errors import AppError
+from avatar_chat.core.metrics import PoolMetrics
 from avatar_chat.core.settings import PoolMode, Settings
 
 log = logging.getLogger(__name__)
@@ -68,13 +70,16 @@ async def _no_reset(_: Connection) -> None:
 class Database:
     """The pool, created in lifespan and handed out through dependencies."""
 
-    def __init__(self, pool: asyncpg.Pool, settings: Settings, *, mode: PoolMode) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, settings: Settings, *, mode: PoolMode, metrics: PoolMetrics | None = None
+    ) -> None:
         self.pool = pool
         self.mode = mode
         self._acquire_timeout = settings.db_acquire_timeout_s
+        self._metrics = metrics or PoolMetrics()
 
     @classmethod
-    async def connect(cls, dsn: str, settings: Settings) -> Database:
+    async def connect(cls, dsn: str, settings: Settings, *, metrics: PoolMetrics | None = None) -> Database:
         mode = settings.pool_mode_for(dsn)
         cache_size = settings.db_statement_cache_size
         if cache_size is None:
@@ -104,7 +109,7 @@ class Database:
             log.warning("database unreachable at start-up (%s); serving 503 until it is back", exc)
             pool = await asyncpg.create_pool(dsn, min_size=0, **options)
         log.info("database pool: %s mode, statement cache %d", mode.value, cache_size)
-        return cls(pool, settings, mode=mode)
+        return cls(pool, settings, mode=mode, metrics=metrics)
 
     async def close(self, timeout_s: float = 5.0) -> None:
         try:
@@ -115,8 +120,17 @@ class Database:
     async def _acquire(self) -> PoolConnectionProxy[Record]:
         # asyncio.timeout rather than acquire(timeout=): the latter wraps every acquire
         # in wait_for, an extra task per request on the hot path.
-        async with asyncio.timeout(self._acquire_timeout):
-            conn: PoolConnectionProxy[Record] = await self.pool.acquire()
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(self._acquire_timeout):
+                conn: PoolConnectionProxy[Record] = await self.pool.acquire()
+        except TimeoutError:
+            self._metrics.acquire_timeouts.inc()
+            raise
+        except UNAVAILABLE:
+            self._metrics.acquire_unavailable.inc()
+            raise
+        self._metrics.acquire_seconds.observe(time.perf_counter() - started)
         return conn
 
     @asynccontextmanager

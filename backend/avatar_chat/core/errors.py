@@ -12,6 +12,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from avatar_chat.core.logs import REQUEST_ID
+
 log = logging.getLogger(__name__)
 
 
@@ -133,6 +135,8 @@ class ErrorBody(BaseModel):
     code: str
     message: str
     details: Any = None
+    # The answer's X-Request-ID, to quote when reporting a problem (it is in the logs too).
+    request_id: str | None = None
 
 
 class ErrorResponse(BaseModel):
@@ -153,9 +157,13 @@ BODY_ERRORS: tuple[type[AppError], ...] = (BadRequest, PayloadTooLarge)
 
 
 def error_payload(code: str, message: str, details: Any = None) -> dict[str, Any]:
+    """The one error shape; with the id of the request being answered, if any."""
     body: dict[str, Any] = {"code": code, "message": message}
     if details is not None:
         body["details"] = details
+    request_id = REQUEST_ID.get()
+    if request_id is not None:
+        body["request_id"] = request_id
     return {"error": body}
 
 
@@ -197,7 +205,7 @@ def install_error_handlers(app: FastAPI) -> None:
     async def on_app_error(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, AppError)
         if exc.status_code >= 500:
-            log.warning("%s: %s", exc.code, exc.message)
+            log.warning("%d %s: %s", exc.status_code, exc.code, exc.message)
         return JSONResponse(
             error_payload(exc.code, exc.message, exc.details),
             status_code=exc.status_code,

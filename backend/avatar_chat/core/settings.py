@@ -55,11 +55,19 @@ class LLMProviderName(StrEnum):
     openai = "openai"
 
 
+class LogFormat(StrEnum):
+    """text: one readable line per record (a terminal); json: one JSON object per line."""
+
+    text = "text"
+    json = "json"
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True)
 
     app_env: Environment = Environment.development
     log_level: str = "INFO"
+    log_format: LogFormat = LogFormat.text
     # Defaults of `avatar-chat serve --host/--port/--workers`.
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=1, le=65535)] = 8000
@@ -142,6 +150,13 @@ class Settings(BaseSettings):
     rate_limit_sends_per_minute: Annotated[int, Field(ge=0)] = 30  # 0 disables
     max_concurrent_streams: Annotated[int, Field(ge=0)] = 3  # per user; 0 disables
     max_body_bytes: Annotated[int, Field(ge=1024)] = 65_536
+
+    # --- metrics (Prometheus) --------------------------------------------------------------
+    metrics_enabled: bool = True
+    # Set: GET /metrics needs `Authorization: Bearer <token>`; unset: open.
+    metrics_token: SecretStr | None = None
+    # Set: /metrics is served on this port (by `avatar-chat serve`'s supervisor) instead.
+    metrics_port: Annotated[int, Field(ge=1, le=65535)] | None = None
 
     @model_validator(mode="after")
     def _refuse_placeholders_in_production(self) -> Settings:

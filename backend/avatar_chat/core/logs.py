@@ -1,0 +1,148 @@
+"""Logging: the request id on every line, text for a terminal or JSON lines for a collector.
+
+`REQUEST_ID` holds the id of the request being served (set by `core.observability`);
+tasks spawned while serving it copy it (asyncio copies context variables into new
+tasks), so a reply generated in the background logs with the id of the send that
+started it. `RequestIdFilter`, on every handler this module configures, puts it on each
+record as `request_id` (None outside a request).
+
+`logging_config(settings)` is one `logging.config.dictConfig` dict for the command line
+and for every uvicorn worker (cli.py hands it to uvicorn, which applies it in each worker
+process). What is logged never holds tokens, keys or message content: the access log
+has no query strings (signed URLs carry tokens there), and libraries that log request
+bodies or headers at DEBUG (the OpenAI SDK, httpx, httpcore) are kept above that level.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import logging.config
+from contextvars import ContextVar
+from datetime import UTC, datetime
+from typing import Any
+
+from avatar_chat.core.settings import LogFormat
+
+REQUEST_ID: ContextVar[str | None] = ContextVar("request_id", default=None)
+
+
+def current_request_id() -> str | None:
+    return REQUEST_ID.get()
+
+
+class RequestIdFilter(logging.Filter):
+    """Adds `request_id` (the current request's, or None) to every record it sees."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not hasattr(record, "request_id"):
+            setattr(record, "request_id", REQUEST_ID.get())  # noqa: B010
+        return True
+
+
+class TextFormatter(logging.Formatter):
+    """`time level logger [pid] request-id message`, with `-` outside a request."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s [%(process)d] %(rid)s %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        setattr(record, "rid", getattr(record, "request_id", None) or "-")  # noqa: B010
+        return super().format(record)
+
+
+# Attributes every LogRecord has; anything else on a record came as `extra=`.
+_RECORD_ATTRIBUTES = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {
+    "message",
+    "asctime",
+    "request_id",
+    "rid",
+    "color_message",  # uvicorn's coloured copy of the message
+    "taskName",
+}
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time (UTC, ISO 8601), level, logger, message, request_id,
+    process, the record's `extra=` fields, and `exception` (the traceback) if any."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+            "request_id": getattr(record, "request_id", None),
+            "process": record.process,
+        }
+        for key, value in vars(record).items():
+            if key not in _RECORD_ATTRIBUTES and key not in out:
+                out[key] = value
+        if record.exc_info:
+            out["exception"] = self.formatException(record.exc_info)
+        elif record.exc_text:
+            out["exception"] = record.exc_text
+        if record.stack_info:
+            out["stack"] = self.formatStack(record.stack_info)
+        return json.dumps(out, default=str, ensure_ascii=False)
+
+
+# Libraries that log what must not be logged below these levels: the OpenAI SDK logs each
+# request's options (the prompt) at DEBUG; httpx/httpcore log URLs with query strings and
+# headers. Their records below these levels are dropped whatever LOG_LEVEL says.
+_LIBRARY_FLOORS = {
+    "openai": logging.INFO,
+    "httpx": logging.WARNING,
+    "httpcore": logging.WARNING,
+    "hpack": logging.WARNING,
+    "python_multipart": logging.WARNING,
+    "PIL": logging.INFO,
+}
+
+
+def level_number(level: str) -> int:
+    """LOG_LEVEL as a number; unknown names and anything below DEBUG (uvicorn's TRACE logs
+    raw ASGI messages) count as DEBUG."""
+    value = logging.getLevelName(level.upper())
+    return max(value, logging.DEBUG) if isinstance(value, int) else logging.DEBUG
+
+
+def logging_config(level: str, log_format: LogFormat) -> dict[str, Any]:
+    """The whole logging set-up: one stderr handler on the root logger, every logger
+    (uvicorn's too) propagating to it; uvicorn's own access log is replaced by ours."""
+    number = level_number(level)
+    formatter = "json" if log_format is LogFormat.json else "text"
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "filters": {"request_id": {"()": RequestIdFilter}},
+        "formatters": {
+            "text": {"()": TextFormatter},
+            "json": {"()": JsonFormatter},
+        },
+        "handlers": {
+            "stderr": {
+                "class": "logging.StreamHandler",
+                "stream": "ext://sys.stderr",
+                "formatter": formatter,
+                "filters": ["request_id"],
+            }
+        },
+        "root": {"level": number, "handlers": ["stderr"]},
+        "loggers": {
+            # uvicorn configures these with handlers of its own by default: ours instead.
+            "uvicorn": {"level": number, "handlers": [], "propagate": True},
+            "uvicorn.error": {"level": number, "handlers": [], "propagate": True},
+            "uvicorn.access": {"level": logging.WARNING, "handlers": [], "propagate": False},
+            **{
+                name: {"level": max(number, floor), "handlers": [], "propagate": True}
+                for name, floor in _LIBRARY_FLOORS.items()
+            },
+        },
+    }
+
+
+def configure_logging(level: str, log_format: LogFormat) -> None:
+    """Apply `logging_config` to this process; warnings become log records too."""
+    logging.config.dictConfig(logging_config(level, log_format))
+    logging.captureWarnings(True)
