@@ -35,6 +35,10 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     rt = asyncio.run(runtime.prepare(settings))
     os.environ["DATABASE_URL"] = rt.dsn
     os.environ["MIGRATE_ON_START"] = "false"
+    if rt.embedded_database:
+        os.environ[runtime.EMBEDDED_HANDOFF_ENV] = rt.dsn
+    else:
+        os.environ.pop(runtime.EMBEDDED_HANDOFF_ENV, None)
     if rt.jwt_secret is not None:
         os.environ["SUPABASE_JWT_SECRET"] = rt.jwt_secret.get_secret_value()
     # uvicorn re-raises the stop signal once it has shut down; turn SIGTERM into a normal

@@ -26,6 +26,7 @@ from avatar_chat.chat.window import ConversationWindow
 from avatar_chat.conversations.router import router as conversations_router
 from avatar_chat.conversations.service import ConversationService
 from avatar_chat.core import runtime
+from avatar_chat.core.cors import install_cors
 from avatar_chat.core.database import Database
 from avatar_chat.core.errors import install_error_handlers
 from avatar_chat.core.limits import BodySizeLimitMiddleware, configure_database_limits
@@ -41,6 +42,10 @@ from avatar_chat.llm.factory import create_provider
 from avatar_chat.state import AppState
 from avatar_chat.storage.factory import create_store
 from avatar_chat.storage.router import router as storage_router
+from avatar_chat.web.router import PREFIX as WEB_PREFIX
+from avatar_chat.web.router import ClientFiles
+from avatar_chat.web.router import router as web_router
+from avatar_chat.web.service import create_web_client
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +75,7 @@ ROUTERS = (
     accounts_router,
     storage_router,
     health_router,
+    web_router,
 )
 
 
@@ -127,6 +133,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 ),
                 schema_version=expected_version(),
                 metrics=metrics,
+                web=create_web_client(
+                    settings, db, embedded_database=rt.embedded_database, jwt_secret=rt.jwt_secret
+                ),
             )
             app.state.resources = state  # for tests and operators' tooling; routes use request.state
             yield state.as_request_state()
@@ -150,4 +159,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     for router in ROUTERS:
         _add_routes(app, router)
+    app.mount(WEB_PREFIX, ClientFiles(settings), name="web")  # /app/ is its index.html
+    # Added last, so outermost: preflights are answered before any other middleware, and
+    # every answer (a 413 from the body limit too) carries the CORS headers.
+    install_cors(app, settings)
     return app

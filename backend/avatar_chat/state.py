@@ -28,6 +28,7 @@ from avatar_chat.core.tasks import TaskTracker
 from avatar_chat.core.workers import WorkerHeartbeat
 from avatar_chat.llm.base import LLMProvider
 from avatar_chat.storage.base import ObjectStore
+from avatar_chat.web.service import WebClient
 
 
 @dataclass(slots=True)
@@ -48,6 +49,7 @@ class AppState:
     chat: ChatService
     schema_version: str  # the newest migration this build ships; /ready checks for it
     metrics: Metrics  # this app's Prometheus metrics (all workers' at /metrics)
+    web: WebClient  # /app's config.json and dev sign-in
 
     def as_request_state(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from dataclasses import dataclass
+from typing import Final
 
 from pydantic import SecretStr
 
@@ -13,6 +15,10 @@ from avatar_chat.core.migrate import migrate
 from avatar_chat.core.settings import PoolMode, Settings, guess_pool_mode
 
 log = logging.getLogger(__name__)
+
+# `avatar-chat serve` starts the embedded database once and hands its workers the address
+# in DATABASE_URL; the same address in this variable tells them that it is the embedded one.
+EMBEDDED_HANDOFF_ENV: Final = "AVATAR_CHAT_EMBEDDED_DATABASE_URL"
 
 
 @dataclass(slots=True)
@@ -24,6 +30,8 @@ class Runtime:
     dsn: str
     jwt_secret: SecretStr | None
     embedded: EmbeddedPostgres | None
+    # The database is the embedded one: started here, or by `avatar-chat serve` for its workers.
+    embedded_database: bool = False
 
     async def close(self) -> None:
         if self.embedded is not None:
@@ -47,13 +55,14 @@ async def prepare(
             jwt_secret = SecretStr(await asyncio.to_thread(local_jwt_secret, settings.data_dir))
     else:
         dsn = settings.database_url.get_secret_value()
+    embedded_database = embedded is not None or os.environ.get(EMBEDDED_HANDOFF_ENV) == dsn
     should_migrate = settings.should_migrate_on_start if migrate_now is None else migrate_now
     if should_migrate:
         url, mode = migration_target(settings, dsn)
         applied = await migrate(url, pool_mode=mode)
         if applied:
             log.info("applied migrations: %s", ", ".join(applied))
-    return Runtime(dsn=dsn, jwt_secret=jwt_secret, embedded=embedded)
+    return Runtime(dsn=dsn, jwt_secret=jwt_secret, embedded=embedded, embedded_database=embedded_database)
 
 
 def migration_target(settings: Settings, dsn: str) -> tuple[str, PoolMode]:

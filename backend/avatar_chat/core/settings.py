@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Annotated
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # Values copied from documentation or `.env.example` that must never run in production.
 _PLACEHOLDER_SECRETS = frozenset(
@@ -102,6 +102,15 @@ class Settings(BaseSettings):
     jwt_leeway_s: Annotated[float, Field(ge=0, le=300)] = 10.0
     # Server-side only: Storage writes and signed URLs, and deleting users (Auth admin API).
     supabase_service_role_key: SecretStr | None = None
+    # The project's anon (publishable) key: public by design, handed to the web client at
+    # /app/config.json so that it signs users in with Supabase Auth.
+    supabase_anon_key: str | None = None
+
+    # --- browsers on other origins (CORS) -------------------------------------------------
+    # Exact origins (scheme://host[:port]) allowed to call the API from a browser; comma-separated.
+    cors_allow_origins: Annotated[tuple[str, ...], NoDecode] = ()
+    # Let those origins send cookies / HTTP auth (the API itself needs none: bearer tokens).
+    cors_allow_credentials: bool = False
 
     # --- avatar images ---------------------------------------------------------------------
     storage_backend: StorageBackend = StorageBackend.auto
@@ -170,6 +179,26 @@ class Settings(BaseSettings):
                 raise ValueError("set SUPABASE_URL (JWKS) and/or SUPABASE_JWT_SECRET (HS256) in production")
         return self
 
+    @field_validator("cors_allow_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("cors_allow_origins")
+    @classmethod
+    def _exact_origins(cls, origins: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(check_origin(origin) for origin in origins))
+
+    @model_validator(mode="after")
+    def _no_wildcard_with_credentials(self) -> Settings:
+        if self.cors_allow_credentials and "*" in self.cors_allow_origins:
+            raise ValueError(
+                "CORS_ALLOW_ORIGINS=* cannot go with CORS_ALLOW_CREDENTIALS=true: list the exact origins"
+            )
+        return self
+
     @model_validator(mode="after")
     def _supabase_storage_needs_its_key(self) -> Settings:
         if self.storage_backend is StorageBackend.supabase and (
@@ -218,6 +247,39 @@ class Settings(BaseSettings):
     def jwks_url(self) -> str | None:
         issuer = self.jwt_issuer
         return None if issuer is None else issuer + "/.well-known/jwks.json"
+
+
+def check_origin(origin: str) -> str:
+    """`origin` as a browser sends it in `Origin` (`scheme://host[:port]`, lower case), or `*`;
+    anything else (a path, a trailing slash, a wildcard inside a name) is refused."""
+    if origin == "*":
+        return origin
+    try:
+        parts = urlsplit(origin)
+        port = parts.port
+    except ValueError:
+        parts, port = None, None
+    if (
+        parts is None
+        or parts.scheme.lower() not in ("http", "https")
+        or not parts.hostname
+        or "*" in parts.netloc
+        or parts.username is not None
+        or parts.password is not None
+        or parts.path
+        or parts.query
+        or parts.fragment
+        or origin.endswith(("?", "#"))
+    ):
+        raise ValueError(
+            f"CORS_ALLOW_ORIGINS: {origin!r} is not an origin: write scheme://host[:port],"
+            " with no path and no trailing slash (e.g. https://app.example.com)"
+        )
+    scheme = parts.scheme.lower()
+    host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
+    # Browsers leave the scheme's default port out of Origin.
+    default_port = {"http": 80, "https": 443}[scheme]
+    return f"{scheme}://{host}" + (f":{port}" if port not in (None, default_port) else "")
 
 
 def guess_pool_mode(dsn: str) -> PoolMode:
