@@ -87,13 +87,16 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, default=str, ensure_ascii=False)
 
 
-# Libraries that log what must not be logged below these levels: the OpenAI SDK logs each
-# request's options (the prompt) at DEBUG; httpx/httpcore log URLs with query strings and
-# headers. Their records below these levels are dropped whatever LOG_LEVEL says.
+# Libraries that log what must not be logged below these levels: HTTP clients log URLs
+# with their query strings at INFO and headers at DEBUG (httpx and httpcore; httpx2 and
+# httpcore2 under the OpenAI SDK), and SDKs have logged request options (the prompt) at
+# DEBUG. Their records below these levels are dropped whatever LOG_LEVEL says.
 _LIBRARY_FLOORS = {
     "openai": logging.INFO,
     "httpx": logging.WARNING,
     "httpcore": logging.WARNING,
+    "httpx2": logging.WARNING,
+    "httpcore2": logging.WARNING,
     "hpack": logging.WARNING,
     "python_multipart": logging.WARNING,
     "PIL": logging.INFO,
