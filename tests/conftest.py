@@ -26,6 +26,16 @@ from tests.factories import TEST_JWT_SECRET, User, create_user
 from tests.pooler import PgBouncer
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """With TEST_ONLY_DATABASE_TESTS (tests/run_majors.py, on another PostgreSQL major):
+    only the tests that use the database under test; the others do not depend on it."""
+    if not os.environ.get("TEST_ONLY_DATABASE_TESTS"):
+        return
+    keep = [item for item in items if "database_url" in getattr(item, "fixturenames", ())]
+    config.hook.pytest_deselected(items=[item for item in items if item not in keep])
+    items[:] = keep
+
+
 @pytest.fixture(scope="session")
 def embedded_postgres(
     tmp_path_factory: pytest.TempPathFactory,

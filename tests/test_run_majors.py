@@ -1,0 +1,89 @@
+"""tests/run_majors.py: one run per PostgreSQL major, every temporary cluster removed.
+
+Each test runs the helper on a small test file of its own (not this suite), whose tests
+behave differently on the embedded run and on the temporary cluster's (TEST_DATABASE_URL).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from tests.run_majors import DEFAULT_BIN_DIRS
+
+ROOT = Path(__file__).resolve().parents[1]
+
+pytestmark = pytest.mark.slow
+
+PROBE = """
+import os, pathlib, time
+
+def test_probe():
+    url = os.environ.get("TEST_DATABASE_URL")
+    if url is None:
+        return  # the embedded run
+    pathlib.Path(os.environ["PROBE_OUT"]).write_text(url)
+    if os.environ.get("PROBE_HANG"):
+        time.sleep(120)
+    assert False, "fails on the cluster"
+"""
+
+
+def start_helper(tmp_path: Path, **env: str) -> subprocess.Popen[str]:
+    (tmp_path / "probe").mkdir()
+    (tmp_path / "probe" / "test_probe.py").write_text(PROBE)
+    (tmp_path / "tmp").mkdir()
+    environment = {k: v for k, v in os.environ.items() if k != "TEST_DATABASE_URL"}
+    environment.update(
+        TMPDIR=str(tmp_path / "tmp"),
+        PROBE_OUT=str(tmp_path / "url"),
+        TEST_POSTGRES_BIN_DIRS=DEFAULT_BIN_DIRS,
+        **env,
+    )
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.run_majors", "-q", "-p", "no:cacheprovider", str(tmp_path / "probe")],
+        cwd=ROOT,
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+async def assert_cluster_gone(tmp_path: Path) -> None:
+    assert list((tmp_path / "tmp").glob("avatar-chat-pg-*")) == [], "the cluster's folder is left behind"
+    with pytest.raises((OSError, asyncpg.PostgresError)):
+        await asyncpg.connect((tmp_path / "url").read_text(), timeout=5)
+
+
+async def test_a_failure_on_the_cluster_fails_the_run_and_the_cluster_is_removed(tmp_path: Path) -> None:
+    helper = start_helper(tmp_path)
+    output, _ = await asyncio.to_thread(helper.communicate, timeout=120)
+    assert helper.returncode == 1, output
+    assert "==> the test suite on the embedded PostgreSQL" in output
+    assert "==> the test suite on PostgreSQL 15." in output
+    assert "fails on the cluster" in output
+    await assert_cluster_gone(tmp_path)
+
+
+async def test_sigterm_stops_pytest_and_removes_the_cluster(tmp_path: Path) -> None:
+    helper = start_helper(tmp_path, PROBE_HANG="1")
+    deadline = time.monotonic() + 90
+    while not (tmp_path / "url").exists():
+        assert helper.poll() is None, helper.communicate()[0]
+        assert time.monotonic() < deadline, "the probe never ran on the cluster"
+        await asyncio.sleep(0.2)
+    conn = await asyncpg.connect((tmp_path / "url").read_text())  # it is up
+    await conn.close()
+    helper.send_signal(signal.SIGTERM)
+    output, _ = await asyncio.to_thread(helper.communicate, timeout=60)
+    assert helper.returncode == 128 + signal.SIGTERM, output
+    await assert_cluster_gone(tmp_path)
