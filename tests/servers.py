@@ -12,7 +12,13 @@ from pathlib import Path
 
 import httpx
 
+from avatar_chat.core.runtime import EMBEDDED_HANDOFF_ENV
+
 CLI = str(Path(sys.executable).parent / "avatar-chat")
+
+
+# What only the test may say about the database a server uses.
+_DATABASE_ENV = frozenset({"DATABASE_URL", "SUPABASE_JWT_SECRET", EMBEDDED_HANDOFF_ENV})
 
 
 def free_port() -> int:
@@ -23,19 +29,35 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    """`avatar-chat serve --workers N` against the test database."""
+    """`avatar-chat serve --workers N` against the test database; or, with no
+    `database_url`, on the embedded default as `./scripts/run` starts it (its own Postgres
+    and generated JWT secret in `env["DATA_DIR"]`, migrated at start)."""
 
     def __init__(
-        self, *, database_url: str, jwt_secret: str, workers: int = 1, env: dict[str, str] | None = None
+        self,
+        *,
+        database_url: str | None,
+        jwt_secret: str | None,
+        workers: int = 1,
+        env: dict[str, str] | None = None,
     ):
         self.port = free_port()
         self.workers = workers
         self.base_url = f"http://127.0.0.1:{self.port}"
+        inherited = {k: v for k, v in os.environ.items() if k not in _DATABASE_ENV}
+        if database_url is None:
+            assert env is not None and "DATA_DIR" in env, "the embedded default needs a DATA_DIR of its own"
+            database = {}
+        else:
+            assert jwt_secret is not None
+            database = {
+                "DATABASE_URL": database_url,
+                "SUPABASE_JWT_SECRET": jwt_secret,
+                "MIGRATE_ON_START": "false",
+            }
         self._env = {
-            **os.environ,
-            "DATABASE_URL": database_url,
-            "SUPABASE_JWT_SECRET": jwt_secret,
-            "MIGRATE_ON_START": "false",
+            **inherited,
+            **database,
             "LOG_LEVEL": "WARNING",
             "OFFLINE_LLM_CHUNK_DELAY_MS": "0",
             "RATE_LIMIT_SENDS_PER_MINUTE": "0",

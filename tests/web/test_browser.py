@@ -1,0 +1,517 @@
+"""The web client end to end, in headless Chromium (Debian's `chromium`, driven by
+Playwright), against `avatar-chat serve --workers 2` on the embedded default exactly as
+`./scripts/run` starts it: sign in, create the avatar, watch a reply stream in, switch the
+persona, reload mid-stream, stop and retry, 401 and 429; and CORS from pages served on a
+second origin (listed) and a third (not listed). Screenshots at phone and desktop width go
+to test-artifacts/. Select with `-m browser`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import http.server
+import json
+import os
+import shutil
+import signal
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.async_api import Browser, Page, Request, ViewportSize, async_playwright, expect
+
+from tests.servers import ServerProcess
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = ROOT / "test-artifacts"
+# The offline provider's reply (~35 words, 4 a chunk) then streams for about 2.5 s.
+CHUNK_DELAY_MS = 250
+DESKTOP: ViewportSize = {"width": 1280, "height": 800}
+PHONE: ViewportSize = {"width": 375, "height": 812}
+DEV_SESSION = "avatar-chat.dev-session"
+
+expect.set_options(timeout=15_000)
+
+
+def _chromium() -> str:
+    found = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
+    if found is None:
+        pytest.fail(
+            "Debian's chromium is not installed: run ./scripts/system-deps as root (apt-get install chromium)"
+        )
+    return found
+
+
+def _email() -> str:
+    return f"web-{uuid.uuid4().hex[:10]}@example.test"
+
+
+# --- the servers ----------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _static_origin() -> Iterator[str]:
+    """A tiny page server on a port of its own (another origin than the API's)."""
+
+    class Page(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = b"<!doctype html><title>another origin</title><p>another origin</p>"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_: Any) -> None:
+            return None
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Page)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+@dataclass(frozen=True)
+class Origins:
+    listed: str
+    unlisted: str
+
+
+@pytest.fixture(scope="module")
+def origins() -> Iterator[Origins]:
+    with _static_origin() as listed, _static_origin() as unlisted:
+        yield Origins(listed, unlisted)
+
+
+def _stop_leftover_postgres(data_dir: Path) -> None:
+    """serve stops its embedded Postgres on the way out; should it have been killed
+    instead, stop the postmaster it left (by the pid in its own pid file)."""
+    pid_file = data_dir / "postgres" / "postmaster.pid"
+    try:
+        pid = int(pid_file.read_text().split("\n", 1)[0])
+    except (FileNotFoundError, ValueError):
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGINT)  # fast shutdown
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            os.kill(pid, 0)
+            time.sleep(0.1)
+        os.kill(pid, signal.SIGKILL)
+
+
+@pytest.fixture(scope="module")
+async def server(tmp_path_factory: pytest.TempPathFactory, origins: Origins) -> AsyncIterator[ServerProcess]:
+    data_dir = tmp_path_factory.mktemp("web-e2e")
+    proc = ServerProcess(
+        database_url=None,
+        jwt_secret=None,
+        workers=2,
+        env={
+            "DATA_DIR": str(data_dir),
+            "APP_ENV": "development",
+            "OFFLINE_LLM_CHUNK_DELAY_MS": str(CHUNK_DELAY_MS),
+            "CORS_ALLOW_ORIGINS": origins.listed,
+            "MAX_CONCURRENT_STREAMS": "1",  # a second reply at once is a real 429
+            "SHUTDOWN_GRACE_S": "5",
+        },
+    )
+    try:
+        await proc.start(timeout_s=120)
+        yield proc
+    finally:
+        try:
+            if proc.proc is not None:
+                await proc.stop()
+        finally:
+            await asyncio.to_thread(_stop_leftover_postgres, data_dir)
+
+
+@pytest.fixture(scope="module")
+async def browser() -> AsyncIterator[Browser]:
+    executable = _chromium()
+    async with async_playwright() as playwright:
+        chromium = await playwright.chromium.launch(
+            executable_path=executable, headless=True, args=["--no-sandbox"]
+        )
+        try:
+            yield chromium
+        finally:
+            await chromium.close()
+
+
+@contextlib.asynccontextmanager
+async def _page(browser: Browser, viewport: ViewportSize, **options: Any) -> AsyncIterator[Page]:
+    context = await browser.new_context(viewport=viewport, **options)
+    try:
+        page = await context.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        yield page
+        assert errors == [], errors
+    finally:
+        await context.close()
+
+
+@pytest.fixture
+async def desktop(browser: Browser) -> AsyncIterator[Page]:
+    async with _page(browser, DESKTOP) as page:
+        yield page
+
+
+@pytest.fixture
+async def phone(browser: Browser) -> AsyncIterator[Page]:
+    async with _page(browser, PHONE, device_scale_factor=2, is_mobile=True, has_touch=True) as page:
+        yield page
+
+
+async def _screenshot(page: Page, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    await page.screenshot(path=str(ARTIFACTS / name))
+
+
+# --- what a user does -------------------------------------------------------------------------------
+
+
+async def _sign_in(page: Page, server: ServerProcess, email: str) -> None:
+    await page.goto(server.base_url + "/app")
+    await page.locator("#dev-email").fill(email)
+    await page.get_by_role("button", name="Sign in").click()
+
+
+async def _create_avatar(page: Page, name: str, personality: str) -> None:
+    await expect(page.get_by_role("heading", name="Create your avatar")).to_be_visible()
+    await page.get_by_label("Name").fill(name)
+    await page.get_by_label("Personality").select_option(personality)
+    await page.get_by_role("button", name="Create avatar").click()
+    await expect(page.get_by_label("Persona", exact=True)).to_have_value(personality)
+    await expect(page.get_by_label("Message", exact=True)).to_be_focused()
+
+
+def _replies(page: Page) -> Any:
+    return page.locator("#messages > li.assistant")
+
+
+async def _send(page: Page, text: str) -> Any:
+    """Types and sends with the keyboard; the new reply's element, once it shows."""
+    count = await _replies(page).count()
+    box = page.get_by_label("Message", exact=True)
+    await box.fill(text)
+    await box.press("Enter")
+    await expect(_replies(page)).to_have_count(count + 1)
+    return _replies(page).nth(count)
+
+
+async def _watch(reply: Any, *, until: tuple[str, ...] = ("complete",), timeout_s: float = 20) -> list[str]:
+    """Every distinct text the reply showed, polled every 30 ms, until its status is in `until`."""
+    seen: list[str] = []
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        text = await reply.locator(".content").inner_text()
+        if not seen or seen[-1] != text:
+            seen.append(text)
+        if await reply.get_attribute("data-status") in until:
+            return seen
+        await asyncio.sleep(0.03)
+    raise AssertionError(f"the reply did not reach {until}; it showed {seen}")
+
+
+async def _token(page: Page) -> str:
+    token: str = await page.evaluate(f"JSON.parse(localStorage.getItem('{DEV_SESSION}')).access_token")
+    return token
+
+
+async def _saved_messages(server: ServerProcess, token: str) -> list[dict[str, Any]]:
+    async with server.client() as client:
+        headers = {"Authorization": f"Bearer {token}"}
+        conversations = (await client.get("/conversations", headers=headers)).json()["items"]
+        assert len(conversations) == 1, conversations
+        page = await client.get(f"/conversations/{conversations[0]['id']}/messages", headers=headers)
+        items: list[dict[str, Any]] = page.json()["items"]
+        return items
+
+
+# --- the tests --------------------------------------------------------------------------------------
+
+
+async def test_sign_in_create_avatar_chat_and_switch_persona(server: ServerProcess, desktop: Page) -> None:
+    page = desktop
+    await _sign_in(page, server, _email())
+    await _create_avatar(page, "Ava", "friendly")
+    # Every control has a label (a <label>, or aria-label).
+    unlabelled = await page.evaluate(
+        """() => [...document.querySelectorAll('input, select, textarea')]
+            .filter((el) => !el.labels?.length && !el.getAttribute('aria-label'))
+            .map((el) => el.id || el.name)"""
+    )
+    assert unlabelled == []
+
+    reply = await _send(page, "Tell me about your day")
+    seen = await _watch(reply)
+    final = seen[-1]
+    assert final.startswith("Ava (friendly, persona v1, companion mode):"), final
+    steps = [text for text in seen[:-1] if text]
+    # It streamed in: several growing texts before the whole one, each a prefix of it.
+    assert len(set(steps)) >= 3, seen
+    assert all(final.startswith(text) for text in steps), seen
+    await expect(reply.locator(".persona")).to_have_text("friendly · persona v1")
+
+    await page.get_by_label("Persona", exact=True).select_option("witty")
+    await expect(page.locator("#persona-status")).to_contain_text("witty (version 2)")
+    await expect(page.locator("#avatar-version")).to_have_text("2")
+    second = await _send(page, "And now, who are you?")
+    await _watch(second)
+    await expect(second.locator(".persona")).to_have_text("witty · persona v2")
+    await expect(second.locator(".content")).to_contain_text("Ava (witty, persona v2")
+    # The earlier reply still says which persona wrote it.
+    await expect(_replies(page).first.locator(".persona")).to_have_text("friendly · persona v1")
+    await expect(page.get_by_role("button", name="Send")).to_be_enabled()
+    await _screenshot(page, "web-client-desktop.png")
+
+
+async def test_reload_mid_stream_resumes_the_reply_at_phone_width(server: ServerProcess, phone: Page) -> None:
+    page = phone
+    streams: list[Request] = []
+    page.on("request", lambda r: streams.append(r) if r.url.endswith("/stream") else None)
+    # Keyboard only: the email field has the focus, Enter signs in; Tab to the button.
+    await page.goto(server.base_url + "/app")
+    await expect(page.locator("#dev-email")).to_be_focused()
+    await page.keyboard.type(_email())
+    await page.keyboard.press("Enter")
+    await expect(page.get_by_role("heading", name="Create your avatar")).to_be_focused()
+    await page.keyboard.press("Tab")
+    await expect(page.get_by_label("Name")).to_be_focused()
+    await page.keyboard.press("ControlOrMeta+A")
+    await page.keyboard.type("Kai")
+    for _ in range(3):  # personality (friendly), backstory, then the button
+        await page.keyboard.press("Tab")
+    await expect(page.get_by_role("button", name="Create avatar")).to_be_focused()
+    await page.keyboard.press("Enter")
+    await expect(page.get_by_label("Message", exact=True)).to_be_focused()
+
+    reply = await _send(page, "Tell me a long story, please")
+    # Some of it has streamed in, not all: reload now.
+    deadline = time.monotonic() + 10
+    while len(await reply.locator(".content").inner_text()) < 20:
+        assert time.monotonic() < deadline, "no text streamed in"
+        await asyncio.sleep(0.03)
+    assert await reply.get_attribute("data-status") == "streaming"
+    before = await reply.locator(".content").inner_text()
+    await page.reload()
+
+    reply = _replies(page).last
+    after = await _watch(reply)
+    final = after[-1]
+    assert final.startswith(before) and len(final) > len(before), (before, after)
+    assert final.startswith("Kai (friendly, persona v1, companion mode):")
+    assert final.count("You said:") == 1, final  # nothing twice, nothing lost
+    # After the reload it resumed from where it was (Last-Event-ID), still streaming.
+    resumed = [r for r in streams if r.method == "GET"]
+    assert resumed and "last-event-id" in resumed[0].headers, [r.headers for r in resumed]
+    assert any(text and text != final for text in after), after
+    saved = await _saved_messages(server, await _token(page))
+    assert [m["role"] for m in saved] == ["user", "assistant"]
+    assert saved[1]["content"] == final and saved[1]["status"] == "complete"
+    await expect(reply.locator(".persona")).to_have_text("friendly · persona v1")
+    await _screenshot(page, "web-client-phone.png")
+
+
+async def test_stop_a_reply_then_retry_it(server: ServerProcess, desktop: Page) -> None:
+    page = desktop
+    await _sign_in(page, server, _email())
+    await _create_avatar(page, "Sam", "caring")
+    reply = await _send(page, "Please say something long")
+    await expect(reply.locator(".content")).not_to_be_empty()
+    await page.get_by_role("button", name="Stop").click()
+    await expect(reply).to_have_attribute("data-status", "stopped")
+    await expect(page.get_by_role("button", name="Stop")).to_be_hidden()
+    stopped = await reply.locator(".content").inner_text()
+    assert stopped and "[offline provider" not in stopped  # cut short
+
+    await reply.get_by_role("button", name="Retry this reply").click()
+    # Another reply to the same message replaces the stopped one in the view.
+    retried = _replies(page).last
+    await expect(retried).to_have_attribute("data-status", "complete", timeout=20_000)
+    await expect(_replies(page)).to_have_count(1)
+    await expect(retried.locator(".content")).to_contain_text("[offline provider")
+    await expect(page.locator("#messages > li.user")).to_have_count(1)
+
+
+async def test_a_401_takes_the_user_back_to_sign_in(server: ServerProcess, desktop: Page) -> None:
+    page = desktop
+    email = _email()
+    await _sign_in(page, server, email)
+    await _create_avatar(page, "Rae", "playful")
+    # The stored token goes bad (a revoked or garbled session): the API answers 401.
+    await page.evaluate(
+        f"""() => {{
+            const s = JSON.parse(localStorage.getItem('{DEV_SESSION}'));
+            s.access_token = 'not.a.token';
+            localStorage.setItem('{DEV_SESSION}', JSON.stringify(s));
+        }}"""
+    )
+    await page.reload()
+    await expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+    await expect(page.locator("#sign-in-message")).to_contain_text("Please sign in again")
+    await page.locator("#dev-email").fill(email)
+    await page.get_by_role("button", name="Sign in").click()
+    # Back in, as the same user: the avatar is there.
+    await expect(page.get_by_label("Persona", exact=True)).to_have_value("playful")
+
+
+async def test_a_429_waits_retry_after_then_the_retry_goes_through(
+    server: ServerProcess, desktop: Page
+) -> None:
+    page = desktop
+    await _sign_in(page, server, _email())
+    await _create_avatar(page, "Lou", "professional")
+    headers = {"Authorization": f"Bearer {await _token(page)}"}
+    async with server.client() as client:
+        other = (await client.post("/conversations", json={}, headers=headers)).json()
+        # Another device of the same user has a reply streaming (the limit here is one).
+        async with client.stream(
+            "POST",
+            f"/conversations/{other['id']}/messages",
+            json={"content": "elsewhere"},
+            headers={**headers, "Accept": "text/event-stream"},
+        ) as elsewhere:
+            assert elsewhere.status_code == 201
+            box = page.get_by_label("Message", exact=True)
+            await box.fill("Are you there?")
+            await box.press("Enter")
+            notice = page.locator("#notice")
+            await expect(notice).to_contain_text("You can try again in")
+            await expect(page.get_by_role("button", name="Retry", exact=True)).to_be_disabled()
+            await expect(page.get_by_role("button", name="Send")).to_be_disabled()
+            await expect(box).to_have_value("Are you there?")  # nothing typed is lost
+            await elsewhere.aread()
+    await expect(notice).to_contain_text("You can try again now")
+    await page.get_by_role("button", name="Retry", exact=True).click()
+    reply = _replies(page).last
+    await expect(reply).to_have_attribute("data-status", "complete", timeout=20_000)
+    await expect(page.locator("#messages > li.user")).to_have_count(1)
+    await expect(notice).to_be_hidden()
+
+
+_CROSS_ORIGIN_CALLS = """
+async ({ api, token }) => {
+  const auth = { Authorization: `Bearer ${token}` };
+  const json = { ...auth, "Content-Type": "application/json" };
+  const out = {};
+  let r = await fetch(`${api}/avatars/me`, {
+    method: "POST", headers: json, body: JSON.stringify({ name: "Cory", personality: "caring" }),
+  });
+  out.created = [r.status, r.headers.get("ETag")];
+  r = await fetch(`${api}/avatars/me/persona`, {
+    method: "PATCH", headers: { ...json, "If-Match": out.created[1] },
+    body: JSON.stringify({ personality: "witty" }),
+  });
+  out.switched = [r.status, r.headers.get("ETag")];
+  r = await fetch(`${api}/avatars/me/persona`, {
+    method: "PATCH", headers: { ...json, "If-Match": '"1"' }, body: JSON.stringify({ personality: "caring" }),
+  });
+  out.stale = [r.status, (await r.json()).error.code];
+  r = await fetch(`${api}/avatars/me`, { headers: { Authorization: "Bearer nope" } });
+  out.unauthorized = [r.status, (await r.json()).error.code];
+  r = await fetch(`${api}/conversations`, { method: "POST", headers: json, body: "{}" });
+  const conversation = await r.json();
+  const send = {
+    method: "POST",
+    headers: {
+      ...json, Accept: "text/event-stream", "Idempotency-Key": "cross-1", "X-Request-ID": "cross-origin-test",
+    },
+    body: JSON.stringify({ content: "Hello from another origin" }),
+  };
+  r = await fetch(`${api}/conversations/${conversation.id}/messages`, send);
+  out.sse = [r.status, r.headers.get("Content-Type")];
+  const reader = r.body.pipeThrough(new TextDecoderStream()).getReader();
+  let text = "", reads = 0;
+  for (;;) { const { value, done } = await reader.read(); if (done) break; text += value; reads++; }
+  out.reads = reads;
+  const names = [...text.matchAll(/^event: (\\w+)$/gm)].map((m) => m[1]);
+  out.events = names.filter((e, i) => names.indexOf(e) === i);
+  const reply = JSON.parse(text.match(/event: done\\ndata: (.*)/)[1]);
+  out.persona = [reply.personality, reply.persona_version];
+  r = await fetch(`${api}/conversations/${conversation.id}/messages`, send);
+  out.replayed = r.headers.get("Idempotent-Replayed");
+  await r.text();
+  r = await fetch(`${api}/conversations/${conversation.id}/messages/${reply.id}/stream`, {
+    headers: { ...auth, "Last-Event-ID": "1:0" },
+  });
+  out.resumed = [r.status, (await r.text()).includes("event: done")];
+  return out;
+}
+"""
+
+_CALLS_THAT_MUST_FAIL = """
+async ({ api, token }) => {
+  const attempts = {
+    health: [`${api}/health`, {}],
+    avatar: [`${api}/avatars/me`, { headers: { Authorization: `Bearer ${token}` } }],
+    create: [`${api}/avatars/me`, {
+      method: "POST", headers: { Authorization: `Bearer ${token}`, "Content-Type": "application/json" },
+      body: JSON.stringify({ name: "Mallory" }),
+    }],
+  };
+  const out = {};
+  for (const [name, [url, init]] of Object.entries(attempts)) {
+    try {
+      const r = await fetch(url, init);
+      out[name] = `answered ${r.status}`;
+    } catch (err) {
+      out[name] = err.name;
+    }
+  }
+  return out;
+}
+"""
+
+
+async def test_cors_a_page_on_a_listed_origin_uses_the_api_and_others_cannot(
+    server: ServerProcess, browser: Browser, origins: Origins
+) -> None:
+    async with server.client() as client:
+        listed_user = (await client.post("/app/dev/sign-in", json={"email": _email()})).json()
+        other_user = (await client.post("/app/dev/sign-in", json={"email": _email()})).json()
+
+        async with _page(browser, DESKTOP) as page:
+            await page.goto(origins.listed + "/")
+            out = await page.evaluate(
+                _CROSS_ORIGIN_CALLS, {"api": server.base_url, "token": listed_user["access_token"]}
+            )
+        assert out["created"] == [201, '"1"'], out
+        assert out["switched"] == [200, '"2"'], out
+        assert out["stale"] == [412, "precondition_failed"], out
+        assert out["unauthorized"] == [401, "malformed_token"], out
+        assert out["sse"] == [201, "text/event-stream; charset=utf-8"], out
+        assert out["events"] == ["user_message", "assistant_message", "delta", "done"], out
+        assert out["reads"] >= 3, out  # streamed in steps, not buffered whole
+        assert out["persona"] == ["witty", 2], out
+        assert out["replayed"] == "true", out
+        assert out["resumed"] == [200, True], out
+
+        async with _page(browser, DESKTOP) as page:
+            await page.goto(origins.unlisted + "/")
+            refused = await page.evaluate(
+                _CALLS_THAT_MUST_FAIL, {"api": server.base_url, "token": other_user["access_token"]}
+            )
+        assert refused == {"health": "TypeError", "avatar": "TypeError", "create": "TypeError"}, refused
+        # The refused preflight kept the POST from ever being sent.
+        mine = await client.get(
+            "/avatars/me", headers={"Authorization": f"Bearer {other_user['access_token']}"}
+        )
+        assert mine.status_code == 404, mine.text
+        assert json.loads(mine.text)["error"]["code"] == "avatar_not_found"
