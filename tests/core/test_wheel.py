@@ -35,6 +35,8 @@ MIGRATIONS = ROOT / "supabase" / "migrations"
 SUPABASE_LOCAL = ROOT / "backend" / "avatar_chat" / "core" / "sql" / "supabase_local.sql"
 WHEEL_MIGRATIONS = "avatar_chat/core/sql/migrations/"
 WHEEL_SUPABASE_LOCAL = "avatar_chat/core/sql/supabase_local.sql"
+WEB_STATIC = ROOT / "backend" / "avatar_chat" / "web" / "static"
+WHEEL_WEB_STATIC = "avatar_chat/web/static/"
 
 
 @dataclass(frozen=True)
@@ -146,6 +148,20 @@ def test_the_wheel_ships_the_migrations_and_only_avatar_chat(installed: Installe
     assert {name for name in top_level if not name.endswith(".dist-info")} == {"avatar_chat"}, top_level
 
 
+def test_the_wheel_ships_the_web_client(installed: Installed) -> None:
+    expected = {
+        p.relative_to(WEB_STATIC).as_posix(): p.read_bytes() for p in WEB_STATIC.rglob("*") if p.is_file()
+    }
+    assert "index.html" in expected and any(name.startswith("vendor/") for name in expected)
+    with zipfile.ZipFile(installed.wheel) as wheel:
+        shipped = {
+            info.filename.removeprefix(WHEEL_WEB_STATIC): wheel.read(info.filename)
+            for info in wheel.infolist()
+            if info.filename.startswith(WHEEL_WEB_STATIC) and not info.is_dir()
+        }
+    assert shipped == expected, sorted(set(shipped) ^ set(expected))
+
+
 # Run by the fresh venv's python: where it finds the package and the migrations.
 _WHERE = """
 import json, sysconfig
@@ -222,6 +238,10 @@ async def test_the_installed_cli_migrates_an_empty_database_and_serves_it(
                 user = await create_user(conn)
                 avatar = await create_avatar(client, user)
                 assert avatar["name"] == "Ava"
+                # The web client, from site-packages.
+                index = await client.get("/app/")
+                assert index.status_code == 200 and "app.js" in index.text
+                assert (await client.get("/app/app.js")).headers["content-type"].startswith("text/javascript")
         finally:
             await conn.close()
 
