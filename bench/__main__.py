@@ -10,6 +10,7 @@ and, for `pooled`, pgbouncer, all stopped at its end):
     pooled          persona_patch and chat_turns direct vs through pgbouncer (transaction mode)
     pgbench_notify  pgbench on the persona UPDATE with and without the old NOTIFY trigger
     partial_saves   what saving a reply's text while it streams costs a chat turn
+    observability   metrics and request ids on vs off vs none: PATCH and chat turn throughput
 
 Every scenario prints its figures and a summary table; `all` ends with one table of them
 all. Options are shared; each says which scenarios read it.
@@ -23,7 +24,16 @@ import time
 import traceback
 from collections.abc import Callable
 
-from bench import chat_turn, chat_turns, partial_saves, persona_patch, pgbench_notify, pooled, sse_ttfb
+from bench import (
+    chat_turn,
+    chat_turns,
+    observability,
+    partial_saves,
+    persona_patch,
+    pgbench_notify,
+    pooled,
+    sse_ttfb,
+)
 from bench.common import add_common_args, machine_info, print_code_version, run_main, write_results
 from bench.report import Row, print_summary
 
@@ -35,6 +45,7 @@ SCENARIOS: dict[str, Callable[[argparse.Namespace], list[Row]]] = {
     "pooled": pooled.run,
     "pgbench_notify": pgbench_notify.run,
     "partial_saves": partial_saves.run,
+    "observability": observability.run,
 }
 
 

@@ -95,6 +95,8 @@ def fmt_value(value: float | None, unit: str) -> str:
         return f"{value:.3f}x"
     if unit == "ms":
         return f"{value:.2f}" if abs(value) < 100 else f"{value:.0f}"
+    if unit == "us":
+        return f"{value:.1f}"
     return f"{value:.0f}"
 
 
