@@ -23,9 +23,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 from playwright.async_api import Browser, Page, Request, ViewportSize, async_playwright, expect
 
+from tests.factories import TEST_JWT_SECRET, create_user
+from tests.fakes.gotrue_server import FakeGoTrue, serve_gotrue
 from tests.servers import ServerProcess
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -249,6 +252,8 @@ async def _saved_messages(server: ServerProcess, token: str) -> list[dict[str, A
 
 async def test_sign_in_create_avatar_chat_and_switch_persona(server: ServerProcess, desktop: Page) -> None:
     page = desktop
+    fetched: list[str] = []
+    page.on("request", lambda r: fetched.append(r.url))
     await _sign_in(page, server, _email())
     await _create_avatar(page, "Ava", "friendly")
     # Every control has a label (a <label>, or aria-label).
@@ -279,6 +284,8 @@ async def test_sign_in_create_avatar_chat_and_switch_persona(server: ServerProce
     # The earlier reply still says which persona wrote it.
     await expect(_replies(page).first.locator(".persona")).to_have_text("friendly · persona v1")
     await expect(page.get_by_role("button", name="Send")).to_be_enabled()
+    # supabase-js is loaded only when a Supabase project is configured.
+    assert not [url for url in fetched if "/vendor/" in url], fetched
     await _screenshot(page, "web-client-desktop.png")
 
 
@@ -515,3 +522,66 @@ async def test_cors_a_page_on_a_listed_origin_uses_the_api_and_others_cannot(
         )
         assert mine.status_code == 404, mine.text
         assert json.loads(mine.text)["error"]["code"] == "avatar_not_found"
+
+
+@pytest.fixture(scope="module")
+def gotrue() -> Iterator[FakeGoTrue]:
+    with serve_gotrue(TEST_JWT_SECRET) as fake:
+        yield fake
+
+
+@pytest.fixture(scope="module")
+async def supabase_server(database_url: str, gotrue: FakeGoTrue) -> AsyncIterator[ServerProcess]:
+    """The API as deployed on a Supabase project: DATABASE_URL, SUPABASE_URL (Auth there,
+    faked) and the anon key; so no dev sign-in, and the client signs in with supabase-js."""
+    proc = ServerProcess(
+        database_url=database_url,
+        jwt_secret=TEST_JWT_SECRET,
+        env={
+            "SUPABASE_URL": gotrue.url,
+            "SUPABASE_ANON_KEY": "sb_publishable_test-anon-key",
+            "APP_ENV": "development",
+            "SHUTDOWN_GRACE_S": "5",
+        },
+    )
+    try:
+        await proc.start()
+        yield proc
+    finally:
+        if proc.proc is not None:
+            await proc.stop()
+
+
+async def test_with_a_supabase_project_the_client_signs_in_with_supabase_auth(
+    supabase_server: ServerProcess, gotrue: FakeGoTrue, owner: asyncpg.Connection, desktop: Page
+) -> None:
+    page = desktop
+    user = await create_user(owner)
+    gotrue.users[user.email] = ("correct horse", user.id)
+    fetched: list[str] = []
+    page.on("request", lambda r: fetched.append(r.url))
+    await page.goto(supabase_server.base_url + "/app")
+    await expect(page.locator("#supabase-sign-in")).to_be_visible()
+    await expect(page.locator("#dev-sign-in")).to_be_hidden()
+    assert [url for url in fetched if "/vendor/supabase-js@" in url], fetched
+    # The dev sign-in does not exist here.
+    async with supabase_server.client() as client:
+        assert (await client.post("/app/dev/sign-in", json={"email": user.email})).status_code == 404
+
+    await page.get_by_role("textbox", name="Email").fill(user.email)
+    await page.get_by_label("Password").fill("not the password")
+    await page.get_by_role("button", name="Sign in", exact=True).click()
+    await expect(page.locator("#notice")).to_contain_text("Signing in failed: Invalid login credentials")
+    await page.get_by_label("Password").fill("correct horse")
+    await page.get_by_role("button", name="Sign in", exact=True).click()
+    await _create_avatar(page, "Zoe", "witty")
+    await expect(page.locator("#account-email")).to_have_text(user.email)
+    reply = await _send(page, "Hi from a Supabase session")
+    await _watch(reply)
+    await expect(reply.locator(".persona")).to_have_text("witty · persona v1")
+    assert "POST /auth/v1/token?grant_type=password" in gotrue.requests
+
+    await page.get_by_role("button", name="Sign out").click()
+    await expect(page.locator("#supabase-sign-in")).to_be_visible()
+    stored = await page.evaluate("Object.keys(localStorage).filter((k) => k.startsWith('sb-'))")
+    assert stored == [], stored
