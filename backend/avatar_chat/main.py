@@ -26,7 +26,7 @@ from avatar_chat.chat.window import ConversationWindow
 from avatar_chat.conversations.router import router as conversations_router
 from avatar_chat.conversations.service import ConversationService
 from avatar_chat.core import runtime
-from avatar_chat.core.cors import install_cors
+from avatar_chat.core.cors import with_cors
 from avatar_chat.core.database import Database
 from avatar_chat.core.errors import install_error_handlers
 from avatar_chat.core.limits import BodySizeLimitMiddleware, configure_database_limits
@@ -142,7 +142,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = ObservedFastAPI(
         # Outermost, around everything: request ids, the access log, request metrics, /metrics.
-        observe=lambda inner: RequestObserver(inner, metrics, settings),
+        # Inside it, CORS: preflights are answered before anything else runs, and every
+        # answer (a 413 from the body limit, a 500) carries the CORS headers.
+        observe=lambda inner: RequestObserver(with_cors(inner, settings), metrics, settings),
         title="Avatar chat backend",
         version="1.0.0",
         summary="AI-avatar chat on Supabase: personas switched live, streamed replies, no lost messages.",
@@ -160,7 +162,4 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in ROUTERS:
         _add_routes(app, router)
     app.mount(WEB_PREFIX, ClientFiles(settings), name="web")  # /app/ is its index.html
-    # Added last, so outermost: preflights are answered before any other middleware, and
-    # every answer (a 413 from the body limit too) carries the CORS headers.
-    install_cors(app, settings)
     return app

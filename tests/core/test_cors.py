@@ -20,11 +20,17 @@ LISTED = "https://app.example.com"
 OTHER = "https://evil.example.net"
 
 
+async def _unexpected_failure() -> None:
+    raise RuntimeError("a bug")
+
+
 @pytest.fixture(scope="module")
 async def cors_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(settings.model_copy(update={"cors_allow_origins": (LISTED, "http://localhost:5173")}))
+    # A route with a bug, so that Starlette's ServerErrorMiddleware answers 500.
+    app.add_api_route("/test-only/unexpected-failure", _unexpected_failure)
     async with LifespanManager(app) as manager:
-        transport = httpx.ASGITransport(app=manager.app)
+        transport = httpx.ASGITransport(app=manager.app, raise_app_exceptions=False)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
             yield client
 
@@ -86,6 +92,9 @@ async def test_answers_to_a_listed_origin_carry_cors_headers_errors_and_streams_
     )
     assert too_large.status_code == 413
     _listed(too_large)
+    unexpected = await cors_client.get("/test-only/unexpected-failure", headers=origin)
+    assert unexpected.status_code == 500 and unexpected.json()["error"]["code"] == "internal_error"
+    _listed(unexpected)
     # An SSE send from the second origin.
     conversation = await create_conversation(cors_client, user)
     async with cors_client.stream(

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Final
 
-from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
+from starlette.types import ASGIApp
 
 from avatar_chat.core.settings import Settings
 
@@ -31,12 +31,14 @@ EXPOSED_HEADERS: Final = ("ETag", "Retry-After", "X-Request-ID", "Idempotent-Rep
 PREFLIGHT_MAX_AGE_S: Final = 600
 
 
-def install_cors(app: FastAPI, settings: Settings) -> None:
-    """Add last, so that it is the outermost middleware."""
+def with_cors(app: ASGIApp, settings: Settings) -> ASGIApp:
+    """`app` (the whole middleware stack, Starlette's ServerErrorMiddleware included, so
+    that an unhandled error's 500 carries the headers too) behind CORS; `app` itself when
+    no origin is configured."""
     if not settings.cors_allow_origins:
-        return
-    app.add_middleware(
-        CORSMiddleware,
+        return app
+    return CORSMiddleware(
+        app,
         allow_origins=list(settings.cors_allow_origins),
         allow_credentials=settings.cors_allow_credentials,
         allow_methods=list(ALLOWED_METHODS),
