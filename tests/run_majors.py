@@ -2,16 +2,20 @@
 
     python -m tests.run_majors [pytest arguments]
 
-First on the embedded server (PostgreSQL 18, what the app runs with no DATABASE_URL),
-then, for each installation in TEST_POSTGRES_BIN_DIRS (colon-separated; default Debian's
+On the embedded server (PostgreSQL 18, what the app runs with no DATABASE_URL) and, for
+each installation in TEST_POSTGRES_BIN_DIRS (colon-separated; default Debian's
 postgresql-15, /usr/lib/postgresql/15/bin, the oldest major Supabase runs), on a new
 cluster of its own: initdb in a temporary folder, started on a Unix socket by the same
 `EmbeddedPostgres` the app uses, TEST_DATABASE_URL pointed at it. Those runs take only
 the tests that use the database under test (TEST_ONLY_DATABASE_TESTS, see conftest.py):
 the others (token checks, the splitter, the wheel, tests with servers of their own) do
-not depend on it and ran in the first run. Each cluster is stopped and its folder removed
-whatever happens: tests failing, Ctrl-C, SIGTERM or SIGHUP (both forwarded to the running
-pytest; no further run starts). Exits non-zero if any run failed.
+not depend on it and run in the embedded run.
+
+The runs go at the same time (the suite mostly waits: on timeouts, servers, the model's
+pauses), the embedded one printing as it goes, each other one printed whole when it ends;
+TEST_MAJORS_SEQUENTIAL=1 runs them one after the other. Each cluster is stopped and its
+folder removed whatever happens: tests failing, Ctrl-C, SIGTERM or SIGHUP (both
+forwarded to every pytest). Exits non-zero if any run failed.
 
 With TEST_DATABASE_URL already set (a CI service container, `supabase start`) the suite
 runs once, against that. TEST_POSTGRES_BIN_DIRS= (empty) runs the embedded server only.
@@ -20,6 +24,7 @@ runs once, against that. TEST_POSTGRES_BIN_DIRS= (empty) runs the embedded serve
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
@@ -27,8 +32,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
+from typing import IO
 
 import asyncpg
 
@@ -38,45 +45,68 @@ DEFAULT_BIN_DIRS = "/usr/lib/postgresql/15/bin"
 PYTEST = [sys.executable, "-m", "pytest"]
 
 
+class Run:
+    """One pytest process, printing as it goes or into a file printed when it ends."""
+
+    def __init__(self, label: str, args: list[str], env: dict[str, str], log: IO[bytes] | None) -> None:
+        self.label = label
+        self.log = log
+        self.started = time.monotonic()
+        print(f"\n==> the test suite on {label}" + (" (printed when it ends)" if log else ""), flush=True)
+        self.process = subprocess.Popen([*PYTEST, *args], env=env, stdout=log, stderr=log)
+
+    def wait(self) -> int:
+        code = self.process.wait()
+        if self.log is not None:
+            self.log.seek(0)
+            print(f"\n==> the test suite on {self.label}", flush=True)
+            sys.stdout.buffer.write(self.log.read())
+            sys.stdout.flush()
+        print(f"==> {self.label}: exit {code} after {time.monotonic() - self.started:.0f} s", flush=True)
+        return code
+
+
 class Runner:
     def __init__(self) -> None:
-        self.child: subprocess.Popen[bytes] | None = None
+        self.runs: list[Run] = []
         self.interrupted: int | None = None  # the signal that stopped us
 
     def on_signal(self, signum: int, _: FrameType | None) -> None:
         self.interrupted = signum
-        # Ctrl-C reaches pytest from the terminal already (same process group); the
+        # Ctrl-C reaches every pytest from the terminal already (same process group); the
         # others may have been sent to this process only.
-        if signum != signal.SIGINT and self.child is not None and self.child.poll() is None:
-            self.child.send_signal(signum)
+        if signum == signal.SIGINT:
+            return
+        for run in self.runs:
+            if run.process.poll() is None:
+                run.process.send_signal(signum)
 
-    def pytest(self, label: str, args: list[str], env: dict[str, str]) -> int:
-        print(f"\n==> the test suite on {label}", flush=True)
-        started = time.monotonic()
-        self.child = subprocess.Popen([*PYTEST, *args], env=env)
-        try:
-            code = self.child.wait()
-        finally:
-            self.child = None
-        print(f"==> {label}: exit {code} after {time.monotonic() - started:.0f} s", flush=True)
-        return code
+    def stop_all(self) -> None:
+        for run in self.runs:
+            if run.process.poll() is None:
+                run.process.terminate()
+                run.process.wait()
 
-    def on_cluster(self, bin_dir: Path, args: list[str]) -> int:
-        data = Path(tempfile.mkdtemp(prefix="avatar-chat-pg-"))
-        pg = EmbeddedPostgres(data, stop_on_exit=False, bin_dir=bin_dir)
+    def start(self, label: str, args: list[str], env: dict[str, str], log: IO[bytes] | None = None) -> Run:
+        run = Run(label, args, env, log)
+        self.runs.append(run)
+        return run
+
+
+@contextlib.contextmanager
+def cluster(bin_dir: Path) -> Iterator[tuple[str, str]]:
+    """A new cluster of that installation: (dsn, server version); always removed."""
+    data = Path(tempfile.mkdtemp(prefix="avatar-chat-pg-"))
+    pg = EmbeddedPostgres(data, stop_on_exit=False, bin_dir=bin_dir)
+    try:
+        dsn = pg.start()
+        yield dsn, asyncio.run(_server_version(dsn))
+    finally:
         try:
-            dsn = pg.start()
-            version = asyncio.run(_server_version(dsn))
-            if self.interrupted is not None:
-                return 128 + self.interrupted
-            env = {**os.environ, "TEST_DATABASE_URL": dsn, "TEST_ONLY_DATABASE_TESTS": "1"}
-            return self.pytest(f"PostgreSQL {version} ({bin_dir})", args, env)
+            if (pg.pgdata / "postmaster.pid").exists():
+                pg.stop()
         finally:
-            try:
-                if (pg.pgdata / "postmaster.pid").exists():
-                    pg.stop()
-            finally:
-                shutil.rmtree(data, ignore_errors=True)
+            shutil.rmtree(data, ignore_errors=True)
 
 
 async def _server_version(dsn: str) -> str:
@@ -94,7 +124,7 @@ def main(args: list[str]) -> int:
         signal.signal(signum, runner.on_signal)
 
     if os.environ.get("TEST_DATABASE_URL"):
-        return runner.pytest("TEST_DATABASE_URL", args, dict(os.environ))
+        return runner.start("TEST_DATABASE_URL", args, dict(os.environ)).wait()
 
     bin_dirs = [Path(d) for d in os.environ.get("TEST_POSTGRES_BIN_DIRS", DEFAULT_BIN_DIRS).split(":") if d]
     missing = [d for d in bin_dirs if not (d / "initdb").is_file()]
@@ -105,12 +135,28 @@ def main(args: list[str]) -> int:
             file=sys.stderr,
         )
         return 1
+    sequential = os.environ.get("TEST_MAJORS_SEQUENTIAL", "") not in ("", "0")
 
-    codes = [runner.pytest("the embedded PostgreSQL", args, dict(os.environ))]
-    for bin_dir in bin_dirs:
-        if runner.interrupted is not None:
-            break
-        codes.append(runner.on_cluster(bin_dir, args))
+    codes: list[int] = []
+    with contextlib.ExitStack() as stack:  # the clusters, removed on the way out
+        stack.callback(runner.stop_all)  # ...after every pytest, also if a cluster fails to start
+        embedded = runner.start("the embedded PostgreSQL", args, dict(os.environ))
+        if sequential:
+            codes.append(embedded.wait())
+        others: list[Run] = []
+        for bin_dir in bin_dirs:
+            if runner.interrupted is not None:
+                break
+            dsn, version = stack.enter_context(cluster(bin_dir))
+            env = {**os.environ, "TEST_DATABASE_URL": dsn, "TEST_ONLY_DATABASE_TESTS": "1"}
+            label = f"PostgreSQL {version} ({bin_dir})"
+            if sequential:
+                codes.append(runner.start(label, args, env).wait())
+            else:
+                others.append(runner.start(label, args, env, stack.enter_context(tempfile.TemporaryFile())))
+        if not sequential:
+            codes.append(embedded.wait())
+        codes.extend(run.wait() for run in others)
     if runner.interrupted is not None:
         return 128 + runner.interrupted
     return next((code for code in codes if code != 0), 0)
