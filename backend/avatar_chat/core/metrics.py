@@ -61,9 +61,7 @@ TURN_OUTCOMES: Final = (
     "refused",  # begin_turn refused it (404, 409, 422, 429, 503...)
 )
 RATE_LIMIT_CODES: Final = ("rate_limited", "too_many_streams")
-STORE_KINDS: Final = ("avatar", "window")
 STORE_RESULTS: Final = ("hit", "miss", "stale")
-ACQUIRE_ERRORS: Final = ("timeout", "unavailable")
 _HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 

@@ -29,13 +29,11 @@ from avatar_chat.core.settings import Settings
 
 access_log = logging.getLogger("avatar_chat.access")
 
-REQUEST_ID_HEADER: Final = "X-Request-ID"
 _HEADER = b"x-request-id"
 # Accepted from a client (or a proxy) as is: up to 128 characters a log line or a header
 # can hold without escaping. Anything else is replaced by a new id.
 _SANE_ID = re.compile(rb"[A-Za-z0-9._~:+/=@-]{1,128}")
 METRICS_PATH: Final = "/metrics"
-METRICS_ROUTE: Final = METRICS_PATH
 
 
 def new_request_id() -> str:
@@ -149,7 +147,7 @@ class RequestObserver:
 class _MetricsRoute:
     """What `scope["route"]` holds for /metrics (served here, not by a router route)."""
 
-    path = METRICS_ROUTE
+    path = METRICS_PATH
 
 
 def metrics_authorization(settings: Settings) -> bytes | None:
