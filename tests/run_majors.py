@@ -13,7 +13,10 @@ not depend on it and run in the embedded run.
 
 The runs go at the same time (the suite mostly waits: on timeouts, servers, the model's
 pauses), the embedded one printing as it goes, each other one printed whole when it ends;
-TEST_MAJORS_SEQUENTIAL=1 runs them one after the other. Each cluster is stopped and its
+TEST_MAJORS_SEQUENTIAL=1 runs them one after the other. Each run has a temporary folder
+of its own (`--basetemp`): pytest's shared default, /tmp/pytest-of-<user>, is set back
+to mode 0700 by every session that starts, which locks the embedded server's unprivileged
+user out of a data folder the other run made there. Each cluster is stopped and its
 folder removed whatever happens: tests failing, Ctrl-C, SIGTERM or SIGHUP (both
 forwarded to every pytest). Exits non-zero if any run failed.
 
@@ -67,9 +70,15 @@ class Run:
 
 
 class Runner:
-    def __init__(self) -> None:
+    def __init__(self, temp_root: Path) -> None:
         self.runs: list[Run] = []
         self.interrupted: int | None = None  # the signal that stopped us
+        self.temp_root = temp_root
+
+    def _basetemp(self, args: list[str]) -> list[str]:
+        if any(arg.startswith("--basetemp") for arg in args):
+            return []
+        return [f"--basetemp={self.temp_root / f'run{len(self.runs)}'}"]
 
     def on_signal(self, signum: int, _: FrameType | None) -> None:
         self.interrupted = signum
@@ -88,7 +97,7 @@ class Runner:
                 run.process.wait()
 
     def start(self, label: str, args: list[str], env: dict[str, str], log: IO[bytes] | None = None) -> Run:
-        run = Run(label, args, env, log)
+        run = Run(label, [*self._basetemp(args), *args], env, log)
         self.runs.append(run)
         return run
 
@@ -119,7 +128,14 @@ async def _server_version(dsn: str) -> str:
 
 
 def main(args: list[str]) -> int:
-    runner = Runner()
+    temp_root = Path(tempfile.mkdtemp(prefix="avatar-chat-tests-"))
+    try:
+        return _main(args, Runner(temp_root))
+    finally:
+        shutil.rmtree(temp_root, ignore_errors=True)
+
+
+def _main(args: list[str], runner: Runner) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, runner.on_signal)
 

@@ -26,10 +26,12 @@ pytestmark = pytest.mark.slow
 PROBE = """
 import os, pathlib, time
 
-def test_probe():
+def test_probe(tmp_path_factory):
     url = os.environ.get("TEST_DATABASE_URL")
+    run = "embedded" if url is None else "cluster"
+    pathlib.Path(os.environ["PROBE_OUT"] + f".basetemp.{run}").write_text(str(tmp_path_factory.getbasetemp()))
     if url is None:
-        return  # the embedded run
+        return
     pathlib.Path(os.environ["PROBE_OUT"]).write_text(url)
     if os.environ.get("PROBE_HANG"):
         time.sleep(120)
@@ -72,6 +74,22 @@ async def test_a_failure_on_the_cluster_fails_the_run_and_the_cluster_is_removed
     assert "==> the test suite on PostgreSQL 15." in output
     assert "fails on the cluster" in output
     await assert_cluster_gone(tmp_path)
+
+
+async def test_each_run_has_a_temporary_folder_of_its_own_removed_at_the_end(tmp_path: Path) -> None:
+    """Not pytest's shared /tmp/pytest-of-<user>: each session that starts sets that back
+    to mode 0700, locking the embedded server's user out of the other run's data folder
+    (seen in CI as 30 failures and a PANIC on pg_control)."""
+    helper = start_helper(tmp_path)
+    output, _ = await asyncio.to_thread(helper.communicate, timeout=120)
+    assert helper.returncode == 1, output
+    embedded = Path((tmp_path / "url.basetemp.embedded").read_text())
+    cluster = Path((tmp_path / "url.basetemp.cluster").read_text())
+    assert embedded != cluster
+    for basetemp in (embedded, cluster):
+        assert basetemp.parent.parent == tmp_path / "tmp", basetemp  # in TMPDIR, not pytest's
+        assert basetemp.parent.name.startswith("avatar-chat-tests-"), basetemp
+    assert list((tmp_path / "tmp").glob("avatar-chat-tests-*")) == [], "a temporary folder is left behind"
 
 
 async def test_sigterm_stops_pytest_and_removes_the_cluster(tmp_path: Path) -> None:

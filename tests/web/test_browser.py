@@ -309,7 +309,9 @@ async def test_reload_mid_stream_resumes_the_reply_at_phone_width(server: Server
     await page.keyboard.press("Enter")
     await expect(page.get_by_label("Message", exact=True)).to_be_focused()
 
-    reply = await _send(page, "Tell me a long story, please")
+    reply = await _send(
+        page, "Tell me a long story, please: about a lighthouse keeper, a storm and a lost cat"
+    )
     # Some of it has streamed in, not all: reload now.
     deadline = time.monotonic() + 10
     while len(await reply.locator(".content").inner_text()) < 20:

@@ -535,7 +535,8 @@ async function consume(events, conversationId, { replyId = null, lastEventId = n
       return null;
     }
   }
-  return reply;
+  // Neither `done` nor `error`: the connection was cut (a proxy, a server restart).
+  throw new ApiError(0, "stream_cut", "The connection closed before the reply was complete.");
 }
 
 function setComposerBusy(isBusy) {
