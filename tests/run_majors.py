@@ -3,13 +3,14 @@
     python -m tests.run_majors [pytest arguments]
 
 On the embedded server (PostgreSQL 18, what the app runs with no DATABASE_URL) and, for
-each installation in TEST_POSTGRES_BIN_DIRS (colon-separated; default Debian's
-postgresql-15, /usr/lib/postgresql/15/bin, the oldest major Supabase runs), on a new
-cluster of its own: initdb in a temporary folder, started on a Unix socket by the same
-`EmbeddedPostgres` the app uses, TEST_DATABASE_URL pointed at it. Those runs take only
-the tests that use the database under test (TEST_ONLY_DATABASE_TESTS, see conftest.py):
-the others (token checks, the splitter, the wheel, tests with servers of their own) do
-not depend on it and run in the embedded run.
+each installation in TEST_POSTGRES_BIN_DIRS (colon-separated; default the two majors
+Supabase runs: Debian's postgresql-15 in /usr/lib/postgresql/15/bin, the oldest, and
+PostgreSQL 17 in .cache/postgresql-17/bin, what new projects get, fetched by
+./scripts/postgres-17), on a new cluster of its own: initdb in a temporary folder,
+started on a Unix socket by the same `EmbeddedPostgres` the app uses, TEST_DATABASE_URL
+pointed at it. Those runs take only the tests that use the database under test
+(TEST_ONLY_DATABASE_TESTS, see conftest.py): the others (token checks, the splitter, the
+wheel, tests with servers of their own) do not depend on it and run in the embedded run.
 
 The runs go at the same time (the suite mostly waits: on timeouts, servers, the model's
 pauses), the embedded one printing as it goes, each other one printed whole when it ends;
@@ -44,7 +45,10 @@ import asyncpg
 
 from avatar_chat.core.embedded import EmbeddedPostgres
 
-DEFAULT_BIN_DIRS = "/usr/lib/postgresql/15/bin"
+ROOT = Path(__file__).resolve().parents[1]
+DEBIAN_POSTGRES_15 = "/usr/lib/postgresql/15/bin"
+POSTGRES_17 = str(ROOT / ".cache" / "postgresql-17" / "bin")  # ./scripts/postgres-17
+DEFAULT_BIN_DIRS = f"{DEBIAN_POSTGRES_15}:{POSTGRES_17}"
 PYTEST = [sys.executable, "-m", "pytest"]
 
 
@@ -147,7 +151,8 @@ def _main(args: list[str], runner: Runner) -> int:
     if missing:
         print(
             f"no PostgreSQL installation in {', '.join(map(str, missing))}: install Debian's postgresql-15"
-            " (./scripts/system-deps does, as root), or set TEST_POSTGRES_BIN_DIRS (empty: embedded only)",
+            " (./scripts/system-deps does, as root) and PostgreSQL 17 (./scripts/postgres-17), or set"
+            " TEST_POSTGRES_BIN_DIRS (colon-separated bin folders; empty: embedded only)",
             file=sys.stderr,
         )
         return 1

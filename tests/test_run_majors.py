@@ -17,7 +17,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from tests.run_majors import DEFAULT_BIN_DIRS
+from tests.run_majors import DEBIAN_POSTGRES_15
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -47,7 +47,7 @@ def start_helper(tmp_path: Path, **env: str) -> subprocess.Popen[str]:
     environment.update(
         TMPDIR=str(tmp_path / "tmp"),
         PROBE_OUT=str(tmp_path / "url"),
-        TEST_POSTGRES_BIN_DIRS=DEFAULT_BIN_DIRS,
+        TEST_POSTGRES_BIN_DIRS=DEBIAN_POSTGRES_15,  # one cluster is enough here
         **env,
     )
     return subprocess.Popen(
