@@ -9,6 +9,7 @@ and, for `pooled`, pgbouncer, all stopped at its end):
     sse_ttfb        streamed turns: time to first byte and first delta vs the floor
     pooled          persona_patch and chat_turns direct vs through pgbouncer (transaction mode)
     pgbench_notify  pgbench on the persona UPDATE with and without the old NOTIFY trigger
+    pgbench_act_as  pgbench on the API's persona statement with and without act_as's user check
     partial_saves   what saving a reply's text while it streams costs a chat turn
     observability   metrics and request ids on vs off vs none: PATCH and chat turn throughput
 
@@ -30,6 +31,7 @@ from bench import (
     observability,
     partial_saves,
     persona_patch,
+    pgbench_act_as,
     pgbench_notify,
     pooled,
     sse_ttfb,
@@ -44,6 +46,7 @@ SCENARIOS: dict[str, Callable[[argparse.Namespace], list[Row]]] = {
     "sse_ttfb": sse_ttfb.run,
     "pooled": pooled.run,
     "pgbench_notify": pgbench_notify.run,
+    "pgbench_act_as": pgbench_act_as.run,
     "partial_saves": partial_saves.run,
     "observability": observability.run,
 }

@@ -66,6 +66,11 @@ class ServerProcess:
         }
         self.proc: asyncio.subprocess.Process | None = None
 
+    @property
+    def data_dir(self) -> Path:
+        """The DATA_DIR it runs with (on the embedded default: where its cluster lives)."""
+        return Path(self._env["DATA_DIR"])
+
     def client(self) -> httpx.AsyncClient:
         """No keep-alive: every request is a new connection, so requests spread over the workers."""
         return httpx.AsyncClient(

@@ -27,6 +27,7 @@ import asyncpg
 import pytest
 from playwright.async_api import Browser, Page, Request, ViewportSize, async_playwright, expect
 
+from avatar_chat.core.embedded import EmbeddedPostgres
 from tests.factories import TEST_JWT_SECRET, create_user
 from tests.fakes.gotrue_server import FakeGoTrue, serve_gotrue
 from tests.servers import ServerProcess
@@ -413,6 +414,38 @@ async def test_a_429_waits_retry_after_then_the_retry_goes_through(
     await expect(reply).to_have_attribute("data-status", "complete", timeout=20_000)
     await expect(page.locator("#messages > li.user")).to_have_count(1)
     await expect(notice).to_be_hidden()
+
+
+async def test_a_database_outage_is_retried_by_itself_and_the_message_is_sent_once(
+    server: ServerProcess, desktop: Page
+) -> None:
+    """503 -> the client says so and retries by itself with backoff (the same
+    Idempotency-Key), until the database, stopped for real, is back."""
+    page = desktop
+    await _sign_in(page, server, _email())
+    await _create_avatar(page, "Dee", "caring")
+    # The cluster `serve` started in its DATA_DIR: attached to, stopped, started again.
+    cluster = EmbeddedPostgres(server.data_dir, stop_on_exit=False)
+    await asyncio.to_thread(cluster.start)
+    notice = page.locator("#notice")
+    try:
+        await asyncio.to_thread(cluster.stop)
+        box = page.get_by_label("Message", exact=True)
+        await box.fill("Are you still there?")
+        await box.press("Enter")
+        await expect(notice).to_contain_text("The database is unavailable")
+        await expect(notice).to_contain_text("Trying again in")
+        await expect(notice).to_have_attribute("data-kind", "retrying")
+    finally:
+        await asyncio.to_thread(cluster.resume)
+        cluster.release()
+    reply = _replies(page).last
+    await expect(reply).to_have_attribute("data-status", "complete", timeout=30_000)
+    await expect(notice).to_be_hidden()
+    await expect(page.locator("#messages > li.user")).to_have_count(1)
+    await expect(reply.locator(".content")).to_contain_text('You said: "Are you still there?"')
+    saved = await _saved_messages(server, await _token(page))
+    assert [(m["role"], m["status"]) for m in saved] == [("user", "complete"), ("assistant", "complete")]
 
 
 _CROSS_ORIGIN_CALLS = """
