@@ -1,9 +1,9 @@
 """The web client end to end, in headless Chromium (Debian's `chromium`, driven by
 Playwright), against `avatar-chat serve --workers 2` on the embedded default exactly as
 `./scripts/run` starts it: sign in, create the avatar, watch a reply stream in, switch the
-persona, reload mid-stream, stop and retry, 401 and 429; and CORS from pages served on a
-second origin (listed) and a third (not listed). Screenshots at phone and desktop width go
-to test-artifacts/. Select with `-m browser`.
+persona, reload mid-stream, stop and retry, 401, 429 and a database outage (503); and CORS
+from pages served on a second origin (listed) and a third (not listed). Screenshots at
+phone and desktop width go to test-artifacts/. Select with `-m browser`.
 """
 
 from __future__ import annotations
