@@ -26,17 +26,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from typing import Any
 
 import asyncpg
 
 from avatar_chat.core.migrate import default_migrations_dir
 from bench.common import PERSONALITIES, BenchSession, scenario_main, step
-from bench.pgbench_notify import database_dsn, pgbench_path, prepare, run_pgbench, total_version
+from bench.pgbench import Variant, compare, database_dsn, prepare, title
 from bench.report import Row, conclude
 
 NAME = "pgbench_act_as"
 DATABASES = {"check": "bench_user_check", "no_check": "bench_no_user_check"}
+LABELS = {"check": "act_as checks the user", "no_check": "act_as without the check"}
 
 # act_as as 20261201100000_act_as_and_error_protocol.sql defined it.
 _WITHOUT_USER_CHECK = """
@@ -61,92 +61,50 @@ select id, user_id, name, personality::text as personality, backstory, version, 
 """
 
 
-async def _drop_user_check(dsn: str) -> str:
+async def _act_as_source(dsn: str, replace_with: str | None = None) -> str:
     conn: asyncpg.Connection = await asyncpg.connect(dsn)
     try:
-        await conn.execute(_WITHOUT_USER_CHECK)
-        definition: str = await conn.fetchval("select prosrc from pg_proc where proname = 'act_as'")
-        return definition
-    finally:
-        await conn.close()
-
-
-async def _has_user_check(dsn: str) -> bool:
-    conn: asyncpg.Connection = await asyncpg.connect(dsn)
-    try:
+        if replace_with is not None:
+            await conn.execute(replace_with)
         source: str = await conn.fetchval("select prosrc from pg_proc where proname = 'act_as'")
-        return "auth.users" in source
+        return source
     finally:
         await conn.close()
 
 
 def run(args: argparse.Namespace) -> list[Row]:
-    runs: dict[str, list[dict[str, Any]]] = {key: [] for key in DATABASES}
     with BenchSession(NAME) as session:
         with step("database cluster"):
             dsn = session.database()
-        pgbench = pgbench_path(session)
-        target = {key: database_dsn(dsn, name) for key, name in DATABASES.items()}
         for name in DATABASES.values():
             with step(f"database {name}: migrations, {args.users} avatars"):
                 asyncio.run(prepare(dsn, name, default_migrations_dir(), args.users))
-        asyncio.run(_drop_user_check(target["no_check"]))
-        checks = {key: asyncio.run(_has_user_check(target[key])) for key in DATABASES}
+        variants = {
+            key: Variant(name, database_dsn(dsn, name), LABELS[key]) for key, name in DATABASES.items()
+        }
+        asyncio.run(_act_as_source(variants["no_check"].dsn, replace_with=_WITHOUT_USER_CHECK))
+        checks = {key: "auth.users" in asyncio.run(_act_as_source(v.dsn)) for key, v in variants.items()}
         if checks != {"check": True, "no_check": False}:
             raise RuntimeError(f"expected the user check in bench_user_check only: {checks}")
         script = session.tmp / "update-my-avatar.sql"
         script.write_text(_SCRIPT.format(users=args.users, personalities=len(PERSONALITIES)))
-
-        def once(key: str, seconds: float) -> dict[str, Any]:
-            return run_pgbench(
-                pgbench, target[key], script, args.pgbench_clients, seconds, args.pgbench_protocol
-            )
-
-        if args.warmup > 0:
-            for key in DATABASES:
-                with step(f"warm-up {key} {args.warmup:g} s"):
-                    once(key, args.warmup)
-        versions_before = {key: total_version(target[key]) for key in DATABASES}
-        for round_no in range(args.rounds):
-            order = list(DATABASES) if round_no % 2 == 0 else list(DATABASES)[::-1]
-            for key in order:
-                with step(f"round {round_no + 1}/{args.rounds}: {DATABASES[key]} {args.pgbench_seconds:g} s"):
-                    runs[key].append(once(key, args.pgbench_seconds))
-        versions = {key: total_version(target[key]) - versions_before[key] for key in DATABASES}
-
-    tps = {key: sum(r["tps"] for r in rs) / len(rs) for key, rs in runs.items()}
-    print()
-    print(
-        f"{NAME}: pgbench -c{args.pgbench_clients} -j2 -M {args.pgbench_protocol}, {args.pgbench_seconds:g} s"
-        f" x {args.rounds} round(s), avatar_chat.update_my_avatar(claims, personality) for a random one"
-        f" of {args.users}"
-    )
-    labels = {"check": "act_as checks the user", "no_check": "act_as without the check"}
-    for i in range(args.rounds):
-        line = ", ".join(
-            f"{labels[key]} {runs[key][i]['tps']:.0f} tps (avg {runs[key][i]['latency_avg_ms']} ms)"
-            for key in DATABASES
+        compared = compare(
+            session, args, variants, script, "avatar_chat.update_my_avatar(claims, personality)"
         )
-        print(f"  round {i + 1}: {line}")
-    for key, name in DATABASES.items():
-        counted = sum(int(r["transactions"] or 0) for r in runs[key])
-        print(
-            f"  database {name}: avatar versions advanced by {versions[key]} for {counted} transactions"
-            " pgbench counted" + ("" if versions[key] == counted else "  <-- MISMATCH")
-        )
-    failed = sum(int(r["failed"] or 0) for rs in runs.values() for r in rs)
-    note = f"{failed} failed transactions" if failed else ""
+
+    tps = compared.tps
     rows = [
-        Row(NAME, "pgbench update_my_avatar, act_as checks the user", "tps", floor=tps["check"], note=note),
+        Row(
+            NAME,
+            "pgbench update_my_avatar, act_as checks the user",
+            "tps",
+            floor=tps["check"],
+            note=compared.note,
+        ),
         Row(NAME, "pgbench update_my_avatar, act_as without the check", "tps", floor=tps["no_check"]),
         Row(NAME, "pgbench update_my_avatar, check/no_check", "x", floor=tps["check"] / tps["no_check"]),
     ]
-    title = (
-        f"{NAME} (pgbench -c{args.pgbench_clients} -M {args.pgbench_protocol},"
-        " database only: figures in the floor column)"
-    )
-    data = {"runs": runs, "tps_mean": tps, "db_version_increments": versions}
-    return conclude(NAME, title, args, rows, data, {})
+    return conclude(NAME, title(NAME, args), args, rows, compared.data(), {})
 
 
 if __name__ == "__main__":

@@ -24,25 +24,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import re
 import shutil
-import subprocess
 import sys
-from pathlib import Path
-from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
 
 import asyncpg
 
-from avatar_chat.core.migrate import default_migrations_dir, discover, migrate
+from avatar_chat.core.migrate import default_migrations_dir, discover
 from bench.common import PERSONALITIES, BenchSession, scenario_main, step
+from bench.pgbench import Variant, compare, database_dsn, prepare, title
 from bench.report import Row, conclude
-from bench.workloads import query
 
 NAME = "pgbench_notify"
 LAST_WITH_NOTIFY = "20261201100000"
 DATABASES = {"notify": "bench_notify", "full": "bench_full"}
+LABELS = {"notify": f"with avatars_notify (up to {LAST_WITH_NOTIFY})", "full": "fully migrated (no NOTIFY)"}
 
 _SCRIPT = """\\set u random(1, {users})
 \\set p random(1, {personalities})
@@ -52,185 +47,52 @@ update public.avatars set personality = (enum_range(null::public.personality_typ
 """
 
 
-def user_id(n: int) -> str:
-    """The users' ids, as the pgbench script computes them from 1..N."""
-    return f"00000000-0000-4000-8000-{n:012d}"
-
-
-def pgbench_path(session: BenchSession) -> str:
-    """The embedded cluster's pgbench (same major version), else the one on PATH."""
-    embedded = session.postgres_bin()
-    if embedded is not None and (embedded / "pgbench").exists():
-        return str(embedded / "pgbench")
-    found = shutil.which("pgbench")
-    if found is None:
-        raise RuntimeError(
-            "pgbench not found (the embedded PostgreSQL ships one; or install postgresql-client)"
-        )
-    return found
-
-
-def database_dsn(dsn: str, name: str) -> str:
-    return urlsplit(dsn)._replace(path=f"/{name}").geturl()
-
-
-def libpq_env(dsn: str) -> dict[str, str]:
-    """PGHOST and friends for the database `dsn` names (a socket folder or a host)."""
-    parts = urlsplit(dsn)
-    query = parse_qs(parts.query)
-    env = {
-        "PGHOST": query.get("host", [parts.hostname or "127.0.0.1"])[0],
-        "PGPORT": query.get("port", [str(parts.port or 5432)])[0],
-        "PGUSER": unquote(parts.username or "postgres"),
-        "PGDATABASE": parts.path.lstrip("/") or "postgres",
-    }
-    if parts.password:
-        env["PGPASSWORD"] = unquote(parts.password)
-    return env
-
-
-async def prepare(dsn: str, name: str, migrations: Path, users: int) -> bool:
-    """A fresh database `name`, migrated with `migrations`, with users and avatars;
-    returns whether it has the avatars_notify trigger."""
+async def _has_notify_trigger(dsn: str) -> bool:
     conn: asyncpg.Connection = await asyncpg.connect(dsn)
     try:
-        await conn.execute(f'drop database if exists "{name}"')
-        await conn.execute(f'create database "{name}"')
-    finally:
-        await conn.close()
-    target = database_dsn(dsn, name)
-    await migrate(target, migrations)
-    conn = await asyncpg.connect(target)
-    try:
-        ids = [user_id(n) for n in range(1, users + 1)]
-        await conn.execute(
-            "insert into auth.users (id, email) select i::uuid, 'pgbench-' || i || '@example.test'"
-            " from unnest($1::text[]) i",
-            ids,
-        )
-        await conn.execute(
-            "insert into public.avatars (user_id, name, personality, backstory)"
-            " select i::uuid, 'Bench', 'friendly', 'A benchmark avatar.' from unnest($1::text[]) i",
-            ids,
-        )
-        await conn.execute("vacuum analyze public.avatars")
-        has_trigger: bool = await conn.fetchval(
+        found: bool = await conn.fetchval(
             "select exists (select from pg_trigger where tgname = 'avatars_notify')"
         )
-        return has_trigger
+        return found
     finally:
         await conn.close()
-
-
-def total_version(dsn: str) -> int:
-    (row,) = asyncio.run(query(dsn, "select coalesce(sum(version), 0) as n from public.avatars"))
-    return int(row["n"])
-
-
-def run_pgbench(
-    pgbench: str, dsn: str, script: Path, clients: int, seconds: float, protocol: str
-) -> dict[str, Any]:
-    argv = [
-        pgbench,
-        "-n",
-        "-M",
-        protocol,
-        f"-c{clients}",
-        f"-j{min(2, clients)}",
-        f"-T{max(1, round(seconds))}",
-        "-f",
-        str(script),
-    ]
-    env = {**os.environ, **libpq_env(dsn)}
-    proc = subprocess.run(argv, capture_output=True, text=True, env=env, check=False, timeout=seconds + 120)
-    tps = re.search(r"^tps = ([\d.]+)", proc.stdout, re.MULTILINE)
-    if proc.returncode != 0 or tps is None:
-        raise RuntimeError(f"pgbench failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
-
-    def number(pattern: str) -> float | None:
-        match = re.search(pattern, proc.stdout, re.MULTILINE)
-        return float(match.group(1)) if match else None
-
-    return {
-        "tps": float(tps.group(1)),
-        "transactions": number(r"^number of transactions actually processed: (\d+)"),
-        "failed": number(r"^number of failed transactions: (\d+)"),
-        "latency_avg_ms": number(r"^latency average = ([\d.]+) ms"),
-    }
 
 
 def run(args: argparse.Namespace) -> list[Row]:
-    runs: dict[str, list[dict[str, Any]]] = {key: [] for key in DATABASES}
     with BenchSession(NAME) as session:
         with step("database cluster"):
             dsn = session.database()
-        pgbench = pgbench_path(session)
         folders = {"notify": session.tmp / "migrations-notify", "full": default_migrations_dir()}
         folders["notify"].mkdir()
         for migration in discover(default_migrations_dir()):
             if migration.version <= LAST_WITH_NOTIFY:
                 shutil.copy(migration.path, folders["notify"] / migration.path.name)
-        triggers: dict[str, bool] = {}
         for key, name in DATABASES.items():
             with step(f"database {name}: migrations from {folders[key]}, {args.users} avatars"):
-                triggers[key] = asyncio.run(prepare(dsn, name, folders[key], args.users))
+                asyncio.run(prepare(dsn, name, folders[key], args.users))
+        variants = {
+            key: Variant(name, database_dsn(dsn, name), LABELS[key]) for key, name in DATABASES.items()
+        }
+        triggers = {key: asyncio.run(_has_notify_trigger(v.dsn)) for key, v in variants.items()}
         if triggers != {"notify": True, "full": False}:
             raise RuntimeError(f"expected the avatars_notify trigger in bench_notify only: {triggers}")
         script = session.tmp / "update-avatar.sql"
         script.write_text(_SCRIPT.format(users=args.users, personalities=len(PERSONALITIES)))
-        target = {key: database_dsn(dsn, name) for key, name in DATABASES.items()}
+        compared = compare(session, args, variants, script, "UPDATE public.avatars ... RETURNING")
 
-        def once(key: str, seconds: float) -> dict[str, Any]:
-            return run_pgbench(
-                pgbench, target[key], script, args.pgbench_clients, seconds, args.pgbench_protocol
-            )
-
-        if args.warmup > 0:
-            for key in DATABASES:
-                with step(f"warm-up {key} {args.warmup:g} s"):
-                    once(key, args.warmup)
-        versions_before = {key: total_version(target[key]) for key in DATABASES}
-        for round_no in range(args.rounds):
-            order = list(DATABASES) if round_no % 2 == 0 else list(DATABASES)[::-1]
-            for key in order:
-                with step(f"round {round_no + 1}/{args.rounds}: {DATABASES[key]} {args.pgbench_seconds:g} s"):
-                    runs[key].append(once(key, args.pgbench_seconds))
-
-        versions = {key: total_version(target[key]) - versions_before[key] for key in DATABASES}
-
-    tps = {key: sum(r["tps"] for r in rs) / len(rs) for key, rs in runs.items()}
-    print()
-    print(
-        f"pgbench_notify: pgbench -c{args.pgbench_clients} -j2 -M {args.pgbench_protocol},"
-        f" {args.pgbench_seconds:g} s"
-        f" x {args.rounds} round(s), UPDATE public.avatars ... RETURNING for a random one of {args.users}"
-    )
-    labels = {"notify": "with avatars_notify (up to 20261201100000)", "full": "fully migrated (no NOTIFY)"}
-    for i in range(args.rounds):
-        line = ", ".join(
-            f"{labels[key]} {runs[key][i]['tps']:.0f} tps (avg {runs[key][i]['latency_avg_ms']} ms)"
-            for key in DATABASES
-        )
-        print(f"  round {i + 1}: {line}")
-    for key, name in DATABASES.items():
-        counted = sum(int(r["transactions"] or 0) for r in runs[key])
-        print(
-            f"  database {name}: avatar versions advanced by {versions[key]} for {counted} transactions"
-            " pgbench counted" + ("" if versions[key] == counted else "  <-- MISMATCH")
-        )
-    failed = sum(int(r["failed"] or 0) for rs in runs.values() for r in rs)
-    note = f"{failed} failed transactions" if failed else ""
+    tps = compared.tps
     rows = [
-        Row(NAME, "pgbench UPDATE avatars, with notify trigger", "tps", floor=tps["notify"], note=note),
+        Row(
+            NAME,
+            "pgbench UPDATE avatars, with notify trigger",
+            "tps",
+            floor=tps["notify"],
+            note=compared.note,
+        ),
         Row(NAME, "pgbench UPDATE avatars, fully migrated", "tps", floor=tps["full"]),
         Row(NAME, "pgbench UPDATE avatars, full/notify", "x", floor=tps["full"] / tps["notify"]),
     ]
-    title = (
-        f"{NAME} (pgbench -c{args.pgbench_clients} -M {args.pgbench_protocol},"
-        " database only: figures in the floor column)"
-    )
-    data = {"runs": runs, "tps_mean": tps, "db_version_increments": versions}
-    return conclude(NAME, title, args, rows, data, {})
+    return conclude(NAME, title(NAME, args), args, rows, compared.data(), {})
 
 
 if __name__ == "__main__":
