@@ -6,7 +6,7 @@ user still has an `auth.users` row (a primary-key probe) and raises AC401 user_n
 otherwise, so a deleted account's token stops working at once on every worker. Two fresh
 databases in the same embedded cluster, both migrated fully, each with `--users` (64)
 users and avatars: `bench_user_check` as migrated, and `bench_no_user_check`, where
-`act_as` is replaced by its definition before that migration (role and claims only).
+`act_as` is replaced by its definition in 20261201100000 (role and claims only).
 pgbench (the embedded PostgreSQL's own) runs `--pgbench-clients` (32) clients on 2
 threads for `--pgbench-seconds` (10), `--pgbench-protocol` (prepared), no vacuum, the
 statement the API sends for `PATCH /avatars/me/persona` for a random user:
@@ -30,6 +30,7 @@ import sys
 import asyncpg
 
 from avatar_chat.core.migrate import default_migrations_dir
+from avatar_chat.core.sqlsplit import split_and_trim
 from bench.common import PERSONALITIES, BenchSession, scenario_main, step
 from bench.pgbench import Variant, compare, database_dsn, prepare, title
 from bench.report import Row, conclude
@@ -38,17 +39,15 @@ NAME = "pgbench_act_as"
 DATABASES = {"check": "bench_user_check", "no_check": "bench_no_user_check"}
 LABELS = {"check": "act_as checks the user", "no_check": "act_as without the check"}
 
-# act_as as 20261201100000_act_as_and_error_protocol.sql defined it.
-_WITHOUT_USER_CHECK = """
-create or replace function avatar_chat.act_as(claims text)
-returns void
-language sql
-volatile
-set search_path = ''
-as $$
-  select set_config('role', 'authenticated', true), set_config('request.jwt.claims', claims, true);
-$$;
-"""
+# act_as before the check: its definition in this migration, replaced in place.
+BEFORE_CHECK = "20261201100000_act_as_and_error_protocol.sql"
+
+
+def _act_as_before_check() -> str:
+    sql = (default_migrations_dir() / BEFORE_CHECK).read_text(encoding="utf-8")
+    (statement,) = [s for s in split_and_trim(sql) if "\ncreate function avatar_chat.act_as(" in f"\n{s}"]
+    return statement.replace("create function", "create or replace function", 1)
+
 
 _SCRIPT = """\\set u random(1, {users})
 \\set p random(1, {personalities})
@@ -82,7 +81,7 @@ def run(args: argparse.Namespace) -> list[Row]:
         variants = {
             key: Variant(name, database_dsn(dsn, name), LABELS[key]) for key, name in DATABASES.items()
         }
-        asyncio.run(_act_as_source(variants["no_check"].dsn, replace_with=_WITHOUT_USER_CHECK))
+        asyncio.run(_act_as_source(variants["no_check"].dsn, replace_with=_act_as_before_check()))
         checks = {key: "auth.users" in asyncio.run(_act_as_source(v.dsn)) for key, v in variants.items()}
         if checks != {"check": True, "no_check": False}:
             raise RuntimeError(f"expected the user check in bench_user_check only: {checks}")
