@@ -28,10 +28,16 @@ from tests.pooler import PgBouncer
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """With TEST_ONLY_DATABASE_TESTS (tests/run_majors.py, on another PostgreSQL major):
-    only the tests that use the database under test; the others do not depend on it."""
+    only the tests that use the database under test; the others do not depend on it, and
+    nor do those marked `same_on_every_major` (they run on the embedded server)."""
     if not os.environ.get("TEST_ONLY_DATABASE_TESTS"):
         return
-    keep = [item for item in items if "database_url" in getattr(item, "fixturenames", ())]
+    keep = [
+        item
+        for item in items
+        if "database_url" in getattr(item, "fixturenames", ())
+        and item.get_closest_marker("same_on_every_major") is None
+    ]
     config.hook.pytest_deselected(items=[item for item in items if item not in keep])
     items[:] = keep
 

@@ -245,6 +245,9 @@ async def fuzz_client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
+# The HTTP contract: inputs are validated before any SQL, and the SQL itself runs on every
+# major in the rest of the suite; one fuzzing run (on the embedded server) is enough.
+@pytest.mark.same_on_every_major
 async def test_the_api_keeps_its_openapi_contract_under_fuzzing(
     fuzz_client: httpx.AsyncClient, owner: asyncpg.Connection
 ) -> None:
