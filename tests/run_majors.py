@@ -9,8 +9,9 @@ PostgreSQL 17 in .cache/postgresql-17/bin, what new projects get, fetched by
 ./scripts/postgres-17), on a new cluster of its own: initdb in a temporary folder,
 started on a Unix socket by the same `EmbeddedPostgres` the app uses, TEST_DATABASE_URL
 pointed at it. Those runs take only the tests that use the database under test
-(TEST_ONLY_DATABASE_TESTS, see conftest.py): the others (token checks, the splitter, the
-wheel, tests with servers of their own) do not depend on it and run in the embedded run.
+(TEST_ONLY_DATABASE_TESTS, see conftest.py): the others (token checks, the splitter, tests
+with servers of their own) and those marked `same_on_every_major` (the wheel, the fuzzing)
+do not depend on it and run in the embedded run only.
 
 The runs go at the same time (the suite mostly waits: on timeouts, servers, the model's
 pauses), the embedded one printing as it goes, each other one printed whole when it ends;
