@@ -96,6 +96,10 @@ async def test_delete_me_removes_every_object_then_the_auth_user_and_the_token_s
     response = await client.delete("/me", headers=me.headers)
     assert response.status_code == 204, response.text
     requests = fake.requests[seen:]
+    # The user is deleted between two sweeps of their folder; the second is looked at below.
+    (delete_user,) = [r for r in requests if r.operation == "delete_user"]
+    at = requests.index(delete_user)
+    requests, sweep = requests[: at + 1], requests[at + 1 :]
 
     # Storage: the user's folder and each folder under it, listed with the service role...
     lists = [r for r in requests if r.operation == "list"]
@@ -115,9 +119,10 @@ async def test_delete_me_removes_every_object_then_the_auth_user_and_the_token_s
             _assert_service_role(supabase, r)
     assert fake.names(f"{me.id}/") == []
     assert fake.names(f"{them.id}/") == sorted([f"{theirs}/512.webp", f"{theirs}/128.webp"])
-    # ... and only then the user, through Auth's admin API with the service-role key.
-    (delete_user,) = [r for r in requests if r.operation == "delete_user"]
+    # ... and only then the user, through Auth's admin API with the service-role key; then
+    # the folder is listed once more (nothing left: nothing to remove).
     assert requests[-1] is delete_user
+    assert [(r.operation, r.body["prefix"], r.answer) for r in sweep] == [("list", str(me.id), [])]
     assert (delete_user.method, delete_user.path) == ("DELETE", f"/auth/v1/admin/users/{me.id}")
     _assert_service_role(supabase, delete_user)
     assert delete_user.body == {"should_soft_delete": False}  # a hard delete: the row goes
@@ -152,11 +157,34 @@ async def test_delete_me_removes_every_object_then_the_auth_user_and_the_token_s
     response = await client.delete("/me", headers=me.headers)
     assert response.status_code == 204, response.text
     again = fake.requests[seen:]
-    assert [r.operation for r in again] == ["list", "delete_user"]
-    assert again[0].answer == []
+    assert [r.operation for r in again] == ["list", "delete_user", "list"]
+    assert again[0].answer == again[2].answer == []
     assert again[1].status == 404
     assert again[1].answer == {"code": "user_not_found", "message": "User not found"}
     assert (await client.get("/avatars/me", headers=them.headers)).status_code == 200
+
+
+async def test_objects_of_an_upload_that_committed_during_the_deletion_are_removed_too(
+    supabase: OnSupabase, owner: asyncpg.Connection, me: User
+) -> None:
+    """An upload racing DELETE /me: its objects land after the first sweep listed the
+    folder, and its row commits before the user goes (the cascade takes the row only)."""
+    client, fake = supabase.client, supabase.fake
+    await _with_an_image(supabase, me)
+    late = [f"{me.id}/{uuid.uuid4().hex}/512.webp", f"{me.id}/{uuid.uuid4().hex}/128.webp"]
+
+    async def upload_lands(_: Recorded) -> None:
+        for name in late:
+            fake.put_object(name)
+
+    fake.hooks["delete_user"] = upload_lands
+    response = await client.delete("/me", headers=me.headers)
+    assert response.status_code == 204, response.text
+    assert fake.names(f"{me.id}/") == []
+    (delete_user,) = fake.calls("delete_user")
+    after = fake.requests[fake.requests.index(delete_user) + 1 :]
+    assert _removed(after) == sorted(late)
+    assert await _rows(owner, me) == dict.fromkeys([*_TABLES, "auth.users"], 0)
 
 
 async def test_many_objects_are_listed_page_by_page_and_removed_in_batches_storage_takes(
@@ -174,6 +202,7 @@ async def test_many_objects_are_listed_page_by_page_and_removed_in_batches_stora
         (f"{me.id}/bulk", 0),
         (f"{me.id}/bulk", 1000),
         (f"{me.id}/bulk", 2000),
+        (str(me.id), 0),  # the sweep after the user went: nothing left
     ]
     removes = fake.calls("remove")
     assert all(r.status == 200 and len(r.body["prefixes"]) <= 1000 for r in removes)

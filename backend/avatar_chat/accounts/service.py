@@ -1,9 +1,13 @@
 """Deleting an account: the user's Storage objects, then the user (Supabase Auth's admin
-API, or locally the auth.users row), whose deletion cascades to every table.
+API, or locally the auth.users row), whose deletion cascades to every table, then the
+objects once more.
 
 In that order, so that every failure leaves a state a retry completes: until the user is
 deleted their token still works, and DELETE /me asks nothing of the database, so a retry
-also succeeds (204) once everything is gone."""
+also succeeds (204) once everything is gone. The second sweep takes what an upload racing
+the first one wrote and committed before the user went (the cascade removed its row, not
+its objects); an upload committing after that fails (401 user_not_found) and removes its
+own objects."""
 
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ from fastapi import Depends, Request
 from supabase import AsyncClient
 from supabase_auth.errors import AuthApiError, AuthError
 
+from avatar_chat.accounts import repository
 from avatar_chat.cache.store import SessionStore
 from avatar_chat.core.claims import Claims
 from avatar_chat.core.database import Database
@@ -42,16 +47,19 @@ class AccountService:
 
     async def delete(self, user: Claims) -> None:
         """Idempotent: deleting an account that is already gone succeeds."""
-        files = await self._images.list_folder(str(user.sub))
+        await self._remove_objects(user.sub)
+        await self._delete_user(user.sub)
+        await self._remove_objects(user.sub)
+        await self._store.clear_avatar_cache(user.sub)
+
+    async def _remove_objects(self, user_id: uuid.UUID) -> None:
+        files = await self._images.list_folder(str(user_id))
         for start in range(0, len(files), _REMOVE_BATCH):
             await self._images.remove(files[start : start + _REMOVE_BATCH])
-        await self._delete_user(user.sub)
-        await self._store.clear_avatar_cache(user.sub)
 
     async def _delete_user(self, user_id: uuid.UUID) -> None:
         if self._service_client is None:
-            async with self._db.connection() as conn:
-                await conn.execute("delete from auth.users where id = $1", user_id)
+            await repository.delete_auth_user(self._db, user_id)
             return
         try:
             await self._service_client.auth.admin.delete_user(str(user_id))
