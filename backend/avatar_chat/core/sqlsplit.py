@@ -21,6 +21,7 @@ for migration files it raises the limit to the file's size.
 from __future__ import annotations
 
 import unicodedata
+from abc import ABC, abstractmethod
 
 _RUNE_ERROR = 0xFFFD
 _BEGIN = b"BEGIN"
@@ -72,11 +73,13 @@ def split_and_trim(sql: str) -> list[str]:
     return statements
 
 
-class _State:
+class _State(ABC):
+    """One state of the CLI's splitter; each kind of token is a subclass."""
+
+    @abstractmethod
     def next(self, rune: int, data: bytes, start: int, end: int) -> _State | None:
         """The state after `rune`, which ends at `data[end]`; the statement began at
         `data[start]`. None emits the statement (a separator)."""
-        raise NotImplementedError
 
 
 class _Ready(_State):
