@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from avatar_chat.avatars.persona import AvatarSnapshot
-from avatar_chat.chat.window import WindowMessage
+from avatar_chat.chat.window import WindowMessage, fit_window
 from avatar_chat.llm.base import ChatRequest, PromptMessage
 
 _PERSONALITIES = {
@@ -55,13 +55,7 @@ def build_request(
     recent = [m for m in window if summary_seq is None or m.seq > summary_seq]
     if budget_tokens is not None:
         room = budget_tokens * CHARS_PER_TOKEN - sum(len(m.content) for m in messages) - len(user_message)
-        kept: list[WindowMessage] = []
-        for message in reversed(recent):
-            room -= len(message.content)
-            if room < 0:
-                break
-            kept.append(message)
-        recent = kept[::-1]
+        recent = list(fit_window(recent, max_messages=len(recent), max_chars=room))
     for message in recent:
         messages.append(PromptMessage("user" if message.role == "user" else "assistant", message.content))
     messages.append(PromptMessage("user", user_message))

@@ -34,7 +34,7 @@ async def begin_turn(
     window_seq, window_revision, summary_seq = known_window or (None, None, None)
     row = await db.call_as(
         user,
-        "select outcome, mode, revision, title_unset, prev_seq, avatar_id, avatar_version,"
+        "select outcome, mode, revision, title_unset, avatar_id, avatar_version,"
         " persona_name, persona_personality, persona_backstory,"
         " window_seqs, window_roles, window_contents, window_statuses, summary_seq, summary_content,"
         " user_message_id, user_seq, user_created_at, reply_id, reply_seq, reply_attempt, reply_created_at,"
@@ -101,7 +101,7 @@ async def begin_regenerate(
     avatar_id, avatar_version = known_avatar or (None, None)
     row = await db.call_as(
         user,
-        "select outcome, mode, revision, title_unset, prev_seq, avatar_id, avatar_version,"
+        "select outcome, mode, revision, title_unset, avatar_id, avatar_version,"
         " persona_name, persona_personality, persona_backstory,"
         " window_seqs, window_roles, window_contents, window_statuses,"
         " user_message_id, user_seq, user_created_at, user_content,"

@@ -81,28 +81,15 @@ def parse_event_id(last_event_id: str | None) -> tuple[int | None, int]:
     if not last_event_id:
         return None, 0
     attempt, _, offset = last_event_id.partition(":")
-    if not (attempt.isdigit() and offset.isdigit()) or len(last_event_id) > 40:
+    if not (attempt.isdigit() and offset.isdigit()):  # its length is bounded by the router
         raise BadRequest("Last-Event-ID is not an event id of this reply.", code="invalid_event_id")
     return int(attempt), int(offset)
 
 
 def _reply(row: Record, conversation_id: uuid.UUID, message_id: uuid.UUID, content: str) -> MessageRead:
     """An assistant message from what reply_progress answered (with the text from 0)."""
-    return MessageRead(
-        id=message_id,
-        conversation_id=conversation_id,
-        seq=row["seq"],
-        role=MessageRole.assistant,
-        content=content,
-        status=effective_status(row["status"], row["lease_expires_at"]),
-        persona_version=row["persona_version"],
-        personality=row["personality"],
-        error_code=row["error_code"],
-        variant=row["variant"],
-        is_current=row["is_current"],
-        reply_to=row["reply_to"],
-        created_at=row["created_at"],
-    )
+    fields = {**dict(row.items()), "id": message_id, "conversation_id": conversation_id, "role": "assistant"}
+    return MessageRead.from_row({**fields, "content": content})
 
 
 # At most this many messages are folded into a summary at once (the newest of them).
@@ -139,7 +126,6 @@ class _Generation:
     user_message: MessageRead
     mode: str
     revision: int
-    prev_seq: int
     # The persona at the version begin_turn saw (G1), and the settled messages before
     # this turn; whether that window may be cached for the next turn.
     avatar: AvatarSnapshot
@@ -148,8 +134,7 @@ class _Generation:
     # The conversation's summary of what came before the window, valid at this revision.
     summary_seq: int | None
     summary: str
-    # A new exchange sits right after prev_seq; a retried one does not, so its window
-    # is never written to the cache.
+    # A new exchange (not a retry): only its window may be written to the cache.
     new_turn: bool
     title_unset: bool
 
@@ -341,12 +326,13 @@ class ChatService:
                 self._db, user, conversation_id=conversation_id, message_id=message_id, offset=at
             )
 
+        read_at = offset  # where `row`'s tail starts: at 0 it holds the whole text
         while True:
             if attempt is not None and row["attempt"] != attempt:
                 # A retry started the reply over: the client drops what it has.
                 attempt, offset = row["attempt"], 0
                 yield ReplyEvent("reset", {"attempt": attempt}, f"{attempt}:0")
-                row = await fetch(0)
+                row, read_at = await fetch(0), 0
                 continue
             attempt = row["attempt"]
             if row["tail"]:
@@ -354,7 +340,7 @@ class ChatService:
                 yield ReplyEvent("delta", {"content": row["tail"]}, f"{attempt}:{offset}")
             status = effective_status(row["status"], row["lease_expires_at"])
             if status != MessageStatus.streaming:
-                final = await fetch(0)
+                final = row if read_at == 0 else await fetch(0)
                 if final["attempt"] != attempt:
                     row = final
                     continue
@@ -374,7 +360,7 @@ class ChatService:
                     )
                 return
             await asyncio.sleep(self._poll_s)
-            row = await fetch(offset)
+            row, read_at = await fetch(offset), offset
 
     async def delete_message(self, user: Claims, conversation_id: uuid.UUID, message_id: uuid.UUID) -> None:
         try:
@@ -488,7 +474,6 @@ class ChatService:
             user_message=user_message,
             mode=row["mode"],
             revision=row["revision"],
-            prev_seq=row["prev_seq"],
             avatar=avatar,
             window=window,
             window_cacheable=cacheable,
@@ -599,7 +584,7 @@ class ChatService:
             (turns.get(outcome) or turns["failed"]).inc()
             turn.resolve(self._result(generated, saved))
             if saved is not None and saved.status == MessageStatus.complete:
-                await self._after_commit(g, generated, saved)
+                await self._after_commit(g, saved)
         finally:
             self._generating.pop(g.reply_id, None)
             turn.close(_interrupted())
@@ -696,7 +681,7 @@ class ChatService:
             return TurnResult(reply=None, error=superseded)
         return TurnResult(reply=saved)
 
-    async def _after_commit(self, g: _Generation, generated: _Generated, saved: MessageRead) -> None:
+    async def _after_commit(self, g: _Generation, saved: MessageRead) -> None:
         """finish_turn has returned: the exchange is committed, so this may rely on it."""
         if g.window_cacheable:
             await self._remember_window(g, saved)
@@ -775,7 +760,7 @@ class ChatService:
             return
         request = SummaryRequest(
             avatar=g.avatar,
-            previous=g.summary if g.summary_seq is not None else "",
+            previous=g.summary,  # "" when there is none
             messages=tuple(
                 PromptMessage("user" if r["role"] == "user" else "assistant", r["content"]) for r in rows
             ),

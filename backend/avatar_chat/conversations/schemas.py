@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import BaseModel, Field, StringConstraints
 
@@ -90,7 +91,7 @@ class MessageRead(BaseModel):
     created_at: datetime
 
     @classmethod
-    def from_row(cls, row: Record) -> MessageRead:
+    def from_row(cls, row: Record | Mapping[str, Any]) -> MessageRead:
         """`row` holds `MESSAGE_COLUMNS` (conversations.repository)."""
         return cls(
             id=row["id"],
