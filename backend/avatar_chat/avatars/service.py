@@ -133,15 +133,15 @@ class AvatarService:
         """Normalise, store under a new folder, then point the avatar at it (one round
         trip). The previous image is removed only once that committed (G4); the new
         objects are removed again if the database refused the change."""
-        renditions = await asyncio.to_thread(normalise, data)
-        # Fail before writing anything when the change would be refused anyway (no avatar,
-        # a stale If-Match, a deleted user); the guarded write below still decides.
+        # Fail before decoding or writing anything when the change would be refused anyway
+        # (no avatar, a stale If-Match, a deleted user); the guarded write below still decides.
         current = await self.get(user)
         if if_match is not None and current.version not in if_match:
             raise PreconditionFailed(
                 f"If-Match does not match the avatar's current version ({current.version}).",
                 headers={"ETag": etag(current.version)},
             )
+        renditions = await asyncio.to_thread(normalise, data)
         folder = f"{user.sub}/{uuid.uuid4().hex}"
         files = image_files(folder)
         try:
@@ -149,7 +149,7 @@ class AvatarService:
             # folder is removed, so no late write outlives the cleanup.
             async with asyncio.TaskGroup() as uploads:
                 for file, rendition in zip(files, renditions, strict=True):
-                    uploads.create_task(self._images.upload(file, rendition.data, CONTENT_TYPE))
+                    uploads.create_task(self._images.upload(file, rendition, CONTENT_TYPE))
         except BaseExceptionGroup as group:
             self._remove_later(folder)
             raise group.exceptions[0] from None
