@@ -66,6 +66,7 @@ _BY_STATUS: dict[int, type[AppError]] = {
     cls.status_code: cls
     for cls in (
         BadRequest,
+        Unauthorized,
         Forbidden,
         NotFound,
         Conflict,
@@ -97,8 +98,6 @@ def _from_protocol(status: int, exc: asyncpg.PostgresError) -> AppError:
     code = getattr(exc, "hint", None) or None
     # `message` is MESSAGE alone; str(exc) would add DETAIL and HINT lines.
     message: str = getattr(exc, "message", None) or AppError.message
-    if status == 401:  # a token the database refuses (its user is gone)
-        return Unauthorized(message, code=code)
     cls = _BY_STATUS.get(status, AppError)
     error = cls(message, code=code, headers=headers, details=details or None)
     if cls is AppError:
@@ -112,8 +111,9 @@ def translate(exc: BaseException) -> AppError | None:
         return _from_protocol(int(match[1]), exc)
     if isinstance(exc, asyncpg.ForeignKeyViolationError):
         if (exc.constraint_name or "").endswith("user_id_fkey"):
-            # A valid token whose auth.users row is gone (user deleted).
-            return Forbidden("The user of this token no longer exists.", code="user_not_found")
+            # A valid token whose auth.users row went after act_as checked it (a deletion
+            # committed meanwhile): the same answer act_as gives.
+            return Unauthorized("The user of this token no longer exists.", code="user_not_found")
         return Conflict("A referenced row does not exist.", code="reference_missing")
     if isinstance(exc, asyncpg.UniqueViolationError):
         return Conflict("That already exists.", code="already_exists")

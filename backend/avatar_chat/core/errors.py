@@ -50,14 +50,18 @@ class Unauthorized(AppError):
     code = "unauthorized"
     message = "A valid Supabase access token is required."
 
-    def __init__(self, message: str | None = None, *, code: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        code: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        details: Any = None,
+    ) -> None:
         # RFC 6750: say which scheme and why.
         error = "invalid_request" if code == "missing_token" else "invalid_token"
-        super().__init__(
-            message,
-            code=code,
-            headers={"WWW-Authenticate": f'Bearer realm="avatar-chat", error="{error}"'},
-        )
+        challenge = {"WWW-Authenticate": f'Bearer realm="avatar-chat", error="{error}"'}
+        super().__init__(message, code=code, headers={**challenge, **(headers or {})}, details=details)
 
 
 class Forbidden(AppError):
