@@ -108,7 +108,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             stack.push_async_callback(llm.aclose)
             service_client = await create_service_client(settings, http)
             images = await create_store(settings, service_client)
-            stack.push_async_callback(images.aclose)
             tasks = TaskTracker()
             # Last in, first out: replies and post-commit work finish before the pool closes.
             stack.push_async_callback(tasks.drain, settings.shutdown_grace_s)
@@ -121,7 +120,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 llm=llm,
                 tasks=tasks,
                 heartbeat=heartbeat,
-                supabase=service_client,
                 images=images,
                 avatars=AvatarService(
                     db, store, images, tasks, signed_url_ttl_s=settings.storage_signed_url_ttl_s

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
-from supabase import AsyncClient
 
 from avatar_chat.accounts.service import AccountService
 from avatar_chat.auth.verifier import TokenVerifier
@@ -41,7 +40,6 @@ class AppState:
     llm: LLMProvider
     tasks: TaskTracker
     heartbeat: WorkerHeartbeat
-    supabase: AsyncClient | None  # service-role client, when SUPABASE_SERVICE_ROLE_KEY is set
     images: ObjectStore
     avatars: AvatarService
     accounts: AccountService

@@ -28,9 +28,6 @@ from avatar_chat.storage.base import ObjectStore
 
 log = logging.getLogger(__name__)
 
-# Storage removes at most this many objects per request.
-_REMOVE_BATCH = 1000
-
 
 class AccountService:
     def __init__(
@@ -53,9 +50,7 @@ class AccountService:
         await self._store.clear_avatar_cache(user.sub)
 
     async def _remove_objects(self, user_id: uuid.UUID) -> None:
-        files = await self._images.list_folder(str(user_id))
-        for start in range(0, len(files), _REMOVE_BATCH):
-            await self._images.remove(files[start : start + _REMOVE_BATCH])
+        await self._images.remove(await self._images.list_folder(str(user_id)))
 
     async def _delete_user(self, user_id: uuid.UUID) -> None:
         if self._service_client is None:

@@ -27,10 +27,6 @@ from avatar_chat.core.settings import LogFormat
 REQUEST_ID: ContextVar[str | None] = ContextVar("request_id", default=None)
 
 
-def current_request_id() -> str | None:
-    return REQUEST_ID.get()
-
-
 class RequestIdFilter(logging.Filter):
     """Adds `request_id` (the current request's, or None) to every record it sees."""
 

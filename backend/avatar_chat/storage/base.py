@@ -40,7 +40,9 @@ class ObjectStore(Protocol):
 
     async def upload(self, path: str, data: bytes, content_type: str) -> None: ...
 
-    async def remove(self, paths: Sequence[str]) -> None: ...
+    async def remove(self, paths: Sequence[str]) -> None:
+        """Every one of them (in as many requests as the backend takes); missing ones are fine."""
+        ...
 
     async def list_folder(self, folder: str) -> list[str]:
         """The path of every object under `folder`, at any depth."""
@@ -50,5 +52,3 @@ class ObjectStore(Protocol):
         """URLs anyone holding them may GET for `expires_in_s`; `base_url` is this API's own
         (where a local store serves them)."""
         ...
-
-    async def aclose(self) -> None: ...

@@ -85,9 +85,6 @@ class LocalObjectStore:
             raise BadRequest("This signed URL's token is for another object.", code="invalid_signature")
         return self.file_of(path), int(claims["exp"])
 
-    async def aclose(self) -> None:
-        return None
-
 
 def _write_atomically(target: Path, data: bytes) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)

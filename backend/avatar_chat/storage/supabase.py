@@ -20,6 +20,8 @@ log = logging.getLogger(__name__)
 _CACHE_CONTROL = "31536000"
 # Storage lists one level at a time, at most this many entries per call.
 _PAGE = 1000
+# Storage removes at most this many objects per request.
+_REMOVE_BATCH = 1000
 _MAX_DEPTH = 4
 
 
@@ -41,10 +43,11 @@ class SupabaseObjectStore:
             await self._files().upload(check_path(path), data, options)
 
     async def remove(self, paths: Sequence[str]) -> None:
-        if not paths:
-            return
-        async with _failures("remove", paths[0]):
-            await self._files().remove([check_path(p) for p in paths])
+        checked = [check_path(p) for p in paths]
+        for start in range(0, len(checked), _REMOVE_BATCH):
+            batch = checked[start : start + _REMOVE_BATCH]
+            async with _failures("remove", batch[0]):
+                await self._files().remove(batch)
 
     async def list_folder(self, folder: str) -> list[str]:
         found: list[str] = []
@@ -77,9 +80,6 @@ class SupabaseObjectStore:
                 raise ObjectMissing()
             urls.append(str(item["signedURL"]))
         return urls
-
-    async def aclose(self) -> None:
-        return None  # the HTTP client is the app's, closed by it
 
 
 @asynccontextmanager

@@ -49,7 +49,6 @@ class DevSignIn:
 
 @dataclass(frozen=True, slots=True)
 class WebClient:
-    config: WebConfig
     config_json: bytes  # served as it is: rendered once
     dev_sign_in: DevSignIn | None  # None: POST /app/dev/sign-in answers 404
 
@@ -72,4 +71,4 @@ def create_web_client(
     else:
         mode: ClientMode = "dev" if dev is not None else "none"
         config = WebConfig(mode=mode, supabase_url=None, supabase_anon_key=None)
-    return WebClient(config=config, config_json=config.model_dump_json().encode(), dev_sign_in=dev)
+    return WebClient(config_json=config.model_dump_json().encode(), dev_sign_in=dev)
