@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -11,6 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Send
 
 from avatar_chat.core.logs import REQUEST_ID
 
@@ -169,6 +171,20 @@ def error_payload(code: str, message: str, details: Any = None) -> dict[str, Any
     if request_id is not None:
         body["request_id"] = request_id
     return {"error": body}
+
+
+async def send_error(
+    send: Send, status: int, code: str, message: str, headers: Sequence[tuple[bytes, bytes]] = ()
+) -> None:
+    """The one error shape, answered from raw ASGI middleware (outside FastAPI's handlers)."""
+    body = json.dumps(error_payload(code, message)).encode()
+    start: list[tuple[bytes, bytes]] = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        *headers,
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": start})
+    await send({"type": "http.response.body", "body": body})
 
 
 def responses(*errors: type[AppError]) -> dict[int | str, dict[str, Any]]:

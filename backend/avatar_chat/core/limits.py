@@ -3,13 +3,12 @@ per-user send and stream limits (enforced by Postgres triggers, configured from 
 
 from __future__ import annotations
 
-import json
 import logging
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from avatar_chat.core.database import Database
-from avatar_chat.core.errors import ServiceUnavailable, error_payload
+from avatar_chat.core.errors import ServiceUnavailable, send_error
 from avatar_chat.core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -64,7 +63,7 @@ class BodySizeLimitMiddleware:
                 except ValueError:
                     too_large = False  # the server rejects a malformed header itself
                 if too_large:
-                    await self._reject(send, max_bytes)
+                    await _reject(send, max_bytes)
                     return
                 # The server delivers no more than Content-Length bytes: nothing to count.
                 await self.app(scope, receive, send)
@@ -90,7 +89,7 @@ class BodySizeLimitMiddleware:
             if exceeded:
                 if not replaced and message["type"] == "http.response.start":
                     replaced = True
-                    await self._reject(send, max_bytes)
+                    await _reject(send, max_bytes)
                 return
             await send(message)
 
@@ -98,21 +97,8 @@ class BodySizeLimitMiddleware:
             await self.app(scope, limited_receive, guarded_send)
         except _TooLarge:
             if not replaced:
-                await self._reject(send, max_bytes)
+                await _reject(send, max_bytes)
 
-    @staticmethod
-    async def _reject(send: Send, max_bytes: int) -> None:
-        body = json.dumps(
-            error_payload("payload_too_large", f"The request body is larger than {max_bytes} bytes.")
-        ).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+
+async def _reject(send: Send, max_bytes: int) -> None:
+    await send_error(send, 413, "payload_too_large", f"The request body is larger than {max_bytes} bytes.")

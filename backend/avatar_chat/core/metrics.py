@@ -26,12 +26,11 @@ import re
 import threading
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
-from socketserver import ThreadingMixIn
 from typing import TYPE_CHECKING, Any, Final, Protocol
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, values
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, ThreadingWSGIServer
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 if TYPE_CHECKING:
@@ -295,7 +294,7 @@ class Metrics:
         if child is None:
             if method not in _HTTP_METHODS:
                 method = "OTHER"
-            child = self.http_requests.labels(method, route, str(status)) if self.enabled else OFF
+            child = self.http_requests.labels(method, route, str(status))  # only called when enabled
             self._http[key] = child
         return child
 
@@ -437,10 +436,6 @@ def _plain(
         status, [("Content-Type", "text/plain"), ("Content-Length", str(len(body))), *(headers or [])]
     )
     return [body]
-
-
-class ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
-    daemon_threads = True
 
 
 class _QuietHandler(WSGIRequestHandler):

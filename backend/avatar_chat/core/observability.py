@@ -11,7 +11,6 @@ observation labelled by the route template (never the raw path).
 from __future__ import annotations
 
 import hmac
-import json
 import logging
 import os
 import re
@@ -22,7 +21,7 @@ from typing import Any, Final
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from avatar_chat.core.errors import error_payload
+from avatar_chat.core.errors import send_error
 from avatar_chat.core.logs import REQUEST_ID
 from avatar_chat.core.metrics import CONTENT_TYPE, UNMATCHED_ROUTE, Metrics
 from avatar_chat.core.settings import Settings
@@ -118,14 +117,15 @@ class RequestObserver:
 
     async def _metrics_endpoint(self, scope: Scope, send: Send) -> None:
         if scope["method"] not in ("GET", "HEAD"):
-            payload = error_payload("method_not_allowed", "Method Not Allowed")
-            await _json(send, 405, payload, [(b"allow", b"GET, HEAD")])
+            allow = [(b"allow", b"GET, HEAD")]
+            await send_error(send, 405, "method_not_allowed", "Method Not Allowed", allow)
             return
         if self._token is not None and not _authorized(scope["headers"], self._token):
-            await _json(
+            await send_error(
                 send,
                 401,
-                error_payload("unauthorized", "Send Authorization: Bearer <METRICS_TOKEN>."),
+                "unauthorized",
+                "Send Authorization: Bearer <METRICS_TOKEN>.",
                 [(b"www-authenticate", b'Bearer realm="metrics"')],
             )
             return
@@ -161,22 +161,6 @@ def _authorized(headers: list[tuple[bytes, bytes]], expected: bytes) -> bool:
         if name == b"authorization":
             return hmac.compare_digest(value, expected)
     return False
-
-
-async def _json(send: Send, status: int, payload: dict[str, Any], headers: list[tuple[bytes, bytes]]) -> None:
-    body = json.dumps(payload).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                *headers,
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
 
 
 class ObservedFastAPI(FastAPI):
