@@ -201,9 +201,7 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _supabase_storage_needs_its_key(self) -> Settings:
-        if self.storage_backend is StorageBackend.supabase and (
-            self.supabase_url is None or self.supabase_service_role_key is None
-        ):
+        if self.storage_backend is StorageBackend.supabase and not self.has_service_role:
             raise ValueError("STORAGE_BACKEND=supabase needs SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY")
         return self
 
@@ -211,9 +209,12 @@ class Settings(BaseSettings):
     def resolved_storage_backend(self) -> StorageBackend:
         if self.storage_backend is not StorageBackend.auto:
             return self.storage_backend
-        if self.supabase_url is not None and self.supabase_service_role_key is not None:
-            return StorageBackend.supabase
-        return StorageBackend.local
+        return StorageBackend.supabase if self.has_service_role else StorageBackend.local
+
+    @property
+    def has_service_role(self) -> bool:
+        """Supabase's HTTP services may be called as the service role (Storage, Auth admin)."""
+        return self.supabase_url is not None and self.supabase_service_role_key is not None
 
     @property
     def embedded(self) -> bool:

@@ -12,8 +12,9 @@ from avatar_chat.core.settings import Settings
 async def create_service_client(settings: Settings, http: httpx.AsyncClient) -> AsyncClient | None:
     """None unless SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY are both set. No session:
     the service-role key is the credential of every call, and it never leaves the server."""
-    if settings.supabase_url is None or settings.supabase_service_role_key is None:
+    if not settings.has_service_role:
         return None
+    assert settings.supabase_url is not None and settings.supabase_service_role_key is not None
     options = AsyncClientOptions(auto_refresh_token=False, persist_session=False, httpx_client=http)
     return await acreate_client(
         settings.supabase_url, settings.supabase_service_role_key.get_secret_value(), options=options

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from stat import S_ISREG
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request
@@ -45,9 +46,14 @@ async def signed_object(
     if not isinstance(store, LocalObjectStore):
         raise _object_not_found()
     file, expires_at = store.verify(bucket, check_path(path), token)
-    if not await asyncio.to_thread(file.is_file):
+    try:
+        stat_result = await asyncio.to_thread(file.stat)
+    except OSError:
+        raise _object_not_found() from None
+    if not S_ISREG(stat_result.st_mode):
         raise _object_not_found()
     media_type = _MEDIA_TYPES.get(file.suffix.removeprefix("."), "application/octet-stream")
     # Objects never change (a new image gets new names): the URL's lifetime is the limit.
     max_age = max(0, expires_at - int(time.time()))
-    return FileResponse(file, media_type=media_type, headers={"Cache-Control": f"private, max-age={max_age}"})
+    headers = {"Cache-Control": f"private, max-age={max_age}"}
+    return FileResponse(file, media_type=media_type, headers=headers, stat_result=stat_result)
