@@ -378,7 +378,8 @@ function renderMessages() {
 }
 
 function messageElement(message) {
-  let item = document.querySelector(`#messages > li[data-id="${message.id}"]`);
+  const list = $("messages");
+  let item = list.querySelector(`:scope > li[data-id="${message.id}"]`);
   if (!item) {
     item = document.createElement("li");
     item.dataset.id = message.id;
@@ -389,15 +390,18 @@ function messageElement(message) {
     const actions = document.createElement("div");
     actions.className = "message-actions";
     item.append(meta, content, actions);
-    const list = $("messages");
     const next = [...list.children].find((li) => {
       const other = state.messages.find((m) => m.id === li.dataset.id);
       return other && other.seq > message.seq;
     });
     list.insertBefore(item, next ?? null);
   }
-  for (const li of document.querySelectorAll("#messages > li")) {
-    if (!state.messages.some((m) => m.id === li.dataset.id)) li.remove();
+  // Drop the elements of messages no longer in the view (a regenerated reply's sibling,
+  // a placeholder replaced): only when there are more elements than messages, so a
+  // streamed chunk costs no sweep.
+  if (list.children.length > state.messages.length) {
+    const shown = new Set(state.messages.map((m) => m.id));
+    for (const li of [...list.children]) if (!shown.has(li.dataset.id)) li.remove();
   }
   return item;
 }
