@@ -20,6 +20,7 @@ import uvicorn
 
 from avatar_chat.auth.tokens import mint_access_token
 from avatar_chat.core import runtime
+from avatar_chat.core.http_server import HeaderLimitedHttpToolsProtocol
 from avatar_chat.core.logs import configure_logging, level_number, logging_config
 from avatar_chat.core.migrate import SessionRequired, migrate
 from avatar_chat.core.settings import Settings
@@ -31,20 +32,21 @@ _LOCAL_AUTH_COMMENT = "Local stand-in for Supabase Auth users (embedded mode onl
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
     # Start the embedded database and migrate once, here, so N workers do not race to
-    # do it; workers get the resolved connection string and secret through the env.
+    # do it; workers get the resolved connection string through the env (and read the
+    # embedded mode's generated JWT secret from the data folder, as this process did).
     rt = asyncio.run(runtime.prepare(settings))
+    host = args.host or settings.host
     os.environ["DATABASE_URL"] = rt.dsn
     os.environ["MIGRATE_ON_START"] = "false"
+    # The address the workers serve on: the dev sign-in answers only for it (and loopback).
+    os.environ["HOST"] = host
     if rt.embedded_database:
         os.environ[runtime.EMBEDDED_HANDOFF_ENV] = rt.dsn
     else:
         os.environ.pop(runtime.EMBEDDED_HANDOFF_ENV, None)
-    if rt.jwt_secret is not None:
-        os.environ["SUPABASE_JWT_SECRET"] = rt.jwt_secret.get_secret_value()
     # uvicorn re-raises the stop signal once it has shut down; turn SIGTERM into a normal
     # exit so the embedded database is stopped below instead of being left running.
     signal.signal(signal.SIGTERM, _exit_on_signal)
-    host = args.host or settings.host
     try:
         with _metrics_files(), _metrics_port(settings, host):
             uvicorn.run(
@@ -54,7 +56,10 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
                 port=args.port or settings.port,
                 workers=args.workers or settings.web_concurrency,
                 loop="uvloop",
-                http="httptools",
+                # httptools with a cap on the request head (431 over MAX_HEADER_BYTES); the
+                # cap travels to every worker in the Config, the field h11 reads for the same.
+                http=HeaderLimitedHttpToolsProtocol,
+                h11_max_incomplete_event_size=settings.max_header_bytes,
                 # Each worker applies it: the request id on every line, text or JSON.
                 log_config=logging_config(settings.log_level, settings.log_format),
                 log_level=level_number(settings.log_level),

@@ -132,7 +132,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 schema_version=expected_version(),
                 metrics=metrics,
                 web=create_web_client(
-                    settings, db, embedded_database=rt.embedded_database, jwt_secret=rt.jwt_secret
+                    settings,
+                    db,
+                    embedded_database=rt.embedded_database,
+                    local_jwt_secret=rt.jwt_secret if rt.jwt_secret_is_local else None,
                 ),
             )
             app.state.resources = state  # for tests and operators' tooling; routes use request.state

@@ -5,6 +5,7 @@ development and answers every other configuration exactly as an unknown path doe
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import uuid
 from collections.abc import AsyncIterator
@@ -15,33 +16,46 @@ import asyncpg
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
+from pydantic import SecretStr
 
 from avatar_chat.core.runtime import EMBEDDED_HANDOFF_ENV, prepare
 from avatar_chat.core.settings import Settings
 from avatar_chat.main import create_app
 from avatar_chat.web.router import STATIC_DIR
+from tests.factories import TEST_JWT_SECRET
 from tests.helpers import assert_error
+from tests.servers import ServerProcess
 
 SIGN_IN = "/app/dev/sign-in"
 
 
 @asynccontextmanager
-async def client_for(settings: Settings, **overrides: object) -> AsyncIterator[httpx.AsyncClient]:
+async def client_for(
+    settings: Settings, base_url: str = "http://test", **overrides: object
+) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(settings.model_copy(update=overrides))
     async with LifespanManager(app) as manager:
         transport = httpx.ASGITransport(app=manager.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        async with httpx.AsyncClient(transport=transport, base_url=base_url) as client:
             yield client
 
 
 @pytest.fixture
+def dev_settings(settings: Settings, tmp_path: Path) -> Settings:
+    """A worker of `avatar-chat serve` on the embedded default: no Supabase setting, the JWT
+    secret generated in its data folder."""
+    return settings.model_copy(update={"supabase_jwt_secret": None, "data_dir": tmp_path})
+
+
+@pytest.fixture
 async def embedded_dev(
-    settings: Settings, database_url: str, monkeypatch: pytest.MonkeyPatch
+    dev_settings: Settings, database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[httpx.AsyncClient]:
     """A worker of `avatar-chat serve` on the embedded database, as serve starts it: the
-    resolved DATABASE_URL, and the same address in the handoff variable."""
+    resolved DATABASE_URL, and the same address in the handoff variable; reached as
+    http://localhost:8000, as ./scripts/run prints it."""
     monkeypatch.setenv(EMBEDDED_HANDOFF_ENV, database_url)
-    async with client_for(settings) as client:
+    async with client_for(dev_settings, base_url="http://localhost:8000") as client:
         yield client
 
 
@@ -156,8 +170,97 @@ async def test_dev_sign_in_creates_the_user_once_and_its_token_works(
 
 
 async def test_dev_sign_in_refuses_bad_input_with_422(embedded_dev: httpx.AsyncClient) -> None:
+    as_json = {"content-type": "application/json"}
     for body in (b"", b"{", b'{"email": "no-at-sign"}', b'{"email": "a@b", "extra": 1}', b"\xff"):
-        assert_error(await embedded_dev.post(SIGN_IN, content=body), 422, "validation_failed")
+        response = await embedded_dev.post(SIGN_IN, content=body, headers=as_json)
+        assert_error(response, 422, "validation_failed")
+
+
+async def test_dev_sign_in_takes_json_only(
+    embedded_dev: httpx.AsyncClient, owner: asyncpg.Connection
+) -> None:
+    """A page on another site can post a form (text/plain, urlencoded, multipart) here with
+    no CORS preflight; it cannot post application/json without one."""
+    email = _email()
+    body = json.dumps({"email": email}).encode()
+    for content_type in (None, "text/plain", "application/x-www-form-urlencoded", "multipart/form-data"):
+        headers = {"content-type": content_type} if content_type else {}
+        response = await embedded_dev.post(SIGN_IN, content=body, headers=headers)
+        assert_error(response, 415, "unsupported_media_type")
+    assert await owner.fetchval("select count(*) from auth.users where email = $1", email) == 0
+    json_utf8 = {"content-type": "Application/JSON; charset=utf-8"}
+    assert (await embedded_dev.post(SIGN_IN, content=body, headers=json_utf8)).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("host", "allowed"),
+    [
+        ("localhost:8000", True),
+        ("app.localhost", True),
+        ("127.0.0.1:8000", True),
+        ("[::1]:8000", True),
+        ("192.168.1.20:8000", True),  # a phone on the LAN, by address
+        ("attacker.example", False),  # DNS rebinding: a name of theirs pointed at 127.0.0.1
+        ("attacker.example:8000", False),
+        ("localhost.attacker.example", False),
+        ("127.0.0.1.nip.io", False),
+        ("", False),
+        ("[::1", False),
+    ],
+)
+async def test_dev_sign_in_answers_only_for_the_hosts_the_server_was_started_for(
+    embedded_dev: httpx.AsyncClient, owner: asyncpg.Connection, host: str, allowed: bool
+) -> None:
+    email = _email()
+    response = await embedded_dev.post(SIGN_IN, json={"email": email}, headers={"host": host})
+    if allowed:
+        assert response.status_code == 200
+    else:
+        assert_error(response, 403, "host_not_allowed")
+        assert await owner.fetchval("select count(*) from auth.users where email = $1", email) == 0
+
+
+async def test_dev_sign_in_answers_for_the_name_given_as_host(
+    dev_settings: Settings, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(EMBEDDED_HANDOFF_ENV, database_url)
+    async with client_for(dev_settings, base_url="http://devbox.lan:8000", host="devbox.lan") as client:
+        assert (await client.post(SIGN_IN, json={"email": _email()})).status_code == 200
+        evil = await client.post(SIGN_IN, json={"email": _email()}, headers={"host": "evil.example"})
+        assert_error(evil, 403, "host_not_allowed")
+
+
+@pytest.mark.parametrize(
+    "supabase",
+    [
+        # The finding: a real project's legacy HS256 secret, its URL and anon key.
+        {
+            "supabase_url": "https://abcd.supabase.co",
+            "supabase_anon_key": "sb_publishable_abc",
+            "supabase_jwt_secret": SecretStr(TEST_JWT_SECRET),
+        },
+        {"supabase_jwt_secret": SecretStr(TEST_JWT_SECRET)},
+        {"supabase_url": "https://abcd.supabase.co"},
+        {"supabase_anon_key": "sb_publishable_abc"},
+        {"supabase_url": "https://abcd.supabase.co", "supabase_service_role_key": SecretStr("sb_secret_x")},
+    ],
+    ids=["url+anon+secret", "secret", "url", "anon", "url+service"],
+)
+async def test_dev_sign_in_does_not_exist_with_any_supabase_setting(
+    dev_settings: Settings,
+    database_url: str,
+    owner: asyncpg.Connection,
+    monkeypatch: pytest.MonkeyPatch,
+    supabase: dict[str, object],
+) -> None:
+    """Embedded database, APP_ENV=development, but a Supabase setting: the sign-in could sign
+    with a real project's secret or name its issuer, so it is not there at all."""
+    monkeypatch.setenv(EMBEDDED_HANDOFF_ENV, database_url)
+    email = _email()
+    async with client_for(dev_settings, base_url="http://localhost:8000", **supabase) as client:
+        assert_error(await client.post(SIGN_IN, json={"email": email}), 404, "not_found")
+        assert (await client.get("/app/config.json")).json()["mode"] != "dev"
+    assert await owner.fetchval("select count(*) from auth.users where email = $1", email) == 0
 
 
 async def test_dev_sign_in_is_404_on_a_configured_database(
@@ -180,10 +283,10 @@ async def test_dev_sign_in_is_404_on_a_configured_database(
 
 
 async def test_dev_sign_in_is_404_on_the_embedded_database_in_production(
-    settings: Settings, database_url: str, monkeypatch: pytest.MonkeyPatch
+    dev_settings: Settings, database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv(EMBEDDED_HANDOFF_ENV, database_url)
-    async with client_for(settings, app_env="production") as client:
+    async with client_for(dev_settings, base_url="http://localhost:8000", app_env="production") as client:
         assert_error(await client.post(SIGN_IN, json={"email": _email()}), 404, "not_found")
         assert (await client.get("/app/config.json")).json()["mode"] == "none"
 
@@ -196,3 +299,49 @@ async def test_only_the_address_serve_handed_over_counts_as_embedded(
     assert not (await prepare(settings, migrate_now=False)).embedded_database
     monkeypatch.setenv(EMBEDDED_HANDOFF_ENV, database_url)
     assert (await prepare(settings, migrate_now=False)).embedded_database
+
+
+# --- as `avatar-chat serve` runs it ------------------------------------------------------------------
+
+
+async def _serve_embedded(data_dir: Path, **env: str) -> ServerProcess:
+    server = ServerProcess(
+        database_url=None, jwt_secret=None, workers=2, env={"DATA_DIR": str(data_dir), **env}
+    )
+    await server.start(timeout_s=60)
+    return server
+
+
+@pytest.mark.slow
+async def test_serve_on_the_embedded_default_signs_in_with_its_own_secret_only(tmp_path: Path) -> None:
+    """Two workers on the embedded default: each reads the secret generated in the data
+    folder (never handed over as SUPABASE_JWT_SECRET), so a dev token works on both; with
+    the settings of a Supabase project on the same data folder, the sign-in is gone."""
+    server = await _serve_embedded(tmp_path / "data")
+    try:
+        async with server.client() as client:
+            assert (await client.get("/app/config.json")).json()["mode"] == "dev"
+            session = await client.post(SIGN_IN, json={"email": _email()})
+            assert session.status_code == 200
+            headers = {"Authorization": f"Bearer {session.json()['access_token']}"}
+            for _ in range(6):  # new connections: both workers answer
+                assert_error(await client.get("/avatars/me", headers=headers), 404, "avatar_not_found")
+            rebound = await client.post(SIGN_IN, json={"email": _email()}, headers={"host": "evil.example"})
+            assert_error(rebound, 403, "host_not_allowed")
+    finally:
+        await server.stop()
+
+    server = await _serve_embedded(
+        tmp_path / "data",
+        SUPABASE_URL="https://abcd.supabase.co",
+        SUPABASE_ANON_KEY="sb_publishable_abc",
+        SUPABASE_JWT_SECRET=TEST_JWT_SECRET,
+    )
+    try:
+        async with server.client() as client:
+            assert (await client.get("/app/config.json")).json()["mode"] == "supabase"
+            for _ in range(4):
+                victim = await client.post(SIGN_IN, json={"email": "victim@example.org"})
+                assert_error(victim, 404, "not_found")
+    finally:
+        await server.stop()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import Any
 
@@ -70,3 +71,34 @@ def read_header(request: Request, name: str, *, max_length: int, min_length: int
             ],
         )
     return value
+
+
+def host_name(host_header: str | None) -> str | None:
+    """The name in a `Host` header, lower case, without its port or an IPv6 literal's
+    brackets; None when there is none or it is not shaped like a host."""
+    if not host_header:
+        return None
+    host = host_header.strip().lower()
+    if host.startswith("["):
+        end = host.find("]")
+        port = host[end + 1 :] if end >= 0 else ""
+        if end < 0 or (port and not (port.startswith(":") and port[1:].isdigit())):
+            return None
+        return host[1:end] or None
+    name, _, port = host.partition(":")
+    if port and not port.isdigit():
+        return None
+    return name or None
+
+
+def is_ip_literal(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
+def is_loopback_name(name: str) -> bool:
+    """`localhost` and its subdomains, which browsers resolve to loopback themselves."""
+    return name == "localhost" or name.endswith(".localhost")

@@ -32,6 +32,9 @@ class Runtime:
     embedded: EmbeddedPostgres | None
     # The database is the embedded one: started here, or by `avatar-chat serve` for its workers.
     embedded_database: bool = False
+    # jwt_secret is the one generated for this data folder (no SUPABASE_JWT_SECRET is set):
+    # it can sign nothing that a Supabase project would accept.
+    jwt_secret_is_local: bool = False
 
     async def close(self) -> None:
         if self.embedded is not None:
@@ -51,18 +54,27 @@ async def prepare(
         embedded = EmbeddedPostgres(settings.data_dir, stop_on_exit=stop_embedded)
         dsn = await asyncio.to_thread(embedded.start)
         log.info("embedded Postgres running in %s", embedded.pgdata)
-        if jwt_secret is None:
-            jwt_secret = SecretStr(await asyncio.to_thread(local_jwt_secret, settings.data_dir))
     else:
         dsn = settings.database_url.get_secret_value()
     embedded_database = embedded is not None or os.environ.get(EMBEDDED_HANDOFF_ENV) == dsn
+    # Each of serve's workers reads the generated secret from the data folder itself: it
+    # is never handed over as SUPABASE_JWT_SECRET, which would make it look configured.
+    jwt_secret_is_local = jwt_secret is None and embedded_database
+    if jwt_secret_is_local:
+        jwt_secret = SecretStr(await asyncio.to_thread(local_jwt_secret, settings.data_dir))
     should_migrate = settings.should_migrate_on_start if migrate_now is None else migrate_now
     if should_migrate:
         url, mode = migration_target(settings, dsn)
         applied = await migrate(url, pool_mode=mode)
         if applied:
             log.info("applied migrations: %s", ", ".join(applied))
-    return Runtime(dsn=dsn, jwt_secret=jwt_secret, embedded=embedded, embedded_database=embedded_database)
+    return Runtime(
+        dsn=dsn,
+        jwt_secret=jwt_secret,
+        embedded=embedded,
+        embedded_database=embedded_database,
+        jwt_secret_is_local=jwt_secret_is_local,
+    )
 
 
 def migration_target(settings: Settings, dsn: str) -> tuple[str, PoolMode]:

@@ -159,6 +159,10 @@ class Settings(BaseSettings):
     rate_limit_sends_per_minute: Annotated[int, Field(ge=0)] = 30  # 0 disables
     max_concurrent_streams: Annotated[int, Field(ge=0)] = 3  # per user; 0 disables
     max_body_bytes: Annotated[int, Field(ge=1024)] = 65_536
+    # Request line + all headers of one request (bytes); over it: 431, before the rest is
+    # read. Supabase access tokens are 1-2 KB (the token check stops at 16 KiB); nginx
+    # accepts 4 x 8 KiB header lines by default (large_client_header_buffers).
+    max_header_bytes: Annotated[int, Field(ge=4096, le=1024 * 1024)] = 32 * 1024
 
     # --- metrics (Prometheus) --------------------------------------------------------------
     metrics_enabled: bool = True
@@ -215,6 +219,19 @@ class Settings(BaseSettings):
     def has_service_role(self) -> bool:
         """Supabase's HTTP services may be called as the service role (Storage, Auth admin)."""
         return self.supabase_url is not None and self.supabase_service_role_key is not None
+
+    @property
+    def supabase_configured(self) -> bool:
+        """Any setting of a Supabase project is set: its URL, JWT secret, anon or service key."""
+        return any(
+            value is not None
+            for value in (
+                self.supabase_url,
+                self.supabase_jwt_secret,
+                self.supabase_anon_key,
+                self.supabase_service_role_key,
+            )
+        )
 
     @property
     def embedded(self) -> bool:

@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
-from avatar_chat.core.errors import NotFound
+from avatar_chat.core.errors import Forbidden, NotFound, UnsupportedMediaType
 from avatar_chat.core.settings import Settings
 from avatar_chat.web.schemas import DevSession, DevSignInRequest
 from avatar_chat.web.service import WebClient
@@ -64,12 +64,21 @@ async def client_config(request: Request) -> Response:
 
 @router.post("/dev/sign-in")
 async def dev_sign_in(request: Request) -> DevSession:
-    """Local development only (embedded database, APP_ENV=development): a token for any
-    email, its user created if needed. Everywhere else this answers as an unknown path
-    does, whatever the body."""
+    """Local development only (embedded database, APP_ENV=development, no Supabase
+    settings): a token for any email, its user created if needed. Everywhere else this
+    answers as an unknown path does, whatever the body. JSON only: a cross-site form can
+    post text/plain without a CORS preflight, never application/json."""
     dev = _web(request).dev_sign_in
     if dev is None:
         raise NotFound("Not Found")
+    if not dev.answers_for(request.headers.get("host")):
+        raise Forbidden(
+            "The dev sign-in answers only on localhost, an IP address or the server's HOST.",
+            code="host_not_allowed",
+        )
+    media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    if media_type != "application/json":
+        raise UnsupportedMediaType("Send the sign-in as application/json.")
     try:
         body = DevSignInRequest.model_validate_json(await request.body())
     except ValidationError as exc:

@@ -10,12 +10,15 @@ from pydantic import SecretStr
 
 from avatar_chat.auth.tokens import mint_access_token
 from avatar_chat.core.database import Database
+from avatar_chat.core.http import host_name, is_ip_literal, is_loopback_name
 from avatar_chat.core.settings import Environment, Settings
 from avatar_chat.web import repository
 from avatar_chat.web.schemas import ClientMode, DevSession, DevUser, WebConfig
 
 # A working day: a developer is not sent back to the sign-in every hour.
 DEV_TOKEN_TTL_S: Final = 12 * 3600
+# Addresses that mean "every interface": the server was started for no name in particular.
+_ANY_ADDRESS: Final = frozenset({"0.0.0.0", "::", ""})  # noqa: S104 - compared, never bound
 
 
 class DevSignIn:
@@ -23,10 +26,21 @@ class DevSignIn:
     database in development, where the users are local rows and the JWT secret is the
     generated one."""
 
-    def __init__(self, db: Database, *, secret: SecretStr, issuer: str | None) -> None:
+    def __init__(self, db: Database, *, secret: SecretStr, issuer: str | None, bind_host: str) -> None:
         self._db = db
         self._secret = secret
         self._issuer = issuer
+        bound = bind_host.strip("[]").lower()
+        self._bound_name = None if bound in _ANY_ADDRESS else bound
+
+    def answers_for(self, host_header: str | None) -> bool:
+        """Whether a request that names this `Host` may sign in: loopback names, IP
+        literals (neither can be a name an attacker's DNS points here: DNS rebinding) and
+        the name the server was started for (HOST / --host)."""
+        name = host_name(host_header)
+        if name is None:
+            return False
+        return is_ip_literal(name) or is_loopback_name(name) or name == self._bound_name
 
     async def sign_in(self, email: str) -> DevSession:
         async with self._db.connection() as conn:
@@ -54,14 +68,22 @@ class WebClient:
 
 
 def create_web_client(
-    settings: Settings, db: Database, *, embedded_database: bool, jwt_secret: SecretStr | None
+    settings: Settings, db: Database, *, embedded_database: bool, local_jwt_secret: SecretStr | None
 ) -> WebClient:
-    """The dev sign-in exists only with the embedded database, APP_ENV=development and an
-    HS256 secret to sign with; config.json names Supabase Auth when the project's URL and
-    anon key are set, else the dev sign-in if it exists."""
+    """The dev sign-in exists only where what it signs is worth nothing elsewhere: the
+    embedded database, APP_ENV=development, the secret generated for this data folder
+    (`local_jwt_secret`) and no setting of a Supabase project at all (a configured
+    SUPABASE_JWT_SECRET may be a real project's legacy secret, and SUPABASE_URL would make
+    its tokens claim that project as issuer). config.json names Supabase Auth when the
+    project's URL and anon key are set, else the dev sign-in if it exists."""
     dev = None
-    if embedded_database and settings.app_env is Environment.development and jwt_secret is not None:
-        dev = DevSignIn(db, secret=jwt_secret, issuer=settings.jwt_issuer)
+    if (
+        embedded_database
+        and settings.app_env is Environment.development
+        and local_jwt_secret is not None
+        and not settings.supabase_configured
+    ):
+        dev = DevSignIn(db, secret=local_jwt_secret, issuer=None, bind_host=settings.host)
     if settings.supabase_url and settings.supabase_anon_key:
         config = WebConfig(
             mode="supabase",
