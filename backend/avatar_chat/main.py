@@ -32,7 +32,7 @@ from avatar_chat.core.errors import install_error_handlers
 from avatar_chat.core.limits import BodySizeLimitMiddleware, configure_database_limits
 from avatar_chat.core.metrics import Metrics
 from avatar_chat.core.migrate import expected_version
-from avatar_chat.core.observability import ObservedFastAPI, RequestObserver
+from avatar_chat.core.observability import ObservedFastAPI, RequestObserver, serves_metrics_on_api_port
 from avatar_chat.core.settings import Settings
 from avatar_chat.core.supabase import create_service_client
 from avatar_chat.core.tasks import TaskTracker
@@ -101,6 +101,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             )
             metrics.watch_store(lambda: store.avatar_count, lambda: store.window_count)
             await stack.enter_async_context(metrics.sampling())
+            if metrics.enabled and settings.metrics_port is None and not serves_metrics_on_api_port(settings):
+                log.warning("GET /metrics is closed in production: set METRICS_TOKEN or METRICS_PORT")
             heartbeat = WorkerHeartbeat(db, ttl_s=settings.worker_ttl_s)
             await heartbeat.start()
             stack.push_async_callback(heartbeat.close)

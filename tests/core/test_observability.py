@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
@@ -18,7 +19,7 @@ from asgi_lifespan import LifespanManager
 from fastapi import FastAPI, Request
 from pydantic import SecretStr
 
-from avatar_chat.core.logs import RequestIdFilter
+from avatar_chat.core.logs import RequestIdFilter, TextFormatter
 from avatar_chat.core.settings import Settings
 from avatar_chat.core.tasks import TaskTracker
 from avatar_chat.main import create_app
@@ -314,3 +315,68 @@ async def test_metrics_disabled(observed: Observed) -> None:
         answer = await client.get("/metrics")
         assert_error(answer, 404, "not_found")  # no such route then; ids stay
         assert not state.metrics.enabled
+
+
+async def test_metrics_are_closed_in_production_unless_a_token_or_port_opens_them(
+    observed: Observed, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING)
+    async with observed(app_env="production") as (client, state):
+        assert_error(await client.get("/metrics"), 404, "not_found")
+        assert state.metrics.enabled  # still counted, for METRICS_PORT or a token later
+    assert any("METRICS_TOKEN or METRICS_PORT" in r.getMessage() for r in caplog.records)
+    async with observed(app_env="production", metrics_token=SecretStr("s3cret-metrics")) as (client, _):
+        assert_error(await client.get("/metrics"), 401, "unauthorized")
+        await scrape(client, "s3cret-metrics")
+    async with observed(app_env="production", metrics_port=9464) as (client, _):
+        assert_error(await client.get("/metrics"), 404, "not_found")  # served on its own port
+
+
+async def test_request_metrics_do_not_grow_with_invented_methods(observed: Observed) -> None:
+    """h11 takes any token as a method: each must not make a cache entry or a series."""
+    async with observed() as (client, state):
+        for i in range(300):
+            await client.request(f"X{i}", "/health")
+        samples = await scrape(client)
+        cached = len(state.metrics._http)  # the per-label cache: bounded by what is real
+    assert requests(samples, "OTHER", "/health", 405) == 300
+    assert not any(dict(labels).get("method", "").startswith("X") for _, labels in samples)
+    assert cached <= 3, cached
+
+
+# --------------------------------------------------------------------------- logs
+
+
+async def test_the_text_log_escapes_what_a_client_put_in_a_path(
+    observed: Observed, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A path may hold any byte (percent-decoded): one request is one line, with no
+    terminal escapes, whatever it is."""
+    forged = "2026-12-07 05:00:00,000 INFO avatar_chat.access [1] - GET /admin 200 0.1 ms"
+    caplog.set_level(logging.INFO)
+    async with observed() as (client, _):
+        for end in ("", "%0d%1b[31mred%1b[0m%E2%80%A8%E2%80%AEevil%00"):
+            answer = await client.get("/x%0a" + forged.replace(" ", "%20") + end)
+            assert answer.status_code == 404
+    access = [r for r in caplog.records if r.name == "avatar_chat.access" and "/x" in r.getMessage()]
+    assert len(access) == 2
+    formatter = TextFormatter()
+    for record in access:
+        line = formatter.format(record)
+        assert "\n" not in line and "\r" not in line and "\x1b" not in line and "\x00" not in line
+        assert "\u2028" not in line and "\u202e" not in line
+        assert "GET /x\\n2026-12-07 05:00:00,000 INFO" in line
+    # The record keeps the value as it was for handlers that escape on their own (JSON).
+    assert "\n" in access[-1].__dict__["path"]
+
+
+def test_text_log_tracebacks_keep_their_lines_but_no_terminal_escapes() -> None:
+    try:
+        raise ValueError("bad value \x1b[2J\nnext")
+    except ValueError:
+        record = logging.LogRecord("t", logging.ERROR, __file__, 1, "failed: %s", ("\x1b]0;t\x07",), None)
+        record.exc_info = sys.exc_info()
+    text = TextFormatter().format(record)
+    assert "\x1b" not in text and "\x07" not in text
+    assert text.splitlines()[0].endswith("failed: \\x1b]0;t\\x07")
+    assert "Traceback (most recent call last):" in text.splitlines()[1]

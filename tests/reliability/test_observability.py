@@ -318,3 +318,39 @@ async def test_json_logs_of_a_full_run_parse_carry_request_ids_and_hold_no_secre
         r for r in records if r["level"] == "WARNING" and r["request_id"] == failed.headers["x-request-id"]
     ]
     assert any("provider_error" in r["message"] for r in warnings), warnings
+
+
+async def test_text_logs_of_a_real_server_hold_one_line_per_request_whatever_the_path(
+    database_url: str, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """`avatar-chat serve` logging text at INFO, as by default: a path that percent-encodes a
+    newline and a forged record, or terminal escapes, stays on its own one line, escaped."""
+    server = ServerProcess(
+        database_url=database_url, jwt_secret=TEST_JWT_SECRET, workers=1, env={"LOG_LEVEL": "INFO"}
+    )
+    forged = "2026-12-07%2005:00:00,000%20INFO%20avatar_chat.access%20[1]%20-%20GET%20/admin%20200"
+    marker = uuid.uuid4().hex
+    try:
+        await server.start()
+        capfd.readouterr()  # from here on: what the requests make it log
+        async with server.client() as client:
+            # httpx would refuse these characters in a URL: send the request line as raw bytes.
+            for path in (f"/{marker}%0a{forged}", f"/{marker}%1b[31mred%1b[0m%0d%e2%80%a8%00"):
+                reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+                try:
+                    request = f"GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+                    writer.write(request.encode())
+                    assert (await reader.read()).startswith(b"HTTP/1.1 404")
+                finally:
+                    writer.close()
+                    await writer.wait_closed()
+            assert (await client.get("/health")).status_code == 200
+    finally:
+        await server.stop()
+    err = capfd.readouterr().err
+    lines = [line for line in err.splitlines() if marker in line]
+    assert len(lines) == 2, err
+    assert not any(line.startswith("2026-12-07 05:00:00,000") for line in err.splitlines())
+    assert "\x1b" not in err and "\x00" not in err and "\u2028" not in err and "\r" not in err
+    assert f"/{marker}\\n2026-12-07 05:00:00,000 INFO" in lines[0]
+    assert f"/{marker}\\x1b[31mred\\x1b[0m\\r\\u2028\\x00" in lines[1]

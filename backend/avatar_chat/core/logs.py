@@ -36,8 +36,32 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
+def _escape(char: int) -> str:
+    name = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}.get(chr(char))
+    return name or (f"\\x{char:02x}" if char < 0x100 else f"\\u{char:04x}")
+
+
+# What could end a line or rewrite what a terminal shows: C0 and C1 controls and DEL
+# (newlines, ESC for terminal escapes), Unicode line and paragraph separators, and the
+# bidirectional overrides that make text read differently from how it is stored.
+_UNSAFE = [*range(0x20), *range(0x7F, 0xA0), 0x2028, 0x2029, *range(0x202A, 0x202F), *range(0x2066, 0x206A)]
+_ESCAPE_ALL = str.maketrans({char: _escape(char) for char in _UNSAFE})
+# Tracebacks keep their line breaks (each of their lines comes from our code or Python's).
+_ESCAPE_BUT_NEWLINES = str.maketrans({char: _escape(char) for char in _UNSAFE if char != ord("\n")})
+
+
+def escape_controls(text: str) -> str:
+    """`text` with every character that could forge a log line or drive a terminal written
+    as an escape (`\\n`, `\\x1b`, `\\u2028`): one record is one line, whatever a client sent."""
+    return text if text.isprintable() else text.translate(_ESCAPE_ALL)
+
+
 class TextFormatter(logging.Formatter):
-    """`time level logger [pid] request-id message`, with `-` outside a request."""
+    """`time level logger [pid] request-id message`, with `-` outside a request.
+
+    Messages carry values clients chose (the access log's path, above all): control
+    characters in them are escaped, so a client can neither forge a line nor put terminal
+    escapes in one. JSON lines need none of this (json.dumps escapes them)."""
 
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)s %(name)s [%(process)d] %(rid)s %(message)s")
@@ -45,6 +69,16 @@ class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         setattr(record, "rid", getattr(record, "request_id", None) or "-")  # noqa: B010
         return super().format(record)
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = escape_controls(record.message)
+        return super().formatMessage(record)
+
+    def formatException(self, ei: Any) -> str:
+        return super().formatException(ei).translate(_ESCAPE_BUT_NEWLINES)
+
+    def formatStack(self, stack_info: str) -> str:
+        return super().formatStack(stack_info).translate(_ESCAPE_BUT_NEWLINES)
 
 
 # Attributes every LogRecord has; anything else on a record came as `extra=`.

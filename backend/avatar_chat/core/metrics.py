@@ -288,12 +288,14 @@ class Metrics:
     # --- what the request middleware records ---------------------------------------------
 
     def http_request(self, method: str, route: str, status: int) -> Observer:
-        """The latency histogram's child for one method, route template and status."""
+        """The latency histogram's child for one method, route template and status. Keyed
+        by the normalised method: a client may send any token as a method (h11 takes them
+        all), and neither the children nor this cache may grow with what clients invent."""
+        if method not in _HTTP_METHODS:
+            method = "OTHER"
         key = (method, route, status)
         child = self._http.get(key)
         if child is None:
-            if method not in _HTTP_METHODS:
-                method = "OTHER"
             child = self.http_requests.labels(method, route, str(status))  # only called when enabled
             self._http[key] = child
         return child

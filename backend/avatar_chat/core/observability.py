@@ -24,7 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from avatar_chat.core.errors import send_error
 from avatar_chat.core.logs import REQUEST_ID
 from avatar_chat.core.metrics import CONTENT_TYPE, UNMATCHED_ROUTE, Metrics
-from avatar_chat.core.settings import Settings
+from avatar_chat.core.settings import Environment, Settings
 
 access_log = logging.getLogger("avatar_chat.access")
 
@@ -54,8 +54,7 @@ class RequestObserver:
         self.app = app
         self.metrics = metrics
         self._count = metrics.enabled
-        # With METRICS_PORT, `avatar-chat serve` serves /metrics there instead (cli.py).
-        self._serve_metrics = metrics.enabled and settings.metrics_port is None
+        self._serve_metrics = metrics.enabled and serves_metrics_on_api_port(settings)
         self._token = metrics_authorization(settings)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -148,6 +147,15 @@ class _MetricsRoute:
     """What `scope["route"]` holds for /metrics (served here, not by a router route)."""
 
     path = METRICS_PATH
+
+
+def serves_metrics_on_api_port(settings: Settings) -> bool:
+    """Whether GET /metrics is answered on the API's port. Not with METRICS_PORT (`avatar-chat
+    serve` serves it there, cli.py); and in production only behind METRICS_TOKEN: counts of
+    routes, errors and users' activity are not for whoever can reach the API."""
+    if settings.metrics_port is not None:
+        return False
+    return settings.app_env is Environment.development or settings.metrics_token is not None
 
 
 def metrics_authorization(settings: Settings) -> bytes | None:
