@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gc
 import hashlib
 import hmac
 import json
 import time
+import tracemalloc
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
@@ -22,7 +24,13 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 from avatar_chat.auth.tokens import mint_access_token
-from avatar_chat.auth.verifier import MAX_TOKEN_CHARS, UNKNOWN_KID_REFETCH_INTERVAL_S, TokenVerifier
+from avatar_chat.auth.verifier import (
+    MAX_TOKEN_CHARS,
+    UNKNOWN_KID_REFETCH_INTERVAL_S,
+    VERIFIED_CACHE_MAX_BYTES,
+    VERIFIED_CACHE_SIZE,
+    TokenVerifier,
+)
 from avatar_chat.core.claims import Claims
 from avatar_chat.core.errors import AppError, ServiceUnavailable, Unauthorized
 from avatar_chat.core.settings import Settings
@@ -726,3 +734,50 @@ async def test_verified_tokens_are_remembered_but_never_past_their_exp() -> None
         assert await verifier.verify(token) is first  # served from the cache
         await asyncio.sleep(1.2)
         await rejected(verifier, token, "token_expired")
+
+
+def _padded_token(i: int, size: int) -> str:
+    """A valid token padded through user_metadata (which Supabase users can set
+    themselves) to about `size` characters."""
+    metadata = {"k1": 1, "bio": "x" * (size * 3 // 4)}
+    return hs256(sub=str(uuid.UUID(int=i + 1)), user_metadata=metadata)
+
+
+async def test_the_verified_cache_is_bounded_in_bytes_whatever_users_put_in_their_tokens() -> None:
+    """1,000 valid tokens padded to ~16 KiB (39 MB held before the fix) against a 4 MiB
+    budget: the cache keeps what its budget allows, and the memory the verifier holds
+    afterwards stays within it (the token text itself is not kept: entries are keyed by
+    its SHA-256, and the claims only as their JSON)."""
+    budget = 4 * 1024 * 1024
+    assert budget < VERIFIED_CACHE_MAX_BYTES
+    async with httpx.AsyncClient() as http:
+        verifier = TokenVerifier(settings(url=None), http, cache_max_bytes=budget)
+        tokens = [_padded_token(i, 15_000) for i in range(1000)]
+        assert all(14_000 < len(token) <= MAX_TOKEN_CHARS for token in tokens)
+        gc.collect()
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            for token in tokens:
+                await verifier.verify(token)
+            gc.collect()
+            held = tracemalloc.get_traced_memory()[0] - before
+        finally:
+            tracemalloc.stop()
+        assert budget - 20_000 < verifier.cached_bytes <= budget
+        assert held < budget + 1024 * 1024, f"{held / 2**20:.1f} MiB"
+        # The newest are served from the cache; the oldest were let go and verify again.
+        newest = await verifier.verify(tokens[-1])
+        assert await verifier.verify(tokens[-1]) is newest
+        assert newest.raw["user_metadata"]["k1"] == 1
+
+
+async def test_ordinary_tokens_fill_the_cache_by_count() -> None:
+    async with httpx.AsyncClient() as http:
+        verifier = TokenVerifier(settings(url=None), http)
+        tokens = [hs256(sub=str(uuid.UUID(int=i + 1))) for i in range(VERIFIED_CACHE_SIZE + 10)]
+        first = [await verifier.verify(token) for token in tokens]
+        assert await verifier.verify(tokens[-1]) is first[-1]
+        assert await verifier.verify(tokens[10]) is first[10]  # still cached: within the count
+        assert await verifier.verify(tokens[0]) is not first[0]  # the oldest went, by count
+        assert verifier.cached_bytes <= VERIFIED_CACHE_SIZE * 2000

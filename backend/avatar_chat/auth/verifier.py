@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 import uuid
@@ -31,9 +32,12 @@ UNKNOWN_KID_REFETCH_INTERVAL_S: Final = 30.0
 JWKS_RETRY_AFTER_S: Final = 5
 JWKS_FETCH_TIMEOUT_S: Final = 5.0
 # A client sends the same token with every request until it refreshes: remember tokens
-# already verified (bounded; never past their exp, never longer than this).
+# already verified (never past their exp, never longer than this), by the SHA-256 of the
+# token, holding only their claims; bounded by count and by bytes, since a user can pad
+# their own token (user_metadata) to the 16 KiB the size check lets through.
 VERIFIED_CACHE_TTL_S: Final = 60.0
 VERIFIED_CACHE_SIZE: Final = 10_000
+VERIFIED_CACHE_MAX_BYTES: Final = 16 * 1024 * 1024
 
 _ASYMMETRIC_ALGS: Final = frozenset({"ES256", "RS256"})
 _SUPPORTED_ALGS: Final = _ASYMMETRIC_ALGS | {"HS256"}
@@ -92,6 +96,7 @@ class TokenVerifier:
         *,
         hs256_secret: SecretStr | None = None,
         clock: Callable[[], float] = time.monotonic,
+        cache_max_bytes: int = VERIFIED_CACHE_MAX_BYTES,
     ) -> None:
         # The resolved secret (the embedded mode generates one) wins over the setting.
         secret = hs256_secret or settings.supabase_jwt_secret
@@ -130,28 +135,48 @@ class TokenVerifier:
         # Bumped by every completed fetch, so a task that waited on the lock can tell that
         # someone else already fetched (or failed) while it waited, and not fetch again.
         self._generation = 0
-        self._verified: OrderedDict[str, tuple[Claims, float, bool]] = OrderedDict()
+        self._verified: OrderedDict[bytes, tuple[Claims, float, bool]] = OrderedDict()
+        self._verified_bytes = 0
+        self._verified_max_bytes = cache_max_bytes
 
     async def verify(self, token: str) -> Claims:
         if not token:
             raise _unauthorized("missing_token")
         if len(token) > MAX_TOKEN_CHARS:
             raise _unauthorized("token_too_large")
-        cached = self._verified.get(token)
+        # surrogatepass: a lone surrogate must reach the "malformed" answer, not raise here.
+        key = hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
+        cached = self._verified.get(key)
         if cached is not None:
             claims, not_after, jwks_bound = cached
             # A JWKS-signed token is re-checked once the key set is due for a refetch, so a
             # key the project withdrew stops working exactly as without this cache.
             if time.time() < not_after and not (jwks_bound and self._clock() >= self._expires_at):
-                self._verified.move_to_end(token)
+                self._verified.move_to_end(key)
                 return claims
-            del self._verified[token]
+            self._forget(key)
         claims, jwks_bound = await self._verify_uncached(token)
-        not_after = min(float(claims.raw["exp"]), time.time() + VERIFIED_CACHE_TTL_S)
-        self._verified[token] = (claims, not_after, jwks_bound)
-        if len(self._verified) > VERIFIED_CACHE_SIZE:
-            self._verified.popitem(last=False)
+        assert claims.exp is not None  # required by the claim checks
+        self._remember(key, claims, min(claims.exp, time.time() + VERIFIED_CACHE_TTL_S), jwks_bound)
         return claims
+
+    @property
+    def cached_bytes(self) -> int:
+        """What the verified-token cache holds, by `Claims.size` (bounded by VERIFIED_CACHE_MAX_BYTES)."""
+        return self._verified_bytes
+
+    def _remember(self, key: bytes, claims: Claims, not_after: float, jwks_bound: bool) -> None:
+        if key in self._verified:  # verified twice at once: keep one entry
+            self._forget(key)
+        self._verified[key] = (claims, not_after, jwks_bound)
+        self._verified_bytes += claims.size
+        while len(self._verified) > VERIFIED_CACHE_SIZE or self._verified_bytes > self._verified_max_bytes:
+            _, (oldest, _, _) = self._verified.popitem(last=False)
+            self._verified_bytes -= oldest.size
+
+    def _forget(self, key: bytes) -> None:
+        claims, _, _ = self._verified.pop(key)
+        self._verified_bytes -= claims.size
 
     async def _verify_uncached(self, token: str) -> tuple[Claims, bool]:
         if token.startswith(_API_KEY_PREFIXES):
