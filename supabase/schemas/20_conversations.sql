@@ -108,20 +108,28 @@ create unique index messages_reply_to_current_key on public.messages (reply_to)
 create index messages_user_id_streaming_idx on public.messages (user_id) where status = 'streaming';
 
 -- Allocates seq under the conversation's row lock. SECURITY DEFINER because the API
--- roles may not write last_seq themselves; it only touches the conversation the new
--- row names, and RLS on messages still decides whether that insert is allowed at all
--- (a refused insert rolls this back with it).
+-- roles may not write last_seq themselves. Where a user acts (auth.uid() set: this API,
+-- the Data API) it numbers only their own row in their own conversation. Any other row
+-- is left unnumbered, so nobody else's conversation is locked or bumped. That row is
+-- refused by messages_insert_own, with the same RLS error whether the conversation is
+-- someone else's or does not exist; should RLS ever pass it, its null seq fails
+-- not-null. A valid user token always names its user; auth.uid() is null only where RLS
+-- does not apply (the dashboard, service_role), and there a missing conversation is a
+-- foreign key error.
 create function avatar_chat.messages_assign_seq() returns trigger
 language plpgsql
 security definer
 set search_path = ''
 as $$
+declare
+  me uuid := auth.uid();
 begin
-  update public.conversations
-     set last_seq = last_seq + 1, updated_at = now()
-   where id = new.conversation_id
-  returning last_seq into new.seq;
-  if new.seq is null then
+  update public.conversations c
+     set last_seq = c.last_seq + 1, updated_at = now()
+   where c.id = new.conversation_id
+     and (me is null or (c.user_id = me and new.user_id = me))
+  returning c.last_seq into new.seq;
+  if new.seq is null and me is null then
     raise foreign_key_violation using
       message = 'conversation does not exist', constraint = 'messages_conversation_id_fkey';
   end if;
@@ -194,6 +202,28 @@ create trigger conversations_stamp
 before update on public.conversations
 for each row execute function avatar_chat.conversations_stamp();
 
+-- is_my_message: whether a message is the caller's and in this conversation, for
+-- messages_insert_own. A policy on public.messages cannot read public.messages itself
+-- (Postgres reports infinite recursion), so this reads it as its owner and checks the
+-- owner by hand. It tells the caller only about their own messages. EXECUTE is for the
+-- policy: the API roles have no USAGE on avatar_chat, so they cannot call it by name.
+create function avatar_chat.is_my_message(p_message_id uuid, p_conversation_id uuid)
+returns boolean
+language sql
+stable
+security definer
+set search_path = ''
+as $$
+  select exists (
+    select from public.messages m
+     where m.id = p_message_id and m.conversation_id = p_conversation_id and m.user_id = (select auth.uid())
+  );
+$$;
+comment on function avatar_chat.is_my_message(uuid, uuid) is
+  'Whether the message is the caller''s and in this conversation (for messages_insert_own).';
+revoke all on function avatar_chat.is_my_message(uuid, uuid) from public, anon, authenticated;
+grant execute on function avatar_chat.is_my_message(uuid, uuid) to authenticated;
+
 alter table public.conversations enable row level security;
 alter table public.messages enable row level security;
 
@@ -210,6 +240,9 @@ create policy conversations_delete_own on public.conversations
 
 create policy messages_select_own on public.messages
   for select to authenticated using ((select auth.uid()) = user_id);
+-- A reply only to a message of the caller's own in the same conversation: a row never
+-- names another user's message (nor finds out, by a unique index or a foreign key, that
+-- it exists). RLS WITH CHECK runs before constraints and index insertion.
 create policy messages_insert_own on public.messages
   for insert to authenticated with check (
     (select auth.uid()) = user_id
@@ -217,6 +250,7 @@ create policy messages_insert_own on public.messages
       select from public.conversations c
        where c.id = conversation_id and c.user_id = (select auth.uid())
     )
+    and (reply_to is null or avatar_chat.is_my_message(reply_to, conversation_id))
   );
 create policy messages_update_own on public.messages
   for update to authenticated

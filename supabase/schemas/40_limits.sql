@@ -36,7 +36,9 @@ revoke all on avatar_chat.limits, avatar_chat.send_counters from public, anon, a
 
 -- Raises AC429 with the reason as HINT (rate_limited, too_many_streams) and the seconds
 -- to wait as DETAIL {"retry_after": n}. A refused send rolls back with its statement, so
--- it neither counts nor leaves a row behind.
+-- it neither counts nor leaves a row behind. A row that messages_assign_seq left
+-- unnumbered is about to be refused by RLS: nothing is counted or locked for it, least
+-- of all for the user its user_id names.
 create function avatar_chat.messages_enforce_limits() returns trigger
 language plpgsql
 security definer
@@ -48,6 +50,9 @@ declare
   window_start timestamptz := date_trunc('minute', now());
   streaming integer;
 begin
+  if new.seq is null then
+    return new;
+  end if;
   select * into lim from avatar_chat.limits where id;
   if not found then
     return new;

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import uuid
+from typing import Any
+
 import httpx
 
 from tests.factories import User, create_avatar, create_conversation, history, send
@@ -78,6 +81,83 @@ async def test_someone_elses_conversation_is_404_on_every_route(
     assert theirs["id"] not in [c["id"] for c in listed]
     # ...and nothing of theirs changed.
     assert next(m["content"] for m in await history(app_client, user, theirs["id"])) == "private"
+
+
+def _as_seen_by_client(response: httpx.Response) -> tuple[int, dict[str, str], Any]:
+    """An answer without what differs between any two answers: the request id (in the body
+    and the X-Request-ID header) and the Date header."""
+    headers = {k: v for k, v in response.headers.items() if k not in ("x-request-id", "date")}
+    body = response.json()
+    body["error"].pop("request_id")
+    return response.status_code, headers, body
+
+
+async def test_someone_elses_ids_answer_as_ids_that_do_not_exist(
+    app_client: httpx.AsyncClient, user: User, other_user: User
+) -> None:
+    """On every route, another user's conversation or message is answered exactly as an id
+    that does not exist: same status, headers and body but for the request id. Their
+    exchange is in this worker's cache, and the caller has a conversation and messages
+    of their own."""
+    await create_avatar(app_client, user)
+    await create_avatar(app_client, other_user)
+    theirs = await create_conversation(app_client, user)
+    their_turn = await send(app_client, user, theirs["id"], "private")
+    assert their_turn.status_code == 201, their_turn.text
+    their_message = their_turn.json()["user_message"]["id"]
+    their_reply = their_turn.json()["assistant_message"]["id"]
+    their_history = await history(app_client, user, theirs["id"])
+    mine = await create_conversation(app_client, other_user)
+    assert (await send(app_client, other_user, mine["id"], "mine")).status_code == 201
+    h = other_user.headers
+    sse = {**h, "Accept": "text/event-stream"}
+    keyed = {**h, "Idempotency-Key": "same-key"}
+
+    def conversation_requests(c: str) -> list[tuple[str, str, dict[str, str], dict[str, Any] | None]]:
+        return [
+            ("GET", f"/conversations/{c}", h, None),
+            ("PATCH", f"/conversations/{c}", h, {"title": "mine now"}),
+            ("DELETE", f"/conversations/{c}", h, None),
+            ("GET", f"/conversations/{c}/messages", h, None),
+            ("POST", f"/conversations/{c}/messages", h, {"content": "hi"}),
+            ("POST", f"/conversations/{c}/messages", keyed, {"content": "hi"}),
+            ("POST", f"/conversations/{c}/messages", sse, {"content": "hi"}),
+        ]
+
+    def message_requests(
+        c: str, m: str, r: str
+    ) -> list[tuple[str, str, dict[str, str], dict[str, Any] | None]]:
+        return [
+            ("POST", f"/conversations/{c}/messages/{r}/regenerate", h, None),
+            ("PATCH", f"/conversations/{c}/messages/{m}", h, {"content": "edited"}),
+            ("DELETE", f"/conversations/{c}/messages/{r}", h, None),
+            ("POST", f"/conversations/{c}/messages/{r}/stop", h, None),
+            ("GET", f"/conversations/{c}/messages/{r}/stream", h, None),
+            ("GET", f"/conversations/{c}/messages/{m}/variants", h, None),
+        ]
+
+    nowhere, nothing, no_reply = str(uuid.uuid4()), str(uuid.uuid4()), str(uuid.uuid4())
+    pairs = [
+        *zip(conversation_requests(theirs["id"]), conversation_requests(nowhere), strict=True),
+        *zip(
+            message_requests(theirs["id"], their_message, their_reply),
+            message_requests(nowhere, nothing, no_reply),
+            strict=True,
+        ),
+        # Their message named under a conversation of one's own.
+        *zip(
+            message_requests(mine["id"], their_message, their_reply),
+            message_requests(mine["id"], nothing, no_reply),
+            strict=True,
+        ),
+    ]
+    for (method, url, headers, body), (_, missing_url, _, _) in pairs:
+        real = await app_client.request(method, url, headers=headers, json=body)
+        missing = await app_client.request(method, missing_url, headers=headers, json=body)
+        assert real.status_code == 404, (method, url, real.text)
+        assert _as_seen_by_client(real) == _as_seen_by_client(missing), (method, url)
+    # ...and nothing of theirs changed.
+    assert await history(app_client, user, theirs["id"]) == their_history
 
 
 async def test_history_pages_forward_and_backward(app_client: httpx.AsyncClient, user: User) -> None:
