@@ -113,6 +113,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             tasks = TaskTracker()
             # Last in, first out: replies and post-commit work finish before the pool closes.
             stack.push_async_callback(tasks.drain, settings.shutdown_grace_s)
+            avatars = AvatarService(
+                db,
+                store,
+                images,
+                tasks,
+                signed_url_ttl_s=settings.storage_signed_url_ttl_s,
+                image_decodes_at_once=settings.image_decodes_per_worker,
+            )
+            stack.callback(avatars.close)
             state = AppState(
                 settings=settings,
                 db=db,
@@ -123,9 +132,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 tasks=tasks,
                 heartbeat=heartbeat,
                 images=images,
-                avatars=AvatarService(
-                    db, store, images, tasks, signed_url_ttl_s=settings.storage_signed_url_ttl_s
-                ),
+                avatars=avatars,
                 accounts=AccountService(db, store, images, service_client),
                 conversations=ConversationService(db, store),
                 chat=ChatService(

@@ -5,20 +5,26 @@ from __future__ import annotations
 
 import asyncio
 import io
+import time
 import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import urlsplit
 
 import asyncpg
 import httpx
 import pytest
+from asgi_lifespan import LifespanManager
 from PIL import Image
 
+from avatar_chat.core.settings import Settings
+from avatar_chat.main import create_app
 from avatar_chat.state import AppState
 from avatar_chat.storage.local import LocalObjectStore
 from tests.factories import User, create_avatar
 from tests.helpers import assert_error
-from tests.images import decoded, image_bytes
+from tests.images import costliest, decoded, image_bytes
 
 URL = "/avatars/me/image"
 
@@ -40,6 +46,25 @@ async def _put(client: httpx.AsyncClient, user: User, data: bytes, **headers: st
 async def _fetch(client: httpx.AsyncClient, url: str) -> httpx.Response:
     parts = urlsplit(url)
     return await client.get(f"{parts.path}?{parts.query}")
+
+
+@asynccontextmanager
+async def _worker(
+    settings: Settings, **overrides: object
+) -> AsyncIterator[tuple[httpx.AsyncClient, AppState]]:
+    """A worker of its own, with these settings changed."""
+    app = create_app(settings.model_copy(update=overrides))
+    async with LifespanManager(app) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test", timeout=30) as client:
+            yield client, app.state.resources
+
+
+async def _until(condition: Callable[[], bool], timeout_s: float = 10) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "the condition never held"
+        await asyncio.sleep(0.005)
 
 
 async def test_an_upload_becomes_two_square_webp_images(
@@ -127,6 +152,48 @@ async def test_bad_uploads_are_4xx_and_change_nothing(
     assert await _files(app_state, user) == []
 
 
+async def test_the_costliest_png_is_taken_and_one_row_more_is_422(
+    app_client: httpx.AsyncClient, user: User
+) -> None:
+    await create_avatar(app_client, user)
+    assert_error(await _put(app_client, user, costliest("png", extra_rows=1)), 422, "image_too_many_pixels")
+    response = await _put(app_client, user, costliest("png"))
+    assert response.status_code == 200, response.text
+
+
+async def test_an_upload_while_the_worker_runs_its_decodes_is_503_busy(
+    settings: Settings, user: User
+) -> None:
+    async with _worker(settings, image_decodes_per_worker=1) as (client, state):
+        await create_avatar(client, user)
+        # A decode that takes a while: the costliest PNG still taken (16.7 MP).
+        first = asyncio.create_task(_put(client, user, costliest("png")))
+        await _until(lambda: state.avatars.image_decodes_running == 1)
+        busy = await _put(client, user, image_bytes())
+        assert_error(busy, 503, "busy")
+        assert busy.headers["retry-after"] == "1"
+        assert (await first).status_code == 200
+        assert state.avatars.image_decodes_running == 0
+        assert (await _put(client, user, image_bytes())).status_code == 200
+
+
+async def test_a_cancelled_upload_keeps_its_decode_until_the_decode_ends(
+    settings: Settings, user: User
+) -> None:
+    async with _worker(settings, image_decodes_per_worker=1) as (client, state):
+        await create_avatar(client, user)
+        first = asyncio.create_task(_put(client, user, costliest("png")))
+        await _until(lambda: state.avatars.image_decodes_running == 1)
+        first.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        # Its thread still decodes, holding the memory: the next upload is still refused.
+        assert state.avatars.image_decodes_running == 1
+        assert_error(await _put(client, user, image_bytes()), 503, "busy")
+        await _until(lambda: state.avatars.image_decodes_running == 0)
+        assert (await _put(client, user, image_bytes())).status_code == 200
+
+
 async def test_a_chunked_upload_over_the_limit_is_413(app_client: httpx.AsyncClient, user: User) -> None:
     await create_avatar(app_client, user)
 
@@ -171,16 +238,18 @@ async def test_a_stale_if_match_is_412_and_keeps_the_old_image(
 
 
 async def test_concurrent_uploads_leave_exactly_the_current_image(
-    app_client: httpx.AsyncClient, app_state: AppState, owner: asyncpg.Connection, user: User
+    settings: Settings, owner: asyncpg.Connection, user: User
 ) -> None:
-    await create_avatar(app_client, user)
-    answers = await asyncio.gather(
-        *(_put(app_client, user, image_bytes(size=(64 + i, 64))) for i in range(6))
-    )
-    assert [r.status_code for r in answers] == [200] * 6
-    current = await owner.fetchval("select image_path from public.avatars where user_id = $1", user.id)
-    assert await _files(app_state, user) == [f"{current}/128.webp", f"{current}/512.webp"]
-    assert sorted(r.json()["version"] for r in answers) == list(range(2, 8))
+    # A worker that decodes all six at once (beyond IMAGE_DECODES_PER_WORKER: 503 busy).
+    async with _worker(settings, image_decodes_per_worker=6) as (client, state):
+        await create_avatar(client, user)
+        answers = await asyncio.gather(
+            *(_put(client, user, image_bytes(size=(64 + i, 64))) for i in range(6))
+        )
+        assert [r.status_code for r in answers] == [200] * 6
+        current = await owner.fetchval("select image_path from public.avatars where user_id = $1", user.id)
+        assert await _files(state, user) == [f"{current}/128.webp", f"{current}/512.webp"]
+        assert sorted(r.json()["version"] for r in answers) == list(range(2, 8))
 
 
 async def test_removing_the_image_and_the_avatar_removes_the_files(

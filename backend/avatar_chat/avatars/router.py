@@ -166,13 +166,16 @@ _IMAGE_BODY = {
 @router.put(
     "/me/image",
     response_model=AvatarRead,
+    # The 503 (`busy` here, as `storage_unavailable`) comes with AUTHENTICATED_ERRORS.
     responses=responses(
         *AUTHENTICATED_ERRORS, BadRequest, PayloadTooLarge, UnsupportedMediaType, NotFound, PreconditionFailed
     ),
     summary="Set my avatar's image",
     description="The body is the image (at most AVATAR_IMAGE_MAX_BYTES). It is stored as square WebP "
     "images of 512 and 128 pixels (GET /avatars/me/image for their URLs); the avatar gets a new "
-    "`image_path` and version. 415 for anything but PNG, JPEG or WebP, 422 when it does not decode.",
+    "`image_path` and version. 415 for anything but PNG, JPEG or WebP, 422 when it does not decode "
+    "or has more pixels than its kind may (`image_too_many_pixels`), 503 `busy` with Retry-After "
+    "while the worker already decodes IMAGE_DECODES_PER_WORKER images.",
     openapi_extra=_IMAGE_BODY,
 )
 async def put_image(user: CurrentUser, service: Avatars, request: Request) -> Response:

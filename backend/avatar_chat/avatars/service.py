@@ -11,7 +11,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 
 from avatar_chat.avatars import repository
-from avatar_chat.avatars.images import CONTENT_TYPE, SIZES, normalise
+from avatar_chat.avatars.images import CONTENT_TYPE, SIZES, ImageDecodes
 from avatar_chat.avatars.schemas import (
     VERSION_MAX,
     AvatarCreate,
@@ -62,12 +62,22 @@ class AvatarService:
         tasks: TaskTracker,
         *,
         signed_url_ttl_s: int,
+        image_decodes_at_once: int,
     ) -> None:
         self._db = db
         self._store = store
         self._images = images
         self._tasks = tasks
         self._signed_url_ttl_s = signed_url_ttl_s
+        self._decodes = ImageDecodes(image_decodes_at_once)
+
+    def close(self) -> None:
+        """Stop the image decode threads (a running decode finishes first)."""
+        self._decodes.close()
+
+    @property
+    def image_decodes_running(self) -> int:
+        return self._decodes.running
 
     async def create(self, user: Claims, data: AvatarCreate) -> AvatarRead:
         async with self._db.as_user(user) as conn:
@@ -132,7 +142,8 @@ class AvatarService:
     async def set_image(self, user: Claims, data: bytes, *, if_match: list[int] | None) -> AvatarRead:
         """Normalise, store under a new folder, then point the avatar at it (one round
         trip). The previous image is removed only once that committed (G4); the new
-        objects are removed again if the database refused the change."""
+        objects are removed again if the database refused the change. 503 busy while this
+        worker already runs IMAGE_DECODES_PER_WORKER decodes."""
         # Fail before decoding or writing anything when the change would be refused anyway
         # (no avatar, a stale If-Match, a deleted user); the guarded write below still decides.
         current = await self.get(user)
@@ -141,7 +152,7 @@ class AvatarService:
                 f"If-Match does not match the avatar's current version ({current.version}).",
                 headers={"ETag": etag(current.version)},
             )
-        renditions = await asyncio.to_thread(normalise, data)
+        renditions = await self._decodes.normalise(data)
         folder = f"{user.sub}/{uuid.uuid4().hex}"
         files = image_files(folder)
         try:

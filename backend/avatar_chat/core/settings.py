@@ -117,6 +117,9 @@ class Settings(BaseSettings):
     storage_bucket: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")] = "avatars"
     storage_signed_url_ttl_s: Annotated[int, Field(ge=60, le=604_800)] = 3600
     avatar_image_max_bytes: Annotated[int, Field(ge=1024, le=50 * 1024 * 1024)] = 5 * 1024 * 1024
+    # Image decodes one worker runs at once, each on a thread of its own and holding up to
+    # about 100 MiB at its peak (avatars/images.py); one more upload meanwhile: 503 busy.
+    image_decodes_per_worker: Annotated[int, Field(ge=1, le=32)] = 2
 
     # --- SessionStore -------------------------------------------------------------------
     session_store_max_avatars: Annotated[int, Field(ge=1)] = 10_000
