@@ -16,6 +16,7 @@ from pydantic import SecretStr
 
 from avatar_chat.core.settings import Settings
 from avatar_chat.main import create_app
+from avatar_chat.state import AppState
 from tests.factories import User
 
 # What Postgres appends to an error's text; a message written for people never has it.
@@ -91,11 +92,20 @@ async def app_with_provider(
             **overrides,
         }
     )
-    app = create_app(configured)
+    async with own_app(configured) as (client, _):
+        yield client
+
+
+@asynccontextmanager
+async def own_app(
+    settings: Settings, *, base_url: str = "http://test", **overrides: object
+) -> AsyncIterator[tuple[httpx.AsyncClient, AppState]]:
+    """An app (a worker) of its own, with these settings changed, and a client of it."""
+    app = create_app(settings.model_copy(update=overrides))
     async with LifespanManager(app) as manager:
         transport = httpx.ASGITransport(app=manager.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test", timeout=30) as client:
-            yield client
+        async with httpx.AsyncClient(transport=transport, base_url=base_url, timeout=30) as client:
+            yield client, app.state.resources
 
 
 def metric_samples(exposition: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:

@@ -7,23 +7,20 @@ import asyncio
 import io
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
 import asyncpg
 import httpx
 import pytest
-from asgi_lifespan import LifespanManager
 from PIL import Image
 
 from avatar_chat.core.settings import Settings
-from avatar_chat.main import create_app
 from avatar_chat.state import AppState
 from avatar_chat.storage.local import LocalObjectStore
 from tests.factories import User, create_avatar
-from tests.helpers import assert_error
+from tests.helpers import assert_error, own_app
 from tests.images import costliest, decoded, image_bytes
 
 URL = "/avatars/me/image"
@@ -46,18 +43,6 @@ async def _put(client: httpx.AsyncClient, user: User, data: bytes, **headers: st
 async def _fetch(client: httpx.AsyncClient, url: str) -> httpx.Response:
     parts = urlsplit(url)
     return await client.get(f"{parts.path}?{parts.query}")
-
-
-@asynccontextmanager
-async def _worker(
-    settings: Settings, **overrides: object
-) -> AsyncIterator[tuple[httpx.AsyncClient, AppState]]:
-    """A worker of its own, with these settings changed."""
-    app = create_app(settings.model_copy(update=overrides))
-    async with LifespanManager(app) as manager:
-        transport = httpx.ASGITransport(app=manager.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test", timeout=30) as client:
-            yield client, app.state.resources
 
 
 async def _until(condition: Callable[[], bool], timeout_s: float = 10) -> None:
@@ -164,7 +149,7 @@ async def test_the_costliest_png_is_taken_and_one_row_more_is_422(
 async def test_an_upload_while_the_worker_runs_its_decodes_is_503_busy(
     settings: Settings, user: User
 ) -> None:
-    async with _worker(settings, image_decodes_per_worker=1) as (client, state):
+    async with own_app(settings, image_decodes_per_worker=1) as (client, state):
         await create_avatar(client, user)
         # A decode that takes a while: the costliest PNG still taken (16.7 MP).
         first = asyncio.create_task(_put(client, user, costliest("png")))
@@ -180,7 +165,7 @@ async def test_an_upload_while_the_worker_runs_its_decodes_is_503_busy(
 async def test_a_cancelled_upload_keeps_its_decode_until_the_decode_ends(
     settings: Settings, user: User
 ) -> None:
-    async with _worker(settings, image_decodes_per_worker=1) as (client, state):
+    async with own_app(settings, image_decodes_per_worker=1) as (client, state):
         await create_avatar(client, user)
         first = asyncio.create_task(_put(client, user, costliest("png")))
         await _until(lambda: state.avatars.image_decodes_running == 1)
@@ -241,7 +226,7 @@ async def test_concurrent_uploads_leave_exactly_the_current_image(
     settings: Settings, owner: asyncpg.Connection, user: User
 ) -> None:
     # A worker that decodes all six at once (beyond IMAGE_DECODES_PER_WORKER: 503 busy).
-    async with _worker(settings, image_decodes_per_worker=6) as (client, state):
+    async with own_app(settings, image_decodes_per_worker=6) as (client, state):
         await create_avatar(client, user)
         answers = await asyncio.gather(
             *(_put(client, user, image_bytes(size=(64 + i, 64))) for i in range(6))

@@ -4,33 +4,16 @@ never for a reply done within the first interval, at a bounded rate for a slow o
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-
-import httpx
-from asgi_lifespan import LifespanManager
 
 from avatar_chat.core.settings import Settings
-from avatar_chat.main import create_app
-from avatar_chat.state import AppState
 from tests.factories import User, create_avatar, create_conversation, send
+from tests.helpers import own_app
 
 LONG = "tell me everything about the sea, the ships, the storms and the lighthouses, slowly"
 
 
-@asynccontextmanager
-async def _offline_app(
-    settings: Settings, **overrides: object
-) -> AsyncIterator[tuple[httpx.AsyncClient, AppState]]:
-    app = create_app(settings.model_copy(update=overrides))
-    async with LifespanManager(app) as manager:
-        transport = httpx.ASGITransport(app=manager.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test", timeout=30) as client:
-            yield client, app.state.resources
-
-
 async def test_a_reply_done_within_the_first_interval_is_saved_once(settings: Settings, user: User) -> None:
-    async with _offline_app(
+    async with own_app(
         settings, offline_llm_chunk_delay_ms=0, chat_partial_save_ms=250, chat_partial_save_chars=10
     ) as (client, state):
         await create_avatar(client, user)
@@ -43,7 +26,7 @@ async def test_a_reply_done_within_the_first_interval_is_saved_once(settings: Se
 
 
 async def test_a_slow_reply_is_saved_at_the_configured_rate(settings: Settings, user: User) -> None:
-    async with _offline_app(
+    async with own_app(
         settings, offline_llm_chunk_delay_ms=40, chat_partial_save_ms=100, chat_partial_save_chars=100_000
     ) as (client, state):
         await create_avatar(client, user)

@@ -15,15 +15,13 @@ from pathlib import Path
 import asyncpg
 import httpx
 import pytest
-from asgi_lifespan import LifespanManager
 from pydantic import SecretStr
 
 from avatar_chat.core.runtime import EMBEDDED_HANDOFF_ENV, prepare
 from avatar_chat.core.settings import Settings
-from avatar_chat.main import create_app
 from avatar_chat.web.router import STATIC_DIR
 from tests.factories import TEST_JWT_SECRET
-from tests.helpers import assert_error
+from tests.helpers import assert_error, own_app
 from tests.servers import ServerProcess
 
 SIGN_IN = "/app/dev/sign-in"
@@ -33,11 +31,8 @@ SIGN_IN = "/app/dev/sign-in"
 async def client_for(
     settings: Settings, base_url: str = "http://test", **overrides: object
 ) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings.model_copy(update=overrides))
-    async with LifespanManager(app) as manager:
-        transport = httpx.ASGITransport(app=manager.app)
-        async with httpx.AsyncClient(transport=transport, base_url=base_url) as client:
-            yield client
+    async with own_app(settings, base_url=base_url, **overrides) as (client, _):
+        yield client
 
 
 @pytest.fixture
