@@ -3,15 +3,18 @@
 Scenarios, in the order `all` runs them (each with its own embedded Postgres, servers
 and, for `pooled`, pgbouncer, all stopped at its end):
 
-    persona_patch   PATCH /avatars/me/persona throughput vs its database floor and hello
-    chat_turns      concurrent chat turns (JSON) throughput vs their floor and hello
-    chat_turn       one turn's latency, sequential: server time beyond hello and the floor
-    sse_ttfb        streamed turns: time to first byte and first delta vs the floor
-    pooled          persona_patch and chat_turns direct vs through pgbouncer (transaction mode)
-    pgbench_notify  pgbench on the persona UPDATE with and without the old NOTIFY trigger
-    pgbench_act_as  pgbench on the API's persona statement with and without act_as's user check
-    partial_saves   what saving a reply's text while it streams costs a chat turn
-    observability   metrics and request ids on vs off vs none: PATCH and chat turn throughput
+    persona_patch         PATCH /avatars/me/persona throughput vs its database floor and hello
+    chat_turn_throughput  concurrent chat turns (JSON) throughput vs their floor and hello
+    chat_turn_latency     one turn's latency, sequential: server time beyond hello and the floor
+    sse_ttfb              streamed turns: time to first byte and first delta vs the floor
+    pooled                persona_patch and chat_turn_throughput direct vs through pgbouncer
+                          (transaction mode)
+    pgbench_notify        pgbench on the persona UPDATE with and without the old NOTIFY trigger
+    pgbench_act_as        pgbench on the API's persona statement with and without act_as's
+                          user check
+    partial_saves         what saving a reply's text while it streams costs a chat turn
+    observability         metrics and request ids on vs off vs none: PATCH and chat turn
+                          throughput
 
 Every scenario prints its figures and a summary table; `all` ends with one table of them
 all. Options are shared; each says which scenarios read it.
@@ -25,9 +28,12 @@ import time
 import traceback
 from collections.abc import Callable
 
-from bench import (
-    chat_turn,
-    chat_turns,
+from bench.harness.cli import add_common_args, run_main
+from bench.harness.report import Row, print_summary
+from bench.harness.results import machine_info, print_code_version, write_results
+from bench.scenarios import (
+    chat_turn_latency,
+    chat_turn_throughput,
     observability,
     partial_saves,
     persona_patch,
@@ -36,13 +42,11 @@ from bench import (
     pooled,
     sse_ttfb,
 )
-from bench.common import add_common_args, machine_info, print_code_version, run_main, write_results
-from bench.report import Row, print_summary
 
 SCENARIOS: dict[str, Callable[[argparse.Namespace], list[Row]]] = {
     "persona_patch": persona_patch.run,
-    "chat_turns": chat_turns.run,
-    "chat_turn": chat_turn.run,
+    "chat_turn_throughput": chat_turn_throughput.run,
+    "chat_turn_latency": chat_turn_latency.run,
     "sse_ttfb": sse_ttfb.run,
     "pooled": pooled.run,
     "pgbench_notify": pgbench_notify.run,

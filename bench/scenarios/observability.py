@@ -4,23 +4,23 @@ a chat turn: the API three times in the same run, rounds alternating.
 - `on`: `avatar-chat serve` as deployed (METRICS_ENABLED=true, multiprocess metrics files);
 - `off`: the same with METRICS_ENABLED=false (request ids and the access-log check stay,
   nothing is recorded);
-- `bare`: the API without its outermost layer at all (`bench/bare_app.py`: no request ids,
+- `bare`: the API without its outermost layer at all (`bench/apps/bare.py`: no request ids,
   no access log, no metrics), under uvicorn with the same server settings.
 
 Same users and avatars, each server its own conversations; the `persona_patch` workload
-(wrk `--connections`) and the `chat_turns` workload (wrk `--turn-connections`, a user per
+(wrk `--connections`) and the `chat_turn_throughput` workload (wrk `--turn-connections`, a user per
 connection), `--workers` workers each, `--seconds` x `--rounds` after `--warmup`. Reports
 throughput and the API's CPU per request of each, `on/bare` (design budget: metrics and
 request ids together cost at most 5%, so >= 0.95x) and `on/off`; afterwards the `on`
 server's /metrics must count the requests wrk got answers to (`MISMATCH` otherwise).
 
 On 2 shared cores throughput swings by more than 5% between runs of one server, so the
-budget is also checked against a quieter figure of the same run: `bench.layer_cost`
+budget is also checked against a quieter figure of the same run: `bench.probes.layer_cost`
 (in-process, in multiprocess mode) times the outer layer with and without metrics and
 what a turn or a switch records besides, and that is set against the bare server's API
 CPU per request (`added by metrics + ids / bare API CPU`, target <= 0.05).
 
-    .venv/bin/python -m bench.observability [--workers 3] [--seconds 5] [--rounds 2]
+    .venv/bin/python -m bench.scenarios.observability [--workers 3] [--seconds 5] [--rounds 2]
 """
 
 from __future__ import annotations
@@ -39,19 +39,19 @@ from typing import Any
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from bench.common import (
-    APP_ENV,
-    BenchSession,
-    Server,
-    create_avatars,
-    create_conversations,
-    create_users,
-    scenario_main,
-    step,
+from bench.harness.cli import scenario_main, step
+from bench.harness.report import Goal, Row, conclude, load_note
+from bench.harness.servers import APP_ENV, Server
+from bench.harness.session import BenchSession
+from bench.harness.throughput import Measured, Target, load_client, measure, print_rounds, tool_name
+from bench.harness.users import create_avatars, create_conversations, create_users
+from bench.harness.workloads import (
+    check_once,
+    persona_answer_ok,
+    persona_requests,
+    turn_answer_ok,
+    turn_requests,
 )
-from bench.report import Goal, Row, conclude, load_note
-from bench.throughput import Measured, Target, load_client, measure, print_rounds, tool_name
-from bench.workloads import check_once, persona_answer_ok, persona_requests, turn_answer_ok, turn_requests
 
 NAME = "observability"
 SERVERS = {"on": "metrics-on", "off": "metrics-off", "bare": "bare"}
@@ -78,11 +78,11 @@ def _counted(server: Server, route: tuple[str, str, str]) -> float:
 
 
 def _layer_cost(folder: Path) -> dict[str, Any]:
-    """bench.layer_cost in a process of its own, in multiprocess mode as serve runs the API."""
+    """bench.probes.layer_cost in a process of its own, in multiprocess mode as serve runs the API."""
     folder.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(folder)}
     done = subprocess.run(
-        [sys.executable, "-m", "bench.layer_cost"],
+        [sys.executable, "-m", "bench.probes.layer_cost"],
         env=env,
         capture_output=True,
         text=True,
@@ -101,7 +101,7 @@ def _start_bare(session: BenchSession, workers: int) -> Server:
         "DATA_DIR": str(session.tmp / "bare-data"),
         "METRICS_ENABLED": "false",
     }
-    return session._start_uvicorn(SERVERS["bare"], "bench.bare_app:app", workers, env, "/ready")
+    return session.start_uvicorn(SERVERS["bare"], "bench.apps.bare:app", workers, env, "/ready")
 
 
 def _workload(
@@ -159,12 +159,12 @@ def run(args: argparse.Namespace) -> list[Row]:
             session, args, "persona_patch", patch_targets, args.connections, client, affinity=False
         )
         turns = _workload(
-            session, args, "chat_turns", turn_targets, args.turn_connections, client, affinity=True
+            session, args, "chat_turn_throughput", turn_targets, args.turn_connections, client, affinity=True
         )
         time.sleep(1.0)  # requests in flight when wrk stopped are answered and recorded by now
         counted = {route: _counted(servers["on"], route) - before[route] for route in before}
         logs = session.server_log_report()
-        with step("the outer layer alone, in-process (bench.layer_cost)"):
+        with step("the outer layer alone, in-process (bench.probes.layer_cost)"):
             layer = _layer_cost(session.tmp / "layer-metrics")
 
     print()
@@ -240,7 +240,7 @@ def run(args: argparse.Namespace) -> list[Row]:
     data = {
         "layer_cost": layer,
         "persona_patch": patches.as_json(),
-        "chat_turns": turns.as_json(),
+        "chat_turn_throughput": turns.as_json(),
         "metrics_counted": {" ".join(route): value for route, value in counted.items()},
     }
     title = f"{NAME} ({args.workers} workers; app: metrics on, floor: bare or metrics off as named)"

@@ -3,14 +3,14 @@
 Resume on any worker and stop from any worker rest on the generating worker saving the
 text so far at a bounded rate (CHAT_PARTIAL_SAVE_MS, 250 ms, or CHAT_PARTIAL_SAVE_CHARS,
 200 characters, whichever comes first). This runs the same concurrent chat turns as
-`chat_turns` (`--users` users, one connection each) against two API servers in the same
+`chat_turn_throughput` (`--users` users, one connection each) against two API servers in the same
 run, rounds alternating: one with partial saves (the defaults), one without
 (CHAT_PARTIAL_SAVE_MS=0), both with the offline provider pausing `--chunk-delay-ms` (20)
 between chunks, as a model streams. It reports turns/s, the CPU a turn costs the API and
 Postgres with and without, and the partial saves per turn (from the UPDATE counter of
 public.messages: each turn settles its reply once; the other UPDATEs are saves).
 
-    .venv/bin/python -m bench.partial_saves [--workers 3] [--turn-connections 64] [--chunk-delay-ms 20]
+    .venv/bin/python -m bench.scenarios.partial_saves [--workers 3] [--chunk-delay-ms 20]
 """
 
 from __future__ import annotations
@@ -21,10 +21,12 @@ import statistics
 import sys
 import time
 
-from bench.common import BenchSession, create_avatars, create_conversations, create_users, scenario_main, step
-from bench.report import Row, conclude
-from bench.throughput import Measured, Target, load_client, measure, print_rounds
-from bench.workloads import check_once, query, turn_answer_ok, turn_requests
+from bench.harness.cli import scenario_main, step
+from bench.harness.report import Row, conclude
+from bench.harness.session import BenchSession
+from bench.harness.throughput import Measured, Target, load_client, measure, print_rounds
+from bench.harness.users import create_avatars, create_conversations, create_users
+from bench.harness.workloads import check_once, query, turn_answer_ok, turn_requests
 
 NAME = "partial_saves"
 SERVERS = {"saves": "with-saves", "nosaves": "without-saves"}

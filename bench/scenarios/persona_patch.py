@@ -1,15 +1,15 @@
 """Throughput of `PATCH /avatars/me/persona` against its database floor and hello world.
 
 Three servers side by side with the same worker count (`--workers`, 3): the API, the
-database floor (`bench/floor_app.py`: `PATCH /floor/persona`, the same UPDATE ...
+database floor (`bench/apps/floor.py`: `PATCH /floor/persona`, the same UPDATE ...
 RETURNING in one round trip with no token check, no RLS, no cache) and hello world
 (`PATCH /hello`). Each is loaded in turn by the same closed-loop client (wrk, or
-`bench.loadgen` without it) with `--connections` (32) for `--seconds` per round, the
+`bench.harness.loadgen` without it) with `--connections` (32) for `--seconds` per round, the
 order alternating over `--rounds`. Every request comes from a random one of `--users`
 (64) users (so no two requests fight over one row), personalities alternating, no
 If-Match; all three get the same headers and body (the floor reads `X-User-Id`).
 
-    .venv/bin/python -m bench.persona_patch [--workers 3] [--seconds 5] [--rounds 2]
+    .venv/bin/python -m bench.scenarios.persona_patch [--workers 3] [--seconds 5] [--rounds 2]
 
 Reports requests/s and latency p50/p99 of each, and app/floor (design target >= 0.85x)
 and app/hello.
@@ -20,10 +20,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from bench.common import BenchSession, scenario_main, step
-from bench.report import Goal, Row, conclude, throughput_rows
-from bench.throughput import Target, load_client, measure, print_rounds, tool_name
-from bench.workloads import (
+from bench.harness.cli import scenario_main, step
+from bench.harness.report import Goal, Row, conclude, throughput_rows
+from bench.harness.session import BenchSession
+from bench.harness.throughput import Target, load_client, measure, print_rounds, tool_name
+from bench.harness.workloads import (
     avatar_versions,
     check_once,
     persona_answer_ok,

@@ -14,8 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from bench.common import machine_info, print_code_version, write_results
-from bench.load import Load
+from bench.harness.load import Load
+from bench.harness.results import machine_info, print_code_version, write_results
 
 Subject = Literal["app/floor", "app/hello", "app", "floor"]
 

@@ -14,7 +14,7 @@ statement the database floor's PATCH makes for a random user:
 
 The two databases alternate over `--rounds` (after a `--warmup` run each).
 
-    .venv/bin/python -m bench.pgbench_notify [--pgbench-seconds 10] [--rounds 2]
+    .venv/bin/python -m bench.scenarios.pgbench_notify [--pgbench-seconds 10] [--rounds 2]
 
 Reports tps of both and full/notify. (BENCH_DATABASE_URL: needs the right to create
 databases, and `pgbench` on PATH.)
@@ -30,9 +30,11 @@ import sys
 import asyncpg
 
 from avatar_chat.core.migrate import default_migrations_dir, discover
-from bench.common import PERSONALITIES, BenchSession, scenario_main, step
-from bench.pgbench import Variant, compare, database_dsn, prepare, title
-from bench.report import Row, conclude
+from bench.harness.cli import scenario_main, step
+from bench.harness.pgbench import Variant, compare, database_dsn, prepare, title
+from bench.harness.report import Row, conclude
+from bench.harness.session import BenchSession
+from bench.harness.users import PERSONALITIES
 
 NAME = "pgbench_notify"
 LAST_WITH_NOTIFY = "20261201100000"

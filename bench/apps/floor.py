@@ -4,7 +4,7 @@ The same SQL round trips on the same tables and triggers as the API, and nothing
 no token check (a PATCH names its user in a plain `X-User-Id` header; a turn writes as
 the conversation's owner), no role switch and no claims (it connects as the table owner,
 so no RLS), no cache, no idempotency, lease renewal or worker liveness. Served by
-`uvicorn bench.floor_app:app` with the API's server settings (uvloop, httptools, same
+`uvicorn bench.apps.floor:app` with the API's server settings (uvloop, httptools, same
 worker count); the benchmarks start it with
 
     FLOOR_DATABASE_URL          the database (or pgbouncer) to connect to

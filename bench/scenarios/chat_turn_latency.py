@@ -6,11 +6,11 @@ One user with an avatar and `--conversations` conversations on the API and as ma
 the floor; `--turns` turns are sent one at a time to each, rotating over the
 conversations (so each prompt window fills up as in real use). Each iteration also
 times `GET /hello` and `PATCH /hello` on the hello-world server, and the floor's turn
-(`bench/floor_app.py`: the same two round trips, no token check, no RLS, no cache),
+(`bench/apps/floor.py`: the same two round trips, no token check, no RLS, no cache),
 interleaved, so all see the same machine noise. All requests use one kept-alive
 connection per server from a minimal blocking client (stdlib http.client).
 
-    .venv/bin/python -m bench.chat_turn [--turns 200] [--conversations 10]
+    .venv/bin/python -m bench.scenarios.chat_turn_latency [--turns 200] [--conversations 10]
 
 "Server time beyond baseline" = median(turn) - median(hello PATCH): what a turn costs
 on top of an HTTP round trip with a JSON body. Design budget: <= 3 ms median beyond the
@@ -32,17 +32,14 @@ from collections import Counter
 from avatar_chat.avatars.persona import AvatarSnapshot
 from avatar_chat.llm.base import ChatRequest, PromptMessage
 from avatar_chat.llm.offline import OfflineProvider
-from bench.common import (
-    BenchSession,
-    SequentialClient,
-    scenario_main,
-    step,
-    summarize_ms,
-)
-from bench.report import Goal, Row, conclude
-from bench.workloads import numbered_message, sequential_setup
+from bench.harness.cli import scenario_main, step
+from bench.harness.clients import SequentialClient
+from bench.harness.report import Goal, Row, conclude
+from bench.harness.session import BenchSession
+from bench.harness.stats import summarize_ms
+from bench.harness.workloads import numbered_message, sequential_setup
 
-NAME = "chat_turn"
+NAME = "chat_turn_latency"
 BUDGET = Goal("app", "<=", 3.0, " ms")
 HELLO_BODY = json.dumps({"personality": "witty"}).encode()
 
@@ -159,9 +156,7 @@ def run(args: argparse.Namespace) -> list[Row]:
         )
 
     print()
-    print(
-        f"chat_turn: 1 worker each, offline provider (delay 0), {args.turns} sequential turns, JSON answers"
-    )
+    print(f"{NAME}: 1 worker each, offline provider (delay 0), {args.turns} sequential turns, JSON answers")
     print(line("POST .../messages (turn)", turns))
     print(line("floor POST .../messages", floor_turns))
     print(line("GET /hello (baseline)", hello_get))

@@ -1,5 +1,5 @@
 """Direct vs through pgbouncer in transaction mode (what Supabase's transaction pooler,
-Supavisor on port 6543, does to the connections): the persona_patch and chat_turns
+Supavisor on port 6543, does to the connections): the persona_patch and chat_turn_throughput
 workloads on the API and on the database floor, each connected both ways, in one run.
 
 A real pgbouncer (`tests.pooler.PgBouncer`, `pool_mode = transaction`, `--pool-size`
@@ -10,10 +10,10 @@ through pgbouncer (`statement_cache_size=0`). Each is loaded in turn with the sa
 client (PATCH: `--connections`, chat turns: `--turn-connections`), the order
 alternating over `--rounds`. Every server has conversations of its own.
 
-    .venv/bin/python -m bench.pooled [--pool-size 10] [--workers 3] [--seconds 5]
+    .venv/bin/python -m bench.scenarios.pooled [--pool-size 10] [--workers 3] [--seconds 5]
 
 Reports, per workload, app/floor direct and through pgbouncer (the same targets as
-persona_patch and chat_turns), and pooled/direct of the API and of the floor.
+persona_patch and chat_turn_throughput), and pooled/direct of the API and of the floor.
 """
 
 from __future__ import annotations
@@ -26,18 +26,13 @@ from collections.abc import Callable
 
 from tests.factories import User
 
-from bench.common import (
-    BenchSession,
-    create_avatars,
-    create_conversations,
-    create_users,
-    scenario_main,
-    step,
-)
-from bench.load import RequestSet
-from bench.report import Goal, Row, conclude, load_note
-from bench.throughput import Measured, Target, load_client, measure, print_rounds
-from bench.workloads import (
+from bench.harness.cli import scenario_main, step
+from bench.harness.load import RequestSet
+from bench.harness.report import Goal, Row, conclude, load_note
+from bench.harness.session import BenchSession
+from bench.harness.throughput import Measured, Target, load_client, measure, print_rounds
+from bench.harness.users import create_avatars, create_conversations, create_users
+from bench.harness.workloads import (
     Kind,
     avatar_versions,
     check_once,
@@ -141,7 +136,7 @@ def run(args: argparse.Namespace) -> list[Row]:
             args,
             connections=args.turn_connections,
             client=client,
-            affinity=True,  # one connection per user, as in chat_turns
+            affinity=True,  # one connection per user, as in chat_turn_throughput
         )
         time.sleep(1.0)  # requests in flight when wrk stopped are answered by now
         increments = avatar_versions(dsn, users) - version_before - checked

@@ -17,17 +17,12 @@ from typing import Any, Literal
 import asyncpg
 from tests.factories import User
 
-from bench.common import (
-    PERSONALITIES,
-    BenchSession,
-    SequentialClient,
-    Server,
-    create_avatars,
-    create_conversations,
-    create_users,
-    step,
-)
-from bench.load import HttpRequest, RequestSet
+from bench.harness.cli import step
+from bench.harness.clients import SequentialClient
+from bench.harness.load import HttpRequest, RequestSet
+from bench.harness.servers import Server
+from bench.harness.session import BenchSession
+from bench.harness.users import PERSONALITIES, create_avatars, create_conversations, create_users
 
 Kind = Literal["app", "floor", "hello"]
 

@@ -6,7 +6,7 @@ histogram observation), in multiprocess mode as `avatar-chat serve` runs it when
 PROMETHEUS_MULTIPROC_DIR is set. `bench.observability` runs it in a subprocess with that
 set; alone:
 
-    PROMETHEUS_MULTIPROC_DIR=$(mktemp -d) .venv/bin/python -m bench.layer_cost [--requests 50000]
+    PROMETHEUS_MULTIPROC_DIR=$(mktemp -d) .venv/bin/python -m bench.probes.layer_cost [--requests 50000]
 
 Also what a chat turn and a persona switch record besides their request
 (`us_per_turn_recordings`: two pool waits, two SessionStore lookups, first token, reply
@@ -109,7 +109,7 @@ def _turn_recordings(metrics: Metrics, turns: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.layer_cost", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m bench.probes.layer_cost", description=__doc__)
     parser.add_argument("--requests", type=int, default=50_000)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()

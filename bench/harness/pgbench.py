@@ -18,8 +18,9 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import asyncpg
 
 from avatar_chat.core.migrate import migrate
-from bench.common import BenchSession, step
-from bench.workloads import query
+from bench.harness.cli import step
+from bench.harness.session import BenchSession
+from bench.harness.workloads import query
 
 
 def user_id(n: int) -> str:

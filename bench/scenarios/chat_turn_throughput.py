@@ -3,7 +3,7 @@ against their database floor and hello world.
 
 `--users` (64) users, each with an avatar and one conversation per server. The API runs
 with the offline provider and no chunk delay, rate limits off; the database floor
-(`bench/floor_app.py`) makes the same two round trips on the same tables and triggers
+(`bench/apps/floor.py`) makes the same two round trips on the same tables and triggers
 (user message and `streaming` placeholder in one call, then the reply settled as
 `complete`) with no token check, no RLS, no cache; hello world (`POST /hello/turn`)
 echoes the body as an exchange of the same shape. Same worker count (`--workers`, 3),
@@ -11,7 +11,7 @@ same client (wrk), `--turn-connections` (64) connections, each request a random 
 conversation, message texts alternating, no Idempotency-Key; the order alternates over
 `--rounds`.
 
-    .venv/bin/python -m bench.chat_turns [--workers 3] [--turn-connections 64] [--seconds 5]
+    .venv/bin/python -m bench.scenarios.chat_turn_throughput [--workers 3] [--turn-connections 64]
 
 Reports turns/s and latency p50/p99 of each, app/floor (design target >= 0.7x) and
 app/hello. wrk counts answers that are not 2xx; afterwards the database must hold one
@@ -25,10 +25,12 @@ import argparse
 import sys
 import time
 
-from bench.common import BenchSession, create_conversations, scenario_main, step
-from bench.report import Goal, Row, conclude, throughput_rows
-from bench.throughput import Target, load_client, measure, print_rounds
-from bench.workloads import (
+from bench.harness.cli import scenario_main, step
+from bench.harness.report import Goal, Row, conclude, throughput_rows
+from bench.harness.session import BenchSession
+from bench.harness.throughput import Target, load_client, measure, print_rounds
+from bench.harness.users import create_conversations
+from bench.harness.workloads import (
     check_once,
     message_counts,
     replies_line,
@@ -37,7 +39,7 @@ from bench.workloads import (
     users_and_servers,
 )
 
-NAME = "chat_turns"
+NAME = "chat_turn_throughput"
 GOAL = Goal("app/floor", ">=", 0.7)
 
 
@@ -68,7 +70,7 @@ def run(args: argparse.Namespace) -> list[Row]:
 
     print()
     print(
-        f"chat_turns: {args.workers} worker(s) each, {args.turn_connections} connections,"
+        f"{NAME}: {args.workers} worker(s) each, {args.turn_connections} connections,"
         f" {args.seconds:g} s x {args.rounds} round(s), {args.users} users, offline provider (no delay)"
     )
     print_rounds(measured, [("app", "floor"), ("app", "hello")])

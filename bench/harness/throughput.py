@@ -9,9 +9,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.common import BenchSession, Server, step, wrk_path
-from bench.load import Load, RequestSet, aggregate, run_python_client, run_wrk, write_wrk_script
-from bench.report import fmt_load, fmt_ratio
+from bench.harness.cli import step
+from bench.harness.load import (
+    Load,
+    RequestSet,
+    aggregate,
+    run_python_client,
+    run_wrk,
+    write_wrk_script,
+    wrk_path,
+)
+from bench.harness.report import fmt_load, fmt_ratio
+from bench.harness.servers import Server
+from bench.harness.session import BenchSession
 
 
 @dataclass(frozen=True)
@@ -51,7 +61,7 @@ class Measured:
 
 
 def load_client(args: argparse.Namespace, *, python_fallback: bool) -> str:
-    """The wrk binary, or "python" (bench.loadgen) where the benchmark allows it (only
+    """The wrk binary, or "python" (bench.harness.loadgen) where the benchmark allows it (only
     such a benchmark reads `--client`)."""
     wanted = args.client if python_fallback else "wrk"
     wrk = wrk_path() if wanted in ("auto", "wrk") else None

@@ -1,6 +1,6 @@
 """The baseline: the least a FastAPI app can do per request on the same server stack.
 
-Served by `uvicorn bench.hello_app:app` with the API's settings (uvloop, httptools,
+Served by `uvicorn bench.apps.hello:app` with the API's settings (uvloop, httptools,
 same worker count, log level warning), so "API minus hello" is the API's own work.
 `POST /hello/turn` echoes a message body as an exchange of the shape a chat turn answers.
 """

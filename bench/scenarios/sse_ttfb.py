@@ -7,9 +7,9 @@ kept-alive connection per server from a raw-socket client that times the answer 
 arrives: its first byte (the status line: the API has saved the user message), the
 first `delta` event (the reply has started) and the end of the stream (`done`: the
 reply is saved). Offline provider without chunk delay. The floor
-(`bench/floor_app.py`) streams the same events after the same two round trips.
+(`bench/apps/floor.py`) streams the same events after the same two round trips.
 
-    .venv/bin/python -m bench.sse_ttfb [--turns 200] [--conversations 10]
+    .venv/bin/python -m bench.scenarios.sse_ttfb [--turns 200] [--conversations 10]
 
 Reports median and p90 of each time for both, and app/floor.
 """
@@ -20,9 +20,12 @@ import argparse
 import sys
 from collections import Counter
 
-from bench.common import BenchSession, StreamingClient, scenario_main, step, summarize_ms
-from bench.report import Row, conclude
-from bench.workloads import numbered_message, sequential_setup
+from bench.harness.cli import scenario_main, step
+from bench.harness.clients import StreamingClient
+from bench.harness.report import Row, conclude
+from bench.harness.session import BenchSession
+from bench.harness.stats import summarize_ms
+from bench.harness.workloads import numbered_message, sequential_setup
 
 NAME = "sse_ttfb"
 PATHS = {"app": "/conversations/{}/messages", "floor": "/floor/conversations/{}/messages"}

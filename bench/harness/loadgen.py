@@ -1,6 +1,6 @@
 """A closed-loop HTTP/1.1 load generator for when wrk is not installed.
 
-Runs in its own process (`python -m bench.loadgen`, spec as JSON on stdin, result as
+Runs in its own process (`python -m bench.harness.loadgen`, spec as JSON on stdin, result as
 JSON on stdout) so it never shares an event loop or a GIL with the benchmark driver.
 It speaks raw HTTP/1.1 over asyncio streams (uvloop when available) with keep-alive:
 httpx costs several times more CPU per request, and on a small machine the client

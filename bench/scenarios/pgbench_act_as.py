@@ -15,7 +15,7 @@ statement the API sends for `PATCH /avatars/me/persona` for a random user:
 
 alternating over `--rounds` after a `--warmup` run each.
 
-    .venv/bin/python -m bench.pgbench_act_as [--pgbench-seconds 10] [--rounds 2]
+    .venv/bin/python -m bench.scenarios.pgbench_act_as [--pgbench-seconds 10] [--rounds 2]
 
 Reports tps of both and check/no_check (the share of the database's throughput the
 check takes). (BENCH_DATABASE_URL: needs the right to create databases.)
@@ -31,9 +31,11 @@ import asyncpg
 
 from avatar_chat.core.migrate import default_migrations_dir
 from avatar_chat.core.sqlsplit import split_and_trim
-from bench.common import PERSONALITIES, BenchSession, scenario_main, step
-from bench.pgbench import Variant, compare, database_dsn, prepare, title
-from bench.report import Row, conclude
+from bench.harness.cli import scenario_main, step
+from bench.harness.pgbench import Variant, compare, database_dsn, prepare, title
+from bench.harness.report import Row, conclude
+from bench.harness.session import BenchSession
+from bench.harness.users import PERSONALITIES
 
 NAME = "pgbench_act_as"
 DATABASES = {"check": "bench_user_check", "no_check": "bench_no_user_check"}

@@ -1,0 +1,67 @@
+"""Users, avatars and conversations for a benchmark: rows in auth.users with access
+tokens, then the API's own endpoints for the rest."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+
+import asyncpg
+import httpx
+from tests.factories import User
+
+from avatar_chat.auth.tokens import mint_access_token
+
+PERSONALITIES = ("friendly", "professional", "playful", "caring", "witty")
+
+
+async def create_users(dsn: str, jwt_secret: str, count: int) -> list[User]:
+    """Rows in auth.users (as the owner, like the Supabase dashboard) and access tokens."""
+    users: list[User] = []
+    conn: asyncpg.Connection = await asyncpg.connect(dsn)
+    try:
+        run = uuid.uuid4().hex[:8]
+        for i in range(count):
+            user_id = uuid.uuid4()
+            email = f"bench-{run}-{i}@example.test"
+            await conn.execute("insert into auth.users (id, email) values ($1, $2)", user_id, email)
+            token = mint_access_token(jwt_secret, user_id=user_id, email=email, ttl_s=6 * 3600)
+            users.append(User(user_id, email, token))
+    finally:
+        await conn.close()
+    return users
+
+
+async def create_avatars(base_url: str, users: Sequence[User]) -> None:
+    async with httpx.AsyncClient(base_url=base_url, timeout=30) as client:
+        for i, user in enumerate(users):
+            response = await client.post(
+                "/avatars/me",
+                json={
+                    "name": f"Bench {i}",
+                    "personality": PERSONALITIES[i % len(PERSONALITIES)],
+                    "backstory": "A benchmark avatar with a short backstory.",
+                },
+                headers=user.headers,
+            )
+            if response.status_code != 201:
+                raise RuntimeError(f"POST /avatars/me: {response.status_code} {response.text}")
+
+
+def create_conversations(base_url: str, users: Sequence[User], per_user: int) -> list[list[str]]:
+    """`per_user` conversations of each user, titled (so no title task runs), modes alternating."""
+    ids: list[list[str]] = []
+    with httpx.Client(base_url=base_url, timeout=30) as client:
+        for user in users:
+            mine: list[str] = []
+            for i in range(per_user):
+                response = client.post(
+                    "/conversations",
+                    json={"mode": "companion" if i % 2 else "assistant", "title": f"bench {i}"},
+                    headers=user.headers,
+                )
+                if response.status_code != 201:
+                    raise RuntimeError(f"POST /conversations: {response.status_code} {response.text}")
+                mine.append(response.json()["id"])
+            ids.append(mine)
+    return ids

@@ -1,0 +1,1 @@
+"""In-process measurements a scenario runs in a process of its own."""
