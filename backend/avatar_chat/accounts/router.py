@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response, status
 
-from avatar_chat.accounts.service import Accounts
+from avatar_chat.accounts.dependencies import Accounts
 from avatar_chat.auth.dependencies import CurrentUser
 from avatar_chat.core.errors import AUTHENTICATED_ERRORS, responses
 

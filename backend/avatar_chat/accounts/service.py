@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import logging
 import uuid
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import Depends, Request
 from supabase import AsyncClient
 from supabase_auth.errors import AuthApiError, AuthError
 
@@ -71,11 +70,3 @@ class AccountService:
 
 def _auth_unavailable() -> ServiceUnavailable:
     return ServiceUnavailable("Supabase Auth is unavailable; retry shortly.", code="auth_unavailable")
-
-
-def get_account_service(request: Request) -> AccountService:
-    service: AccountService = request.state.accounts
-    return service
-
-
-Accounts = Annotated[AccountService, Depends(get_account_service)]

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Request, Response, status
 
 from avatar_chat.auth.dependencies import CurrentUser
+from avatar_chat.avatars.dependencies import Avatars, avatar_service
 from avatar_chat.avatars.schemas import (
     HISTORY_PAGE_MAX,
     VERSION_MAX,
@@ -17,7 +18,6 @@ from avatar_chat.avatars.schemas import (
     AvatarUpdate,
     PersonaUpdateRequest,
 )
-from avatar_chat.avatars.service import Avatars, avatars_of
 from avatar_chat.core.errors import (
     AUTHENTICATED_ERRORS,
     BODY_ERRORS,
@@ -87,7 +87,7 @@ async def get_avatar(user: CurrentUser, service: Avatars) -> Response:
     openapi_extra=_IF_MATCH,
 )
 async def update_avatar(body: AvatarUpdate, user: CurrentUser, request: Request) -> Response:
-    return _answer(await avatars_of(request).update(user, body, if_match=_if_match(request)))
+    return _answer(await avatar_service.of(request).update(user, body, if_match=_if_match(request)))
 
 
 @router.patch(
@@ -100,7 +100,7 @@ async def update_avatar(body: AvatarUpdate, user: CurrentUser, request: Request)
 async def update_persona(body: PersonaUpdateRequest, user: CurrentUser, request: Request) -> Response:
     # The service comes from the request rather than a dependency: the persona switch is
     # the hottest write, and each FastAPI dependency costs it about 10 us per request.
-    return _answer(await avatars_of(request).update(user, body, if_match=_if_match(request)))
+    return _answer(await avatar_service.of(request).update(user, body, if_match=_if_match(request)))
 
 
 @router.get(
@@ -135,7 +135,7 @@ async def restore_version(
     user: CurrentUser,
     request: Request,
 ) -> Response:
-    return _answer(await avatars_of(request).restore(user, version, if_match=_if_match(request)))
+    return _answer(await avatar_service.of(request).restore(user, version, if_match=_if_match(request)))
 
 
 @router.delete(

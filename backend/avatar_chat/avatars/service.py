@@ -6,9 +6,7 @@ import asyncio
 import logging
 import re
 import uuid
-from typing import Annotated, Any
-
-from fastapi import Depends, Request
+from typing import Any
 
 from avatar_chat.avatars import repository
 from avatar_chat.avatars.images import CONTENT_TYPE, SIZES, ImageDecodes
@@ -225,16 +223,3 @@ class AvatarService:
             await self._images.remove(image_files(folder))
         except AppError as exc:
             log.warning("could not remove the image objects of %s: %s", folder, exc.code)
-
-
-def avatars_of(request: Request) -> AvatarService:
-    """This worker's AvatarService; hot routes take it straight from the request."""
-    service: AvatarService = request.state.avatars
-    return service
-
-
-async def get_avatar_service(request: Request) -> AvatarService:
-    return avatars_of(request)
-
-
-Avatars = Annotated[AvatarService, Depends(get_avatar_service)]

@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response, status
 
 from avatar_chat.auth.dependencies import CurrentUser
+from avatar_chat.conversations.dependencies import Conversations
 from avatar_chat.conversations.schemas import (
     PAGE_MAX,
     ConversationCreate,
@@ -17,7 +18,6 @@ from avatar_chat.conversations.schemas import (
     MessagePage,
     MessageVariants,
 )
-from avatar_chat.conversations.service import Conversations
 from avatar_chat.core.errors import (
     AUTHENTICATED_ERRORS,
     BODY_ERRORS,

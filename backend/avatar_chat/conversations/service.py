@@ -6,9 +6,7 @@ import base64
 import binascii
 import uuid
 from datetime import datetime
-from typing import Annotated, Any
-
-from fastapi import Depends, Request
+from typing import Any
 
 from avatar_chat.cache.store import SessionStore
 from avatar_chat.conversations import repository
@@ -113,11 +111,3 @@ class ConversationService:
                 raise NotFound("No such message in this conversation.", code="message_not_found")
         current = next((m.id for m in items if m.is_current), None)
         return MessageVariants(items=items, current_id=current)
-
-
-async def get_conversation_service(request: Request) -> ConversationService:
-    service: ConversationService = request.state.conversations
-    return service
-
-
-Conversations = Annotated[ConversationService, Depends(get_conversation_service)]

@@ -18,11 +18,10 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Annotated, Any, TypeAlias
+from typing import Any, TypeAlias
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
-from fastapi import Depends, Request
 
 from avatar_chat.core.claims import Claims
 from avatar_chat.core.db_errors import UNAVAILABLE, translate_errors, translated_error
@@ -185,11 +184,3 @@ class Database:
     async def ping(self) -> None:
         async with self.connection() as conn:
             await conn.execute("select 1")
-
-
-async def get_db(request: Request) -> Database:
-    db: Database = request.state.db
-    return db
-
-
-DB = Annotated[Database, Depends(get_db)]

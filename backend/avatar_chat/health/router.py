@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from pydantic import BaseModel
 
-from avatar_chat.core.database import DB
+from avatar_chat.core.dependencies import DB
 from avatar_chat.core.errors import ServiceUnavailable, responses
 from avatar_chat.core.migrate import is_applied
 

@@ -8,11 +8,12 @@ import time
 from stat import S_ISREG
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Path, Query
 from fastapi.responses import FileResponse
 
 from avatar_chat.core.errors import BadRequest, NotFound, responses
 from avatar_chat.storage.base import check_path
+from avatar_chat.storage.dependencies import Images
 from avatar_chat.storage.local import LocalObjectStore
 
 router = APIRouter(prefix="/storage/v1", tags=["storage"])
@@ -40,9 +41,8 @@ async def signed_object(
     bucket: Annotated[str, Path(max_length=63)],
     path: Annotated[str, Path(max_length=1024)],
     token: Annotated[str, Query(max_length=2048)],
-    request: Request,
+    store: Images,
 ) -> FileResponse:
-    store = request.state.images
     if not isinstance(store, LocalObjectStore):
         raise _object_not_found()
     file, expires_at = store.verify(bucket, check_path(path), token)

@@ -15,8 +15,8 @@ from starlette.types import Scope
 
 from avatar_chat.core.errors import Forbidden, NotFound, UnsupportedMediaType
 from avatar_chat.core.settings import Settings
+from avatar_chat.web.dependencies import Web
 from avatar_chat.web.schemas import DevSession, DevSignInRequest
-from avatar_chat.web.service import WebClient
 
 PREFIX: Final = "/app"
 STATIC_DIR: Final = Path(__file__).resolve().parent / "static"
@@ -50,25 +50,18 @@ def _security_headers(settings: Settings) -> dict[str, str]:
 router = APIRouter(prefix=PREFIX, tags=["web client"], include_in_schema=False)
 
 
-def _web(request: Request) -> WebClient:
-    web: WebClient = request.state.web
-    return web
-
-
 @router.get("/config.json")
-async def client_config(request: Request) -> Response:
-    return Response(
-        _web(request).config_json, media_type="application/json", headers={"Cache-Control": "no-store"}
-    )
+async def client_config(web: Web) -> Response:
+    return Response(web.config_json, media_type="application/json", headers={"Cache-Control": "no-store"})
 
 
 @router.post("/dev/sign-in")
-async def dev_sign_in(request: Request) -> DevSession:
+async def dev_sign_in(request: Request, web: Web) -> DevSession:
     """Local development only (embedded database, APP_ENV=development, no Supabase
     settings): a token for any email, its user created if needed. Everywhere else this
     answers as an unknown path does, whatever the body. JSON only: a cross-site form can
     post text/plain without a CORS preflight, never application/json."""
-    dev = _web(request).dev_sign_in
+    dev = web.dev_sign_in
     if dev is None:
         raise NotFound("Not Found")
     if not dev.answers_for(request.headers.get("host")):

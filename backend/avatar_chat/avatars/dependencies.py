@@ -1,0 +1,13 @@
+"""How a route gets this worker's AvatarService (`Avatars`)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends
+
+from avatar_chat.avatars.service import AvatarService
+from avatar_chat.core.dependencies import StateDependency
+
+avatar_service = StateDependency[AvatarService]("avatars")
+Avatars = Annotated[AvatarService, Depends(avatar_service)]
