@@ -19,11 +19,11 @@ import asyncpg
 import uvicorn
 
 from avatar_chat.auth.tokens import mint_access_token
-from avatar_chat.core import runtime
 from avatar_chat.core.http_server import HeaderLimitedHttpToolsProtocol
 from avatar_chat.core.logs import configure_logging, level_number, logging_config
-from avatar_chat.core.migrate import SessionRequired, migrate
 from avatar_chat.core.settings import Settings
+from avatar_chat.ops import runtime
+from avatar_chat.ops.migrate import SessionRequired, migrate
 
 log = logging.getLogger("avatar_chat.cli")
 

@@ -25,20 +25,20 @@ from avatar_chat.chat.service import ChatService
 from avatar_chat.chat.window import ConversationWindow
 from avatar_chat.conversations.router import router as conversations_router
 from avatar_chat.conversations.service import ConversationService
-from avatar_chat.core import runtime
 from avatar_chat.core.cors import with_cors
 from avatar_chat.core.database import Database
 from avatar_chat.core.errors import install_error_handlers
 from avatar_chat.core.limits import BodySizeLimitMiddleware, configure_database_limits
 from avatar_chat.core.metrics import Metrics
-from avatar_chat.core.migrate import expected_version
 from avatar_chat.core.observability import ObservedFastAPI, RequestObserver, serves_metrics_on_api_port
 from avatar_chat.core.settings import Settings
 from avatar_chat.core.supabase import create_service_client
 from avatar_chat.core.tasks import TaskTracker
-from avatar_chat.core.workers import WorkerHeartbeat
 from avatar_chat.health.router import router as health_router
 from avatar_chat.llm.factory import create_provider
+from avatar_chat.ops import runtime
+from avatar_chat.ops.migrate import expected_version
+from avatar_chat.ops.workers import WorkerHeartbeat
 from avatar_chat.state import AppState
 from avatar_chat.storage.factory import create_store
 from avatar_chat.storage.router import router as storage_router

@@ -24,8 +24,8 @@ from avatar_chat.core.database import Database
 from avatar_chat.core.metrics import Metrics
 from avatar_chat.core.settings import Settings
 from avatar_chat.core.tasks import TaskTracker
-from avatar_chat.core.workers import WorkerHeartbeat
 from avatar_chat.llm.base import LLMProvider
+from avatar_chat.ops.workers import WorkerHeartbeat
 from avatar_chat.storage.base import ObjectStore
 from avatar_chat.web.service import WebClient
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncpg
 
-from avatar_chat.core.migrate import ensure_supabase_pieces
+from avatar_chat.ops.migrate import ensure_supabase_pieces
 from tests.helpers import fresh_database
 
 API_SCHEMAS = ["public", "avatar_chat"]

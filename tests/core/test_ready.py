@@ -9,9 +9,9 @@ import httpx
 from asgi_lifespan import LifespanManager
 from pydantic import SecretStr
 
-from avatar_chat.core.migrate import default_migrations_dir, discover, migrate
 from avatar_chat.core.settings import Settings
 from avatar_chat.main import create_app
+from avatar_chat.ops.migrate import default_migrations_dir, discover, migrate
 from avatar_chat.state import AppState
 from tests.helpers import assert_error, fresh_database
 

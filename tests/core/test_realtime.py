@@ -21,7 +21,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import asyncpg
 import pytest
 
-from avatar_chat.core.migrate import default_migrations_dir, discover, ensure_supabase_pieces, migrate
+from avatar_chat.ops.migrate import default_migrations_dir, discover, ensure_supabase_pieces, migrate
 from tests.helpers import fresh_database
 
 PUBLISHED = {"public.messages", "public.conversations"}
@@ -102,7 +102,7 @@ async def test_without_the_publication_the_migrations_apply_and_say_what_to_do(
 ) -> None:
     async with supabase_project(database_url) as project:
         await project.admin.execute("drop publication supabase_realtime")
-        with caplog.at_level(logging.WARNING, logger="avatar_chat.core.migrate"):
+        with caplog.at_level(logging.WARNING, logger="avatar_chat.ops.migrate"):
             applied = await migrate(project.dsn)
         await assert_fully_migrated(project, applied)
         notices = realtime_notices(caplog)
@@ -118,7 +118,7 @@ async def test_with_a_publication_of_another_role_the_migrations_apply_and_say_w
     async with supabase_project(database_url) as project:
         await project.admin.execute("alter publication supabase_realtime owner to supabase_storage_admin")
         await project.admin.execute(f"revoke supabase_storage_admin from {project.role}")  # not theirs to use
-        with caplog.at_level(logging.WARNING, logger="avatar_chat.core.migrate"):
+        with caplog.at_level(logging.WARNING, logger="avatar_chat.ops.migrate"):
             applied = await migrate(project.dsn)
         await assert_fully_migrated(project, applied)
         assert await published(project.admin) == set()
@@ -140,7 +140,7 @@ async def test_with_the_migrating_role_s_publication_both_tables_are_published(
 ) -> None:
     async with supabase_project(database_url) as project:
         await project.admin.execute(f"alter publication supabase_realtime owner to {project.role}")
-        with caplog.at_level(logging.WARNING, logger="avatar_chat.core.migrate"):
+        with caplog.at_level(logging.WARNING, logger="avatar_chat.ops.migrate"):
             applied = await migrate(project.dsn)
         await assert_fully_migrated(project, applied)
         assert await published(project.admin) == PUBLISHED
@@ -177,7 +177,7 @@ async def test_a_for_all_tables_publication_does_not_block(
         await project.admin.execute(
             "drop publication supabase_realtime; create publication supabase_realtime for all tables"
         )
-        with caplog.at_level(logging.WARNING, logger="avatar_chat.core.migrate"):
+        with caplog.at_level(logging.WARNING, logger="avatar_chat.ops.migrate"):
             applied = await migrate(project.admin_dsn)
         assert applied == [m.version for m in discover(default_migrations_dir())]
         assert await published(project.admin) >= PUBLISHED

@@ -16,7 +16,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from avatar_chat.core.migrate import ensure_supabase_pieces, migrate
+from avatar_chat.ops.migrate import ensure_supabase_pieces, migrate
 from tests.helpers import fresh_database
 
 SUPABASE_DIR = Path(__file__).resolve().parents[2] / "supabase"

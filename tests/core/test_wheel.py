@@ -34,8 +34,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.same_on_every_major]
 ROOT = Path(__file__).resolve().parents[2]
 MIGRATIONS = ROOT / "supabase" / "migrations"
 SUPABASE_LOCAL = ROOT / "backend" / "avatar_chat" / "core" / "sql" / "supabase_local.sql"
-WHEEL_MIGRATIONS = "avatar_chat/core/sql/migrations/"
-WHEEL_SUPABASE_LOCAL = "avatar_chat/core/sql/supabase_local.sql"
+WHEEL_MIGRATIONS = "avatar_chat/ops/sql/migrations/"
+WHEEL_SUPABASE_LOCAL = "avatar_chat/ops/sql/supabase_local.sql"
 WEB_STATIC = ROOT / "backend" / "avatar_chat" / "web" / "static"
 WHEEL_WEB_STATIC = "avatar_chat/web/static/"
 
@@ -168,7 +168,7 @@ _WHERE = """
 import json, sysconfig
 from pathlib import Path
 import avatar_chat
-from avatar_chat.core.migrate import default_migrations_dir
+from avatar_chat.ops.migrate import default_migrations_dir
 migrations = default_migrations_dir()
 print(json.dumps({
     "package": str(Path(avatar_chat.__file__).resolve()),

@@ -7,7 +7,7 @@ from pydantic import BaseModel
 
 from avatar_chat.core.dependencies import DB
 from avatar_chat.core.errors import ServiceUnavailable, responses
-from avatar_chat.core.migrate import is_applied
+from avatar_chat.ops.migrate import is_applied
 
 router = APIRouter(tags=["health"])
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import jwt
 
 from avatar_chat.core.errors import BadRequest
-from avatar_chat.core.secret_files import read_or_create
+from avatar_chat.ops.secret_files import read_or_create
 from avatar_chat.storage.base import check_path, storage_unavailable
 
 _KEY_FILE = ".signing-key"

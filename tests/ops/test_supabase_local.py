@@ -1,4 +1,4 @@
-"""The local bootstrap (core/sql/supabase_local.sql) is a new Supabase project in miniature.
+"""The local bootstrap (ops/sql/supabase_local.sql) is a new Supabase project in miniature.
 
 No default privileges (a migration that forgets a grant fails here as in the cloud), the
 auth functions exactly as Supabase Auth defines them, and the part of Supabase Storage's
@@ -16,7 +16,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from avatar_chat.core.migrate import ensure_supabase_pieces
+from avatar_chat.ops.migrate import ensure_supabase_pieces
 from tests.helpers import fresh_database
 
 TESTDATA = Path(__file__).parent / "testdata"

@@ -7,7 +7,7 @@
 -- Sources: github.com/supabase/postgres (roles, grants, publication: the init scripts
 -- under migrations/db/), github.com/supabase/auth (the auth functions) and
 -- github.com/supabase/storage (the storage schema, migrations/tenant/). Where a body is
--- Supabase's it is copied verbatim (tests/core/test_supabase_local.py compares them).
+-- Supabase's it is copied verbatim (tests/ops/test_supabase_local.py compares them).
 --
 -- No default privileges: new projects no longer grant what is created in `public` to
 -- anon, authenticated and service_role ("Default privileges for new entities", off by

@@ -2,7 +2,7 @@
 -- storage.extension(), as a project's storage service leaves them: copied unchanged from
 -- github.com/supabase/storage (Apache-2.0 licence) at
 -- 4fa61fba9371c4bd40cbb81509f07bcb3af21683, the migrations that last define them.
--- tests/core/test_supabase_local.py compares the local bootstrap's functions with these.
+-- tests/ops/test_supabase_local.py compares the local bootstrap's functions with these.
 
 -- migrations/tenant/0060-optimize-existing-functions-again.sql (extension, foldername)
 CREATE OR REPLACE FUNCTION storage.extension(name text)

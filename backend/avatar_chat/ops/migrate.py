@@ -1,7 +1,7 @@
 """Schema migrations: Supabase's local pieces when missing, then `supabase/migrations/`.
 
 Each migration is applied as `supabase db push` applies it: split into statements by the
-CLI's own splitter (`core.sqlsplit`), run one by one (each as one extended-protocol
+CLI's own splitter (`ops.sqlsplit`), run one by one (each as one extended-protocol
 statement, as the CLI sends them, so a file that the CLI would split wrongly fails here
 too), all of them and the history row in one transaction. The history goes where the
 CLI keeps it (`supabase_migrations.schema_migrations`, with the same `statements`), so
@@ -23,7 +23,7 @@ import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
 from avatar_chat.core.settings import PoolMode
-from avatar_chat.core.sqlsplit import split_and_trim
+from avatar_chat.ops.sqlsplit import split_and_trim
 
 log = logging.getLogger(__name__)
 
@@ -58,12 +58,12 @@ class Migration:
 
 
 def default_migrations_dir() -> Path:
-    """The migrations this build ships: package data, `core/sql/migrations`.
+    """The migrations this build ships: package data, `ops/sql/migrations`.
 
     In the checkout that folder is a symlink to `supabase/migrations`, the Supabase CLI's
     source of truth; building the wheel copies the files themselves into the package.
     """
-    path = Path(str(resources.files("avatar_chat.core").joinpath("sql/migrations")))
+    path = Path(str(resources.files("avatar_chat.ops").joinpath("sql/migrations")))
     if not path.is_dir():
         raise FileNotFoundError(f"this build of avatar-chat ships no migrations (looked in {path})")
     return path
@@ -99,7 +99,7 @@ def discover(migrations_dir: Path) -> list[Migration]:
 
 
 def _supabase_local_sql() -> str:
-    return resources.files("avatar_chat.core").joinpath("sql/supabase_local.sql").read_text("utf-8")
+    return resources.files("avatar_chat.ops").joinpath("sql/supabase_local.sql").read_text("utf-8")
 
 
 async def ensure_supabase_pieces(conn: asyncpg.Connection) -> bool:

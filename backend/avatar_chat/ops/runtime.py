@@ -10,9 +10,9 @@ from typing import Final
 
 from pydantic import SecretStr
 
-from avatar_chat.core.embedded import EmbeddedPostgres, local_jwt_secret
-from avatar_chat.core.migrate import migrate
 from avatar_chat.core.settings import PoolMode, Settings, guess_pool_mode
+from avatar_chat.ops.embedded import EmbeddedPostgres, local_jwt_secret
+from avatar_chat.ops.migrate import migrate
 
 log = logging.getLogger(__name__)
 

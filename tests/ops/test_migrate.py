@@ -9,7 +9,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from avatar_chat.core.migrate import default_migrations_dir, discover, ensure_supabase_pieces, migrate
+from avatar_chat.ops.migrate import default_migrations_dir, discover, ensure_supabase_pieces, migrate
 from tests.helpers import fresh_database
 
 
@@ -155,6 +155,6 @@ async def test_notices_of_a_migration_are_logged(
         "do $$ begin raise notice 'do this by hand: %', 'grant x'; end $$;\n"
     )
     async with fresh_database(database_url) as dsn:
-        with caplog.at_level(logging.WARNING, logger="avatar_chat.core.migrate"):
+        with caplog.at_level(logging.WARNING, logger="avatar_chat.ops.migrate"):
             assert await migrate(dsn, tmp_path) == ["20990101000000"]
     assert "migration 20990101000000_notice: NOTICE: do this by hand: grant x" in caplog.messages

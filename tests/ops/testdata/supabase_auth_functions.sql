@@ -2,7 +2,7 @@
 -- project's auth service creates them: copied unchanged from github.com/supabase/auth
 -- (MIT licence) at bc32168e13fdc928c98b449fc76bc3fdb9a293c5, the two migrations that last
 -- define them, with the service's `{{ index .Options "Namespace" }}` template filled in
--- as `auth`. tests/core/test_supabase_local.py compares the local bootstrap's functions
+-- as `auth`. tests/ops/test_supabase_local.py compares the local bootstrap's functions
 -- with these.
 
 -- migrations/20220224000811_update_auth_functions.up.sql

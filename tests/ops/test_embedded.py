@@ -12,7 +12,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from avatar_chat.core.embedded import EmbeddedPostgres
+from avatar_chat.ops.embedded import EmbeddedPostgres
 from tests.run_majors import POSTGRES_17
 
 pytestmark = pytest.mark.slow

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from avatar_chat.core.embedded import local_jwt_secret
-from avatar_chat.core.secret_files import WeakSecretFile, read_or_create
+from avatar_chat.ops.embedded import local_jwt_secret
+from avatar_chat.ops.secret_files import WeakSecretFile, read_or_create
 from avatar_chat.storage.local import LocalObjectStore, _signing_key
 
 
