@@ -17,10 +17,10 @@ from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 from pydantic import SecretStr
 
-from avatar_chat.core.embedded import EmbeddedPostgres
-from avatar_chat.core.migrate import migrate
 from avatar_chat.core.settings import Settings
 from avatar_chat.main import create_app
+from avatar_chat.ops.embedded import EmbeddedPostgres
+from avatar_chat.ops.migrate import migrate
 from avatar_chat.state import AppState
 from tests.factories import TEST_JWT_SECRET, User, create_user
 from tests.pooler import PgBouncer

@@ -44,7 +44,7 @@ from typing import IO
 
 import asyncpg
 
-from avatar_chat.core.embedded import EmbeddedPostgres
+from avatar_chat.ops.embedded import EmbeddedPostgres
 
 ROOT = Path(__file__).resolve().parents[1]
 DEBIAN_POSTGRES_15 = "/usr/lib/postgresql/15/bin"

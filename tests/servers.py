@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 
-from avatar_chat.core.runtime import EMBEDDED_HANDOFF_ENV
+from avatar_chat.ops.runtime import EMBEDDED_HANDOFF_ENV
 
 CLI = str(Path(sys.executable).parent / "avatar-chat")
 

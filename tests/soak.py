@@ -32,10 +32,10 @@ import httpx
 
 from avatar_chat.auth.tokens import mint_access_token
 from avatar_chat.avatars.persona import AvatarSnapshot
-from avatar_chat.core.embedded import EmbeddedPostgres
-from avatar_chat.core.migrate import migrate
 from avatar_chat.llm.base import ChatRequest, PromptMessage
 from avatar_chat.llm.offline import offline_reply
+from avatar_chat.ops.embedded import EmbeddedPostgres
+from avatar_chat.ops.migrate import migrate
 from tests.servers import ServerProcess
 from tests.sse import sse_events
 

@@ -12,7 +12,7 @@ import asyncpg
 import httpx
 import pytest
 
-from avatar_chat.core.migrate import default_migrations_dir, migrate
+from avatar_chat.ops.migrate import default_migrations_dir, migrate
 from avatar_chat.state import AppState
 from tests.factories import User, create_avatar, create_conversation, create_user, send
 from tests.helpers import as_role, assert_error, claims_of, fresh_database

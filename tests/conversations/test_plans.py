@@ -17,7 +17,7 @@ import asyncpg
 import pytest
 
 from avatar_chat.conversations.repository import HISTORY_AFTER, HISTORY_BEFORE
-from avatar_chat.core.migrate import migrate
+from avatar_chat.ops.migrate import migrate
 from tests.factories import User, create_user
 from tests.helpers import claims_of, fresh_database
 

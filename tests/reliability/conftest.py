@@ -11,8 +11,8 @@ from dataclasses import dataclass
 import asyncpg
 import pytest
 
-from avatar_chat.core.embedded import EmbeddedPostgres
-from avatar_chat.core.migrate import migrate
+from avatar_chat.ops.embedded import EmbeddedPostgres
+from avatar_chat.ops.migrate import migrate
 
 
 @dataclass

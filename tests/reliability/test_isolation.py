@@ -15,7 +15,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from avatar_chat.core.migrate import default_migrations_dir, migrate
+from avatar_chat.ops.migrate import default_migrations_dir, migrate
 from tests.factories import User, away_from_minute_boundary, create_user
 from tests.helpers import as_role, claims_of, fresh_database
 
@@ -430,7 +430,7 @@ async def test_replies_made_through_the_hole_are_removed_by_its_migration(
             kept = {answered, their_reply, unanswered, my_message, my_reply, my_unanswered}
 
             shutil.copy(next(default_migrations_dir().glob(f"{fix}_*.sql")), tmp_path)
-            with caplog.at_level(logging.WARNING, logger="avatar_chat.core.migrate"):
+            with caplog.at_level(logging.WARNING, logger="avatar_chat.ops.migrate"):
                 assert await migrate(dsn, tmp_path) == [fix]
             left = {r["id"] for r in await conn.fetch("select id from public.messages")}
             assert left == kept

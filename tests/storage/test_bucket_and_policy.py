@@ -8,7 +8,7 @@ import logging
 import asyncpg
 import pytest
 
-from avatar_chat.core.migrate import migrate
+from avatar_chat.ops.migrate import migrate
 from tests.core.test_realtime import assert_fully_migrated, supabase_project
 from tests.factories import User
 from tests.helpers import as_role, claims_of
@@ -54,7 +54,7 @@ async def test_where_the_migrating_role_may_not_touch_storage_the_migrations_app
     past RLS); the bucket and policy statements must not abort the deploy."""
     async with supabase_project(database_url) as project:
         await project.admin.execute(f"revoke supabase_storage_admin from {project.role}")
-        with caplog.at_level(logging.WARNING, logger="avatar_chat.core.migrate"):
+        with caplog.at_level(logging.WARNING, logger="avatar_chat.ops.migrate"):
             applied = await migrate(project.dsn)
         await assert_fully_migrated(project, applied)
         notices = [m for m in caplog.messages if "avatars" in m and "NOTICE" in m]

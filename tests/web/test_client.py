@@ -17,8 +17,8 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from avatar_chat.core.runtime import EMBEDDED_HANDOFF_ENV, prepare
 from avatar_chat.core.settings import Settings
+from avatar_chat.ops.runtime import EMBEDDED_HANDOFF_ENV, prepare
 from avatar_chat.web.router import STATIC_DIR
 from tests.factories import TEST_JWT_SECRET
 from tests.helpers import assert_error, own_app
