@@ -25,10 +25,10 @@ from avatar_chat.chat.service import ChatService
 from avatar_chat.chat.window import ConversationWindow
 from avatar_chat.conversations.router import router as conversations_router
 from avatar_chat.conversations.service import ConversationService
+from avatar_chat.core.body_limit import BodySizeLimitMiddleware
 from avatar_chat.core.cors import with_cors
 from avatar_chat.core.database import Database
 from avatar_chat.core.errors import install_error_handlers
-from avatar_chat.core.limits import BodySizeLimitMiddleware, configure_database_limits
 from avatar_chat.core.metrics import Metrics
 from avatar_chat.core.observability import ObservedFastAPI, RequestObserver, serves_metrics_on_api_port
 from avatar_chat.core.settings import Settings
@@ -37,6 +37,7 @@ from avatar_chat.core.tasks import TaskTracker
 from avatar_chat.health.router import router as health_router
 from avatar_chat.llm.factory import create_provider
 from avatar_chat.ops import runtime
+from avatar_chat.ops.limits import configure_database_limits
 from avatar_chat.ops.migrate import expected_version
 from avatar_chat.ops.workers import WorkerHeartbeat
 from avatar_chat.state import AppState

@@ -1,33 +1,10 @@
-"""Abuse limits: the request body cap (here, before anything reads the body) and the
-per-user send and stream limits (enforced by Postgres triggers, configured from here)."""
+"""The request body cap: 413 before anything reads a body that is too large."""
 
 from __future__ import annotations
 
-import logging
-
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from avatar_chat.core.database import Database
-from avatar_chat.core.errors import ServiceUnavailable, send_error
-from avatar_chat.core.settings import Settings
-
-log = logging.getLogger(__name__)
-
-
-async def configure_database_limits(db: Database, settings: Settings) -> None:
-    """Write this deployment's limits where every worker's writes are checked against them.
-
-    With the database away at start-up, the limits it already holds stay in force."""
-    try:
-        async with db.connection() as conn:
-            await conn.execute(
-                "select avatar_chat.configure_limits($1, $2)",
-                settings.rate_limit_sends_per_minute,
-                settings.max_concurrent_streams,
-            )
-    except ServiceUnavailable:
-        log.warning("could not write the abuse limits: the database is unavailable")
-
+from avatar_chat.core.errors import send_error
 
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 

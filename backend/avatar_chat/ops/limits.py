@@ -1,0 +1,27 @@
+"""The per-user send and stream limits: enforced by Postgres triggers (so they hold across
+workers, machines and Data API writers), configured from the settings at start-up."""
+
+from __future__ import annotations
+
+import logging
+
+from avatar_chat.core.database import Database
+from avatar_chat.core.errors import ServiceUnavailable
+from avatar_chat.core.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+async def configure_database_limits(db: Database, settings: Settings) -> None:
+    """Write this deployment's limits where every worker's writes are checked against them.
+
+    With the database away at start-up, the limits it already holds stay in force."""
+    try:
+        async with db.connection() as conn:
+            await conn.execute(
+                "select avatar_chat.configure_limits($1, $2)",
+                settings.rate_limit_sends_per_minute,
+                settings.max_concurrent_streams,
+            )
+    except ServiceUnavailable:
+        log.warning("could not write the abuse limits: the database is unavailable")
