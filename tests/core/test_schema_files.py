@@ -16,6 +16,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from avatar_chat.avatars.persona import PersonalityType
 from avatar_chat.ops.migrate import ensure_supabase_pieces, migrate
 from tests.helpers import fresh_database
 
@@ -296,13 +297,7 @@ def test_the_catalogs_are_not_trivial(catalogs: tuple[Catalog, Catalog]) -> None
     migrated, _ = catalogs
     assert set(migrated["tables"]) == EXPECTED_TABLES
     assert set(migrated["functions"]) >= EXPECTED_FUNCTIONS
-    assert migrated["types"]["public.personality_type"]["labels"] == [
-        "friendly",
-        "professional",
-        "playful",
-        "caring",
-        "witty",
-    ]
+    assert migrated["types"]["public.personality_type"]["labels"] == [p.value for p in PersonalityType]
     assert set(migrated["publication"]) == {"public.messages", "public.conversations"}
     privileges = migrated["grants"]["public.messages.worker_id"]["privileges"]
     assert isinstance(privileges, list) and "authenticated INSERT" in privileges

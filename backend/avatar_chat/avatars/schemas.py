@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from enum import StrEnum
 from typing import Annotated
 
 from pydantic import BaseModel, Field, StringConstraints
 
+from avatar_chat.avatars.persona import PersonalityType
 from avatar_chat.core.database import Record
 from avatar_chat.core.schemas import PartialUpdate, StrictModel
 
@@ -20,16 +20,6 @@ VERSION_MAX = 2**53
 
 AvatarName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=NAME_MAX)]
 Backstory = Annotated[str, StringConstraints(max_length=BACKSTORY_MAX)]
-
-
-class PersonalityType(StrEnum):
-    """How the avatar talks. Stored as `.value` (Postgres enum `personality_type`)."""
-
-    friendly = "friendly"
-    professional = "professional"
-    playful = "playful"
-    caring = "caring"
-    witty = "witty"
 
 
 class AvatarCreate(StrictModel):

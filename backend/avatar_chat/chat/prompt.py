@@ -4,17 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from avatar_chat.avatars.persona import AvatarSnapshot
+from avatar_chat.avatars.persona import AvatarSnapshot, traits_of
 from avatar_chat.chat.window import WindowMessage, fit_window
 from avatar_chat.llm.base import ChatRequest, PromptMessage
 
-_PERSONALITIES = {
-    "friendly": "warm, upbeat and approachable",
-    "professional": "precise, courteous and to the point",
-    "playful": "light-hearted, curious and fond of wordplay",
-    "caring": "gentle, patient and supportive",
-    "witty": "clever, quick and dryly humorous",
-}
 _MODES = {
     "assistant": "Help the user get things done: be concise and concrete.",
     "companion": "Be a companion: conversational, attentive to feelings, in no hurry.",
@@ -24,7 +17,7 @@ _MODES = {
 def system_prompt(avatar: AvatarSnapshot, mode: str) -> str:
     lines = [
         f"You are {avatar.name}, an AI avatar.",
-        f"Personality: {avatar.personality} ({_PERSONALITIES.get(avatar.personality, avatar.personality)}).",
+        f"Personality: {avatar.personality} ({traits_of(avatar.personality)}).",
         _MODES.get(mode, ""),
     ]
     if avatar.backstory:

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, Field, StringConstraints
 
-from avatar_chat.avatars.schemas import PersonalityType
+from avatar_chat.avatars.persona import PersonalityType
 from avatar_chat.core.database import Record
 from avatar_chat.core.schemas import PartialUpdate, StrictModel
 

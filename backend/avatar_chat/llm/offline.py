@@ -10,15 +10,9 @@ import asyncio
 import re
 from collections.abc import AsyncGenerator
 
+from avatar_chat.avatars.persona import traits_of
 from avatar_chat.llm.base import ChatRequest, SummaryRequest
 
-_OPENERS = {
-    "friendly": "Hey there! Always happy to chat.",
-    "professional": "Certainly. Here is a concise answer.",
-    "playful": "Ooh, fun one! Let's play with it.",
-    "caring": "Thank you for telling me; I'm here for you.",
-    "witty": "Ah, a question walks into a chat bar...",
-}
 _MODES = {
     "assistant": "Getting straight to the point.",
     "companion": "Take your time, I'm listening.",
@@ -33,7 +27,7 @@ def offline_reply(request: ChatRequest) -> str:
         said = said[: _SNIPPET_CHARS - 1] + "…"
     return (
         f"{avatar.name} ({avatar.personality}, persona v{avatar.version}, {request.mode} mode): "
-        f"{_OPENERS.get(avatar.personality, '')} {_MODES.get(request.mode, '')} "
+        f"Speaking as someone {traits_of(avatar.personality)}. {_MODES.get(request.mode, '')} "
         f'You said: "{said}". '
         "[offline provider: set LLM_BASE_URL and LLM_API_KEY for a real model]"
     )
