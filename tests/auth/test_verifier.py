@@ -24,9 +24,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 from avatar_chat.auth.tokens import mint_access_token
+from avatar_chat.auth.jwks import UNKNOWN_KID_REFETCH_INTERVAL_S
 from avatar_chat.auth.verifier import (
     MAX_TOKEN_CHARS,
-    UNKNOWN_KID_REFETCH_INTERVAL_S,
     VERIFIED_CACHE_MAX_BYTES,
     VERIFIED_CACHE_SIZE,
     TokenVerifier,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 import time
@@ -13,24 +12,18 @@ from typing import Any, Final
 
 import httpx
 import jwt
-from cryptography.hazmat.primitives.asymmetric.ec import SECP256R1, EllipticCurvePublicKey
-from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from jwt.types import Options
 from pydantic import SecretStr
 
+from avatar_chat.auth.errors import unauthorized
+from avatar_chat.auth.jwks import JwksKeys
 from avatar_chat.core.claims import Claims
-from avatar_chat.core.errors import ServiceUnavailable, Unauthorized
 from avatar_chat.core.settings import Settings
 
 log = logging.getLogger(__name__)
 
 # Supabase access tokens are ~1 KB; the cap makes an oversized header cost one len() call.
 MAX_TOKEN_CHARS: Final = 16 * 1024
-# A flood of tokens with random kids must not turn into a flood of JWKS requests.
-UNKNOWN_KID_REFETCH_INTERVAL_S: Final = 30.0
-# After a failed fetch, serve the cached set (or 503) for this long instead of retrying per request.
-JWKS_RETRY_AFTER_S: Final = 5
-JWKS_FETCH_TIMEOUT_S: Final = 5.0
 # A client sends the same token with every request until it refreshes: remember tokens
 # already verified (never past their exp, never longer than this), by the SHA-256 of the
 # token, holding only their claims; bounded by count and by bytes, since a user can pad
@@ -46,23 +39,6 @@ _API_KEY_ROLES: Final = frozenset({"anon", "service_role"})
 # Supabase's non-JWT API keys; recognised so the client gets the helpful error, not "malformed".
 _API_KEY_PREFIXES: Final = ("sb_publishable_", "sb_secret_")
 
-_MESSAGES: Final[dict[str, str]] = {
-    "missing_token": "No access token was sent.",
-    "token_too_large": "The access token is too large.",
-    "malformed_token": "The access token is not a well-formed JWT.",
-    "unsupported_algorithm": ("The access token is signed with an algorithm this server does not accept."),
-    "invalid_signature": "The access token signature is invalid.",
-    "token_expired": "The access token has expired; refresh the session.",
-    "token_not_yet_valid": "The access token is not valid yet; check the client clock.",
-    "invalid_audience": "The access token was issued for another audience.",
-    "invalid_issuer": "The access token was issued by another project or server.",
-    "invalid_claims": "The access token does not carry a valid user session.",
-    "not_a_user_token": (
-        "This is a Supabase API key (anon/publishable or service_role/secret), not a user session; "
-        "sign the user in and send their access token."
-    ),
-    "unknown_key": "The access token is signed with a key this project does not publish.",
-}
 
 # Pass 1 checks only the signature: role must be looked at before claims, so that an API key
 # (no sub, no aud, iss "supabase") is reported as such rather than as a missing claim.
@@ -76,10 +52,6 @@ _SIGNATURE_ONLY: Final[Options] = {
     "verify_sub": False,
     "verify_jti": False,
 }
-
-
-def _unauthorized(code: str) -> Unauthorized:
-    return Unauthorized(_MESSAGES[code], code=code)
 
 
 class TokenVerifier:
@@ -106,14 +78,9 @@ class TokenVerifier:
             self._secret = None
         elif len(self._secret.encode()) < 32:
             log.warning("SUPABASE_JWT_SECRET is shorter than 32 bytes; HS256 needs at least 32")
-        self._jwks_url = settings.jwks_url
         self._issuer = settings.jwt_issuer
         self._audience = settings.jwt_audience
         self._leeway = settings.jwt_leeway_s
-        self._ttl = settings.jwks_cache_ttl_s
-        self._http = http
-        # Only drives the JWKS cache; exp/nbf/iat are checked by PyJWT against wall-clock time.
-        self._clock = clock
         # Pass 2 of verify: the signature was checked in pass 1, this runs only the claim checks.
         self._claim_checks: Options = {
             "verify_signature": False,
@@ -127,23 +94,22 @@ class TokenVerifier:
             "require": ["exp", "sub"],
         }
 
-        self._lock = asyncio.Lock()
-        self._keys: tuple[jwt.PyJWK, ...] | None = None
-        self._expires_at = float("-inf")
-        self._retry_not_before = float("-inf")
-        self._unknown_kid_refetch_not_before = float("-inf")
-        # Bumped by every completed fetch, so a task that waited on the lock can tell that
-        # someone else already fetched (or failed) while it waited, and not fetch again.
-        self._generation = 0
+        # Only drives the JWKS cache; exp/nbf/iat are checked by PyJWT against wall-clock time.
+        jwks_url = settings.jwks_url
+        self._jwks = (
+            None
+            if jwks_url is None
+            else JwksKeys(jwks_url, http, ttl_s=settings.jwks_cache_ttl_s, clock=clock)
+        )
         self._verified: OrderedDict[bytes, tuple[Claims, float, bool]] = OrderedDict()
         self._verified_bytes = 0
         self._verified_max_bytes = cache_max_bytes
 
     async def verify(self, token: str) -> Claims:
         if not token:
-            raise _unauthorized("missing_token")
+            raise unauthorized("missing_token")
         if len(token) > MAX_TOKEN_CHARS:
-            raise _unauthorized("token_too_large")
+            raise unauthorized("token_too_large")
         # surrogatepass: a lone surrogate must reach the "malformed" answer, not raise here.
         key = hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
         cached = self._verified.get(key)
@@ -151,7 +117,7 @@ class TokenVerifier:
             claims, not_after, jwks_bound = cached
             # A JWKS-signed token is re-checked once the key set is due for a refetch, so a
             # key the project withdrew stops working exactly as without this cache.
-            if time.time() < not_after and not (jwks_bound and self._clock() >= self._expires_at):
+            if time.time() < not_after and not (jwks_bound and self._jwks is not None and self._jwks.due):
                 self._verified.move_to_end(key)
                 return claims
             self._forget(key)
@@ -180,18 +146,18 @@ class TokenVerifier:
 
     async def _verify_uncached(self, token: str) -> tuple[Claims, bool]:
         if token.startswith(_API_KEY_PREFIXES):
-            raise _unauthorized("not_a_user_token")
+            raise unauthorized("not_a_user_token")
         # PyJWT encodes to UTF-8 itself; a lone surrogate would escape as UnicodeEncodeError.
         if not token.isascii():
-            raise _unauthorized("malformed_token")
+            raise unauthorized("malformed_token")
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as exc:
-            raise _unauthorized("malformed_token") from exc
+            raise unauthorized("malformed_token") from exc
 
         alg = header.get("alg")
         if not isinstance(alg, str) or alg not in _SUPPORTED_ALGS:
-            raise _unauthorized("unsupported_algorithm")
+            raise unauthorized("unsupported_algorithm")
         key = await self._key_for(alg, header.get("kid"))
         payload = self._verify_signature(token, key, alg)
         self._refuse_api_keys(payload)
@@ -205,85 +171,15 @@ class TokenVerifier:
             # Never a JWKS key: an HS256 token "signed" with the published public key would
             # otherwise verify (algorithm confusion).
             if self._secret is None:
-                raise _unauthorized("unsupported_algorithm")
+                raise unauthorized("unsupported_algorithm")
             return self._secret
-        if self._jwks_url is None:
-            raise _unauthorized("unsupported_algorithm")
+        if self._jwks is None:
+            raise unauthorized("unsupported_algorithm")
         if kid is None:
-            raise _unauthorized("unknown_key")
+            raise unauthorized("unknown_key")
         if not isinstance(kid, str):
-            raise _unauthorized("malformed_token")
-        return await self._jwk_for(kid, alg)
-
-    async def _jwk_for(self, kid: str, alg: str) -> jwt.PyJWK:
-        generation = self._generation
-        keys = await self._current_keys()
-        if not _has_kid(keys, kid) and self._generation == generation:
-            # Only when this verify did not itself fetch: a set fetched a moment ago won't differ.
-            keys = await self._refetch_for_unknown_kid(generation)
-        if not _has_kid(keys, kid):
-            raise _unauthorized("unknown_key")
-        jwk = _usable_key(keys, kid, alg)
-        if jwk is None:
-            raise _unauthorized("unsupported_algorithm")
-        return jwk
-
-    def _can_serve_cache(self, now: float) -> bool:
-        return self._keys is not None and (now < self._expires_at or now < self._retry_not_before)
-
-    async def _current_keys(self) -> tuple[jwt.PyJWK, ...]:
-        if self._can_serve_cache(self._clock()):
-            return self._keys or ()
-        generation = self._generation
-        async with self._lock:
-            now = self._clock()
-            if (
-                self._generation == generation
-                and not self._can_serve_cache(now)
-                and now >= self._retry_not_before
-            ):
-                await self._fetch()
-            if self._keys is None:
-                raise ServiceUnavailable(
-                    "Cannot fetch the Supabase signing keys (JWKS); retry shortly.",
-                    code="jwks_unavailable",
-                    retry_after_s=JWKS_RETRY_AFTER_S,
-                )
-            return self._keys
-
-    async def _refetch_for_unknown_kid(self, generation: int) -> tuple[jwt.PyJWK, ...]:
-        async with self._lock:
-            now = self._clock()
-            if (
-                self._generation == generation
-                and now >= self._unknown_kid_refetch_not_before
-                and now >= self._retry_not_before
-            ):
-                self._unknown_kid_refetch_not_before = now + UNKNOWN_KID_REFETCH_INTERVAL_S
-                await self._fetch()
-            return self._keys or ()
-
-    async def _fetch(self) -> None:
-        """Refresh the cached set; on failure keep the old one. Call with the lock held."""
-        assert self._jwks_url is not None
-        try:
-            response = await self._http.get(
-                self._jwks_url,
-                headers={"Accept": "application/json"},
-                timeout=JWKS_FETCH_TIMEOUT_S,
-            )
-            response.raise_for_status()
-            keys = _parse_jwks(response.json())
-        except (httpx.HTTPError, ValueError) as exc:
-            # Not in `finally`: a cancelled fetch must leave the generation alone so the next
-            # waiter fetches instead of concluding that the endpoint is down.
-            self._generation += 1
-            self._retry_not_before = self._clock() + JWKS_RETRY_AFTER_S
-            log.warning("JWKS fetch from %s failed: %r", self._jwks_url, exc)
-            return
-        self._generation += 1
-        self._keys = keys
-        self._expires_at = self._clock() + self._ttl
+            raise unauthorized("malformed_token")
+        return await self._jwks.key_for(kid, alg)
 
     # --- token ------------------------------------------------------------------------------
 
@@ -291,22 +187,22 @@ class TokenVerifier:
         try:
             payload: dict[str, Any] = jwt.decode(token, key, algorithms=[alg], options=_SIGNATURE_ONLY)
         except jwt.InvalidSignatureError as exc:
-            raise _unauthorized("invalid_signature") from exc
+            raise unauthorized("invalid_signature") from exc
         except jwt.InvalidAlgorithmError as exc:
-            raise _unauthorized("unsupported_algorithm") from exc
+            raise unauthorized("unsupported_algorithm") from exc
         except jwt.InvalidKeyError as exc:
             # The key is ours, not the client's: make the misconfiguration visible.
             log.error("cannot verify %s tokens with the configured key: %s", alg, exc)
-            raise _unauthorized("invalid_signature") from exc
+            raise unauthorized("invalid_signature") from exc
         except jwt.PyJWTError as exc:
-            raise _unauthorized("malformed_token") from exc
+            raise unauthorized("malformed_token") from exc
         return payload
 
     @staticmethod
     def _refuse_api_keys(payload: dict[str, Any]) -> None:
         role = payload.get("role")
         if isinstance(role, str) and role in _API_KEY_ROLES:
-            raise _unauthorized("not_a_user_token")
+            raise unauthorized("not_a_user_token")
 
     def _validate_claims(self, token: str) -> None:
         try:
@@ -318,18 +214,18 @@ class TokenVerifier:
                 leeway=self._leeway,
             )
         except jwt.ExpiredSignatureError as exc:
-            raise _unauthorized("token_expired") from exc
+            raise unauthorized("token_expired") from exc
         except jwt.ImmatureSignatureError as exc:
-            raise _unauthorized("token_not_yet_valid") from exc
+            raise unauthorized("token_not_yet_valid") from exc
         except jwt.InvalidAudienceError as exc:
-            raise _unauthorized("invalid_audience") from exc
+            raise unauthorized("invalid_audience") from exc
         except jwt.InvalidIssuerError as exc:
-            raise _unauthorized("invalid_issuer") from exc
+            raise unauthorized("invalid_issuer") from exc
         except jwt.MissingRequiredClaimError as exc:
             code = {"aud": "invalid_audience", "iss": "invalid_issuer"}.get(exc.claim, "invalid_claims")
-            raise _unauthorized(code) from exc
+            raise unauthorized(code) from exc
         except jwt.PyJWTError as exc:
-            raise _unauthorized("invalid_claims") from exc
+            raise unauthorized("invalid_claims") from exc
 
     @staticmethod
     def _claims(payload: dict[str, Any]) -> Claims:
@@ -339,12 +235,12 @@ class TokenVerifier:
         try:
             user_id = uuid.UUID(sub)
         except ValueError as exc:
-            raise _unauthorized("invalid_claims") from exc
+            raise unauthorized("invalid_claims") from exc
         if str(user_id) != sub.lower():
-            raise _unauthorized("invalid_claims")
+            raise unauthorized("invalid_claims")
         role = payload.get("role")
         if role != _USER_ROLE:
-            raise _unauthorized("invalid_claims")
+            raise unauthorized("invalid_claims")
         email = payload.get("email")
         return Claims(
             sub=user_id,
@@ -353,37 +249,3 @@ class TokenVerifier:
             email=email if isinstance(email, str) and email else None,
             raw=payload,
         )
-
-
-def _parse_jwks(document: Any) -> tuple[jwt.PyJWK, ...]:
-    if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
-        raise ValueError("JWKS document has no 'keys' list")
-    # A project still on the legacy HS256 secret publishes an empty set: that is an answer
-    # (no such key), not an outage.
-    if not document["keys"]:
-        return ()
-    try:
-        return tuple(jwt.PyJWKSet.from_dict(document))
-    except jwt.PyJWKSetError:
-        log.warning("JWKS holds no key this server can use")
-        return ()
-
-
-def _has_kid(keys: tuple[jwt.PyJWK, ...], kid: str) -> bool:
-    return any(key.key_id == kid for key in keys)
-
-
-def _usable_key(keys: tuple[jwt.PyJWK, ...], kid: str, alg: str) -> jwt.PyJWK | None:
-    """The key named `kid` if it is a public signing key of exactly the header's algorithm."""
-    for key in keys:
-        if key.key_id != kid or key.public_key_use not in (None, "sig"):
-            continue
-        if key.algorithm_name != alg:
-            continue
-        material = key.key
-        if alg == "ES256" and isinstance(material, EllipticCurvePublicKey):
-            if isinstance(material.curve, SECP256R1):
-                return key
-        elif alg == "RS256" and isinstance(material, RSAPublicKey):
-            return key
-    return None
