@@ -17,10 +17,12 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import asyncpg
 
-from avatar_chat.core.migrate import migrate
+from avatar_chat.ops.migrate import migrate
 from bench.harness.cli import step
+from bench.harness.database import query
+from bench.harness.report import Row, conclude
 from bench.harness.session import BenchSession
-from bench.harness.workloads import query
+from bench.harness.users import PERSONALITIES
 
 
 def user_id(n: int) -> str:
@@ -202,6 +204,51 @@ def compare(
         versions=versions,
         failed=sum(int(r["failed"] or 0) for rs in runs.values() for r in rs),
     )
+
+
+def prepare_variants(
+    session: BenchSession,
+    args: argparse.Namespace,
+    databases: dict[str, tuple[str, Path]],
+    labels: dict[str, str],
+) -> dict[str, Variant]:
+    """The session's cluster and, per variant, a fresh database (`databases[key]`: its name
+    and the migrations folder to build it from) with `--users` users and avatars."""
+    with step("database cluster"):
+        dsn = session.database()
+    for name, migrations in databases.values():
+        with step(f"database {name}: migrations from {migrations}, {args.users} avatars"):
+            asyncio.run(prepare(dsn, name, migrations, args.users))
+    return {key: Variant(name, database_dsn(dsn, name), labels[key]) for key, (name, _) in databases.items()}
+
+
+def write_script(session: BenchSession, file_name: str, template: str, users: int) -> Path:
+    """A pgbench script from `template` (`{users}` and `{personalities}` filled in)."""
+    script = session.tmp / file_name
+    script.write_text(template.format(users=users, personalities=len(PERSONALITIES)))
+    return script
+
+
+def conclude_comparison(
+    name: str,
+    args: argparse.Namespace,
+    compared: Compared,
+    statement: str,
+    labels: dict[str, str],
+    ratio: tuple[str, str],
+) -> list[Row]:
+    """The rows (tps of each variant, `ratio[0]/ratio[1]`, all in the floor column: database
+    only), the summary table and the JSON file."""
+    tps = compared.tps
+    rows = [
+        Row(
+            name, f"pgbench {statement}, {label}", "tps", floor=tps[key], note=compared.note if i == 0 else ""
+        )
+        for i, (key, label) in enumerate(labels.items())
+    ]
+    a, b = ratio
+    rows.append(Row(name, f"pgbench {statement}, {a}/{b}", "x", floor=tps[a] / tps[b]))
+    return conclude(name, title(name, args), args, rows, compared.data(), {})
 
 
 def title(name: str, args: argparse.Namespace) -> str:

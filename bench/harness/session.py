@@ -22,8 +22,8 @@ from typing import Any, TypeVar
 
 from tests.pooler import PgBouncer
 
-from avatar_chat.core.embedded import EmbeddedPostgres
-from avatar_chat.core.migrate import migrate
+from avatar_chat.ops.embedded import EmbeddedPostgres
+from avatar_chat.ops.migrate import migrate
 from bench.harness.cpu import CpuMeter
 from bench.harness.servers import Server, app_server, uvicorn_server
 

@@ -5,6 +5,7 @@ so that machine noise (2 shared cores) does not favour whoever runs first."""
 from __future__ import annotations
 
 import argparse
+import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,10 @@ class Measured:
     def ok(self, key: str) -> int:
         """2xx answers counted, warm-up included (for the database checks)."""
         return sum(r.ok for r in self.runs[key] + self.warmups.get(key, []))
+
+    def cpu_ms(self, key: str, process: str) -> float:
+        """CPU ms per request of `process` during `key`'s runs, averaged over the rounds."""
+        return statistics.fmean(run.cpu_ms_per_request.get(process, 0.0) for run in self.runs[key])
 
     def run_count(self, key: str) -> int:
         return len(self.runs[key]) + len(self.warmups.get(key, []))

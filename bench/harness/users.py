@@ -3,6 +3,7 @@ tokens, then the API's own endpoints for the rest."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Sequence
 
@@ -11,6 +12,8 @@ import httpx
 from tests.factories import User
 
 from avatar_chat.auth.tokens import mint_access_token
+from bench.harness.cli import step
+from bench.harness.session import BenchSession
 
 PERSONALITIES = ("friendly", "professional", "playful", "caring", "witty")
 
@@ -65,3 +68,19 @@ def create_conversations(base_url: str, users: Sequence[User], per_user: int) ->
                 mine.append(response.json()["id"])
             ids.append(mine)
     return ids
+
+
+def users_in_database(session: BenchSession, count: int) -> tuple[str, list[User]]:
+    """The session's database, migrated, with `count` users in it; its DSN and the users."""
+    with step("database"):
+        dsn = session.database()
+    with step(f"{count} users"):
+        users = asyncio.run(create_users(dsn, session.jwt_secret, count))
+    return dsn, users
+
+
+def avatars_and_conversations(base_url: str, users: Sequence[User], servers: int) -> list[list[str]]:
+    """An avatar for each user, and a conversation per server each (`[user][server]`)."""
+    with step("avatars, a conversation per server each"):
+        asyncio.run(create_avatars(base_url, users))
+        return create_conversations(base_url, users, servers)

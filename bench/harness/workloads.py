@@ -1,7 +1,7 @@
 """The two throughput workloads, each for the API, the database floor and hello world:
 a persona switch (PATCH) and a chat turn (POST, JSON answer). Request sets for the load
-runner, a first request per user checking each server answers as it should, and what
-the database says afterwards.
+runner, the servers and users they run against, and a first request per user checking
+each server answers as it should.
 """
 
 from __future__ import annotations
@@ -9,12 +9,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import asyncpg
 from tests.factories import User
 
 from bench.harness.cli import step
@@ -22,7 +20,14 @@ from bench.harness.clients import SequentialClient
 from bench.harness.load import HttpRequest, RequestSet
 from bench.harness.servers import Server
 from bench.harness.session import BenchSession
-from bench.harness.users import PERSONALITIES, create_avatars, create_conversations, create_users
+from bench.harness.throughput import Target
+from bench.harness.users import (
+    PERSONALITIES,
+    create_avatars,
+    create_conversations,
+    create_users,
+    users_in_database,
+)
 
 Kind = Literal["app", "floor", "hello"]
 
@@ -31,6 +36,17 @@ TURN_PATHS: dict[Kind, str] = {
     "app": "/conversations/{id}/messages",
     "floor": "/floor/conversations/{id}/messages",
     "hello": "/hello/turn",
+}
+# How the load runs' lines name each server's workload.
+PERSONA_LABELS: dict[Kind, str] = {
+    "hello": "hello PATCH /hello",
+    "floor": "floor PATCH /floor/persona",
+    "app": "PATCH /avatars/me/persona",
+}
+TURN_LABELS: dict[Kind, str] = {
+    "hello": "hello POST /hello/turn",
+    "floor": "floor POST .../messages",
+    "app": "POST .../messages",
 }
 MESSAGES = tuple(
     f"Message {i}: tell me something nice about today, and keep it short please." for i in range(4)
@@ -77,22 +93,34 @@ def turn_requests(kind: Kind, users: Sequence[User], conversations: Sequence[str
     ]
 
 
-def users_and_servers(
-    session: BenchSession, args: argparse.Namespace
-) -> tuple[list[User], Server, Server, Server]:
+@dataclass(frozen=True)
+class Baselines:
+    """What a throughput workload runs against: `--users` users with avatars, and the API
+    with its two baselines, the database floor and hello world."""
+
+    dsn: str
+    users: list[User]
+    app: Server
+    floor: Server
+    hello: Server
+
+    def targets(self, labels: dict[Kind, str], requests: Callable[[Kind], RequestSet]) -> list[Target]:
+        """The workload on each server, in the order hello, floor, app."""
+        servers: dict[Kind, Server] = {"hello": self.hello, "floor": self.floor, "app": self.app}
+        return [Target(kind, labels[kind], server, requests(kind)) for kind, server in servers.items()]
+
+
+def users_and_servers(session: BenchSession, args: argparse.Namespace) -> Baselines:
     """A database with `--users` users with avatars; the API, the floor and hello with
     `--workers` workers each."""
-    with step("database"):
-        dsn = session.database()
-    with step(f"{args.users} users"):
-        users = asyncio.run(create_users(dsn, session.jwt_secret, args.users))
+    dsn, users = users_in_database(session, args.users)
     with step(f"servers ({args.workers} worker(s) each)"):
         app = session.start_app(workers=args.workers)
         floor = session.start_floor(workers=args.workers, window=args.floor_window)
         hello = session.start_hello(workers=args.workers)
     with step("avatars"):
         asyncio.run(create_avatars(app.base_url, users))
-    return users, app, floor, hello
+    return Baselines(dsn, users, app, floor, hello)
 
 
 def numbered_message(i: int) -> bytes:
@@ -165,50 +193,3 @@ def check_once(
     finally:
         client.close()
     return len(requests)
-
-
-# --------------------------------------------------------------------------- database
-
-
-async def query(dsn: str, sql: str, *args: object) -> list[asyncpg.Record]:
-    """One statement on a connection of its own (as the owner)."""
-    conn: asyncpg.Connection = await asyncpg.connect(dsn)
-    try:
-        return await conn.fetch(sql, *args)
-    finally:
-        await conn.close()
-
-
-def avatar_versions(dsn: str, users: Sequence[User]) -> int:
-    """The sum of the users' avatar versions (every update bumps one by one)."""
-    sql = "select coalesce(sum(version), 0) as n from public.avatars where user_id = any($1::uuid[])"
-    (row,) = asyncio.run(query(dsn, sql, [u.id for u in users]))
-    return int(row["n"])
-
-
-def message_counts(dsn: str, conversations: Sequence[str]) -> dict[str, int]:
-    """Messages in these conversations by `role status` (e.g. `assistant complete`)."""
-    sql = (
-        "select role::text || ' ' || status::text as k, count(*) as n from public.messages"
-        " where conversation_id = any($1::uuid[]) group by 1"
-    )
-    rows = asyncio.run(query(dsn, sql, [uuid.UUID(c) for c in conversations]))
-    return {row["k"]: int(row["n"]) for row in rows}
-
-
-def replies_line(label: str, before: dict[str, int], after: dict[str, int], ok: int, slack: int) -> str:
-    """Whether the database holds one complete reply (and one user message) per counted
-    2xx answer; up to `slack` more are requests still in flight when a run ended."""
-
-    def delta(key: str) -> int:
-        return after.get(key, 0) - before.get(key, 0)
-
-    complete, users = delta("assistant complete"), delta("user complete")
-    others = {k: delta(k) for k in after.keys() | before.keys() if delta(k) and k.split()[1] != "complete"}
-    fine = ok <= complete <= ok + slack and users == complete and not others
-    return (
-        f"  database, {label}: {complete} complete replies and {users} user messages for {ok} counted"
-        f" 2xx answers (up to {slack} more may be in flight at the ends of runs)"
-        + (f"; other replies: {others}" if others else "")
-        + ("" if fine else "  <-- MISMATCH")
-    )

@@ -24,49 +24,56 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import dataclass
 
 from bench.harness.cli import scenario_main, step
+from bench.harness.database import message_counts, replies_line
 from bench.harness.report import Goal, Row, conclude, throughput_rows
 from bench.harness.session import BenchSession
-from bench.harness.throughput import Target, load_client, measure, print_rounds
+from bench.harness.throughput import Measured, load_client, measure, print_rounds
 from bench.harness.users import create_conversations
-from bench.harness.workloads import (
-    check_once,
-    message_counts,
-    replies_line,
-    turn_answer_ok,
-    turn_requests,
-    users_and_servers,
-)
+from bench.harness.workloads import TURN_LABELS, check_once, turn_answer_ok, turn_requests, users_and_servers
 
 NAME = "chat_turn_throughput"
 GOAL = Goal("app/floor", ">=", 0.7)
 
 
+@dataclass
+class _Runs:
+    measured: Measured
+    before: dict[str, dict[str, int]]  # per server, its conversations' messages by status
+    after: dict[str, dict[str, int]]
+    logs: dict[str, list[str]]
+
+
+def _measure(session: BenchSession, args: argparse.Namespace, client: str) -> _Runs:
+    setup = users_and_servers(session, args)
+    dsn, users = setup.dsn, setup.users
+    with step("two conversations each (the API's, the floor's)"):
+        conversations = create_conversations(setup.app.base_url, users, 2)
+    convs = {"app": [c[0] for c in conversations], "floor": [c[1] for c in conversations]}
+    # hello echoes the API's conversation ids; the floor writes to conversations of its own
+    targets = setup.targets(
+        TURN_LABELS, lambda kind: turn_requests(kind, users, convs["floor" if kind == "floor" else "app"])
+    )
+    with step("a first turn each"):
+        for target in targets:
+            check_once(target.server, target.requests, 201, turn_answer_ok)
+        before = {key: message_counts(dsn, ids) for key, ids in convs.items()}
+    # 64 concurrent users: each connection is one user, one send at a time (as an app).
+    measured = measure(
+        session, NAME, targets, args, connections=args.turn_connections, client=client, affinity=True
+    )
+    time.sleep(1.0)  # requests in flight when wrk stopped are answered by now
+    after = {key: message_counts(dsn, ids) for key, ids in convs.items()}
+    return _Runs(measured, before, after, session.server_log_report())
+
+
 def run(args: argparse.Namespace) -> list[Row]:
     client = load_client(args, python_fallback=False)
     with BenchSession(NAME) as session:
-        users, app, floor, hello = users_and_servers(session, args)
-        dsn = session.dsn
-        with step("two conversations each (the API's, the floor's)"):
-            conversations = create_conversations(app.base_url, users, 2)
-        convs = {"app": [c[0] for c in conversations], "floor": [c[1] for c in conversations]}
-        targets = [
-            Target("hello", "hello POST /hello/turn", hello, turn_requests("hello", users, convs["app"])),
-            Target("floor", "floor POST .../messages", floor, turn_requests("floor", users, convs["floor"])),
-            Target("app", "POST .../messages", app, turn_requests("app", users, convs["app"])),
-        ]
-        with step("a first turn each"):
-            for target in targets:
-                check_once(target.server, target.requests, 201, turn_answer_ok)
-            before = {key: message_counts(dsn, ids) for key, ids in convs.items()}
-        # 64 concurrent users: each connection is one user, one send at a time (as an app).
-        measured = measure(
-            session, NAME, targets, args, connections=args.turn_connections, client=client, affinity=True
-        )
-        time.sleep(1.0)  # requests in flight when wrk stopped are answered by now
-        after = {key: message_counts(dsn, ids) for key, ids in convs.items()}
-        logs = session.server_log_report()
+        runs = _measure(session, args, client)
+    measured, before, after = runs.measured, runs.before, runs.after
 
     print()
     print(
@@ -88,7 +95,7 @@ def run(args: argparse.Namespace) -> list[Row]:
     )
     data = {"runs": measured.as_json(), "messages_before": before, "messages_after": after}
     title = f"{NAME} ({args.workers} workers, wrk -c{args.turn_connections})"
-    return conclude(NAME, title, args, rows, data, logs)
+    return conclude(NAME, title, args, rows, data, runs.logs)
 
 
 if __name__ == "__main__":

@@ -17,16 +17,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import statistics
 import sys
 import time
 
 from bench.harness.cli import scenario_main, step
+from bench.harness.database import query
 from bench.harness.report import Row, conclude
 from bench.harness.session import BenchSession
 from bench.harness.throughput import Measured, Target, load_client, measure, print_rounds
-from bench.harness.users import create_avatars, create_conversations, create_users
-from bench.harness.workloads import check_once, query, turn_answer_ok, turn_requests
+from bench.harness.users import avatars_and_conversations, users_in_database
+from bench.harness.workloads import check_once, turn_answer_ok, turn_requests
 
 NAME = "partial_saves"
 SERVERS = {"saves": "with-saves", "nosaves": "without-saves"}
@@ -38,55 +38,48 @@ def _message_updates(dsn: str) -> int:
     return int(rows[0]["n_tup_upd"])
 
 
-def _cpu(measured: Measured, key: str, process: str) -> float:
-    """CPU ms per turn of `process` during `key`'s runs, averaged over the rounds."""
-    return statistics.fmean(run.cpu_ms_per_request.get(process, 0.0) for run in measured.runs[key])
+def _measure(
+    session: BenchSession, args: argparse.Namespace, client: str
+) -> tuple[Measured, int, dict[str, list[str]]]:
+    """The two servers' rounds, UPDATEs of public.messages while they ran, the servers' logs."""
+    slow = {"OFFLINE_LLM_CHUNK_DELAY_MS": str(args.chunk_delay_ms)}
+    dsn, users = users_in_database(session, args.users)
+    with step(f"two API servers ({args.workers} worker(s) each): with and without partial saves"):
+        saves = session.start_app(workers=args.workers, env=slow, name=SERVERS["saves"])
+        nosaves = session.start_app(
+            workers=args.workers, env={**slow, "CHAT_PARTIAL_SAVE_MS": "0"}, name=SERVERS["nosaves"]
+        )
+    conversations = avatars_and_conversations(saves.base_url, users, 2)
+    targets = [
+        Target(
+            "saves", "with partial saves", saves, turn_requests("app", users, [c[0] for c in conversations])
+        ),
+        Target("nosaves", "without", nosaves, turn_requests("app", users, [c[1] for c in conversations])),
+    ]
+    for target in targets:
+        check_once(target.server, target.requests, 201, turn_answer_ok)
+    before = _message_updates(dsn)
+    measured = measure(
+        session, NAME, targets, args, connections=args.turn_connections, client=client, affinity=True
+    )
+    return measured, _message_updates(dsn) - before, session.server_log_report()
 
 
 def run(args: argparse.Namespace) -> list[Row]:
     client = load_client(args, python_fallback=False)
-    slow = {"OFFLINE_LLM_CHUNK_DELAY_MS": str(args.chunk_delay_ms)}
     with BenchSession(NAME) as session:
-        with step("database"):
-            dsn = session.database()
-        with step(f"{args.users} users"):
-            users = asyncio.run(create_users(dsn, session.jwt_secret, args.users))
-        with step(f"two API servers ({args.workers} worker(s) each): with and without partial saves"):
-            saves = session.start_app(workers=args.workers, env=slow, name=SERVERS["saves"])
-            nosaves = session.start_app(
-                workers=args.workers, env={**slow, "CHAT_PARTIAL_SAVE_MS": "0"}, name=SERVERS["nosaves"]
-            )
-        with step("avatars, a conversation per server each"):
-            asyncio.run(create_avatars(saves.base_url, users))
-            conversations = create_conversations(saves.base_url, users, 2)
-        targets = [
-            Target(
-                "saves",
-                "with partial saves",
-                saves,
-                turn_requests("app", users, [c[0] for c in conversations]),
-            ),
-            Target("nosaves", "without", nosaves, turn_requests("app", users, [c[1] for c in conversations])),
-        ]
-        for target in targets:
-            check_once(target.server, target.requests, 201, turn_answer_ok)
-        before = _message_updates(dsn)
-        measured = measure(
-            session, NAME, targets, args, connections=args.turn_connections, client=client, affinity=True
-        )
-        after = _message_updates(dsn)
-        logs = session.server_log_report()
+        measured, updates, logs = _measure(session, args, client)
 
     turns = {key: measured.ok(key) for key in SERVERS}
-    saves_per_turn = (after - before - turns["saves"] - turns["nosaves"]) / max(1, turns["saves"])
+    saves_per_turn = (updates - turns["saves"] - turns["nosaves"]) / max(1, turns["saves"])
     print()
     print(
         f"partial_saves: {args.workers} worker(s) each, {args.turn_connections} connections (a user each),"
         f" offline provider pausing {args.chunk_delay_ms} ms between chunks"
     )
     print_rounds(measured, [("saves", "nosaves")])
-    api = {key: _cpu(measured, key, SERVERS[key]) for key in SERVERS}
-    pg = {key: _cpu(measured, key, "postgres") for key in SERVERS}
+    api = {key: measured.cpu_ms(key, SERVERS[key]) for key in SERVERS}
+    pg = {key: measured.cpu_ms(key, "postgres") for key in SERVERS}
     print(
         f"  partial saves per turn {saves_per_turn:.2f}; CPU ms per turn with/without: API {api['saves']:.3f}"
         f" / {api['nosaves']:.3f}, Postgres {pg['saves']:.3f} / {pg['nosaves']:.3f}"
@@ -99,7 +92,7 @@ def run(args: argparse.Namespace) -> list[Row]:
         Row(NAME, "API CPU per turn: with / without", "ms", api["saves"], api["nosaves"]),
         Row(NAME, "Postgres CPU per turn: with / without", "ms", pg["saves"], pg["nosaves"]),
     ]
-    data = {"runs": measured.as_json(), "saves_per_turn": saves_per_turn, "message_updates": after - before}
+    data = {"runs": measured.as_json(), "saves_per_turn": saves_per_turn, "message_updates": updates}
     title = f"{NAME} ({args.workers} workers, wrk -c{args.turn_connections}; app: with saves, floor: without)"
     return conclude(NAME, title, args, rows, data, logs)
 

@@ -27,15 +27,13 @@ import argparse
 import asyncio
 import sys
 
-import asyncpg
-
-from avatar_chat.core.migrate import default_migrations_dir
-from avatar_chat.core.sqlsplit import split_and_trim
-from bench.harness.cli import scenario_main, step
-from bench.harness.pgbench import Variant, compare, database_dsn, prepare, title
-from bench.harness.report import Row, conclude
+from avatar_chat.ops.migrate import default_migrations_dir
+from avatar_chat.ops.sqlsplit import split_and_trim
+from bench.harness.cli import scenario_main
+from bench.harness.database import query
+from bench.harness.pgbench import compare, conclude_comparison, prepare_variants, write_script
+from bench.harness.report import Row
 from bench.harness.session import BenchSession
-from bench.harness.users import PERSONALITIES
 
 NAME = "pgbench_act_as"
 DATABASES = {"check": "bench_user_check", "no_check": "bench_no_user_check"}
@@ -62,50 +60,26 @@ select id, user_id, name, personality::text as personality, backstory, version, 
 """
 
 
-async def _act_as_source(dsn: str, replace_with: str | None = None) -> str:
-    conn: asyncpg.Connection = await asyncpg.connect(dsn)
-    try:
-        if replace_with is not None:
-            await conn.execute(replace_with)
-        source: str = await conn.fetchval("select prosrc from pg_proc where proname = 'act_as'")
-        return source
-    finally:
-        await conn.close()
+def _act_as_source(dsn: str) -> str:
+    (row,) = asyncio.run(query(dsn, "select prosrc from pg_proc where proname = 'act_as'"))
+    return str(row["prosrc"])
 
 
 def run(args: argparse.Namespace) -> list[Row]:
+    migrations = default_migrations_dir()
     with BenchSession(NAME) as session:
-        with step("database cluster"):
-            dsn = session.database()
-        for name in DATABASES.values():
-            with step(f"database {name}: migrations, {args.users} avatars"):
-                asyncio.run(prepare(dsn, name, default_migrations_dir(), args.users))
-        variants = {
-            key: Variant(name, database_dsn(dsn, name), LABELS[key]) for key, name in DATABASES.items()
-        }
-        asyncio.run(_act_as_source(variants["no_check"].dsn, replace_with=_act_as_before_check()))
-        checks = {key: "auth.users" in asyncio.run(_act_as_source(v.dsn)) for key, v in variants.items()}
+        variants = prepare_variants(
+            session, args, {key: (name, migrations) for key, name in DATABASES.items()}, LABELS
+        )
+        asyncio.run(query(variants["no_check"].dsn, _act_as_before_check()))
+        checks = {key: "auth.users" in _act_as_source(v.dsn) for key, v in variants.items()}
         if checks != {"check": True, "no_check": False}:
             raise RuntimeError(f"expected the user check in bench_user_check only: {checks}")
-        script = session.tmp / "update-my-avatar.sql"
-        script.write_text(_SCRIPT.format(users=args.users, personalities=len(PERSONALITIES)))
+        script = write_script(session, "update-my-avatar.sql", _SCRIPT, args.users)
         compared = compare(
             session, args, variants, script, "avatar_chat.update_my_avatar(claims, personality)"
         )
-
-    tps = compared.tps
-    rows = [
-        Row(
-            NAME,
-            "pgbench update_my_avatar, act_as checks the user",
-            "tps",
-            floor=tps["check"],
-            note=compared.note,
-        ),
-        Row(NAME, "pgbench update_my_avatar, act_as without the check", "tps", floor=tps["no_check"]),
-        Row(NAME, "pgbench update_my_avatar, check/no_check", "x", floor=tps["check"] / tps["no_check"]),
-    ]
-    return conclude(NAME, title(NAME, args), args, rows, compared.data(), {})
+    return conclude_comparison(NAME, args, compared, "update_my_avatar", LABELS, ("check", "no_check"))
 
 
 if __name__ == "__main__":

@@ -27,14 +27,12 @@ import asyncio
 import shutil
 import sys
 
-import asyncpg
-
-from avatar_chat.core.migrate import default_migrations_dir, discover
-from bench.harness.cli import scenario_main, step
-from bench.harness.pgbench import Variant, compare, database_dsn, prepare, title
-from bench.harness.report import Row, conclude
+from avatar_chat.ops.migrate import default_migrations_dir, discover
+from bench.harness.cli import scenario_main
+from bench.harness.database import query
+from bench.harness.pgbench import compare, conclude_comparison, prepare_variants, write_script
+from bench.harness.report import Row
 from bench.harness.session import BenchSession
-from bench.harness.users import PERSONALITIES
 
 NAME = "pgbench_notify"
 LAST_WITH_NOTIFY = "20261201100000"
@@ -49,52 +47,31 @@ update public.avatars set personality = (enum_range(null::public.personality_typ
 """
 
 
-async def _has_notify_trigger(dsn: str) -> bool:
-    conn: asyncpg.Connection = await asyncpg.connect(dsn)
-    try:
-        found: bool = await conn.fetchval(
-            "select exists (select from pg_trigger where tgname = 'avatars_notify')"
-        )
-        return found
-    finally:
-        await conn.close()
+def _has_notify_trigger(dsn: str) -> bool:
+    sql = "select exists (select from pg_trigger where tgname = 'avatars_notify') as found"
+    (row,) = asyncio.run(query(dsn, sql))
+    return bool(row["found"])
 
 
 def run(args: argparse.Namespace) -> list[Row]:
     with BenchSession(NAME) as session:
-        with step("database cluster"):
-            dsn = session.database()
-        folders = {"notify": session.tmp / "migrations-notify", "full": default_migrations_dir()}
-        folders["notify"].mkdir()
+        notify_folder = session.tmp / "migrations-notify"
+        notify_folder.mkdir()
         for migration in discover(default_migrations_dir()):
             if migration.version <= LAST_WITH_NOTIFY:
-                shutil.copy(migration.path, folders["notify"] / migration.path.name)
-        for key, name in DATABASES.items():
-            with step(f"database {name}: migrations from {folders[key]}, {args.users} avatars"):
-                asyncio.run(prepare(dsn, name, folders[key], args.users))
-        variants = {
-            key: Variant(name, database_dsn(dsn, name), LABELS[key]) for key, name in DATABASES.items()
+                shutil.copy(migration.path, notify_folder / migration.path.name)
+        databases = {
+            "notify": (DATABASES["notify"], notify_folder),
+            "full": (DATABASES["full"], default_migrations_dir()),
         }
-        triggers = {key: asyncio.run(_has_notify_trigger(v.dsn)) for key, v in variants.items()}
+        variants = prepare_variants(session, args, databases, LABELS)
+        triggers = {key: _has_notify_trigger(v.dsn) for key, v in variants.items()}
         if triggers != {"notify": True, "full": False}:
             raise RuntimeError(f"expected the avatars_notify trigger in bench_notify only: {triggers}")
-        script = session.tmp / "update-avatar.sql"
-        script.write_text(_SCRIPT.format(users=args.users, personalities=len(PERSONALITIES)))
+        script = write_script(session, "update-avatar.sql", _SCRIPT, args.users)
         compared = compare(session, args, variants, script, "UPDATE public.avatars ... RETURNING")
-
-    tps = compared.tps
-    rows = [
-        Row(
-            NAME,
-            "pgbench UPDATE avatars, with notify trigger",
-            "tps",
-            floor=tps["notify"],
-            note=compared.note,
-        ),
-        Row(NAME, "pgbench UPDATE avatars, fully migrated", "tps", floor=tps["full"]),
-        Row(NAME, "pgbench UPDATE avatars, full/notify", "x", floor=tps["full"] / tps["notify"]),
-    ]
-    return conclude(NAME, title(NAME, args), args, rows, compared.data(), {})
+    rows = {"notify": "with notify trigger", "full": "fully migrated"}
+    return conclude_comparison(NAME, args, compared, "UPDATE avatars", rows, ("full", "notify"))
 
 
 if __name__ == "__main__":

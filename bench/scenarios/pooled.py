@@ -19,27 +19,26 @@ persona_patch and chat_turn_throughput), and pooled/direct of the API and of the
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from tests.factories import User
 
 from bench.harness.cli import scenario_main, step
+from bench.harness.database import avatar_versions, message_counts, replies_line, versions_line
 from bench.harness.load import RequestSet
 from bench.harness.report import Goal, Row, conclude, load_note
+from bench.harness.servers import Server
 from bench.harness.session import BenchSession
 from bench.harness.throughput import Measured, Target, load_client, measure, print_rounds
-from bench.harness.users import create_avatars, create_conversations, create_users
+from bench.harness.users import avatars_and_conversations, users_in_database
 from bench.harness.workloads import (
     Kind,
-    avatar_versions,
     check_once,
-    message_counts,
     persona_answer_ok,
     persona_requests,
-    replies_line,
     turn_answer_ok,
     turn_requests,
 )
@@ -85,65 +84,75 @@ def rows_for(label: str, measured: Measured, goal: Goal, unit: str) -> list[Row]
     ]
 
 
-def run(args: argparse.Namespace) -> list[Row]:
-    client = load_client(args, python_fallback=False)
-    with BenchSession(NAME) as session:
-        with step("database"):
-            dsn = session.database()
-        with step(f"pgbouncer (transaction mode, {args.pool_size} server connections)"):
-            pooler = session.pooler(args.pool_size)
-        with step(f"{args.users} users"):
-            users = asyncio.run(create_users(dsn, session.jwt_secret, args.users))
-        with step(f"servers ({args.workers} worker(s) each): API and floor, direct and via pgbouncer"):
-            pooled_env = {"DATABASE_URL": pooler.dsn, "DB_POOL_MODE": "transaction"}
-            servers = {
-                "app": session.start_app(workers=args.workers),
-                "floor": session.start_floor(workers=args.workers, window=args.floor_window),
-                "app_pooled": session.start_app(
-                    workers=args.workers, env=pooled_env, name="avatar-chat-pooled"
-                ),
-                "floor_pooled": session.start_floor(
-                    window=args.floor_window,
-                    workers=args.workers,
-                    dsn=pooler.dsn,
-                    statement_cache_size=0,
-                    name="floor-pooled",
-                ),
-            }
-        with step("avatars, a conversation per server each"):
-            asyncio.run(create_avatars(servers["app"].base_url, users))
-            conversations = create_conversations(servers["app"].base_url, users, len(KEYS))
-        convs = {key: [c[i] for c in conversations] for i, (key, _) in enumerate(KEYS)}
+def _start_servers(session: BenchSession, args: argparse.Namespace, pooled_dsn: str) -> dict[str, Server]:
+    with step(f"servers ({args.workers} worker(s) each): API and floor, direct and via pgbouncer"):
+        pooled_env = {"DATABASE_URL": pooled_dsn, "DB_POOL_MODE": "transaction"}
+        return {
+            "app": session.start_app(workers=args.workers),
+            "floor": session.start_floor(workers=args.workers, window=args.floor_window),
+            "app_pooled": session.start_app(workers=args.workers, env=pooled_env, name="avatar-chat-pooled"),
+            "floor_pooled": session.start_floor(
+                window=args.floor_window,
+                workers=args.workers,
+                dsn=pooled_dsn,
+                statement_cache_size=0,
+                name="floor-pooled",
+            ),
+        }
 
-        def targets(requests: Callable[[Kind, list[User], str], RequestSet]) -> list[Target]:
-            return [Target(key, LABELS[key], servers[key], requests(kind, users, key)) for key, kind in KEYS]
 
-        patch = targets(lambda kind, us, _key: persona_requests(kind, us))
-        turns = targets(lambda kind, us, key: turn_requests(kind, us, convs[key]))
-        with step("a first PATCH and turn each"):
-            version_before = avatar_versions(dsn, users)
-            checked = sum(check_once(t.server, t.requests, 200, persona_answer_ok) for t in patch)
-            for target in turns:
-                check_once(target.server, target.requests, 201, turn_answer_ok)
-            before = {key: message_counts(dsn, ids) for key, ids in convs.items()}
-        measured_patch = measure(
-            session, f"{NAME}-patch", patch, args, connections=args.connections, client=client
-        )
-        measured_turns = measure(
-            session,
-            f"{NAME}-turns",
-            turns,
-            args,
-            connections=args.turn_connections,
-            client=client,
-            affinity=True,  # one connection per user, as in chat_turn_throughput
-        )
-        time.sleep(1.0)  # requests in flight when wrk stopped are answered by now
-        increments = avatar_versions(dsn, users) - version_before - checked
-        after = {key: message_counts(dsn, ids) for key, ids in convs.items()}
-        logs = session.server_log_report()
-        pooler_log = [line for line in pooler.log().splitlines() if " WARNING " in line or " ERROR " in line]
+@dataclass
+class _Runs:
+    patch: Measured
+    turns: Measured
+    increments: int  # how far the avatars' versions advanced while measuring
+    before: dict[str, dict[str, int]]  # per server, its conversations' messages by status
+    after: dict[str, dict[str, int]]
+    logs: dict[str, list[str]]
+    pooler_log: list[str]  # pgbouncer's warnings and errors
 
+
+def _measure(session: BenchSession, args: argparse.Namespace, client: str) -> _Runs:
+    dsn, users = users_in_database(session, args.users)
+    with step(f"pgbouncer (transaction mode, {args.pool_size} server connections)"):
+        pooler = session.pooler(args.pool_size)
+    servers = _start_servers(session, args, pooler.dsn)
+    conversations = avatars_and_conversations(servers["app"].base_url, users, len(KEYS))
+    convs = {key: [c[i] for c in conversations] for i, (key, _) in enumerate(KEYS)}
+
+    def targets(requests: Callable[[Kind, list[User], str], RequestSet]) -> list[Target]:
+        return [Target(key, LABELS[key], servers[key], requests(kind, users, key)) for key, kind in KEYS]
+
+    patch = targets(lambda kind, us, _key: persona_requests(kind, us))
+    turns = targets(lambda kind, us, key: turn_requests(kind, us, convs[key]))
+    with step("a first PATCH and turn each"):
+        version_before = avatar_versions(dsn, users)
+        checked = sum(check_once(t.server, t.requests, 200, persona_answer_ok) for t in patch)
+        for target in turns:
+            check_once(target.server, target.requests, 201, turn_answer_ok)
+        before = {key: message_counts(dsn, ids) for key, ids in convs.items()}
+    measured_patch = measure(
+        session, f"{NAME}-patch", patch, args, connections=args.connections, client=client
+    )
+    measured_turns = measure(
+        session,
+        f"{NAME}-turns",
+        turns,
+        args,
+        connections=args.turn_connections,
+        client=client,
+        affinity=True,  # one connection per user, as in chat_turn_throughput
+    )
+    time.sleep(1.0)  # requests in flight when wrk stopped are answered by now
+    increments = avatar_versions(dsn, users) - version_before - checked
+    after = {key: message_counts(dsn, ids) for key, ids in convs.items()}
+    logs = session.server_log_report()
+    pooler_log = [line for line in pooler.log().splitlines() if " WARNING " in line or " ERROR " in line]
+    return _Runs(measured_patch, measured_turns, increments, before, after, logs, pooler_log)
+
+
+def _print_runs(args: argparse.Namespace, runs: _Runs) -> None:
+    """Each round's figures, then what the database and pgbouncer's log say."""
     print()
     print(
         f"pooled: {args.workers} worker(s) each, pgbouncer transaction mode with {args.pool_size} server"
@@ -156,35 +165,39 @@ def run(args: argparse.Namespace) -> list[Row]:
         ("floor_pooled", "floor"),
     ]
     print(f"  PATCH persona, {args.connections} connections")
-    print_rounds(measured_patch, ratios)
+    print_rounds(runs.patch, ratios)
     print(f"  chat turns, {args.turn_connections} connections")
-    print_rounds(measured_turns, ratios)
-    ok = sum(measured_patch.ok(key) for key, _ in KEYS)
-    slack = args.connections * sum(measured_patch.run_count(key) for key, _ in KEYS)
-    print(
-        f"  database, PATCH: avatar versions advanced by {increments} for {ok} counted 2xx answers"
-        f" (up to {slack} more may be in flight at the ends of runs)"
-        + ("" if ok <= increments <= ok + slack else "  <-- MISMATCH")
-    )
+    print_rounds(runs.turns, ratios)
+    ok = sum(runs.patch.ok(key) for key, _ in KEYS)
+    slack = args.connections * sum(runs.patch.run_count(key) for key, _ in KEYS)
+    print(versions_line(", PATCH", runs.increments, ok, slack))
     for key, _ in KEYS:
-        slack = args.turn_connections * measured_turns.run_count(key)
-        print(replies_line(LABELS[key], before[key], after[key], measured_turns.ok(key), slack))
-    if pooler_log:
-        print(f"  pgbouncer log: {len(pooler_log)} warning/error line(s); first: {pooler_log[0][:200]}")
+        slack = args.turn_connections * runs.turns.run_count(key)
+        print(replies_line(LABELS[key], runs.before[key], runs.after[key], runs.turns.ok(key), slack))
+    if runs.pooler_log:
+        first = runs.pooler_log[0][:200]
+        print(f"  pgbouncer log: {len(runs.pooler_log)} warning/error line(s); first: {first}")
+
+
+def run(args: argparse.Namespace) -> list[Row]:
+    client = load_client(args, python_fallback=False)
+    with BenchSession(NAME) as session:
+        runs = _measure(session, args, client)
+    _print_runs(args, runs)
     rows = [
-        *rows_for("PATCH persona", measured_patch, Goal("app/floor", ">=", 0.85), "req/s"),
-        *rows_for("chat turn", measured_turns, Goal("app/floor", ">=", 0.7), "turns/s"),
+        *rows_for("PATCH persona", runs.patch, Goal("app/floor", ">=", 0.85), "req/s"),
+        *rows_for("chat turn", runs.turns, Goal("app/floor", ">=", 0.7), "turns/s"),
     ]
     data = {
-        "patch": measured_patch.as_json(),
-        "turns": measured_turns.as_json(),
-        "db_version_increments": increments,
-        "messages_before": before,
-        "messages_after": after,
-        "pgbouncer_log": pooler_log[:200],
+        "patch": runs.patch.as_json(),
+        "turns": runs.turns.as_json(),
+        "db_version_increments": runs.increments,
+        "messages_before": runs.before,
+        "messages_after": runs.after,
+        "pgbouncer_log": runs.pooler_log[:200],
     }
     title = f"{NAME} ({args.workers} workers, pgbouncer pool {args.pool_size})"
-    return conclude(NAME, title, args, rows, data, logs)
+    return conclude(NAME, title, args, rows, data, runs.logs)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,66 @@
+"""What the database says, on connections of their own (as the owner): a statement's
+rows, the avatars' versions, the messages by status, and whether they add up to the
+answers a load client counted."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Sequence
+
+import asyncpg
+from tests.factories import User
+
+
+async def query(dsn: str, sql: str, *args: object) -> list[asyncpg.Record]:
+    """One statement on a connection of its own (as the owner)."""
+    conn: asyncpg.Connection = await asyncpg.connect(dsn)
+    try:
+        return await conn.fetch(sql, *args)
+    finally:
+        await conn.close()
+
+
+def avatar_versions(dsn: str, users: Sequence[User]) -> int:
+    """The sum of the users' avatar versions (every update bumps one by one)."""
+    sql = "select coalesce(sum(version), 0) as n from public.avatars where user_id = any($1::uuid[])"
+    (row,) = asyncio.run(query(dsn, sql, [u.id for u in users]))
+    return int(row["n"])
+
+
+def message_counts(dsn: str, conversations: Sequence[str]) -> dict[str, int]:
+    """Messages in these conversations by `role status` (e.g. `assistant complete`)."""
+    sql = (
+        "select role::text || ' ' || status::text as k, count(*) as n from public.messages"
+        " where conversation_id = any($1::uuid[]) group by 1"
+    )
+    rows = asyncio.run(query(dsn, sql, [uuid.UUID(c) for c in conversations]))
+    return {row["k"]: int(row["n"]) for row in rows}
+
+
+def versions_line(label: str, increments: int, ok: int, slack: int, whose: str = "") -> str:
+    """Whether the avatars' versions advanced once per counted 2xx answer of a persona
+    switch; up to `slack` more are requests still in flight when a run ended."""
+    fine = ok <= increments <= ok + slack
+    return (
+        f"  database{label}: avatar versions advanced by {increments} for {ok} counted 2xx answers{whose}"
+        f" (up to {slack} more may be in flight at the ends of runs)" + ("" if fine else "  <-- MISMATCH")
+    )
+
+
+def replies_line(label: str, before: dict[str, int], after: dict[str, int], ok: int, slack: int) -> str:
+    """Whether the database holds one complete reply (and one user message) per counted
+    2xx answer; up to `slack` more are requests still in flight when a run ended."""
+
+    def delta(key: str) -> int:
+        return after.get(key, 0) - before.get(key, 0)
+
+    complete, users = delta("assistant complete"), delta("user complete")
+    others = {k: delta(k) for k in after.keys() | before.keys() if delta(k) and k.split()[1] != "complete"}
+    fine = ok <= complete <= ok + slack and users == complete and not others
+    return (
+        f"  database, {label}: {complete} complete replies and {users} user messages for {ok} counted"
+        f" 2xx answers (up to {slack} more may be in flight at the ends of runs)"
+        + (f"; other replies: {others}" if others else "")
+        + ("" if fine else "  <-- MISMATCH")
+    )
