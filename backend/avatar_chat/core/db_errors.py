@@ -7,17 +7,25 @@ DETAIL keys with a meaning here: `retry_after` (seconds, sent as `Retry-After`) 
 `etag` (sent as `ETag`). Every other failure is mapped by its standard SQLSTATE class.
 Nothing Postgres prints (DETAIL, HINT, CONTEXT lines) ever reaches a client.
 
-| SQLSTATE | HINT (code)              | raised by                                   |
-|----------|--------------------------|---------------------------------------------|
-| AC401    | user_not_found           | avatar_chat.act_as (the token's user is gone)|
-| AC404    | conversation_not_found   | avatar_chat.begin_turn                      |
-| AC404    | avatar_version_not_found | avatar_chat.restore_my_avatar               |
-| AC409    | avatar_required          | avatar_chat.begin_turn                      |
-| AC412    | precondition_failed      | avatar_chat.update_my_avatar (DETAIL etag)  |
-| AC412    | precondition_failed      | avatar_chat.restore_my_avatar (DETAIL etag) |
-| AC422    | idempotency_key_reused   | avatar_chat.begin_turn                      |
-| AC429    | rate_limited             | messages_enforce_limits (DETAIL retry_after)|
-| AC429    | too_many_streams         | messages_enforce_limits (DETAIL retry_after)|
+| SQLSTATE | HINT (code)              | raised by (functions in avatar_chat)                           |
+|----------|--------------------------|----------------------------------------------------------------|
+| AC401    | user_not_found           | act_as (the token's user is gone)                              |
+| AC404    | conversation_not_found   | begin_turn, begin_regenerate, delete_message                   |
+| AC404    | avatar_version_not_found | restore_my_avatar                                              |
+| AC404    | message_not_found        | begin_regenerate, delete_message, request_stop, reply_progress |
+| AC409    | avatar_required          | begin_turn, begin_regenerate                                   |
+| AC409    | not_latest               | begin_regenerate (not the current reply, or not the latest     |
+|          |                          | exchange)                                                      |
+| AC409    | reply_in_progress        | begin_regenerate, delete_message (a reply is being generated)  |
+| AC412    | precondition_failed      | update_my_avatar, restore_my_avatar, set_my_avatar_image       |
+|          |                          | (DETAIL etag)                                                  |
+| AC422    | idempotency_key_reused   | begin_turn, begin_regenerate                                   |
+| AC422    | not_editable             | begin_regenerate (regenerating a user message, editing a reply)|
+| AC429    | rate_limited             | the messages_enforce_limits trigger (DETAIL retry_after)       |
+| AC429    | too_many_streams         | the messages_enforce_limits trigger (DETAIL retry_after)       |
+
+begin_regenerate serves both regenerate and edit. tests/core/test_error_codes.py keeps this
+table and the codes raised in supabase/schemas/*.sql the same set.
 """
 
 from __future__ import annotations
