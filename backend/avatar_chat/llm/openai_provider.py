@@ -68,42 +68,15 @@ class OpenAIProvider:
         await self._client.close()
 
     async def stream(self, request: ChatRequest) -> AsyncGenerator[str, None]:
-        loop = asyncio.get_running_loop()
-        first_token_deadline = loop.time() + self._first_token_timeout_s
+        first_token_deadline = asyncio.get_running_loop().time() + self._first_token_timeout_s
         phase: _Phase = "connect"
         stream: openai.AsyncStream[ChatCompletionChunk] | None = None
         try:
-            try:
-                async with asyncio.timeout_at(first_token_deadline):
-                    stream = await self._client.chat.completions.create(
-                        model=self._model,
-                        messages=[_message_param(m) for m in request.messages],
-                        stream=True,
-                        max_tokens=self._max_tokens,
-                    )
-            except TimeoutError:
-                raise self._timed_out() from None
+            stream = await self._open(request, first_token_deadline)
             phase = "stream"
             got_text = False
             finish_reason: str | None = None
-            while True:
-                try:
-                    async with (
-                        asyncio.timeout(self._stall_timeout_s)
-                        if got_text
-                        else asyncio.timeout_at(first_token_deadline)
-                    ):
-                        chunk = await anext(stream)
-                except StopAsyncIteration:
-                    break
-                except TimeoutError:
-                    if got_text:
-                        raise ProviderFailure(
-                            "provider_stalled",
-                            f"The provider stopped sending for over {self._stall_timeout_s:g} s mid-reply.",
-                            timeout=True,
-                        ) from None
-                    raise self._timed_out() from None
+            while (chunk := await self._next_chunk(stream, got_text, first_token_deadline)) is not None:
                 choice = _first_choice(chunk)
                 if choice is None:
                     continue
@@ -132,6 +105,43 @@ class OpenAIProvider:
         finally:
             if stream is not None:
                 await _close_stream(stream)
+
+    async def _open(
+        self, request: ChatRequest, first_token_deadline: float
+    ) -> openai.AsyncStream[ChatCompletionChunk]:
+        """The streamed completion, requested within the first token's deadline."""
+        try:
+            async with asyncio.timeout_at(first_token_deadline):
+                return await self._client.chat.completions.create(
+                    model=self._model,
+                    messages=[_message_param(m) for m in request.messages],
+                    stream=True,
+                    max_tokens=self._max_tokens,
+                )
+        except TimeoutError:
+            raise self._timed_out() from None
+
+    async def _next_chunk(
+        self, stream: openai.AsyncStream[ChatCompletionChunk], got_text: bool, first_token_deadline: float
+    ) -> ChatCompletionChunk | None:
+        """The next chunk, None at the end: within the first token's deadline until text came,
+        then within the stall timeout of the chunk before."""
+        deadline = (
+            asyncio.timeout(self._stall_timeout_s) if got_text else asyncio.timeout_at(first_token_deadline)
+        )
+        try:
+            async with deadline:
+                return await anext(stream)
+        except StopAsyncIteration:
+            return None
+        except TimeoutError:
+            if got_text:
+                raise ProviderFailure(
+                    "provider_stalled",
+                    f"The provider stopped sending for over {self._stall_timeout_s:g} s mid-reply.",
+                    timeout=True,
+                ) from None
+            raise self._timed_out() from None
 
     async def summarize(self, request: SummaryRequest) -> str:
         """One non-streamed completion; the same deadlines and error codes as a reply."""
