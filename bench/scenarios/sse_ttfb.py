@@ -32,6 +32,26 @@ PATHS = {"app": "/conversations/{}/messages", "floor": "/floor/conversations/{}/
 TIMES = {"first_byte": "first byte", "first_delta": "first delta", "done": "whole stream"}
 
 
+def _print_stats(
+    args: argparse.Namespace,
+    stats: dict[str, dict[str, dict[str, float]]],
+    statuses: Counter[str],
+    failures: list[str],
+) -> None:
+    print()
+    print(f"sse_ttfb: 1 worker each, offline provider (delay 0), {args.turns} sequential SSE turns each")
+    for kind, label in (("app", "POST .../messages"), ("floor", "floor POST .../messages")):
+        for t, what in TIMES.items():
+            s = stats[kind][t]
+            print(
+                f"  {label + ', ' + what:<40} median {s['p50_ms']:7.3f} ms   p90 {s['p90_ms']:7.3f} ms"
+                f"   p99 {s['p99_ms']:7.3f} ms"
+            )
+    print("  answers: " + ", ".join(f"{k}: {v}" for k, v in sorted(statuses.items())))
+    for failure in failures:
+        print(f"  FAILED {failure}")
+
+
 def run(args: argparse.Namespace) -> list[Row]:
     samples: dict[str, dict[str, list[float]]] = {kind: {t: [] for t in TIMES} for kind in PATHS}
     statuses: Counter[str] = Counter()
@@ -75,18 +95,7 @@ def run(args: argparse.Namespace) -> list[Row]:
         logs = session.server_log_report()
 
     stats = {kind: {t: summarize_ms(v) for t, v in times.items()} for kind, times in samples.items()}
-    print()
-    print(f"sse_ttfb: 1 worker each, offline provider (delay 0), {args.turns} sequential SSE turns each")
-    for kind, label in (("app", "POST .../messages"), ("floor", "floor POST .../messages")):
-        for t, what in TIMES.items():
-            s = stats[kind][t]
-            print(
-                f"  {label + ', ' + what:<40} median {s['p50_ms']:7.3f} ms   p90 {s['p90_ms']:7.3f} ms"
-                f"   p99 {s['p99_ms']:7.3f} ms"
-            )
-    print("  answers: " + ", ".join(f"{k}: {v}" for k, v in sorted(statuses.items())))
-    for failure in failures:
-        print(f"  FAILED {failure}")
+    _print_stats(args, stats, statuses, failures)
     note = f"{len(failures)} failed" if failures else ""
     rows = [
         Row(NAME, f"SSE {what} {pct}", "ms", stats["app"][t][key], stats["floor"][t][key], note=note)
