@@ -54,6 +54,8 @@ SCENARIOS: dict[str, Callable[[argparse.Namespace], list[Row]]] = {
     "partial_saves": partial_saves.run,
     "observability": observability.run,
 }
+# Names these scenarios had before (two that differed by one letter).
+RENAMED = {"chat_turns": "chat_turn_throughput", "chat_turn": "chat_turn_latency"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,6 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("scenario", nargs="?", default="all", choices=[*SCENARIOS, "all"])
     add_common_args(parser)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in RENAMED:
+        parser.error(f"{argv[0]} is now called {RENAMED[argv[0]]}")
     args = parser.parse_args(argv)
     names = list(SCENARIOS) if args.scenario == "all" else [args.scenario]
     rows: list[Row] = []
