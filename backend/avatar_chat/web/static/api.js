@@ -1,6 +1,9 @@
 // The documented HTTP API, as a browser calls it: bearer token, one error shape, SSE by
 // fetch + ReadableStream (EventSource cannot send Authorization).
 
+import { automaticRetrySeconds, parseRetryAfter } from "./retry.js";
+import { readEvents } from "./sse.js";
+
 /** An error answer ({"error": {"code", "message"}}), or the network failing (status 0). */
 export class ApiError extends Error {
   constructor(status, code, message, { retryAfter = null, details = null } = {}) {
@@ -13,19 +16,8 @@ export class ApiError extends Error {
   }
 }
 
-// Answers worth retrying by themselves: the database is away (503), or the same send is
-// still being answered (409 send_in_progress); both say when in Retry-After.
-const RETRY_BY_ITSELF = (err) =>
-  err.status === 503 || (err.status === 409 && err.code === "send_in_progress");
-const MAX_AUTOMATIC_RETRIES = 4;
-
 function retryAfterSeconds(response) {
-  const value = response.headers.get("Retry-After");
-  if (value === null) return null;
-  const seconds = Number.parseInt(value, 10);
-  if (!Number.isNaN(seconds)) return Math.max(0, seconds);
-  const date = Date.parse(value);
-  return Number.isNaN(date) ? null : Math.max(0, Math.ceil((date - Date.now()) / 1000));
+  return parseRetryAfter(response.headers.get("Retry-After"));
 }
 
 async function errorOf(response) {
@@ -114,9 +106,8 @@ export class Api {
         this.onUnauthorized?.(err);
         throw err;
       }
-      if (RETRY_BY_ITSELF(err) && attempt <= MAX_AUTOMATIC_RETRIES) {
-        const backoff = 2 ** (attempt - 1); // 1, 2, 4, 8 s
-        const seconds = Math.max(err.retryAfter ?? 0, backoff);
+      const seconds = automaticRetrySeconds(err, attempt); // 1, 2, 4, 8 s, or Retry-After
+      if (seconds !== null) {
         this.onRetry?.(err, seconds, attempt);
         await sleep(seconds * 1000, signal);
         continue;
@@ -147,47 +138,5 @@ export class Api {
   async *events(method, path, { json, headers, signal } = {}) {
     const response = await this.fetch(method, path, { json, headers, signal, accept: "text/event-stream" });
     yield* readEvents(response.body);
-  }
-}
-
-/** Server-sent events from a byte stream (the event-stream format, as EventSource reads it). */
-export async function* readEvents(body) {
-  const reader = body.pipeThrough(new TextDecoderStream()).getReader();
-  let buffer = "";
-  let event = "";
-  let data = [];
-  let id = null;
-  try {
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) return;
-      buffer += value;
-      let end;
-      while ((end = buffer.search(/\r\n|\n|\r/)) >= 0) {
-        const line = buffer.slice(0, end);
-        const skip = buffer.startsWith("\r\n", end) ? 2 : 1;
-        if (buffer[end] === "\r" && end + 1 === buffer.length) break; // "\r\n" may be split
-        buffer = buffer.slice(end + skip);
-        if (line === "") {
-          if (data.length) {
-            yield { event: event || "message", data: JSON.parse(data.join("\n")), id };
-          }
-          event = "";
-          data = [];
-          id = null;
-          continue;
-        }
-        if (line.startsWith(":")) continue; // a comment (keep-alive)
-        const colon = line.indexOf(":");
-        const field = colon < 0 ? line : line.slice(0, colon);
-        let text = colon < 0 ? "" : line.slice(colon + 1);
-        if (text.startsWith(" ")) text = text.slice(1);
-        if (field === "event") event = text;
-        else if (field === "data") data.push(text);
-        else if (field === "id") id = text;
-      }
-    }
-  } finally {
-    reader.cancel().catch(() => {});
   }
 }

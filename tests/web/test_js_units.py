@@ -1,0 +1,45 @@
+"""The web client's pure modules, without a browser: the event-stream format (event ids
+included), the retry and backoff decisions, the 429 countdown.
+Written for Node's own test runner (`node --test`, tests/web/js/*.test.mjs, importing the
+modules from backend/avatar_chat/web/static/) and run from here, so that the one test
+command runs them; when they fail, the failure is node's own output."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+JS_TESTS = Path(__file__).resolve().parent / "js"
+NODE = shutil.which("node")
+
+
+@pytest.mark.skipif(
+    NODE is None,
+    reason="node is not on PATH: ./scripts/system-deps installs it (apt-get install nodejs)",
+)
+def test_the_web_clients_modules_pass_their_node_tests(tmp_path: Path) -> None:
+    assert NODE is not None
+    files = sorted(JS_TESTS.glob("*.test.mjs"))
+    assert files, f"no *.test.mjs in {JS_TESTS}"
+    env = {**os.environ, "NO_COLOR": "1"}
+    result = subprocess.run(
+        [NODE, "--test", "--test-reporter=spec", *(str(f.relative_to(ROOT)) for f in files)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    output = result.stdout + result.stderr
+    if result.returncode != 0:
+        pytest.fail(f"node --test exited {result.returncode}:\n{output}", pytrace=False)
+    # Nothing left out.
+    skipped = re.search(r"^\S* ?skipped (\d+)$", output, re.MULTILINE)
+    assert skipped and skipped.group(1) == "0", output
