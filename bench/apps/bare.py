@@ -1,4 +1,4 @@
-"""The API without its outermost layer, for `bench.observability`: no request ids, no
+"""The API without its outermost layer, for `bench.scenarios.observability`: no request ids, no
 access log, no request metrics, no /metrics; run with METRICS_ENABLED=false, so nothing
 else records metrics either. Everything else is the API as `avatar-chat serve` runs it
 (`avatar_chat.main.create_app`, settings from the environment). Served by

@@ -3,7 +3,7 @@ microseconds, with nothing else around it: an ASGI app that answers at once, cal
 directly (`bare`), through the layer with METRICS_ENABLED=false (`off`: request id,
 context variable, header, access-log check) and with metrics on (`on`: also one
 histogram observation), in multiprocess mode as `avatar-chat serve` runs it when
-PROMETHEUS_MULTIPROC_DIR is set. `bench.observability` runs it in a subprocess with that
+PROMETHEUS_MULTIPROC_DIR is set. `bench.scenarios.observability` runs it in a subprocess with that
 set; alone:
 
     PROMETHEUS_MULTIPROC_DIR=$(mktemp -d) .venv/bin/python -m bench.probes.layer_cost [--requests 50000]
