@@ -1,0 +1,250 @@
+// Chatting: send (the reply streams in), follow a reply after a reload or a cut stream,
+// stop, retry, and the composer's keys. The events are read by the reducer of stream.js;
+// this module carries out what it lists (render, keep progress, announce) and decides what
+// happens on failure (retry.js says when and how long).
+
+import { ApiError, newKey } from "./api.js";
+import { afterReply, newConversation, openConversation } from "./conversations.js";
+import { $, show } from "./dom.js";
+import { findMessage, latestReply, upsertMessage } from "./messages.js";
+import { announce, clearNotice, describe, notify, waitThenAllowRetry } from "./notice.js";
+import { progressStore, resumeFrom } from "./progress.js";
+import { renderMessage, renderMessageById, scrollToEnd } from "./render.js";
+import { resumeBackoffMs, retryPlan } from "./retry.js";
+import { state } from "./state.js";
+import { isPending, reduceStream, startStream } from "./stream.js";
+
+const progress = progressStore(() => sessionStorage);
+
+function upsert(message) {
+  state.messages = upsertMessage(state.messages, message);
+  renderMessageById(message.id);
+}
+
+export function abortStream() {
+  state.streaming?.controller.abort();
+  state.streaming = null;
+}
+
+function avatarName(fallback) {
+  return state.avatar?.name || fallback;
+}
+
+/** What the page does about one event, as the reducer listed it. */
+function carryOut(effect) {
+  switch (effect.type) {
+    case "render":
+      renderMessageById(effect.id);
+      break;
+    case "user_message":
+      if (state.lastSend && !state.lastSend.userMessageId) state.lastSend.userMessageId = effect.id;
+      break;
+    case "replying":
+      if (state.streaming) state.streaming.replyId = effect.id;
+      announce(`${avatarName("The avatar")} is replying.`);
+      break;
+    case "save_progress":
+      progress.save(effect.id, effect.text, effect.lastEventId);
+      break;
+    case "scroll":
+      scrollToEnd();
+      break;
+    case "drop_progress":
+      progress.drop(effect.id);
+      break;
+    case "replied":
+      announce(`${avatarName("The avatar")} replied.`);
+      break;
+  }
+}
+
+/** Reads a send's (or regenerate's, or resume's) events into the view; the reply's final state. */
+async function consume(events, conversationId, { replyId = null, lastEventId = null } = {}) {
+  let stream = startStream(state.messages, { replyId, lastEventId, pendingId: "pending-" + newKey() });
+  for await (const event of events) {
+    if (state.conversation?.id !== conversationId) return null; // the user went elsewhere
+    // The messages may have changed since the last event (earlier ones loaded, a stop).
+    stream = reduceStream({ ...stream, messages: state.messages }, event);
+    state.messages = stream.messages;
+    for (const effect of stream.effects) carryOut(effect);
+    const outcome = stream.outcome;
+    if (outcome?.type === "done") return outcome.reply;
+    if (outcome?.type === "error") {
+      const failed = outcome.failed;
+      notify(`The reply did not complete: ${outcome.error.message}`, {
+        retry: failed ? () => retryReply(failed) : null,
+      });
+      return null;
+    }
+  }
+  // Neither `done` nor `error`: the connection was cut (a proxy, a server restart).
+  throw new ApiError(0, "stream_cut", "The connection closed before the reply was complete.");
+}
+
+function setComposerBusy(isBusy) {
+  $("send").disabled = isBusy || state.countdown !== null; // a 429's wait holds Send back too
+  $("composer-input").readOnly = isBusy;
+}
+
+function streamEnded(controller) {
+  if (state.streaming?.controller === controller) state.streaming = null;
+  setComposerBusy(false);
+  renderMessage(latestReply(state.messages));
+}
+
+/** Sends `content` (again, with the same key, for a retry); the reply streams in. */
+async function send(content, key = newKey()) {
+  clearNotice();
+  let conversation = state.conversation;
+  setComposerBusy(true);
+  const controller = new AbortController();
+  try {
+    if (!conversation) {
+      conversation = await newConversation();
+      await openConversation(conversation);
+    }
+    state.lastSend = { conversationId: conversation.id, content, key, userMessageId: null };
+    state.streaming = { controller, replyId: null };
+    $("stop").hidden = false;
+    const events = state.api.events("POST", `/conversations/${conversation.id}/messages`, {
+      json: { content },
+      headers: { "Idempotency-Key": key },
+      signal: controller.signal,
+    });
+    $("composer-input").value = "";
+    const reply = await consume(events, conversation.id);
+    if (reply) afterReply(conversation);
+  } catch (err) {
+    if (controller.signal.aborted) return;
+    if (state.streaming?.replyId) {
+      // The stream broke after the reply began: follow it from where it was.
+      const reply = findMessage(state.messages, state.streaming.replyId);
+      if (reply) {
+        await resume(reply);
+        return;
+      }
+    }
+    failedSend(err, content, key);
+  } finally {
+    streamEnded(controller);
+  }
+}
+
+function failedSend(err, content, key) {
+  if (!(err instanceof ApiError)) {
+    notify(describe(err, "Sending"), { retry: () => send(content, key) });
+    return;
+  }
+  if (err.status === 401) return; // back at the sign-in already
+  if (!$("composer-input").value) $("composer-input").value = content; // nothing typed is lost
+  if (err.code === "avatar_required") {
+    show("view-create-avatar", "create-avatar-title");
+    return;
+  }
+  if (err.status === 429) {
+    waitThenAllowRetry(err, () => send(content, key));
+    return;
+  }
+  notify(describe(err, "Sending"), { retry: () => send(content, key) });
+}
+
+/** A reply being generated (after a reload, or a broken stream): follow it to its end. */
+export async function resume(reply, attempt = 1) {
+  const conversationId = state.conversation.id;
+  const from = resumeFrom(reply, progress.load(reply.id));
+  upsert(from.message);
+  const controller = new AbortController();
+  state.streaming = { controller, replyId: reply.id };
+  setComposerBusy(true);
+  try {
+    const events = state.api.events("GET", `/conversations/${conversationId}/messages/${reply.id}/stream`, {
+      headers: from.headers,
+      signal: controller.signal,
+    });
+    const done = await consume(events, conversationId, { replyId: reply.id, lastEventId: from.lastEventId });
+    if (done) afterReply(state.conversation);
+  } catch (err) {
+    if (controller.signal.aborted) return;
+    if (err instanceof ApiError && err.status !== 0) {
+      if (err.status !== 401) notify(describe(err, "Following the reply"));
+      return;
+    }
+    const wait = resumeBackoffMs(attempt);
+    if (wait !== null) {
+      await new Promise((r) => setTimeout(r, wait));
+      const current = findMessage(state.messages, reply.id);
+      if (current && state.conversation?.id === conversationId) return resume(current, attempt + 1);
+    }
+    notify(describe(err, "Following the reply"), { retry: () => resume(reply) });
+  } finally {
+    streamEnded(controller);
+  }
+}
+
+async function stopReply() {
+  const reply = state.messages.find((m) => m.status === "streaming");
+  if (!reply || isPending(reply)) return;
+  $("stop").disabled = true;
+  try {
+    const { body } = await state.api.post(`/conversations/${state.conversation.id}/messages/${reply.id}/stop`);
+    abortStream();
+    upsert(body);
+    progress.drop(body.id);
+    announce("Reply stopped.");
+  } catch (err) {
+    if (err.status !== 401) notify(describe(err, "Stopping the reply"));
+  } finally {
+    $("stop").disabled = false;
+  }
+}
+
+/** Retry a reply that did not complete: the same send again (same Idempotency-Key) when
+ * this page sent it, else another reply to the same message (regenerate). */
+export async function retryReply(reply) {
+  clearNotice();
+  if (retryPlan(state.lastSend, state.conversation?.id, reply) === "resend") {
+    return send(state.lastSend.content, state.lastSend.key);
+  }
+  const conversationId = state.conversation.id;
+  const controller = new AbortController();
+  state.streaming = { controller, replyId: null };
+  setComposerBusy(true);
+  try {
+    const events = state.api.events("POST", `/conversations/${conversationId}/messages/${reply.id}/regenerate`, {
+      headers: { "Idempotency-Key": newKey() },
+      signal: controller.signal,
+    });
+    await consume(events, conversationId);
+  } catch (err) {
+    if (controller.signal.aborted) return;
+    if (err instanceof ApiError && err.status === 429) waitThenAllowRetry(err, () => retryReply(reply));
+    else if (err.status !== 401) notify(describe(err, "Retrying"), { retry: () => retryReply(reply) });
+  } finally {
+    streamEnded(controller);
+  }
+}
+
+export function wireComposer() {
+  $("composer").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const content = $("composer-input").value.trim();
+    if (!content || $("send").disabled) return;
+    send(content);
+  });
+  $("composer-input").addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+      event.preventDefault();
+      $("composer").requestSubmit();
+    } else if (event.key === "Escape" && !$("stop").hidden) {
+      event.preventDefault();
+      stopReply();
+    }
+  });
+  $("stop").addEventListener("click", stopReply);
+  $("notice-retry").addEventListener("click", () => {
+    const action = state.retryAction;
+    clearNotice();
+    action?.();
+  });
+  $("notice-dismiss").addEventListener("click", clearNotice);
+}

@@ -1,0 +1,93 @@
+// The avatar: create it, show it, switch its persona (PATCH /avatars/me/persona with
+// If-Match from the ETag; a 412 shows the avatar as it is now).
+
+import { ApiError } from "./api.js";
+import { openChat } from "./conversations.js";
+import { $, busy } from "./dom.js";
+import { clearNotice, describe, notify } from "./notice.js";
+import { start } from "./signin.js";
+import { state } from "./state.js";
+
+const PERSONALITIES = ["friendly", "professional", "playful", "caring", "witty"];
+
+function fillPersonalities(select, selected) {
+  select.replaceChildren(
+    ...PERSONALITIES.map((p) => {
+      const option = new Option(p[0].toUpperCase() + p.slice(1), p);
+      option.selected = p === selected;
+      return option;
+    }),
+  );
+}
+
+function setAvatar(avatar, response) {
+  state.avatar = avatar;
+  state.etag = response?.headers.get("ETag") ?? `"${avatar.version}"`;
+  $("avatar-name-heading").textContent = avatar.name;
+  $("avatar-version").textContent = String(avatar.version);
+  fillPersonalities($("persona"), avatar.personality);
+}
+
+/** The signed-in user's avatar, or null when they have none yet. */
+export async function loadAvatar() {
+  try {
+    const { body, response } = await state.api.get("/avatars/me");
+    setAvatar(body, response);
+    return body;
+  } catch (err) {
+    if (err instanceof ApiError && err.status === 404) return null;
+    throw err;
+  }
+}
+
+export function wireAvatar() {
+  fillPersonalities($("avatar-personality"), "friendly");
+  $("create-avatar").addEventListener("submit", (event) => {
+    event.preventDefault();
+    busy($("create-avatar-submit"), async () => {
+      const body = {
+        name: $("avatar-name").value.trim(),
+        personality: $("avatar-personality").value,
+      };
+      const backstory = $("avatar-backstory").value.trim();
+      if (backstory) body.backstory = backstory;
+      try {
+        const { body: avatar, response } = await state.api.post("/avatars/me", body);
+        setAvatar(avatar, response);
+        clearNotice();
+        await openChat();
+      } catch (err) {
+        if (err instanceof ApiError && err.code === "avatar_exists") return start();
+        if (err.status !== 401) notify(describe(err, "Creating the avatar"));
+      }
+    });
+  });
+
+  $("persona").addEventListener("change", async () => {
+    const select = $("persona");
+    const personality = select.value;
+    select.disabled = true;
+    $("persona-status").textContent = "Switching…";
+    try {
+      const { body, response } = await state.api.patch(
+        "/avatars/me/persona",
+        { personality },
+        { headers: { "If-Match": state.etag } },
+      );
+      setAvatar(body, response);
+      $("persona-status").textContent = `Now ${body.personality} (version ${body.version}); the next reply uses it.`;
+    } catch (err) {
+      if (err instanceof ApiError && err.status === 412) {
+        await loadAvatar().catch(() => {});
+        $("persona-status").textContent = "";
+        notify("Your avatar was changed elsewhere; this shows it as it is now. Choose again.", { kind: "info" });
+      } else {
+        fillPersonalities(select, state.avatar?.personality);
+        $("persona-status").textContent = "";
+        if (err.status !== 401) notify(describe(err, "Switching the persona"));
+      }
+    } finally {
+      select.disabled = false;
+    }
+  });
+}

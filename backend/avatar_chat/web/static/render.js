@@ -1,0 +1,112 @@
+// The messages of the current conversation as the page shows them: one <li> per message in
+// the aria-live log, who wrote it, the persona a reply was generated with, its status, and
+// Retry on the latest reply when it did not complete.
+
+import { retryReply } from "./chat.js";
+import { $ } from "./dom.js";
+import { findMessage, isStreaming, latestReply } from "./messages.js";
+import { state } from "./state.js";
+
+const STATUS_TEXT = {
+  streaming: "replying…",
+  stopped: "stopped",
+  failed: "failed",
+  interrupted: "interrupted",
+};
+
+export function renderMessages() {
+  const list = $("messages");
+  list.replaceChildren();
+  for (const message of state.messages) renderMessage(message);
+  $("earlier-messages").hidden = !state.hasEarlier;
+}
+
+/** Renders the message with this id, as it is in the state now. */
+export function renderMessageById(id) {
+  renderMessage(findMessage(state.messages, id));
+}
+
+function messageElement(message) {
+  const list = $("messages");
+  let item = list.querySelector(`:scope > li[data-id="${message.id}"]`);
+  if (!item) {
+    item = document.createElement("li");
+    item.dataset.id = message.id;
+    const meta = document.createElement("p");
+    meta.className = "meta";
+    const content = document.createElement("p");
+    content.className = "content";
+    const actions = document.createElement("div");
+    actions.className = "message-actions";
+    item.append(meta, content, actions);
+    const next = [...list.children].find((li) => {
+      const other = state.messages.find((m) => m.id === li.dataset.id);
+      return other && other.seq > message.seq;
+    });
+    list.insertBefore(item, next ?? null);
+  }
+  // Drop the elements of messages no longer in the view (a regenerated reply's sibling,
+  // a placeholder replaced): only when there are more elements than messages, so a
+  // streamed chunk costs no sweep.
+  if (list.children.length > state.messages.length) {
+    const shown = new Set(state.messages.map((m) => m.id));
+    for (const li of [...list.children]) if (!shown.has(li.dataset.id)) li.remove();
+  }
+  return item;
+}
+
+export function renderMessage(message) {
+  if (!message) return;
+  const item = messageElement(message);
+  item.className = `message ${message.role}`;
+  item.dataset.role = message.role;
+  item.dataset.status = message.status;
+  const meta = item.querySelector(".meta");
+  const content = item.querySelector(".content");
+  const actions = item.querySelector(".message-actions");
+  meta.replaceChildren();
+  const who = document.createElement("span");
+  who.className = "who";
+  who.textContent = message.role === "user" ? "You" : state.avatar?.name || "Avatar";
+  meta.append(who);
+  if (message.role === "assistant") {
+    if (message.personality) {
+      const persona = document.createElement("span");
+      persona.className = "persona";
+      persona.dataset.personality = message.personality;
+      persona.dataset.personaVersion = String(message.persona_version);
+      persona.textContent = `${message.personality} · persona v${message.persona_version}`;
+      persona.title = `Generated with the ${message.personality} persona, version ${message.persona_version}`;
+      meta.append(persona);
+    }
+    if (STATUS_TEXT[message.status]) {
+      const status = document.createElement("span");
+      status.className = "status";
+      status.textContent = STATUS_TEXT[message.status] + (message.error_code ? ` (${message.error_code})` : "");
+      meta.append(status);
+    }
+  }
+  content.textContent = message.content;
+  item.setAttribute("aria-busy", String(message.status === "streaming"));
+
+  actions.replaceChildren();
+  const isLatest = message.role === "assistant" && latestReply(state.messages)?.id === message.id;
+  if (isLatest && message.status !== "streaming" && message.status !== "complete") {
+    const retry = document.createElement("button");
+    retry.type = "button";
+    retry.className = "retry";
+    retry.textContent = "Retry";
+    retry.setAttribute("aria-label", "Retry this reply");
+    retry.addEventListener("click", () => retryReply(message));
+    actions.append(retry);
+  }
+  const streamingNow = isStreaming(state.messages);
+  $("stop").hidden = !streamingNow;
+  $("messages").setAttribute("aria-busy", String(streamingNow));
+}
+
+export function scrollToEnd(force = false) {
+  const list = $("messages");
+  const near = list.scrollHeight - list.scrollTop - list.clientHeight < 120;
+  if (force || near) list.scrollTop = list.scrollHeight;
+}

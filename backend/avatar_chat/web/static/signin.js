@@ -1,0 +1,99 @@
+// The sign-in view (dev, Supabase Auth, or none: auth.js does the signing in) and what
+// follows it: the avatar (or creating one), then the chat.
+
+import { abortStream } from "./chat.js";
+import { openChat } from "./conversations.js";
+import { $, busy, show } from "./dom.js";
+import { clearNotice, describe, notify } from "./notice.js";
+import { loadAvatar } from "./persona.js";
+import { state } from "./state.js";
+
+export async function signedOut(message = "") {
+  await state.auth.signOut();
+  showSignIn(message);
+}
+
+export function showSignIn(message = "") {
+  abortStream();
+  state.avatar = null;
+  state.conversation = null;
+  $("account").hidden = true;
+  $("sign-in-message").textContent = message;
+  $("dev-sign-in").hidden = state.auth.mode !== "dev";
+  $("supabase-sign-in").hidden = state.auth.mode !== "supabase";
+  $("no-sign-in").hidden = state.auth.mode !== "none";
+  show("view-sign-in", "sign-in-title");
+  const first = state.auth.mode === "dev" ? "dev-email" : state.auth.mode === "supabase" ? "sb-email" : null;
+  if (first) $(first).focus();
+}
+
+export function wireSignIn() {
+  $("dev-sign-in").addEventListener("submit", (event) => {
+    event.preventDefault();
+    busy($("dev-sign-in-submit"), async () => {
+      try {
+        await state.auth.signInDev($("dev-email").value.trim());
+        clearNotice();
+        await start();
+      } catch (err) {
+        notify(describe(err, "Signing in"));
+      }
+    });
+  });
+  $("supabase-sign-in").addEventListener("submit", (event) => {
+    event.preventDefault();
+    busy($("sb-sign-in"), async () => {
+      try {
+        await state.auth.signInWithPassword($("sb-email").value.trim(), $("sb-password").value);
+        clearNotice();
+        await start();
+      } catch (err) {
+        notify(describe(err, "Signing in"));
+      }
+    });
+  });
+  $("sb-sign-up").addEventListener("click", () => {
+    if (!$("supabase-sign-in").reportValidity()) return;
+    busy($("sb-sign-up"), async () => {
+      try {
+        const signedIn = await state.auth.signUp($("sb-email").value.trim(), $("sb-password").value);
+        if (signedIn) await start();
+        else notify("Check your email to confirm the account, then sign in.", { kind: "info" });
+      } catch (err) {
+        notify(describe(err, "Creating the account"));
+      }
+    });
+  });
+  $("sb-magic-link").addEventListener("click", () => {
+    if (!$("sb-email").reportValidity()) return;
+    busy($("sb-magic-link"), async () => {
+      try {
+        await state.auth.sendMagicLink($("sb-email").value.trim());
+        notify("We sent you a sign-in link: open it on this device.", { kind: "info" });
+      } catch (err) {
+        notify(describe(err, "Sending the link"));
+      }
+    });
+  });
+  $("sign-out").addEventListener("click", () => signedOut("You are signed out."));
+}
+
+/** Signed in (or not): the avatar's view, the creation of one, or the sign-in. */
+export async function start() {
+  const session = await state.auth.session();
+  if (!session) return signedOut();
+  $("account").hidden = false;
+  $("account-email").textContent = session.email;
+  show("view-loading");
+  try {
+    const avatar = await loadAvatar();
+    if (!avatar) {
+      show("view-create-avatar", "create-avatar-title");
+      return;
+    }
+    await openChat();
+  } catch (err) {
+    if (err.status === 401) return;
+    notify(describe(err, "Loading"), { retry: start });
+  }
+}

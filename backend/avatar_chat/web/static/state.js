@@ -1,0 +1,26 @@
+// What the page knows, in one place: the signed-in session's API client, the avatar, the
+// conversations and the messages shown. Every other module reads and writes this one
+// object; nothing else is kept in module variables.
+
+/** Messages fetched at a time (a conversation opened, "Show earlier messages"). */
+export const PAGE = 50;
+
+export function createState() {
+  return {
+    auth: null, // auth.js: the sign-in config.json names
+    api: null, // api.js: the documented API with this session's token
+    avatar: null,
+    etag: null, // the avatar's ETag: If-Match of a persona switch
+    conversations: [], // newest first
+    nextCursor: null,
+    conversation: null,
+    messages: [], // the current conversation's, by seq (messages.js)
+    hasEarlier: false,
+    streaming: null, // {replyId, controller} while a reply streams in
+    lastSend: null, // {conversationId, content, key, userMessageId}: what Retry resends
+    countdown: null, // a 429's interval timer while Send is held back
+    retryAction: null, // what the notice's Retry button does
+  };
+}
+
+export const state = createState();
