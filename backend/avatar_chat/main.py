@@ -20,6 +20,7 @@ from avatar_chat.avatars.router import IMAGE_PATH
 from avatar_chat.avatars.router import router as avatars_router
 from avatar_chat.avatars.service import AvatarService
 from avatar_chat.cache.store import SessionStore
+from avatar_chat.chat.metrics import ChatMetrics
 from avatar_chat.chat.router import router as chat_router
 from avatar_chat.chat.service import ChatService
 from avatar_chat.chat.window import ConversationWindow
@@ -83,6 +84,7 @@ ROUTERS = (
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     metrics = Metrics(enabled=settings.metrics_enabled)
+    chat_metrics = ChatMetrics.registered(metrics)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
@@ -137,7 +139,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 accounts=AccountService(db, store, images, service_client),
                 conversations=ConversationService(db, store),
                 chat=ChatService(
-                    db, store, llm, tasks, settings, worker_id=heartbeat.live_id, metrics=metrics.chat
+                    db, store, llm, tasks, settings, worker_id=heartbeat.live_id, metrics=chat_metrics
                 ),
                 schema_version=expected_version(),
                 metrics=metrics,

@@ -34,6 +34,7 @@ from fastapi import Depends, Request
 from avatar_chat.avatars.persona import AvatarSnapshot
 from avatar_chat.cache.store import SessionStore
 from avatar_chat.chat import repository
+from avatar_chat.chat.metrics import ChatMetrics, ChatStats
 from avatar_chat.chat.progress import ReplyProgress
 from avatar_chat.chat.prompt import build_request
 from avatar_chat.chat.turn import Turn, TurnResult
@@ -43,7 +44,6 @@ from avatar_chat.conversations.schemas import MessageRead, MessageRole, MessageS
 from avatar_chat.core.claims import Claims
 from avatar_chat.core.database import Database, Record
 from avatar_chat.core.errors import AppError, BadRequest, Conflict, ServiceUnavailable, TooManyRequests
-from avatar_chat.core.metrics import ChatMetrics
 from avatar_chat.core.settings import Settings
 from avatar_chat.core.tasks import TaskTracker
 from avatar_chat.llm.base import LLMProvider, PromptMessage, ProviderFailure, SummaryRequest
@@ -106,13 +106,6 @@ def _avatar_required() -> Conflict:
 # What the model sees of earlier replies: finished ones, and stopped ones (the user saw
 # their text); never failed, cut off or still streaming ones.
 _SHOWN_TO_THE_MODEL = frozenset({MessageStatus.complete, MessageStatus.stopped})
-
-
-@dataclass(slots=True)
-class ChatStats:
-    title_tasks_without_rows: int = 0  # G4: must stay 0
-    summaries_stored: int = 0
-    partial_saves: int = 0  # writes of a reply's text (or lease) while it was generated
 
 
 @dataclass(slots=True)

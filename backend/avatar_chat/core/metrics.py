@@ -2,9 +2,10 @@
 
 One `Metrics` per app (created in `create_app`), with its own registry, so that apps in
 one process (tests) count apart. Components get small bundles of labelled children made
-once (`PoolMetrics`, `StoreMetrics`, `ChatMetrics`), so recording is an `inc()` or an
-`observe()` of a few microseconds, never a label lookup; with METRICS_ENABLED=false the
-bundles hold no-op stand-ins and nothing is recorded.
+once (`PoolMetrics`, `StoreMetrics` here; a domain registers its own in the same registry,
+as `chat.metrics.ChatMetrics` does), so recording is an `inc()` or an `observe()` of a few
+microseconds, never a label lookup; with METRICS_ENABLED=false the bundles hold no-op
+stand-ins and nothing is recorded.
 
 Several workers: `avatar-chat serve` points PROMETHEUS_MULTIPROC_DIR at a fresh folder
 before its workers start; prometheus_client then keeps every value in a per-process file
@@ -43,23 +44,8 @@ CONTENT_TYPE: Final = CONTENT_TYPE_LATEST
 UNMATCHED_ROUTE: Final = "unmatched"
 
 _HTTP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
-_FIRST_TOKEN_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30)
-_REPLY_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120)
 _ACQUIRE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
 
-# How a chat turn (a send, regenerate or edit) ended; see ChatService.
-TURN_OUTCOMES: Final = (
-    "complete",  # the reply was saved whole
-    "stopped",  # a client stopped it; the text so far was saved
-    "failed",  # the provider failed (or the turn deadline passed); saved as failed
-    "interrupted",  # shutdown cut it off; saved as interrupted
-    "superseded",  # a retry took the reply over while this attempt generated it
-    "not_saved",  # the database stayed away past the turn deadline
-    "replayed",  # an Idempotency-Key already answered: the original exchange, nothing generated
-    "in_progress",  # 409 send_in_progress: that key's reply is still being generated
-    "refused",  # begin_turn refused it (404, 409, 422, 429, 503...)
-)
-RATE_LIMIT_CODES: Final = ("rate_limited", "too_many_streams")
 STORE_RESULTS: Final = ("hit", "miss", "stale")
 _HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
@@ -112,7 +98,7 @@ class StoreMetrics:
     window_evictions: Incrementer = OFF
 
 
-class _Labelled:
+class Labelled:
     """Children of a one-label family by value, made on first use (values come from our
     own constants, e.g. provider failure codes, so they stay few)."""
 
@@ -126,18 +112,6 @@ class _Labelled:
             child = OFF if self._family is None else self._family.labels(value)
             self._children[value] = child
         return child
-
-
-@dataclass(frozen=True, slots=True)
-class ChatMetrics:
-    """chat.service: turns by outcome, takeovers, limit refusals, the provider's timing."""
-
-    turns: dict[str, Incrementer] = field(default_factory=lambda: dict.fromkeys(TURN_OUTCOMES, OFF))
-    taken_over: Incrementer = OFF
-    rate_limited: dict[str, Incrementer] = field(default_factory=lambda: dict.fromkeys(RATE_LIMIT_CODES, OFF))
-    first_token_seconds: Observer = OFF
-    reply_seconds: Observer = OFF
-    provider_failures: Callable[[str], Incrementer] = field(default_factory=lambda: _Labelled(None))
 
 
 def multiprocess_dir() -> str | None:
@@ -160,53 +134,27 @@ class Metrics:
         if not enabled:
             self.pool = PoolMetrics()
             self.store = StoreMetrics()
-            self.chat = ChatMetrics()
             return
-        r = self.registry
         self.http_requests = Histogram(
             "avatar_chat_http_request_duration_seconds",
             "HTTP requests by method, route template and status: time to the end of the answer"
             " (of the stream for SSE); _count is the number of requests.",
             ("method", "route", "status"),
             buckets=_HTTP_BUCKETS,
-            registry=r,
+            registry=self.registry,
         )
-        turns = Counter(
-            "avatar_chat_chat_turns",
-            "Chat turns (sends, regenerations, edits) by how they ended.",
-            ("outcome",),
-            registry=r,
+        self.store = self._store_metrics()
+        self.pool = self._pool_metrics()
+        self._workers = Gauge(
+            "avatar_chat_workers",
+            "Live worker processes reporting.",
+            registry=self.registry,
+            multiprocess_mode="livesum",
         )
-        taken_over = Counter(
-            "avatar_chat_chat_replies_taken_over",
-            "Retries (same Idempotency-Key) that took a reply over: one that had failed, or whose"
-            " worker died or lease ran out (begin_turn outcome retry).",
-            registry=r,
-        )
-        refusals = Counter(
-            "avatar_chat_rate_limit_refusals",
-            "Sends refused with 429 by the per-user limits, by code.",
-            ("code",),
-            registry=r,
-        )
-        first_token = Histogram(
-            "avatar_chat_llm_first_token_seconds",
-            "From asking the provider for a reply to its first chunk.",
-            buckets=_FIRST_TOKEN_BUCKETS,
-            registry=r,
-        )
-        reply = Histogram(
-            "avatar_chat_llm_reply_duration_seconds",
-            "From asking the provider for a reply to its last chunk (or its failure).",
-            buckets=_REPLY_BUCKETS,
-            registry=r,
-        )
-        failures = Counter(
-            "avatar_chat_llm_failures",
-            "Provider calls (replies and summaries) that failed, by error code.",
-            ("code",),
-            registry=r,
-        )
+        self._workers.set(1)
+
+    def _store_metrics(self) -> StoreMetrics:
+        r = self.registry
         lookups = Counter(
             "avatar_chat_session_store_lookups",
             "SessionStore lookups of chat turns by kind (avatar, window) and result: hit, miss"
@@ -227,6 +175,15 @@ class Metrics:
             registry=r,
             multiprocess_mode="livesum",
         )
+        return StoreMetrics(
+            avatar={result: lookups.labels("avatar", result) for result in STORE_RESULTS},
+            window={result: lookups.labels("window", result) for result in STORE_RESULTS},
+            avatar_evictions=evictions.labels("avatar"),
+            window_evictions=evictions.labels("window"),
+        )
+
+    def _pool_metrics(self) -> PoolMetrics:
+        r = self.registry
         acquire = Histogram(
             "avatar_chat_db_pool_acquire_duration_seconds",
             "Waiting for a pooled database connection.",
@@ -258,31 +215,10 @@ class Metrics:
             registry=r,
             multiprocess_mode="livesum",
         )
-        self._workers = Gauge(
-            "avatar_chat_workers",
-            "Live worker processes reporting.",
-            registry=r,
-            multiprocess_mode="livesum",
-        )
-        self._workers.set(1)
-        self.pool = PoolMetrics(
+        return PoolMetrics(
             acquire_seconds=acquire,
             acquire_timeouts=acquire_errors.labels("timeout"),
             acquire_unavailable=acquire_errors.labels("unavailable"),
-        )
-        self.store = StoreMetrics(
-            avatar={result: lookups.labels("avatar", result) for result in STORE_RESULTS},
-            window={result: lookups.labels("window", result) for result in STORE_RESULTS},
-            avatar_evictions=evictions.labels("avatar"),
-            window_evictions=evictions.labels("window"),
-        )
-        self.chat = ChatMetrics(
-            turns={outcome: turns.labels(outcome) for outcome in TURN_OUTCOMES},
-            taken_over=taken_over,
-            rate_limited={code: refusals.labels(code) for code in RATE_LIMIT_CODES},
-            first_token_seconds=first_token,
-            reply_seconds=reply,
-            provider_failures=_Labelled(failures),
         )
 
     # --- what the request middleware records ---------------------------------------------
