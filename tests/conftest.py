@@ -22,12 +22,12 @@ from avatar_chat.main import create_app
 from avatar_chat.ops.embedded import EmbeddedPostgres
 from avatar_chat.ops.migrate import migrate
 from avatar_chat.state import AppState
-from tests.factories import TEST_JWT_SECRET, User, create_user
-from tests.pooler import PgBouncer
+from tests.support.factories import TEST_JWT_SECRET, User, create_user
+from tests.support.pooler import PgBouncer
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """With TEST_ONLY_DATABASE_TESTS (tests/run_majors.py, on another PostgreSQL major):
+    """With TEST_ONLY_DATABASE_TESTS (tests/runners/majors.py, on another PostgreSQL major):
     only the tests that use the database under test; the others do not depend on it, and
     nor do those marked `same_on_every_major` (they run on the embedded server)."""
     if not os.environ.get("TEST_ONLY_DATABASE_TESTS"):

@@ -34,7 +34,7 @@ from schemathesis import APIOperation, BaseSchema, Case, GenerationMode
 from schemathesis.core.result import Ok
 from schemathesis.errors import FailureGroup
 
-from tests.factories import User, create_avatar, create_conversation, create_user
+from tests.support.factories import User, create_avatar, create_conversation, create_user
 
 T = TypeVar("T")
 Operation: TypeAlias = APIOperation[Any, Any, Any, Any]

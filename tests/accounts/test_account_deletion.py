@@ -13,9 +13,9 @@ from asgi_lifespan import LifespanManager
 from avatar_chat.core.settings import Settings
 from avatar_chat.main import create_app
 from avatar_chat.state import AppState
-from tests.factories import User, create_avatar, create_conversation, send
-from tests.helpers import assert_error
-from tests.images import image_bytes
+from tests.support.assertions import assert_error
+from tests.support.factories import User, create_avatar, create_conversation, send
+from tests.support.images import image_bytes
 
 _TABLES = ("avatars", "avatar_history", "conversations", "messages", "conversation_summaries")
 

@@ -14,10 +14,10 @@ import httpx
 import pytest
 
 from avatar_chat.core.settings import Settings
-from tests.factories import User, create_avatar, create_conversation, send
 from tests.fakes.supabase import OnSupabase, Recorded, on_supabase
-from tests.helpers import assert_error
-from tests.images import image_bytes
+from tests.support.assertions import assert_error
+from tests.support.factories import User, create_avatar, create_conversation, send
+from tests.support.images import image_bytes
 
 _TABLES = ("avatars", "avatar_history", "conversations", "messages", "conversation_summaries")
 _LIST_BODY = {"limit": 1000, "offset": 0, "sortBy": {"column": "name", "order": "asc"}}

@@ -9,7 +9,7 @@ import jwt
 import pytest
 
 from avatar_chat.auth.tokens import mint_access_token
-from tests.factories import TEST_JWT_SECRET, User
+from tests.support.factories import TEST_JWT_SECRET, User
 
 PROTECTED = [
     ("GET", "/avatars/me"),

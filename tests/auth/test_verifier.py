@@ -3,28 +3,22 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import gc
-import hashlib
-import hmac
 import json
 import time
 import tracemalloc
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import jwt
 import pytest
 import respx
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
-from avatar_chat.auth.tokens import mint_access_token
 from avatar_chat.auth.jwks import UNKNOWN_KID_REFETCH_INTERVAL_S
+from avatar_chat.auth.tokens import mint_access_token
 from avatar_chat.auth.verifier import (
     MAX_TOKEN_CHARS,
     VERIFIED_CACHE_MAX_BYTES,
@@ -34,6 +28,7 @@ from avatar_chat.auth.verifier import (
 from avatar_chat.core.claims import Claims
 from avatar_chat.core.errors import AppError, ServiceUnavailable, Unauthorized
 from avatar_chat.core.settings import Settings
+from tests.support.tokens import SigningKey, b64, hs256_with_key, jwks, raw_token
 
 SECRET = "test-only-jwt-secret-with-at-least-32-bytes"
 SUPABASE_URL = "https://abcdefghijklmnop.supabase.co"
@@ -54,53 +49,6 @@ class FakeClock:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
-
-
-@dataclass(frozen=True)
-class SigningKey:
-    kid: str
-    alg: str
-    private: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
-
-    @property
-    def jwk(self) -> dict[str, Any]:
-        public = self.private.public_key()
-        if isinstance(public, ec.EllipticCurvePublicKey):
-            data = ECAlgorithm.to_jwk(public, as_dict=True)
-        else:
-            data = RSAAlgorithm.to_jwk(public, as_dict=True)
-        return {**data, "kid": self.kid, "alg": self.alg, "use": "sig"}
-
-    @property
-    def public_pem(self) -> bytes:
-        return self.private.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-
-    def sign(self, payload: dict[str, Any], **header: Any) -> str:
-        return jwt.encode(payload, self.private, algorithm=self.alg, headers={"kid": self.kid, **header})
-
-
-def jwks(*keys: SigningKey) -> dict[str, Any]:
-    return {"keys": [key.jwk for key in keys]}
-
-
-def b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def raw_token(header: Any, payload: Any, signature: bytes = b"sig") -> str:
-    def part(value: Any) -> str:
-        return b64(value if isinstance(value, bytes) else json.dumps(value).encode())
-
-    return f"{part(header)}.{part(payload)}.{b64(signature)}"
-
-
-def hs256_with_key(key: bytes, header: dict[str, Any], payload: dict[str, Any]) -> str:
-    """HS256 by hand: PyJWT refuses to use a PEM as an HMAC key, an attacker would not."""
-    signing_input = f"{b64(json.dumps(header).encode())}.{b64(json.dumps(payload).encode())}"
-    mac = hmac.new(key, signing_input.encode(), hashlib.sha256).digest()
-    return f"{signing_input}.{b64(mac)}"
 
 
 def user_claims(**overrides: Any) -> dict[str, Any]:

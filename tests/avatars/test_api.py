@@ -7,8 +7,8 @@ import asyncio
 import asyncpg
 import httpx
 
-from tests.factories import User, create_avatar
-from tests.helpers import assert_error
+from tests.support.assertions import assert_error
+from tests.support.factories import User, create_avatar
 
 
 async def test_create_get_and_second_create_conflicts(app_client: httpx.AsyncClient, user: User) -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncpg
 import httpx
 
-from tests.factories import User, create_avatar
-from tests.helpers import assert_error
+from tests.support.assertions import assert_error
+from tests.support.factories import User, create_avatar
 
 
 async def test_malformed_json(app_client: httpx.AsyncClient, user: User) -> None:

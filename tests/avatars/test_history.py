@@ -14,8 +14,9 @@ import pytest
 
 from avatar_chat.ops.migrate import default_migrations_dir, migrate
 from avatar_chat.state import AppState
-from tests.factories import User, create_avatar, create_conversation, create_user, send
-from tests.helpers import as_role, assert_error, claims_of, fresh_database
+from tests.support.assertions import assert_error
+from tests.support.databases import as_role, claims_of, fresh_database
+from tests.support.factories import User, create_avatar, create_conversation, create_user, send
 
 HISTORY_MIGRATION = "20261201140000"
 

@@ -11,8 +11,8 @@ from PIL import ExifTags, Image, ImageChops, ImageOps, ImageStat
 
 from avatar_chat.avatars.images import DECODE_PEAK_MIB, MAX_JPEG_PIXELS, SIZES, normalise
 from avatar_chat.core.errors import ValidationFailed
-from tests.avatars.decode_memory import peak_growth_mib
-from tests.images import COSTLIEST_KINDS, costliest, decoded, image_bytes, png_with_text
+from tests.runners.decode_memory import peak_growth_mib
+from tests.support.images import COSTLIEST_KINDS, costliest, decoded, image_bytes, png_with_text
 
 linux_only = pytest.mark.skipif(
     not Path("/proc/self/clear_refs").exists(), reason="peak RSS is read from /proc/self (Linux)"

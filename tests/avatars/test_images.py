@@ -19,9 +19,10 @@ from PIL import Image
 from avatar_chat.core.settings import Settings
 from avatar_chat.state import AppState
 from avatar_chat.storage.local import LocalObjectStore
-from tests.factories import User, create_avatar
-from tests.helpers import assert_error, own_app
-from tests.images import costliest, decoded, image_bytes
+from tests.support.apps import own_app
+from tests.support.assertions import assert_error
+from tests.support.factories import User, create_avatar
+from tests.support.images import costliest, decoded, image_bytes
 
 URL = "/avatars/me/image"
 

@@ -8,8 +8,8 @@ import uuid
 import asyncpg
 import pytest
 
-from tests.factories import User
-from tests.helpers import as_role, claims_of
+from tests.support.databases import as_role, claims_of
+from tests.support.factories import User
 
 
 async def insert_avatar_as_owner(owner: asyncpg.Connection, user: User, name: str = "Ava") -> uuid.UUID:

@@ -9,7 +9,7 @@ import pytest
 
 from avatar_chat.core.settings import Settings
 from tests.fakes.openai_server import FakeOpenAIServer
-from tests.helpers import app_with_provider
+from tests.support.apps import app_with_provider
 
 
 @pytest.fixture(scope="session")

@@ -8,8 +8,8 @@ from typing import Any
 
 import httpx
 
-from tests.factories import User, create_avatar, create_conversation, send
 from tests.fakes.openai_server import FakeOpenAIServer
+from tests.support.factories import User, create_avatar, create_conversation, send
 
 
 def _prompt(fake: FakeOpenAIServer) -> str:

@@ -15,10 +15,17 @@ import asyncpg
 import httpx
 import pytest
 
-from tests.factories import TEST_JWT_SECRET, User, create_avatar, create_conversation, create_user, history
-from tests.helpers import assert_error
-from tests.servers import ServerProcess
-from tests.sse import sse_records
+from tests.support.assertions import assert_error
+from tests.support.factories import (
+    TEST_JWT_SECRET,
+    User,
+    create_avatar,
+    create_conversation,
+    create_user,
+    history,
+)
+from tests.support.servers import ServerProcess
+from tests.support.sse import sse_records
 
 pytestmark = pytest.mark.slow
 

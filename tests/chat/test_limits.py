@@ -8,8 +8,15 @@ import asyncpg
 import httpx
 import pytest
 
-from tests.factories import User, away_from_minute_boundary, create_avatar, create_conversation, history, send
-from tests.helpers import assert_error
+from tests.support.assertions import assert_error
+from tests.support.factories import (
+    User,
+    away_from_minute_boundary,
+    create_avatar,
+    create_conversation,
+    history,
+    send,
+)
 
 
 @pytest.fixture

@@ -20,10 +20,11 @@ from avatar_chat.chat.window import WindowMessage
 from avatar_chat.core.settings import Settings
 from avatar_chat.llm.base import PromptMessage, SummaryRequest
 from avatar_chat.llm.offline import offline_summary
-from tests.factories import TEST_JWT_SECRET, User, create_avatar, create_conversation, history, send
 from tests.fakes.openai_server import FakeOpenAIServer
-from tests.helpers import app_with_provider, as_role, claims_of
-from tests.servers import ServerProcess
+from tests.support.apps import app_with_provider
+from tests.support.databases import as_role, claims_of
+from tests.support.factories import TEST_JWT_SECRET, User, create_avatar, create_conversation, history, send
+from tests.support.servers import ServerProcess
 
 WINDOW = 4  # messages: a summary once more than 6 came after the last one
 

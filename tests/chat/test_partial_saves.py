@@ -6,8 +6,8 @@ from __future__ import annotations
 import time
 
 from avatar_chat.core.settings import Settings
-from tests.factories import User, create_avatar, create_conversation, send
-from tests.helpers import own_app
+from tests.support.apps import own_app
+from tests.support.factories import User, create_avatar, create_conversation, send
 
 LONG = "tell me everything about the sea, the ships, the storms and the lighthouses, slowly"
 

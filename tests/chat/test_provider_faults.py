@@ -11,10 +11,11 @@ import httpx
 import pytest
 
 from avatar_chat.core.settings import Settings
-from tests.factories import User, create_avatar, create_conversation, history, send
 from tests.fakes.openai_server import FakeOpenAIServer
-from tests.helpers import app_with_provider, assert_error
-from tests.sse import parse_sse
+from tests.support.apps import app_with_provider
+from tests.support.assertions import assert_error
+from tests.support.factories import User, create_avatar, create_conversation, history, send
+from tests.support.sse import parse_sse
 
 FAULTS = [
     ("status_429", 502, "provider_rate_limited"),

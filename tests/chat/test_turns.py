@@ -9,9 +9,9 @@ import httpx
 
 from avatar_chat.avatars.persona import AvatarSnapshot
 from avatar_chat.state import AppState
-from tests.factories import User, create_avatar, create_conversation, history, send
-from tests.helpers import assert_error
-from tests.sse import parse_sse
+from tests.support.assertions import assert_error
+from tests.support.factories import User, create_avatar, create_conversation, history, send
+from tests.support.sse import parse_sse
 
 
 async def test_send_answers_with_both_saved_messages(app_client: httpx.AsyncClient, user: User) -> None:

@@ -13,7 +13,7 @@ import asyncpg
 import httpx
 import pytest
 
-from tests.factories import (
+from tests.support.factories import (
     TEST_JWT_SECRET,
     away_from_minute_boundary,
     create_avatar,
@@ -22,8 +22,8 @@ from tests.factories import (
     history,
     send,
 )
-from tests.servers import ServerProcess
-from tests.sse import sse_events
+from tests.support.servers import ServerProcess
+from tests.support.sse import sse_events
 
 pytestmark = pytest.mark.slow
 

@@ -7,8 +7,8 @@ from typing import Any
 
 import httpx
 
-from tests.factories import User, create_avatar, create_conversation, history, send
-from tests.helpers import assert_error
+from tests.support.assertions import assert_error
+from tests.support.factories import User, create_avatar, create_conversation, history, send
 
 
 async def test_create_read_update_delete(app_client: httpx.AsyncClient, user: User) -> None:

@@ -18,8 +18,8 @@ import pytest
 
 from avatar_chat.conversations.repository import HISTORY_AFTER, HISTORY_BEFORE
 from avatar_chat.ops.migrate import migrate
-from tests.factories import User, create_user
-from tests.helpers import claims_of, fresh_database
+from tests.support.databases import claims_of, fresh_database
+from tests.support.factories import User, create_user
 
 SMALL_USERS = 400  # each with one conversation of 4 messages...
 LONG = 3000  # ...and one user whose conversation is long: the skew a generic plan ignores

@@ -12,7 +12,7 @@ import httpx
 
 from avatar_chat.auth.verifier import TokenVerifier
 from avatar_chat.core.settings import Settings
-from tests.servers import free_port
+from tests.support.servers import free_port
 
 CLI = str(Path(sys.executable).parent / "avatar-chat")
 

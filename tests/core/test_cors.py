@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from avatar_chat.core.cors import ALLOWED_HEADERS, EXPOSED_HEADERS
 from avatar_chat.core.settings import Settings
 from avatar_chat.main import create_app
-from tests.factories import User, create_avatar, create_conversation
+from tests.support.factories import User, create_avatar, create_conversation
 
 LISTED = "https://app.example.com"
 OTHER = "https://evil.example.net"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncpg
 
 from avatar_chat.ops.migrate import ensure_supabase_pieces
-from tests.helpers import fresh_database
+from tests.support.databases import fresh_database
 
 API_SCHEMAS = ["public", "avatar_chat"]
 

@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from tests.factories import TEST_JWT_SECRET
-from tests.helpers import assert_error
-from tests.servers import ServerProcess
+from tests.support.assertions import assert_error
+from tests.support.factories import TEST_JWT_SECRET
+from tests.support.servers import ServerProcess
 
 pytestmark = pytest.mark.slow
 

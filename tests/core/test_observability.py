@@ -24,8 +24,9 @@ from avatar_chat.core.settings import Settings
 from avatar_chat.core.tasks import TaskTracker
 from avatar_chat.main import create_app
 from avatar_chat.state import AppState
-from tests.factories import User, away_from_minute_boundary, create_avatar, create_conversation, send
-from tests.helpers import assert_error, metric, metric_samples
+from tests.support.assertions import assert_error
+from tests.support.factories import User, away_from_minute_boundary, create_avatar, create_conversation, send
+from tests.support.metrics import metric, metric_samples
 
 GENERATED = re.compile(r"[0-9a-f]{32}")
 TURN = "/conversations/{conversation_id}/messages"

@@ -13,7 +13,8 @@ from avatar_chat.core.settings import Settings
 from avatar_chat.main import create_app
 from avatar_chat.ops.migrate import default_migrations_dir, discover, migrate
 from avatar_chat.state import AppState
-from tests.helpers import assert_error, fresh_database
+from tests.support.assertions import assert_error
+from tests.support.databases import fresh_database
 
 
 async def test_ready_when_the_database_has_this_builds_schema(

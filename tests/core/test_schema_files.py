@@ -18,7 +18,7 @@ import pytest
 
 from avatar_chat.avatars.persona import PersonalityType
 from avatar_chat.ops.migrate import ensure_supabase_pieces, migrate
-from tests.helpers import fresh_database
+from tests.support.databases import fresh_database
 
 SUPABASE_DIR = Path(__file__).resolve().parents[2] / "supabase"
 SCHEMAS = ["public", "avatar_chat"]

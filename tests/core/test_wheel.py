@@ -24,9 +24,10 @@ import asyncpg
 import httpx
 import pytest
 
-from tests.factories import TEST_JWT_SECRET, create_avatar, create_user
-from tests.helpers import assert_error, fresh_database
-from tests.servers import free_port
+from tests.support.assertions import assert_error
+from tests.support.databases import fresh_database
+from tests.support.factories import TEST_JWT_SECRET, create_avatar, create_user
+from tests.support.servers import free_port
 
 # Packaging: the wheel builds and installs the same whatever the server's major.
 pytestmark = [pytest.mark.slow, pytest.mark.same_on_every_major]

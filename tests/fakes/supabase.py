@@ -48,7 +48,7 @@ from avatar_chat.auth.tokens import mint_access_token
 from avatar_chat.core.settings import Settings
 from avatar_chat.main import create_app
 from avatar_chat.state import AppState
-from tests.factories import TEST_JWT_SECRET, User
+from tests.support.factories import TEST_JWT_SECRET, User
 
 PROJECT_REF = "abcdefghijklmnopqrst"
 SUPABASE_URL = f"https://{PROJECT_REF}.supabase.co"

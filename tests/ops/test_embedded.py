@@ -1,4 +1,4 @@
-"""EmbeddedPostgres running another installation (`bin_dir`), as tests/run_majors.py does
+"""EmbeddedPostgres running another installation (`bin_dir`), as tests/runners/majors.py does
 for PostgreSQL 15 and 17: as root the cluster runs as an unprivileged user, which must be
 able to reach and run that installation wherever it lies."""
 
@@ -13,7 +13,7 @@ import asyncpg
 import pytest
 
 from avatar_chat.ops.embedded import EmbeddedPostgres
-from tests.run_majors import POSTGRES_17
+from tests.runners.majors import POSTGRES_17
 
 pytestmark = pytest.mark.slow
 

@@ -10,7 +10,7 @@ import asyncpg
 import pytest
 
 from avatar_chat.ops.migrate import default_migrations_dir, discover, ensure_supabase_pieces, migrate
-from tests.helpers import fresh_database
+from tests.support.databases import fresh_database
 
 
 async def test_history_matches_the_migration_files(owner: asyncpg.Connection) -> None:

@@ -17,7 +17,7 @@ import asyncpg
 import pytest
 
 from avatar_chat.ops.migrate import ensure_supabase_pieces
-from tests.helpers import fresh_database
+from tests.support.databases import fresh_database
 
 TESTDATA = Path(__file__).parent / "testdata"
 

@@ -23,9 +23,9 @@ from pydantic import SecretStr
 from avatar_chat.core.settings import Settings
 from avatar_chat.main import create_app
 from avatar_chat.state import AppState
-from tests.factories import TEST_JWT_SECRET, User, create_avatar, create_conversation, history
-from tests.helpers import assert_error
 from tests.reliability.conftest import Faulty
+from tests.support.assertions import assert_error
+from tests.support.factories import TEST_JWT_SECRET, User, create_avatar, create_conversation, history
 
 pytestmark = pytest.mark.slow
 

@@ -16,8 +16,8 @@ import asyncpg
 import pytest
 
 from avatar_chat.ops.migrate import default_migrations_dir, migrate
-from tests.factories import User, away_from_minute_boundary, create_user
-from tests.helpers import as_role, claims_of, fresh_database
+from tests.support.databases import as_role, claims_of, fresh_database
+from tests.support.factories import User, away_from_minute_boundary, create_user
 
 
 async def seed(owner: asyncpg.Connection, user: User) -> dict[str, uuid.UUID]:

@@ -26,10 +26,11 @@ import httpx
 import pytest
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from tests.factories import TEST_JWT_SECRET, create_avatar, create_conversation, create_user, send
 from tests.fakes.openai_server import FakeOpenAIServer
-from tests.helpers import assert_error, metric, metric_samples
-from tests.servers import ServerProcess, free_port
+from tests.support.assertions import assert_error
+from tests.support.factories import TEST_JWT_SECRET, create_avatar, create_conversation, create_user, send
+from tests.support.metrics import metric, metric_samples
+from tests.support.servers import ServerProcess, free_port
 
 pytestmark = pytest.mark.slow
 

@@ -13,9 +13,16 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from tests.factories import TEST_JWT_SECRET, User, create_avatar, create_conversation, create_user, send
-from tests.pooler import PgBouncer
-from tests.servers import ServerProcess
+from tests.support.factories import (
+    TEST_JWT_SECRET,
+    User,
+    create_avatar,
+    create_conversation,
+    create_user,
+    send,
+)
+from tests.support.pooler import PgBouncer
+from tests.support.servers import ServerProcess
 
 pytestmark = pytest.mark.slow
 

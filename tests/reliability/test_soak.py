@@ -1,10 +1,10 @@
-"""A short soak run (the long one: `.venv/bin/python -m tests.soak --seconds 600`)."""
+"""A short soak run (the long one: `.venv/bin/python -m tests.runners.soak --seconds 600`)."""
 
 from __future__ import annotations
 
 import pytest
 
-from tests.soak import SoakConfig, run_soak
+from tests.runners.soak import SoakConfig, run_soak
 
 pytestmark = pytest.mark.slow
 

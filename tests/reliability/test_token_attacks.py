@@ -25,8 +25,8 @@ from pydantic import SecretStr
 
 from avatar_chat.core.settings import Settings
 from avatar_chat.main import create_app
-from tests.auth.test_verifier import SigningKey, hs256_with_key, jwks, raw_token
-from tests.factories import TEST_JWT_SECRET, create_user
+from tests.support.factories import TEST_JWT_SECRET, create_user
+from tests.support.tokens import SigningKey, hs256_with_key, jwks, raw_token
 
 SUPABASE_URL = "https://attack-test.supabase.co"
 ISSUER = SUPABASE_URL + "/auth/v1"

@@ -3,7 +3,7 @@ fresh interpreter (so that memory an earlier allocation freed cannot hide it), o
 decode thread of an ImageDecodes as in a worker, after a warm-up decode of a tiny image
 of the same format (plugins imported, thread started). Linux only (/proc/self).
 
-    python -m tests.avatars.decode_memory    # the table the README's figures come from
+    python -m tests.runners.decode_memory    # the figures in docs/security.md come from it
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from tests.images import COSTLIEST_KINDS, costliest, image_bytes
+from tests.support.images import COSTLIEST_KINDS, costliest, image_bytes
 
 # Run as `python -c` with: how many decodes at once, how many in all, whether to lift the
 # pixel limits (to measure what a pixel costs beyond them), then the image files, decoded

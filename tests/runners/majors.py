@@ -1,6 +1,6 @@
 """Run the whole test suite once per PostgreSQL major it must pass on.
 
-    python -m tests.run_majors [pytest arguments]
+    python -m tests.runners.majors [pytest arguments]
 
 On the embedded server (PostgreSQL 18, what the app runs with no DATABASE_URL) and, for
 each installation in TEST_POSTGRES_BIN_DIRS (colon-separated; default the two majors
@@ -46,7 +46,7 @@ import asyncpg
 
 from avatar_chat.ops.embedded import EmbeddedPostgres
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DEBIAN_POSTGRES_15 = "/usr/lib/postgresql/15/bin"
 POSTGRES_17 = str(ROOT / ".cache" / "postgresql-17" / "bin")  # ./scripts/postgres-17
 DEFAULT_BIN_DIRS = f"{DEBIAN_POSTGRES_15}:{POSTGRES_17}"

@@ -5,7 +5,7 @@ that is `complete` but truncated.
 
 A short run is part of the test suite (tests/reliability/test_soak.py). A long run:
 
-    .venv/bin/python -m tests.soak --seconds 600 --clients 24 --workers 3
+    .venv/bin/python -m tests.runners.soak --seconds 600 --clients 24 --workers 3
 
 prints a JSON report (messages acknowledged, faults injected, lost, duplicated, ...)
 and exits non-zero if anything was lost, duplicated, gapped or truncated.
@@ -36,8 +36,8 @@ from avatar_chat.llm.base import ChatRequest, PromptMessage
 from avatar_chat.llm.offline import offline_reply
 from avatar_chat.ops.embedded import EmbeddedPostgres
 from avatar_chat.ops.migrate import migrate
-from tests.servers import ServerProcess
-from tests.sse import sse_events
+from tests.support.servers import ServerProcess
+from tests.support.sse import sse_events
 
 SECRET = "soak-secret-" + "s" * 40
 

@@ -1,4 +1,4 @@
-"""tests/run_majors.py: one run per PostgreSQL major, every temporary cluster removed.
+"""tests/runners/majors.py: one run per PostgreSQL major, every temporary cluster removed.
 
 Each test runs the helper on a small test file of its own (not this suite), whose tests
 behave differently on the embedded run and on the temporary cluster's (TEST_DATABASE_URL).
@@ -17,9 +17,10 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from tests.run_majors import DEBIAN_POSTGRES_15
+from tests.runners.majors import DEBIAN_POSTGRES_15
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
+MAJORS = [sys.executable, "-m", "tests.runners.majors"]
 
 pytestmark = pytest.mark.slow
 
@@ -51,7 +52,15 @@ def start_helper(tmp_path: Path, **env: str) -> subprocess.Popen[str]:
         **env,
     )
     return subprocess.Popen(
-        [sys.executable, "-m", "tests.run_majors", "-q", "-p", "no:cacheprovider", str(tmp_path / "probe")],
+        [
+            sys.executable,
+            "-m",
+            "tests.runners.majors",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            str(tmp_path / "probe"),
+        ],
         cwd=ROOT,
         env=environment,
         stdout=subprocess.PIPE,

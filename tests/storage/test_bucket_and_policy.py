@@ -9,9 +9,9 @@ import asyncpg
 import pytest
 
 from avatar_chat.ops.migrate import migrate
-from tests.core.test_realtime import assert_fully_migrated, supabase_project
-from tests.factories import User
-from tests.helpers import as_role, claims_of
+from tests.support.databases import as_role, claims_of
+from tests.support.factories import User
+from tests.support.supabase_projects import assert_fully_migrated, supabase_project
 
 
 async def test_the_bucket_is_private_and_limited(owner: asyncpg.Connection) -> None:

@@ -18,10 +18,10 @@ from PIL import Image
 
 from avatar_chat.core.settings import Settings
 from avatar_chat.storage.supabase import SupabaseObjectStore
-from tests.factories import User, create_avatar
 from tests.fakes.supabase import SUPABASE_URL, OnSupabase, Recorded, on_supabase, wait_for
-from tests.helpers import assert_error
-from tests.images import image_bytes
+from tests.support.assertions import assert_error
+from tests.support.factories import User, create_avatar
+from tests.support.images import image_bytes
 
 URL = "/avatars/me/image"
 TTL_S = 900  # not the default (3600): the URLs must carry the configured lifetime

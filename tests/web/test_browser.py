@@ -28,9 +28,9 @@ import pytest
 from playwright.async_api import Browser, Page, Request, ViewportSize, async_playwright, expect
 
 from avatar_chat.ops.embedded import EmbeddedPostgres
-from tests.factories import TEST_JWT_SECRET, create_user
 from tests.fakes.gotrue_server import FakeGoTrue, serve_gotrue
-from tests.servers import ServerProcess
+from tests.support.factories import TEST_JWT_SECRET, create_user
+from tests.support.servers import ServerProcess
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

@@ -20,9 +20,10 @@ from pydantic import SecretStr
 from avatar_chat.core.settings import Settings
 from avatar_chat.ops.runtime import EMBEDDED_HANDOFF_ENV, prepare
 from avatar_chat.web.router import STATIC_DIR
-from tests.factories import TEST_JWT_SECRET
-from tests.helpers import assert_error, own_app
-from tests.servers import ServerProcess
+from tests.support.apps import own_app
+from tests.support.assertions import assert_error
+from tests.support.factories import TEST_JWT_SECRET
+from tests.support.servers import ServerProcess
 
 SIGN_IN = "/app/dev/sign-in"
 

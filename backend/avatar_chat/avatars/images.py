@@ -6,7 +6,7 @@ Memory: one decode holds the image Pillow decodes at full size (PNG, WebP; a JPE
 reduced draft scale) and little else: the centre square is converted, premultiplied and
 reduced band by band into an image under 2048 pixels a side, then resized (LANCZOS),
 then turned by the EXIF orientation. The limits below keep the worst case of every format
-under DECODE_PEAK_MIB; `python -m tests.avatars.decode_memory` measures them."""
+under DECODE_PEAK_MIB; `python -m tests.runners.decode_memory` measures them."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ PngImagePlugin.MAX_TEXT_MEMORY = 4 * 2**20
 pillow_core.set_block_size(2**20)
 
 # The most one decode holds above what the worker held before it (MiB): the costliest
-# image still taken of any format measured 85 MiB (`python -m tests.avatars.decode_memory`).
+# image still taken of any format measured 85 MiB (`python -m tests.runners.decode_memory`).
 DECODE_PEAK_MIB = 100
 # What the pixels of one decode may take, estimated from the header before decoding
 # (bytes); more is refused (422 image_too_many_pixels). The rest of DECODE_PEAK_MIB is the
