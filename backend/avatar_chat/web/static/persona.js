@@ -5,15 +5,23 @@ import { ApiError } from "./api.js";
 import { openChat } from "./conversations.js";
 import { $, busy } from "./dom.js";
 import { clearNotice, describe, notify } from "./notice.js";
+import { personalitiesFrom, personalityLabel } from "./personalities.js";
 import { start } from "./signin.js";
 import { state } from "./state.js";
 
-const PERSONALITIES = ["friendly", "professional", "playful", "caring", "witty"];
+/** The personalities from the API's schema, read once per page load. */
+export async function loadPersonalities() {
+  if (state.personalities) return state.personalities;
+  const { body } = await state.api.get("/openapi.json");
+  state.personalities = personalitiesFrom(body);
+  fillPersonalities($("avatar-personality"), state.personalities.initial);
+  return state.personalities;
+}
 
 function fillPersonalities(select, selected) {
   select.replaceChildren(
-    ...PERSONALITIES.map((p) => {
-      const option = new Option(p[0].toUpperCase() + p.slice(1), p);
+    ...(state.personalities?.values ?? []).map((p) => {
+      const option = new Option(personalityLabel(p), p);
       option.selected = p === selected;
       return option;
     }),
@@ -41,7 +49,6 @@ export async function loadAvatar() {
 }
 
 export function wireAvatar() {
-  fillPersonalities($("avatar-personality"), "friendly");
   $("create-avatar").addEventListener("submit", (event) => {
     event.preventDefault();
     busy($("create-avatar-submit"), async () => {

@@ -1,11 +1,11 @@
 // The sign-in view (dev, Supabase Auth, or none: auth.js does the signing in) and what
-// follows it: the avatar (or creating one), then the chat.
+// follows it: the personalities, the avatar (or creating one), then the chat.
 
 import { abortStream } from "./chat.js";
 import { openChat } from "./conversations.js";
 import { $, busy, show } from "./dom.js";
 import { clearNotice, describe, notify } from "./notice.js";
-import { loadAvatar } from "./persona.js";
+import { loadAvatar, loadPersonalities } from "./persona.js";
 import { state } from "./state.js";
 
 export async function signedOut(message = "") {
@@ -86,6 +86,7 @@ export async function start() {
   $("account-email").textContent = session.email;
   show("view-loading");
   try {
+    await loadPersonalities();
     const avatar = await loadAvatar();
     if (!avatar) {
       show("view-create-avatar", "create-avatar-title");

@@ -9,6 +9,7 @@ export function createState() {
   return {
     auth: null, // auth.js: the sign-in config.json names
     api: null, // api.js: the documented API with this session's token
+    personalities: null, // {values, initial}: PersonalityType from GET /openapi.json, read once
     avatar: null,
     etag: null, // the avatar's ETag: If-Match of a persona switch
     conversations: [], // newest first
