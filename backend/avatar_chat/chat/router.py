@@ -12,8 +12,9 @@ from fastapi import APIRouter, Request, Response, status
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from avatar_chat.auth.dependencies import CurrentUser
+from avatar_chat.chat.dependencies import Chat, chat_service
 from avatar_chat.chat.schemas import IDEMPOTENCY_KEY_MAX, Exchange, MessageCreate
-from avatar_chat.chat.service import Chat, ReplyEvent, chat_of
+from avatar_chat.chat.service import ReplyEvent
 from avatar_chat.chat.turn import Turn
 from avatar_chat.conversations.schemas import MessageRead
 from avatar_chat.core.errors import (
@@ -152,7 +153,7 @@ async def send_message(
     # The service and the header come from the request rather than as FastAPI parameters:
     # a chat turn is the hottest route, and each costs it about 10-15 us per request.
     sse = _wants_sse(request)
-    turn = await chat_of(request).send(
+    turn = await chat_service.of(request).send(
         user, conversation_id, body.content, idempotency_key=_key(request), stream=sse
     )
     return await _answer(turn, sse)

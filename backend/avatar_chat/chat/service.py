@@ -27,9 +27,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Annotated, Any
-
-from fastapi import Depends, Request
+from typing import Any
 
 from avatar_chat.avatars.persona import AvatarSnapshot
 from avatar_chat.cache.store import SessionStore
@@ -784,16 +782,3 @@ class ChatService:
                 return
             if row["title"] is None:
                 await repository.set_title_if_unset(conn, conversation_id, make_title(row["content"]))
-
-
-def chat_of(request: Request) -> ChatService:
-    """This worker's ChatService; the send route takes it straight from the request."""
-    service: ChatService = request.state.chat
-    return service
-
-
-async def get_chat_service(request: Request) -> ChatService:
-    return chat_of(request)
-
-
-Chat = Annotated[ChatService, Depends(get_chat_service)]
