@@ -34,7 +34,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.same_on_every_major]
 
 ROOT = Path(__file__).resolve().parents[2]
 MIGRATIONS = ROOT / "supabase" / "migrations"
-SUPABASE_LOCAL = ROOT / "backend" / "avatar_chat" / "core" / "sql" / "supabase_local.sql"
+SUPABASE_LOCAL = ROOT / "backend" / "avatar_chat" / "ops" / "sql" / "supabase_local.sql"
 WHEEL_MIGRATIONS = "avatar_chat/ops/sql/migrations/"
 WHEEL_SUPABASE_LOCAL = "avatar_chat/ops/sql/supabase_local.sql"
 WEB_STATIC = ROOT / "backend" / "avatar_chat" / "web" / "static"
