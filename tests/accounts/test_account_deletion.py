@@ -14,10 +14,9 @@ from avatar_chat.core.settings import Settings
 from avatar_chat.main import create_app
 from avatar_chat.state import AppState
 from tests.support.assertions import assert_error
+from tests.support.databases import user_rows
 from tests.support.factories import User, create_avatar, create_conversation, send
 from tests.support.images import image_bytes
-
-_TABLES = ("avatars", "avatar_history", "conversations", "messages", "conversation_summaries")
 
 
 @pytest.fixture
@@ -28,15 +27,6 @@ async def second_worker(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
         transport = httpx.ASGITransport(app=manager.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
             yield client
-
-
-async def _rows(owner: asyncpg.Connection, user: User) -> dict[str, int]:
-    counts = {
-        t: await owner.fetchval(f"select count(*) from public.{t} where user_id = $1", user.id)
-        for t in _TABLES
-    }
-    counts["auth.users"] = await owner.fetchval("select count(*) from auth.users where id = $1", user.id)
-    return counts
 
 
 async def test_deleting_my_account_deletes_everything_and_the_token_stops_working(
@@ -56,11 +46,11 @@ async def test_deleting_my_account_deletes_everything_and_the_token_stops_workin
     await send(app_client, user, conversation, "remember me")
     # The other worker has this user's avatar cached from a chat turn.
     await send(second_worker, user, conversation, "and me")
-    others_before = await _rows(owner, other_user)
+    others_before = await user_rows(owner, other_user)
 
     assert (await app_client.delete("/me", headers=user.headers)).status_code == 204
 
-    assert set((await _rows(owner, user)).values()) == {0}
+    assert set((await user_rows(owner, user)).values()) == {0}
     assert await app_state.images.list_folder(str(user.id)) == []
     # The token still verifies, but on every worker every route refuses it at once.
     for client in (app_client, second_worker):
@@ -75,7 +65,7 @@ async def test_deleting_my_account_deletes_everything_and_the_token_stops_workin
             assert_error(response, 401, "user_not_found")
     # Repeating it is fine (a client retrying after a lost answer), and nobody else lost anything.
     assert (await second_worker.delete("/me", headers=user.headers)).status_code == 204
-    assert await _rows(owner, other_user) == others_before
+    assert await user_rows(owner, other_user) == others_before
     assert (await app_client.get("/avatars/me", headers=other_user.headers)).status_code == 200
 
 
@@ -83,7 +73,7 @@ async def test_deleting_an_account_without_anything_in_it(
     app_client: httpx.AsyncClient, owner: asyncpg.Connection, user: User
 ) -> None:
     assert (await app_client.delete("/me", headers=user.headers)).status_code == 204
-    assert (await _rows(owner, user))["auth.users"] == 0
+    assert (await user_rows(owner, user))["auth.users"] == 0
 
 
 async def test_deleting_needs_a_valid_token(app_client: httpx.AsyncClient) -> None:

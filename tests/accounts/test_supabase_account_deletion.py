@@ -16,10 +16,10 @@ import pytest
 from avatar_chat.core.settings import Settings
 from tests.fakes.supabase import OnSupabase, Recorded, on_supabase
 from tests.support.assertions import assert_error
-from tests.support.factories import User, create_avatar, create_conversation, send
+from tests.support.databases import USER_TABLES, user_rows
+from tests.support.factories import User, create_conversation, send
 from tests.support.images import image_bytes
 
-_TABLES = ("avatars", "avatar_history", "conversations", "messages", "conversation_summaries")
 _LIST_BODY = {"limit": 1000, "offset": 0, "sortBy": {"column": "name", "order": "asc"}}
 
 
@@ -39,30 +39,6 @@ def them(supabase: OnSupabase, other_user: User) -> User:
     return supabase.signed_in(other_user)
 
 
-async def _rows(owner: asyncpg.Connection, user: User) -> dict[str, int]:
-    counts = {
-        t: await owner.fetchval(f"select count(*) from public.{t} where user_id = $1", user.id)
-        for t in _TABLES
-    }
-    counts["auth.users"] = await owner.fetchval("select count(*) from auth.users where id = $1", user.id)
-    return counts
-
-
-async def _with_an_image(supabase: OnSupabase, user: User) -> str:
-    await create_avatar(supabase.client, user)
-    response = await supabase.client.put("/avatars/me/image", content=image_bytes(), headers=user.headers)
-    assert response.status_code == 200, response.text
-    await supabase.settle()
-    folder: str = response.json()["image_path"]
-    return folder
-
-
-def _assert_service_role(supabase: OnSupabase, request: Recorded) -> None:
-    key = supabase.fake.service_key
-    assert request.headers["apikey"] == key
-    assert request.headers["authorization"] == f"Bearer {key}"
-
-
 def _removed(requests: list[Recorded]) -> list[str]:
     return sorted(p for r in requests if r.operation == "remove" for p in r.body["prefixes"])
 
@@ -71,10 +47,10 @@ async def test_delete_me_removes_every_object_then_the_auth_user_and_the_token_s
     supabase: OnSupabase, owner: asyncpg.Connection, me: User, them: User
 ) -> None:
     client, fake = supabase.client, supabase.fake
-    folder = await _with_an_image(supabase, me)
+    folder = (await supabase.with_image(me))["image_path"]
     conversation = (await create_conversation(client, me))["id"]
     assert (await send(client, me, conversation, "remember me")).status_code == 201
-    theirs = await _with_an_image(supabase, them)
+    theirs = (await supabase.with_image(them))["image_path"]
     # Objects the avatar no longer points at (a cleanup that failed), at several depths.
     left_behind = [
         f"{me.id}/{uuid.uuid4().hex}/512.webp",
@@ -85,7 +61,7 @@ async def test_delete_me_removes_every_object_then_the_auth_user_and_the_token_s
         fake.put_object(name)
     mine = sorted([f"{folder}/512.webp", f"{folder}/128.webp", *left_behind])
     assert fake.names(f"{me.id}/") == mine
-    others_before = await _rows(owner, them)
+    others_before = await user_rows(owner, them)
     objects_at_delete: list[list[str]] = []
 
     async def on_delete_user(_: Recorded) -> None:
@@ -110,13 +86,13 @@ async def test_delete_me_removes_every_object_then_the_auth_user_and_the_token_s
     for r in lists:
         assert (r.method, r.path, r.status) == ("POST", "/storage/v1/object/list/avatars", 200)
         assert {k: v for k, v in r.body.items() if k != "prefix"} == _LIST_BODY
-        _assert_service_role(supabase, r)
+        supabase.assert_service_role(r)
     # ... every object removed, nobody else's ...
     assert _removed(requests) == mine
     for r in requests:
         if r.operation == "remove":
             assert (r.method, r.path, r.status) == ("DELETE", "/storage/v1/object/avatars", 200)
-            _assert_service_role(supabase, r)
+            supabase.assert_service_role(r)
     assert fake.names(f"{me.id}/") == []
     assert fake.names(f"{them.id}/") == sorted([f"{theirs}/512.webp", f"{theirs}/128.webp"])
     # ... and only then the user, through Auth's admin API with the service-role key; then
@@ -124,7 +100,7 @@ async def test_delete_me_removes_every_object_then_the_auth_user_and_the_token_s
     assert requests[-1] is delete_user
     assert [(r.operation, r.body["prefix"], r.answer) for r in sweep] == [("list", str(me.id), [])]
     assert (delete_user.method, delete_user.path) == ("DELETE", f"/auth/v1/admin/users/{me.id}")
-    _assert_service_role(supabase, delete_user)
+    supabase.assert_service_role(delete_user)
     assert delete_user.body == {"should_soft_delete": False}  # a hard delete: the row goes
     assert (delete_user.status, delete_user.answer) == (200, {})
     assert objects_at_delete == [[]]
@@ -133,8 +109,8 @@ async def test_delete_me_removes_every_object_then_the_auth_user_and_the_token_s
     assert [phases[str(r.operation)] for r in requests] == sorted(phases[str(r.operation)] for r in requests)
 
     # Auth's delete cascaded to everything of the user's; nobody else lost anything.
-    assert set((await _rows(owner, me)).values()) == {0}
-    assert await _rows(owner, them) == others_before
+    assert set((await user_rows(owner, me)).values()) == {0}
+    assert await user_rows(owner, them) == others_before
     # The token still verifies, but every route refuses it at once.
     for method, path, body in (
         ("GET", "/avatars/me", None),
@@ -170,7 +146,7 @@ async def test_objects_of_an_upload_that_committed_during_the_deletion_are_remov
     """An upload racing DELETE /me: its objects land after the first sweep listed the
     folder, and its row commits before the user goes (the cascade takes the row only)."""
     client, fake = supabase.client, supabase.fake
-    await _with_an_image(supabase, me)
+    await supabase.with_image(me)
     late = [f"{me.id}/{uuid.uuid4().hex}/512.webp", f"{me.id}/{uuid.uuid4().hex}/128.webp"]
 
     async def upload_lands(_: Recorded) -> None:
@@ -184,7 +160,7 @@ async def test_objects_of_an_upload_that_committed_during_the_deletion_are_remov
     (delete_user,) = fake.calls("delete_user")
     after = fake.requests[fake.requests.index(delete_user) + 1 :]
     assert _removed(after) == sorted(late)
-    assert await _rows(owner, me) == dict.fromkeys([*_TABLES, "auth.users"], 0)
+    assert await user_rows(owner, me) == dict.fromkeys([*USER_TABLES, "auth.users"], 0)
 
 
 async def test_many_objects_are_listed_page_by_page_and_removed_in_batches_storage_takes(
@@ -208,7 +184,7 @@ async def test_many_objects_are_listed_page_by_page_and_removed_in_batches_stora
     assert all(r.status == 200 and len(r.body["prefixes"]) <= 1000 for r in removes)
     assert _removed(removes) == sorted(names)
     assert fake.names(f"{me.id}/") == []
-    assert await _rows(owner, me) == dict.fromkeys([*_TABLES, "auth.users"], 0)
+    assert await user_rows(owner, me) == dict.fromkeys([*USER_TABLES, "auth.users"], 0)
 
 
 @pytest.mark.parametrize("failure", ["status_500", "status_503", "connection_refused"])
@@ -216,8 +192,8 @@ async def test_auth_failing_is_503_and_the_user_stays_until_a_retry_completes(
     supabase: OnSupabase, owner: asyncpg.Connection, me: User, failure: str
 ) -> None:
     client, fake = supabase.client, supabase.fake
-    await _with_an_image(supabase, me)
-    before = await _rows(owner, me)
+    await supabase.with_image(me)
+    before = await user_rows(owner, me)
     if failure == "connection_refused":
         fake.fail("delete_user", status=None)
     elif failure == "status_503":  # a gateway's answer: not JSON
@@ -229,14 +205,14 @@ async def test_auth_failing_is_503_and_the_user_stays_until_a_retry_completes(
     assert_error(response, 503, "auth_unavailable")
     assert response.headers["retry-after"] == "1"
     assert len(fake.calls("delete_user")) == 1
-    assert await _rows(owner, me) == before  # the user and all their rows are still there
+    assert await user_rows(owner, me) == before  # the user and all their rows are still there
     assert fake.names(f"{me.id}/") == []  # the objects went first
     assert (await client.get("/avatars/me", headers=me.headers)).status_code == 200  # still signed in
 
     response = await client.delete("/me", headers=me.headers)
     assert response.status_code == 204, response.text
     assert fake.calls("delete_user")[-1].status == 200
-    assert set((await _rows(owner, me)).values()) == {0}
+    assert set((await user_rows(owner, me)).values()) == {0}
     assert_error(await client.get("/avatars/me", headers=me.headers), 401, "user_not_found")
 
 
@@ -247,15 +223,15 @@ async def test_storage_failing_is_503_and_the_auth_user_is_not_deleted(
     supabase: OnSupabase, owner: asyncpg.Connection, me: User, operation: str, status: int | None
 ) -> None:
     client, fake = supabase.client, supabase.fake
-    folder = await _with_an_image(supabase, me)
-    before = await _rows(owner, me)
+    folder = (await supabase.with_image(me))["image_path"]
+    before = await user_rows(owner, me)
     fake.fail("remove" if operation == "remove" else "list", status=status)
 
     response = await client.delete("/me", headers=me.headers)
     assert_error(response, 503, "storage_unavailable")
     assert response.headers["retry-after"] == "1"
     assert fake.calls("delete_user") == []  # nothing is lost: the user and their objects stay
-    assert await _rows(owner, me) == before
+    assert await user_rows(owner, me) == before
     assert fake.names(f"{me.id}/") == sorted([f"{folder}/512.webp", f"{folder}/128.webp"])
     image = await client.get("/avatars/me/image", headers=me.headers)
     assert image.status_code == 200, image.text
@@ -264,7 +240,7 @@ async def test_storage_failing_is_503_and_the_auth_user_is_not_deleted(
     assert response.status_code == 204, response.text
     assert fake.names(f"{me.id}/") == []
     assert [r.status for r in fake.calls("delete_user")] == [200]
-    assert set((await _rows(owner, me)).values()) == {0}
+    assert set((await user_rows(owner, me)).values()) == {0}
 
 
 async def test_auth_refusing_the_service_key_is_503_and_deletes_nothing(

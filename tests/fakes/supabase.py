@@ -48,7 +48,8 @@ from avatar_chat.auth.tokens import mint_access_token
 from avatar_chat.core.settings import Settings
 from avatar_chat.main import create_app
 from avatar_chat.state import AppState
-from tests.support.factories import TEST_JWT_SECRET, User
+from tests.support.factories import TEST_JWT_SECRET, User, create_avatar
+from tests.support.images import image_bytes
 
 PROJECT_REF = "abcdefghijklmnopqrst"
 SUPABASE_URL = f"https://{PROJECT_REF}.supabase.co"
@@ -540,6 +541,20 @@ class OnSupabase:
     async def settle(self) -> None:
         """Until the work the app does after its answers (removing objects) is done."""
         assert await self.state.tasks.drain(5) == 0
+
+    async def with_image(self, user: User) -> dict[str, Any]:
+        """A new avatar for `user` with an image put, and what that set off in Storage done."""
+        await create_avatar(self.client, user)
+        response = await self.client.put("/avatars/me/image", content=image_bytes(), headers=user.headers)
+        assert response.status_code == 200, response.text
+        await self.settle()
+        avatar: dict[str, Any] = response.json()
+        return avatar
+
+    def assert_service_role(self, request: Recorded) -> None:
+        """The request came with the service-role key, as apikey and as bearer token."""
+        assert request.headers["apikey"] == self.fake.service_key
+        assert request.headers["authorization"] == f"Bearer {self.fake.service_key}"
 
 
 @asynccontextmanager

@@ -54,18 +54,12 @@ def _folder_of(upload: Recorded) -> str:
     return upload.object_name.rsplit("/", 1)[0]
 
 
-def _assert_service_role(supabase: OnSupabase, request: Recorded) -> None:
-    key = supabase.fake.service_key
-    assert request.headers["apikey"] == key
-    assert request.headers["authorization"] == f"Bearer {key}"
-
-
 def _assert_upload(supabase: OnSupabase, upload: Recorded, folder: str) -> None:
     """One rendition, as Storage received it: a new object, multipart, WebP of its size."""
     size = int(upload.object_name.rsplit("/", 1)[1].removesuffix(".webp"))
     assert upload.method == "POST"
     assert upload.path == f"{STORAGE}/avatars/{folder}/{size}.webp"
-    _assert_service_role(supabase, upload)
+    supabase.assert_service_role(upload)
     assert upload.headers["x-upsert"] == "false"  # never overwrite: a new image gets new names
     assert upload.headers["content-type"].startswith("multipart/form-data; boundary=")
     assert upload.fields == {"cacheControl": "31536000"}  # Storage stores max-age=31536000
@@ -136,7 +130,7 @@ async def test_put_uploads_two_webp_objects_before_the_row_points_at_them_and_re
     await supabase.settle()
     (remove,) = fake.calls("remove")
     assert (remove.method, remove.path) == ("DELETE", f"{STORAGE}/avatars")
-    _assert_service_role(supabase, remove)
+    supabase.assert_service_role(remove)
     assert sorted(remove.body["prefixes"]) == sorted(_files(folder)) and set(remove.body) == {"prefixes"}
     assert at_remove == [(new_folder, second["version"])]  # after the commit, never before
     assert sorted(o["name"] for o in remove.answer) == sorted(_files(folder))
@@ -149,7 +143,7 @@ async def test_put_uploads_two_webp_objects_before_the_row_points_at_them_and_re
     image = response.json()
     (sign,) = fake.requests[requests_before:]
     assert (sign.operation, sign.method, sign.path) == ("sign", "POST", f"{STORAGE}/sign/avatars")
-    _assert_service_role(supabase, sign)
+    supabase.assert_service_role(sign)
     assert sorted(sign.body["paths"]) == sorted(_files(new_folder))
     assert int(sign.body["expiresIn"]) == TTL_S  # storage3 sends it as a string; Fastify coerces
     assert image == {"image_path": new_folder, "urls": image["urls"], "expires_in": TTL_S}
@@ -167,12 +161,9 @@ async def test_storage_failing_is_503_and_changes_nothing(
     supabase: OnSupabase, owner: asyncpg.Connection, me: User, failure: str
 ) -> None:
     client, fake = supabase.client, supabase.fake
-    await create_avatar(client, me)
-    response = await _put(client, me, image_bytes())
-    assert response.status_code == 200, response.text
+    await supabase.with_image(me)
     before = await _row(owner, me)
     old_files = fake.names(str(me.id))
-    await supabase.settle()
     seen = len(fake.requests)
 
     if failure == "connection_refused":
@@ -208,11 +199,7 @@ async def test_stale_if_match_is_412_before_anything_is_written(
     supabase: OnSupabase, owner: asyncpg.Connection, me: User
 ) -> None:
     client, fake = supabase.client, supabase.fake
-    await create_avatar(client, me)
-    response = await _put(client, me, image_bytes())
-    assert response.status_code == 200, response.text
-    current = response.json()
-    await supabase.settle()
+    current = await supabase.with_image(me)
     seen = len(fake.requests)
 
     response = await _put(
@@ -234,11 +221,7 @@ async def test_a_change_while_uploading_makes_if_match_stale_and_the_new_objects
     supabase: OnSupabase, owner: asyncpg.Connection, me: User
 ) -> None:
     client, fake = supabase.client, supabase.fake
-    await create_avatar(client, me)
-    response = await _put(client, me, image_bytes())
-    assert response.status_code == 200, response.text
-    current = response.json()
-    await supabase.settle()
+    current = await supabase.with_image(me)
     seen = len(fake.requests)
 
     async def dashboard_edit(upload: Recorded) -> None:
@@ -273,11 +256,7 @@ async def test_delete_image_removes_the_objects_after_the_commit_and_repeating_i
     supabase: OnSupabase, owner: asyncpg.Connection, me: User
 ) -> None:
     client, fake = supabase.client, supabase.fake
-    await create_avatar(client, me)
-    response = await _put(client, me, image_bytes())
-    assert response.status_code == 200, response.text
-    with_image = response.json()
-    await supabase.settle()
+    with_image = await supabase.with_image(me)
     at_remove: list[tuple[str | None, int]] = []
 
     async def on_remove(_: Recorded) -> None:
@@ -291,7 +270,7 @@ async def test_delete_image_removes_the_objects_after_the_commit_and_repeating_i
     assert response.headers["etag"] == f'"{without["version"]}"'
     await supabase.settle()
     (remove,) = fake.calls("remove")
-    _assert_service_role(supabase, remove)
+    supabase.assert_service_role(remove)
     assert sorted(remove.body["prefixes"]) == sorted(_files(with_image["image_path"]))
     assert at_remove == [(None, without["version"])]
     assert fake.names(str(me.id)) == []
@@ -311,11 +290,7 @@ async def test_deleting_the_avatar_removes_its_image_after_the_row_is_gone(
     supabase: OnSupabase, owner: asyncpg.Connection, me: User
 ) -> None:
     client, fake = supabase.client, supabase.fake
-    await create_avatar(client, me)
-    response = await _put(client, me, image_bytes())
-    assert response.status_code == 200, response.text
-    folder = response.json()["image_path"]
-    await supabase.settle()
+    folder = (await supabase.with_image(me))["image_path"]
     rows_at_remove: list[int] = []
 
     async def on_remove(_: Recorded) -> None:
@@ -338,9 +313,7 @@ async def test_a_failing_removal_loses_nothing_a_client_sees(
     """The old image's removal runs after the answer: when Storage refuses it, the change
     stands and the objects are merely left behind (DELETE /me lists and removes them)."""
     client, fake = supabase.client, supabase.fake
-    await create_avatar(client, me)
-    first = (await _put(client, me, image_bytes())).json()
-    await supabase.settle()
+    first = await supabase.with_image(me)
     fake.fail("remove", status=500)
     response = await _put(client, me, image_bytes("PNG", (64, 64)))
     assert response.status_code == 200, response.text

@@ -31,6 +31,19 @@ async def as_role(
         await tx.rollback()
 
 
+USER_TABLES = ("avatars", "avatar_history", "conversations", "messages", "conversation_summaries")
+
+
+async def user_rows(owner: asyncpg.Connection, user: User) -> dict[str, int]:
+    """How many rows the user has in each of USER_TABLES, and in auth.users (0 or 1)."""
+    counts = {
+        t: await owner.fetchval(f"select count(*) from public.{t} where user_id = $1", user.id)
+        for t in USER_TABLES
+    }
+    counts["auth.users"] = await owner.fetchval("select count(*) from auth.users where id = $1", user.id)
+    return counts
+
+
 def claims_of(user: User) -> dict[str, str]:
     return {"sub": str(user.id), "role": "authenticated", "aud": "authenticated"}
 
