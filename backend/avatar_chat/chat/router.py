@@ -3,31 +3,27 @@ or SSE) in and out, nothing else."""
 
 from __future__ import annotations
 
-import json
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, Request, Response, status
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from avatar_chat.auth.dependencies import CurrentUser
+from avatar_chat.chat import events
 from avatar_chat.chat.dependencies import Chat, chat_service
 from avatar_chat.chat.schemas import IDEMPOTENCY_KEY_MAX, Exchange, MessageCreate
-from avatar_chat.chat.service import ReplyEvent
 from avatar_chat.chat.turn import Turn
 from avatar_chat.conversations.schemas import MessageRead
 from avatar_chat.core.errors import (
     AUTHENTICATED_ERRORS,
     BODY_ERRORS,
-    AppError,
     BadRequest,
     Conflict,
     NotFound,
     ProviderError,
     ProviderTimeout,
     TooManyRequests,
-    error_payload,
     responses,
 )
 from avatar_chat.core.http import header_parameter, read_header
@@ -35,53 +31,9 @@ from avatar_chat.core.http import header_parameter, read_header
 router = APIRouter(prefix="/conversations", tags=["chat"])
 
 
-_SSE_DOC = (
-    "With `Accept: text/event-stream` the answer is an SSE stream instead: `user_message` (the saved "
-    "message), `assistant_message` (the reply being generated: its id and seq, to resume or stop it), "
-    '`delta` ({"content": ...} chunks), then `done` (the saved reply) or `error` '
-    '({"code", "message", "details": {"assistant_message_id", ...}}). Every `delta` and `done` has an '
-    "SSE `id` (`<attempt>:<characters so far>`): send the last one as `Last-Event-ID` to "
-    "`GET .../messages/{message_id}/stream` to resume on any worker."
-)
 _IDEMPOTENCY_DOC = "Retries with the same key return the original exchange instead of a second one."
 
 
-def _sse_event(name: str, payload: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "type": "object",
-        "required": ["event", "data"],
-        "properties": {
-            "event": {"const": name},
-            "id": {"type": "string"},
-            "data": {"type": "string", "contentMediaType": "application/json", "contentSchema": payload},
-        },
-    }
-
-
-_DELTA = {"type": "object", "required": ["content"], "properties": {"content": {"type": "string"}}}
-_MESSAGE = {"$ref": "#/components/schemas/MessageRead"}
-_ERROR = {"$ref": "#/components/schemas/ErrorBody"}
-# OpenAPI 3.1 reads an event stream's `schema` as the schema of each event.
-_TURN_EVENTS = {
-    "oneOf": [
-        _sse_event("user_message", _MESSAGE),
-        _sse_event("assistant_message", _MESSAGE),
-        _sse_event("delta", _DELTA),
-        _sse_event("done", _MESSAGE),
-        _sse_event("error", _ERROR),
-    ]
-}
-_FOLLOW_EVENTS = {
-    "oneOf": [
-        _sse_event(
-            "reset",
-            {"type": "object", "required": ["attempt"], "properties": {"attempt": {"type": "integer"}}},
-        ),
-        _sse_event("delta", _DELTA),
-        _sse_event("done", _MESSAGE),
-        _sse_event("error", _ERROR),
-    ]
-}
 _TURN_ERRORS = (
     *AUTHENTICATED_ERRORS,
     *BODY_ERRORS,
@@ -102,11 +54,11 @@ def _turn_route(summary: str, description: str) -> dict[str, Any]:
             **responses(*_TURN_ERRORS),
             201: {
                 "description": "The saved user message and reply.",
-                "content": {"text/event-stream": {"schema": _TURN_EVENTS}},
+                "content": {events.MEDIA_TYPE: {"schema": events.TURN_SCHEMA}},
             },
         },
         "summary": summary,
-        "description": description + "\n\n" + _SSE_DOC,
+        "description": description + "\n\n" + events.DOC,
         "openapi_extra": {
             "parameters": [
                 header_parameter(
@@ -121,7 +73,7 @@ def _turn_route(summary: str, description: str) -> dict[str, Any]:
 
 
 def _wants_sse(request: Request) -> bool:
-    return "text/event-stream" in request.headers.get("accept", "")
+    return events.MEDIA_TYPE in request.headers.get("accept", "")
 
 
 def _key(request: Request) -> str | None:
@@ -132,9 +84,9 @@ async def _answer(turn: Turn, sse: bool) -> Response:
     headers = {"Idempotent-Replayed": "true"} if turn.replayed else {}
     if sse:
         return StreamingResponse(
-            _turn_events(turn),
-            media_type="text/event-stream",
-            headers={**headers, **_SSE_HEADERS},
+            events.turn_events(turn),
+            media_type=events.MEDIA_TYPE,
+            headers={**headers, **events.HEADERS},
             status_code=status.HTTP_201_CREATED,
         )
     exchange: Exchange = await turn.exchange()
@@ -235,7 +187,7 @@ async def stop_reply(
         **responses(*AUTHENTICATED_ERRORS, NotFound, BadRequest),
         200: {
             "description": "The reply's events.",
-            "content": {"text/event-stream": {"schema": _FOLLOW_EVENTS}},
+            "content": {events.MEDIA_TYPE: {"schema": events.FOLLOW_SCHEMA}},
         },
     },
     response_class=StreamingResponse,
@@ -246,42 +198,19 @@ async def stop_reply(
     "and the text received so far is to be dropped.",
     openapi_extra={
         "parameters": [
-            header_parameter("Last-Event-ID", description="The id of the last event received.", max_length=40)
+            header_parameter(
+                "Last-Event-ID",
+                description="The id of the last event received.",
+                max_length=events.LAST_EVENT_ID_MAX,
+            )
         ]
     },
 )
 async def stream_reply(
     conversation_id: uuid.UUID, message_id: uuid.UUID, user: CurrentUser, chat: Chat, request: Request
 ) -> StreamingResponse:
-    last_event_id = read_header(request, "Last-Event-ID", max_length=40)
-    events = await chat.follow(user, conversation_id, message_id, last_event_id=last_event_id)
-    return StreamingResponse(_follow_events(events), media_type="text/event-stream", headers=_SSE_HEADERS)
-
-
-_SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-
-
-def _event(name: str, data: Any, event_id: str | None = None) -> str:
-    head = f"id: {event_id}\n" if event_id is not None else ""
-    return f"{head}event: {name}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
-
-
-async def _turn_events(turn: Turn) -> AsyncIterator[str]:
-    yield _event("user_message", turn.user_message.model_dump(mode="json"))
-    if turn.reply is not None:
-        yield _event("assistant_message", turn.reply.model_dump(mode="json"))
-    offset = 0
-    async for chunk in turn.stream():
-        offset += len(chunk)
-        yield _event("delta", {"content": chunk}, f"{turn.attempt}:{offset}")
-    try:
-        reply = (await turn.result()).raise_for_failure(turn.user_message)
-    except AppError as exc:
-        yield _event("error", error_payload(exc.code, exc.message, exc.details)["error"])
-        return
-    yield _event("done", reply.model_dump(mode="json"), f"{turn.attempt}:{len(reply.content)}")
-
-
-async def _follow_events(events: AsyncIterator[ReplyEvent]) -> AsyncIterator[str]:
-    async for event in events:
-        yield _event(event.name, event.data, event.id)
+    last_event_id = read_header(request, "Last-Event-ID", max_length=events.LAST_EVENT_ID_MAX)
+    followed = await chat.follow(user, conversation_id, message_id, last_event_id=last_event_id)
+    return StreamingResponse(
+        events.follow_events(followed), media_type=events.MEDIA_TYPE, headers=events.HEADERS
+    )

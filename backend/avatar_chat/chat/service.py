@@ -27,11 +27,11 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from avatar_chat.avatars.persona import AvatarSnapshot
 from avatar_chat.cache.store import SessionStore
 from avatar_chat.chat import repository
+from avatar_chat.chat.events import ReplyEvent, event_id, not_completed, parse_event_id
 from avatar_chat.chat.metrics import ChatMetrics, ChatStats
 from avatar_chat.chat.progress import ReplyProgress
 from avatar_chat.chat.prompt import build_request
@@ -41,7 +41,7 @@ from avatar_chat.conversations import repository as conversations_repository
 from avatar_chat.conversations.schemas import MessageRead, MessageRole, MessageStatus, effective_status
 from avatar_chat.core.claims import Claims
 from avatar_chat.core.database import Database, Record
-from avatar_chat.core.errors import AppError, BadRequest, Conflict, ServiceUnavailable, TooManyRequests
+from avatar_chat.core.errors import AppError, Conflict, ServiceUnavailable, TooManyRequests
 from avatar_chat.core.settings import Settings
 from avatar_chat.core.tasks import TaskTracker
 from avatar_chat.llm.base import LLMProvider, PromptMessage, ProviderFailure, SummaryRequest
@@ -64,26 +64,6 @@ def _interrupted() -> ServiceUnavailable:
     )
 
 
-@dataclass(frozen=True, slots=True)
-class ReplyEvent:
-    """One server-sent event of a reply: `reset`, `delta`, `done` or `error`, with the
-    SSE id (`<attempt>:<characters so far>`) a client sends back as Last-Event-ID."""
-
-    name: str
-    data: dict[str, Any]
-    id: str | None
-
-
-def parse_event_id(last_event_id: str | None) -> tuple[int | None, int]:
-    """(attempt, offset) of a Last-Event-ID this API sent; anything else starts over."""
-    if not last_event_id:
-        return None, 0
-    attempt, _, offset = last_event_id.partition(":")
-    if not (attempt.isdigit() and offset.isdigit()):  # its length is bounded by the router
-        raise BadRequest("Last-Event-ID is not an event id of this reply.", code="invalid_event_id")
-    return int(attempt), int(offset)
-
-
 def _reply(row: Record, conversation_id: uuid.UUID, message_id: uuid.UUID, content: str) -> MessageRead:
     """An assistant message from what reply_progress answered (with the text from 0)."""
     fields = {**dict(row.items()), "id": message_id, "conversation_id": conversation_id, "role": "assistant"}
@@ -93,7 +73,6 @@ def _reply(row: Record, conversation_id: uuid.UUID, message_id: uuid.UUID, conte
 # At most this many messages are folded into a summary at once (the newest of them).
 _SUMMARY_SOURCE_MESSAGES = 200
 
-_NOT_COMPLETED = "The reply did not complete; send again with the same Idempotency-Key to retry it."
 _IN_PROGRESS = "send_in_progress"
 
 
@@ -322,13 +301,13 @@ class ChatService:
             if attempt is not None and row["attempt"] != attempt:
                 # A retry started the reply over: the client drops what it has.
                 attempt, offset = row["attempt"], 0
-                yield ReplyEvent("reset", {"attempt": attempt}, f"{attempt}:0")
+                yield ReplyEvent("reset", {"attempt": attempt}, event_id(attempt, 0))
                 row, read_at = await fetch(0), 0
                 continue
             attempt = row["attempt"]
             if row["tail"]:
                 offset = row["length"]
-                yield ReplyEvent("delta", {"content": row["tail"]}, f"{attempt}:{offset}")
+                yield ReplyEvent("delta", {"content": row["tail"]}, event_id(attempt, offset))
             status = effective_status(row["status"], row["lease_expires_at"])
             if status != MessageStatus.streaming:
                 final = row if read_at == 0 else await fetch(0)
@@ -337,18 +316,10 @@ class ChatService:
                     continue
                 reply = _reply(final, conversation_id, message_id, final["tail"])
                 if status in _SHOWN_TO_THE_MODEL:
-                    yield ReplyEvent("done", reply.model_dump(mode="json"), f"{attempt}:{final['length']}")
+                    done_id = event_id(attempt, final["length"])
+                    yield ReplyEvent("done", reply.model_dump(mode="json"), done_id)
                 else:
-                    code = row["error_code"] or str(status)
-                    yield ReplyEvent(
-                        "error",
-                        {
-                            "code": code,
-                            "message": _NOT_COMPLETED,
-                            "details": {"assistant_message_id": str(message_id), "status": str(status)},
-                        },
-                        None,
-                    )
+                    yield not_completed(message_id, str(status), row["error_code"] or str(status))
                 return
             await asyncio.sleep(self._poll_s)
             row, read_at = await fetch(offset), offset

@@ -1,0 +1,129 @@
+"""The server-sent events of a reply: their names, ids, encoding and OpenAPI schemas.
+
+A send (or regenerate, or edit) streams `user_message`, `assistant_message`, `delta`...,
+then `done` or `error`; following a reply (GET .../stream) streams `reset`, `delta`...,
+then `done` or `error`. Every `delta`, `done` and `reset` carries the SSE id
+`<attempt>:<characters so far>`, which a client sends back as `Last-Event-ID` to resume.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any, Final
+
+from avatar_chat.chat.turn import Turn
+from avatar_chat.core.errors import AppError, BadRequest, error_payload
+
+MEDIA_TYPE: Final = "text/event-stream"
+HEADERS: Final = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+LAST_EVENT_ID_MAX: Final = 40  # the longest Last-Event-ID header read
+
+_NOT_COMPLETED = "The reply did not complete; send again with the same Idempotency-Key to retry it."
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyEvent:
+    """One event of a reply being followed: `reset`, `delta`, `done` or `error`, with its id."""
+
+    name: str
+    data: dict[str, Any]
+    id: str | None
+
+
+def event_id(attempt: int, offset: int) -> str:
+    """The id of an event: the reply's attempt and how many characters were sent so far."""
+    return f"{attempt}:{offset}"
+
+
+def parse_event_id(last_event_id: str | None) -> tuple[int | None, int]:
+    """(attempt, offset) of a Last-Event-ID this API sent; anything else starts over."""
+    if not last_event_id:
+        return None, 0
+    attempt, _, offset = last_event_id.partition(":")
+    if not (attempt.isdigit() and offset.isdigit()):  # its length is bounded by the router
+        raise BadRequest("Last-Event-ID is not an event id of this reply.", code="invalid_event_id")
+    return int(attempt), int(offset)
+
+
+def not_completed(message_id: uuid.UUID, status: str, code: str) -> ReplyEvent:
+    """The `error` event of a followed reply that settled without completing."""
+    details = {"assistant_message_id": str(message_id), "status": status}
+    return ReplyEvent("error", {"code": code, "message": _NOT_COMPLETED, "details": details}, None)
+
+
+def encode(name: str, data: Any, id_: str | None = None) -> str:
+    head = f"id: {id_}\n" if id_ is not None else ""
+    return f"{head}event: {name}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
+
+
+async def turn_events(turn: Turn) -> AsyncIterator[str]:
+    """The stream answering a send: the saved messages, the text as it comes, the end."""
+    yield encode("user_message", turn.user_message.model_dump(mode="json"))
+    if turn.reply is not None:
+        yield encode("assistant_message", turn.reply.model_dump(mode="json"))
+    offset = 0
+    async for chunk in turn.stream():
+        offset += len(chunk)
+        yield encode("delta", {"content": chunk}, event_id(turn.attempt, offset))
+    try:
+        reply = (await turn.result()).raise_for_failure(turn.user_message)
+    except AppError as exc:
+        yield encode("error", error_payload(exc.code, exc.message, exc.details)["error"])
+        return
+    yield encode("done", reply.model_dump(mode="json"), event_id(turn.attempt, len(reply.content)))
+
+
+async def follow_events(events: AsyncIterator[ReplyEvent]) -> AsyncIterator[str]:
+    async for event in events:
+        yield encode(event.name, event.data, event.id)
+
+
+# --- the OpenAPI description of both streams -------------------------------------------
+
+DOC: Final = (
+    "With `Accept: text/event-stream` the answer is an SSE stream instead: `user_message` (the saved "
+    "message), `assistant_message` (the reply being generated: its id and seq, to resume or stop it), "
+    '`delta` ({"content": ...} chunks), then `done` (the saved reply) or `error` '
+    '({"code", "message", "details": {"assistant_message_id", ...}}). Every `delta` and `done` has an '
+    "SSE `id` (`<attempt>:<characters so far>`): send the last one as `Last-Event-ID` to "
+    "`GET .../messages/{message_id}/stream` to resume on any worker."
+)
+
+
+def _schema(name: str, payload: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": ["event", "data"],
+        "properties": {
+            "event": {"const": name},
+            "id": {"type": "string"},
+            "data": {"type": "string", "contentMediaType": "application/json", "contentSchema": payload},
+        },
+    }
+
+
+_DELTA = {"type": "object", "required": ["content"], "properties": {"content": {"type": "string"}}}
+_MESSAGE = {"$ref": "#/components/schemas/MessageRead"}
+_ERROR = {"$ref": "#/components/schemas/ErrorBody"}
+_RESET = {"type": "object", "required": ["attempt"], "properties": {"attempt": {"type": "integer"}}}
+# OpenAPI 3.1 reads an event stream's `schema` as the schema of each event.
+TURN_SCHEMA: Final = {
+    "oneOf": [
+        _schema("user_message", _MESSAGE),
+        _schema("assistant_message", _MESSAGE),
+        _schema("delta", _DELTA),
+        _schema("done", _MESSAGE),
+        _schema("error", _ERROR),
+    ]
+}
+FOLLOW_SCHEMA: Final = {
+    "oneOf": [
+        _schema("reset", _RESET),
+        _schema("delta", _DELTA),
+        _schema("done", _MESSAGE),
+        _schema("error", _ERROR),
+    ]
+}
