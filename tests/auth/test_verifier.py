@@ -75,6 +75,16 @@ def settings(*, secret: str | None = SECRET, url: str | None = SUPABASE_URL, **k
     return Settings(_env_file=None, supabase_jwt_secret=secret, supabase_url=url, **kwargs)
 
 
+def published(*keys: SigningKey) -> httpx.Response:
+    """What JWKS_URL answers while these keys are published."""
+    return httpx.Response(200, json=jwks(*keys))
+
+
+JwksAnswer = httpx.Response | Exception
+Make = Callable[..., TokenVerifier]  # the `make` fixture: a verifier with these settings
+ServeJwks = Callable[..., respx.Route]  # the `serve_jwks` fixture
+
+
 async def rejected(verifier: TokenVerifier, token: str, code: str) -> Unauthorized:
     with pytest.raises(Unauthorized) as info:
         await verifier.verify(token)
@@ -96,6 +106,12 @@ def ec_key() -> SigningKey:
 @pytest.fixture(scope="module")
 def ec_key_2() -> SigningKey:
     return SigningKey("ec-2", "ES256", ec.generate_private_key(ec.SECP256R1()))
+
+
+@pytest.fixture(scope="module")
+def stranger(ec_key: SigningKey) -> SigningKey:
+    """The EC key under a kid that JWKS does not publish."""
+    return SigningKey("not-published", "ES256", ec_key.private)
 
 
 @pytest.fixture(scope="module")
@@ -122,12 +138,29 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def jwks_route(router: respx.MockRouter, ec_key: SigningKey, rsa_key: SigningKey) -> respx.Route:
-    return router.get(JWKS_URL).respond(json=jwks(ec_key, rsa_key))
+def serve_jwks(router: respx.MockRouter) -> ServeJwks:
+    """JWKS_URL's route: one answer given to every fetch, or several, one a fetch in turn."""
+
+    def serve(*answers: JwksAnswer) -> respx.Route:
+        route = router.get(JWKS_URL)
+        if len(answers) > 1:
+            route.side_effect = list(answers)
+        elif isinstance(answers[0], httpx.Response):
+            route.return_value = answers[0]
+        else:
+            route.side_effect = answers[0]
+        return route
+
+    return serve
 
 
 @pytest.fixture
-def make(http: httpx.AsyncClient, clock: FakeClock) -> Callable[..., TokenVerifier]:
+def jwks_route(serve_jwks: ServeJwks, ec_key: SigningKey, rsa_key: SigningKey) -> respx.Route:
+    return serve_jwks(published(ec_key, rsa_key))
+
+
+@pytest.fixture
+def make(http: httpx.AsyncClient, clock: FakeClock) -> Make:
     def factory(**kwargs: Any) -> TokenVerifier:
         return TokenVerifier(settings(**kwargs), http, clock=clock)
 
@@ -135,7 +168,7 @@ def make(http: httpx.AsyncClient, clock: FakeClock) -> Callable[..., TokenVerifi
 
 
 @pytest.fixture
-def verifier(make: Callable[..., TokenVerifier], jwks_route: respx.Route) -> TokenVerifier:
+def verifier(make: Make, jwks_route: respx.Route) -> TokenVerifier:
     return make()
 
 
@@ -151,9 +184,7 @@ async def test_valid_hs256(verifier: TokenVerifier, jwks_route: respx.Route) -> 
     assert jwks_route.call_count == 0  # HS256 never touches JWKS
 
 
-async def test_minted_token_round_trips_without_supabase_url(
-    make: Callable[..., TokenVerifier],
-) -> None:
+async def test_minted_token_round_trips_without_supabase_url(make: Make) -> None:
     verifier = make(url=None)
     token = mint_access_token(SECRET, user_id=USER_ID, email="ada@example.com")
     claims = await verifier.verify(token)
@@ -221,11 +252,11 @@ async def test_jwks_is_cached(
 
 
 async def test_concurrent_verifies_share_one_fetch(
-    make: Callable[..., TokenVerifier], router: respx.MockRouter, ec_key: SigningKey
+    make: Make, router: respx.MockRouter, ec_key: SigningKey
 ) -> None:
     async def slow_jwks(_: httpx.Request) -> httpx.Response:
         await asyncio.sleep(0.02)  # keep the fetch in flight while the others arrive
-        return httpx.Response(200, json=jwks(ec_key))
+        return published(ec_key)
 
     route = router.get(JWKS_URL).mock(side_effect=slow_jwks)
     verifier = make()
@@ -236,10 +267,7 @@ async def test_concurrent_verifies_share_one_fetch(
 
 
 async def test_cache_expires_after_ttl(
-    make: Callable[..., TokenVerifier],
-    jwks_route: respx.Route,
-    clock: FakeClock,
-    ec_key: SigningKey,
+    make: Make, jwks_route: respx.Route, clock: FakeClock, ec_key: SigningKey
 ) -> None:
     verifier = make(jwks_cache_ttl_s=60)
     token = ec_key.sign(user_claims())
@@ -253,17 +281,9 @@ async def test_cache_expires_after_ttl(
 
 
 async def test_expired_cache_drops_removed_keys(
-    make: Callable[..., TokenVerifier],
-    router: respx.MockRouter,
-    clock: FakeClock,
-    ec_key: SigningKey,
-    ec_key_2: SigningKey,
+    make: Make, serve_jwks: ServeJwks, clock: FakeClock, ec_key: SigningKey, ec_key_2: SigningKey
 ) -> None:
-    route = router.get(JWKS_URL)
-    route.side_effect = [
-        httpx.Response(200, json=jwks(ec_key, ec_key_2)),
-        httpx.Response(200, json=jwks(ec_key_2)),
-    ]
+    route = serve_jwks(published(ec_key, ec_key_2), published(ec_key_2))
     verifier = make(jwks_cache_ttl_s=60)
     await verifier.verify(ec_key.sign(user_claims()))
     clock.advance(61)
@@ -272,16 +292,9 @@ async def test_expired_cache_drops_removed_keys(
 
 
 async def test_unknown_kid_refetches_once_for_key_rotation(
-    make: Callable[..., TokenVerifier],
-    router: respx.MockRouter,
-    ec_key: SigningKey,
-    ec_key_2: SigningKey,
+    make: Make, serve_jwks: ServeJwks, ec_key: SigningKey, ec_key_2: SigningKey
 ) -> None:
-    route = router.get(JWKS_URL)
-    route.side_effect = [
-        httpx.Response(200, json=jwks(ec_key)),
-        httpx.Response(200, json=jwks(ec_key, ec_key_2)),
-    ]
+    route = serve_jwks(published(ec_key), published(ec_key, ec_key_2))
     verifier = make()
     await verifier.verify(ec_key.sign(user_claims()))
     claims = await verifier.verify(ec_key_2.sign(user_claims()))
@@ -290,17 +303,13 @@ async def test_unknown_kid_refetches_once_for_key_rotation(
 
 
 async def test_unknown_kid_after_refetch_is_rejected_and_rate_limited(
-    make: Callable[..., TokenVerifier],
-    router: respx.MockRouter,
-    clock: FakeClock,
-    ec_key: SigningKey,
+    make: Make, serve_jwks: ServeJwks, clock: FakeClock, ec_key: SigningKey, stranger: SigningKey
 ) -> None:
-    route = router.get(JWKS_URL).respond(json=jwks(ec_key))
+    route = serve_jwks(published(ec_key))
     verifier = make()
     await verifier.verify(ec_key.sign(user_claims()))
     assert route.call_count == 1
 
-    stranger = SigningKey("not-published", "ES256", ec_key.private)
     await rejected(verifier, stranger.sign(user_claims()), "unknown_key")
     assert route.call_count == 2  # one refetch
 
@@ -318,9 +327,8 @@ async def test_unknown_kid_after_refetch_is_rejected_and_rate_limited(
 
 
 async def test_unknown_kid_on_cold_cache_does_not_fetch_twice(
-    verifier: TokenVerifier, jwks_route: respx.Route, ec_key: SigningKey
+    verifier: TokenVerifier, jwks_route: respx.Route, stranger: SigningKey
 ) -> None:
-    stranger = SigningKey("not-published", "ES256", ec_key.private)
     await rejected(verifier, stranger.sign(user_claims()), "unknown_key")
     assert jwks_route.call_count == 1
 
@@ -331,10 +339,10 @@ async def test_asymmetric_token_without_kid(verifier: TokenVerifier, ec_key: Sig
 
 
 async def test_empty_jwks_means_unknown_key_not_outage(
-    make: Callable[..., TokenVerifier], router: respx.MockRouter, ec_key: SigningKey
+    make: Make, serve_jwks: ServeJwks, ec_key: SigningKey
 ) -> None:
     # What a project still on the legacy HS256 secret publishes.
-    router.get(JWKS_URL).respond(json={"keys": []})
+    serve_jwks(published())
     await rejected(make(), ec_key.sign(user_claims()), "unknown_key")
 
 
@@ -354,16 +362,9 @@ async def test_empty_jwks_means_unknown_key_not_outage(
     ids=["connect", "timeout", "503", "500", "not-json", "no-keys"],
 )
 async def test_jwks_down_without_cache_is_503(
-    make: Callable[..., TokenVerifier],
-    router: respx.MockRouter,
-    ec_key: SigningKey,
-    failure: Exception | httpx.Response,
+    make: Make, serve_jwks: ServeJwks, ec_key: SigningKey, failure: Exception | httpx.Response
 ) -> None:
-    route = router.get(JWKS_URL)
-    if isinstance(failure, httpx.Response):
-        route.return_value = failure
-    else:
-        route.side_effect = failure
+    serve_jwks(failure)
     verifier = make()
     with pytest.raises(ServiceUnavailable) as info:
         await verifier.verify(ec_key.sign(user_claims()))
@@ -373,12 +374,9 @@ async def test_jwks_down_without_cache_is_503(
 
 
 async def test_jwks_outage_is_not_retried_per_request(
-    make: Callable[..., TokenVerifier],
-    router: respx.MockRouter,
-    clock: FakeClock,
-    ec_key: SigningKey,
+    make: Make, serve_jwks: ServeJwks, clock: FakeClock, ec_key: SigningKey
 ) -> None:
-    route = router.get(JWKS_URL).mock(side_effect=httpx.ConnectError("down"))
+    route = serve_jwks(httpx.ConnectError("down"))
     verifier = make()
     token = ec_key.sign(user_claims())
     for _ in range(5):
@@ -388,19 +386,15 @@ async def test_jwks_outage_is_not_retried_per_request(
 
     clock.advance(10)
     route.side_effect = None
-    route.return_value = httpx.Response(200, json=jwks(ec_key))
+    route.return_value = published(ec_key)
     assert (await verifier.verify(token)).sub == USER_ID
     assert route.call_count == 2
 
 
 async def test_jwks_outage_serves_stale_cache(
-    make: Callable[..., TokenVerifier],
-    router: respx.MockRouter,
-    clock: FakeClock,
-    ec_key: SigningKey,
+    make: Make, serve_jwks: ServeJwks, clock: FakeClock, ec_key: SigningKey
 ) -> None:
-    route = router.get(JWKS_URL)
-    route.side_effect = [httpx.Response(200, json=jwks(ec_key)), httpx.Response(502)]
+    route = serve_jwks(published(ec_key), httpx.Response(502))
     verifier = make(jwks_cache_ttl_s=60)
     token = ec_key.sign(user_claims())
     await verifier.verify(token)
@@ -410,10 +404,8 @@ async def test_jwks_outage_serves_stale_cache(
     assert route.call_count == 2  # the failed refresh is not retried on every request
 
 
-async def test_hs256_works_while_jwks_is_down(
-    make: Callable[..., TokenVerifier], router: respx.MockRouter
-) -> None:
-    route = router.get(JWKS_URL).mock(side_effect=httpx.ConnectError("down"))
+async def test_hs256_works_while_jwks_is_down(make: Make, serve_jwks: ServeJwks) -> None:
+    route = serve_jwks(httpx.ConnectError("down"))
     assert (await make().verify(hs256())).sub == USER_ID
     assert route.call_count == 0
 
@@ -537,10 +529,7 @@ async def test_unsupported_algorithm(
 
 @pytest.mark.parametrize("key_name", ["rsa_key", "ec_key"])
 async def test_algorithm_confusion_hs256_signed_with_public_key(
-    request: pytest.FixtureRequest,
-    make: Callable[..., TokenVerifier],
-    jwks_route: respx.Route,
-    key_name: str,
+    request: pytest.FixtureRequest, make: Make, jwks_route: respx.Route, key_name: str
 ) -> None:
     key: SigningKey = request.getfixturevalue(key_name)
     token = hs256_with_key(key.public_pem, {"alg": "HS256", "kid": key.kid}, user_claims())
@@ -559,9 +548,9 @@ async def test_header_alg_must_match_the_published_key(
 
 
 async def test_encryption_keys_are_not_used_for_signatures(
-    make: Callable[..., TokenVerifier], router: respx.MockRouter, ec_key: SigningKey
+    make: Make, serve_jwks: ServeJwks, ec_key: SigningKey
 ) -> None:
-    router.get(JWKS_URL).respond(json={"keys": [{**ec_key.jwk, "use": "enc"}]})
+    serve_jwks(httpx.Response(200, json={"keys": [{**ec_key.jwk, "use": "enc"}]}))
     await rejected(make(), ec_key.sign(user_claims()), "unsupported_algorithm")
 
 
@@ -575,9 +564,7 @@ async def test_wrong_issuer(verifier: TokenVerifier, iss: str | None) -> None:
     await rejected(verifier, hs256(iss=iss), "invalid_issuer")
 
 
-async def test_issuer_is_not_checked_without_supabase_url(
-    make: Callable[..., TokenVerifier],
-) -> None:
+async def test_issuer_is_not_checked_without_supabase_url(make: Make) -> None:
     claims = await make(url=None).verify(hs256(iss="anything"))
     assert claims.sub == USER_ID
 
@@ -649,19 +636,17 @@ async def test_new_style_api_keys_are_not_user_sessions(verifier: TokenVerifier,
     await rejected(verifier, key, "not_a_user_token")
 
 
-async def test_hs256_without_configured_secret(
-    make: Callable[..., TokenVerifier], jwks_route: respx.Route
-) -> None:
+async def test_hs256_without_configured_secret(make: Make, jwks_route: respx.Route) -> None:
     await rejected(make(secret=None), hs256(), "unsupported_algorithm")
     assert jwks_route.call_count == 0
 
 
-async def test_empty_secret_counts_as_not_configured(make: Callable[..., TokenVerifier]) -> None:
+async def test_empty_secret_counts_as_not_configured(make: Make) -> None:
     await rejected(make(secret=""), hs256(), "unsupported_algorithm")
 
 
 async def test_asymmetric_without_supabase_url(
-    make: Callable[..., TokenVerifier], jwks_route: respx.Route, ec_key: SigningKey
+    make: Make, jwks_route: respx.Route, ec_key: SigningKey
 ) -> None:
     await rejected(make(url=None), ec_key.sign(user_claims()), "unsupported_algorithm")
     assert jwks_route.call_count == 0
