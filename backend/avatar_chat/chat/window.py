@@ -7,6 +7,12 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from avatar_chat.conversations.schemas import MessageStatus
+
+# What the model sees of earlier replies: finished ones, and stopped ones (the user saw
+# their text); never failed, cut off or still streaming ones.
+SHOWN_TO_THE_MODEL = frozenset({MessageStatus.complete, MessageStatus.stopped})
+
 
 @dataclass(frozen=True, slots=True)
 class WindowMessage:

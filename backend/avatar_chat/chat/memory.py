@@ -1,0 +1,181 @@
+"""What a conversation remembers between turns: the recent window the model is given, the
+summary of what came before it, and the title.
+
+A turn reads its window and summary from begin_turn's answer, or from the SessionStore
+when begin_turn found the cached ones current (`window`, `summary`). Once the reply is
+committed, `after_commit` caches the new window and starts the title and summary as
+tracked background work, so they rely only on committed rows (G4).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+from avatar_chat.avatars.persona import AvatarSnapshot
+from avatar_chat.cache.store import SessionStore
+from avatar_chat.chat import repository
+from avatar_chat.chat.metrics import ChatMetrics, ChatStats
+from avatar_chat.chat.plan import TurnPlan
+from avatar_chat.chat.window import SHOWN_TO_THE_MODEL, ConversationWindow, WindowMessage, fit_window
+from avatar_chat.conversations.schemas import MessageRead, MessageStatus
+from avatar_chat.core.claims import Claims
+from avatar_chat.core.database import Database, Record
+from avatar_chat.core.settings import Settings
+from avatar_chat.core.tasks import TaskTracker
+from avatar_chat.llm.base import LLMProvider, PromptMessage, ProviderFailure, SummaryRequest
+
+log = logging.getLogger(__name__)
+
+_TITLE_WORDS = 6
+_TITLE_CHARS = 60
+# At most this many messages are folded into a summary at once (the newest of them).
+_SUMMARY_SOURCE_MESSAGES = 200
+
+
+def make_title(first_message: str) -> str:
+    words = first_message.split()[:_TITLE_WORDS]
+    title = " ".join(words) or "New conversation"
+    return title if len(title) <= _TITLE_CHARS else title[: _TITLE_CHARS - 1] + "…"
+
+
+class Memory:
+    def __init__(
+        self,
+        db: Database,
+        store: SessionStore[AvatarSnapshot, ConversationWindow],
+        llm: LLMProvider,
+        tasks: TaskTracker,
+        settings: Settings,
+        *,
+        metrics: ChatMetrics,
+        stats: ChatStats,
+    ) -> None:
+        self._db = db
+        self._store = store
+        self._llm = llm
+        self._tasks = tasks
+        self._window_size = settings.chat_window_messages
+        self._window_chars = settings.chat_window_max_chars
+        self._summary_chars = settings.chat_summary_max_chars
+        self._metrics = metrics
+        self._stats = stats
+
+    # --- read when a turn is admitted -------------------------------------------------------
+
+    def window(
+        self, row: Record, cached: ConversationWindow | None, *, new_turn: bool
+    ) -> tuple[tuple[WindowMessage, ...], bool]:
+        """Settled messages before this turn, and whether that view may be cached."""
+        if self._window_size == 0:
+            return (), False
+        seqs: list[int] | None = row["window_seqs"]
+        if seqs is None:  # the cached window ends exactly where this turn begins
+            assert cached is not None
+            self._store.note_window(cached=True, matched=True)
+            return cached.messages, True
+        self._store.note_window(cached=cached is not None, matched=False)
+        statuses: list[str] = row["window_statuses"]
+        messages = [
+            WindowMessage(seq=seq, role=role, content=content)
+            for seq, role, content, status in zip(
+                seqs, row["window_roles"], row["window_contents"], statuses, strict=True
+            )
+            if status in SHOWN_TO_THE_MODEL
+        ]
+        # Replies still generating (or cut off) are left out; a view that holds one is not
+        # cached, since it changes when they settle.
+        settled = MessageStatus.streaming not in statuses
+        return self._fit(messages), settled and new_turn
+
+    @staticmethod
+    def summary(row: Record, cached: ConversationWindow | None) -> tuple[int | None, str]:
+        """The valid summary begin_turn reported: its text as sent, or as this worker has it
+        with its window when begin_turn found that one current (then it sends no text)."""
+        summary_seq: int | None = row.get("summary_seq")
+        if summary_seq is None:
+            return None, ""
+        content: str | None = row.get("summary_content")
+        if content is None:
+            assert cached is not None and cached.summary_seq == summary_seq
+            content = cached.summary
+        return summary_seq, content
+
+    def _fit(self, messages: list[WindowMessage]) -> tuple[WindowMessage, ...]:
+        return fit_window(messages, max_messages=self._window_size, max_chars=self._window_chars)
+
+    # --- after the reply is committed -------------------------------------------------------
+
+    async def after_commit(self, plan: TurnPlan, saved: MessageRead) -> None:
+        """finish_turn has returned: the exchange is committed, so this may rely on it."""
+        if plan.window_cacheable:
+            await self._remember_window(plan, saved)
+        if plan.title_unset:
+            self._tasks.spawn(self._set_title(plan.user, plan.conversation_id), name="title")
+        # Once more than a window and a half of messages came after the summary, fold the
+        # older ones in (keeping half a window of overlap with the recent ones).
+        covered = plan.summary_seq or 0
+        if self._window_size and plan.new_turn and saved.seq - covered > self._window_size * 3 // 2:
+            target = saved.seq - self._window_size // 2
+            self._tasks.spawn(self._summarize(plan, covered, target), name="summary")
+
+    async def _remember_window(self, plan: TurnPlan, reply: MessageRead) -> None:
+        added = (
+            WindowMessage(seq=plan.user_message.seq, role="user", content=plan.user_message.content),
+            WindowMessage(seq=reply.seq, role="assistant", content=reply.content),
+        )
+        messages = self._fit([*plan.window, *added])
+        await self._store.put_window(
+            ConversationWindow(
+                plan.conversation_id,
+                last_seq=reply.seq,
+                revision=plan.revision,
+                messages=messages,
+                summary_seq=plan.summary_seq,
+                summary=plan.summary,
+            )
+        )
+
+    async def _summarize(self, plan: TurnPlan, covered: int, target: int) -> None:
+        """Fold the messages in (covered, target] into the summary, made at plan.revision. The
+        summary is written by one guarded statement at the end: a worker that dies in
+        between writes nothing; if history changed meanwhile, nothing is written either."""
+        async with self._db.as_user(plan.user) as conn:
+            rows = await repository.messages_to_summarize(
+                conn, plan.conversation_id, after_seq=covered, upto_seq=target, limit=_SUMMARY_SOURCE_MESSAGES
+            )
+        if not rows:
+            return
+        request = SummaryRequest(
+            avatar=plan.avatar,
+            previous=plan.summary,  # "" when there is none
+            messages=tuple(
+                PromptMessage("user" if r["role"] == "user" else "assistant", r["content"]) for r in rows
+            ),
+            max_chars=self._summary_chars,
+        )
+        try:
+            content = await self._llm.summarize(request)
+        except ProviderFailure as exc:
+            self._metrics.provider_failures(exc.code).inc()
+            log.warning("could not summarize conversation %s: %s", plan.conversation_id, exc.code)
+            return
+        stored = await repository.save_summary(
+            self._db,
+            plan.user,
+            conversation_id=plan.conversation_id,
+            covers_upto_seq=target,
+            revision=plan.revision,
+            content=content,
+        )
+        self._stats.summaries_stored += int(stored)
+
+    async def _set_title(self, user: Claims, conversation_id: uuid.UUID) -> None:
+        async with self._db.as_user(user) as conn:
+            row = await repository.first_exchange(conn, conversation_id)
+            if row is None:
+                self._stats.title_tasks_without_rows += 1
+                log.error("title task found no committed message in %s", conversation_id)
+                return
+            if row["title"] is None:
+                await repository.set_title_if_unset(conn, conversation_id, make_title(row["content"]))

@@ -1,0 +1,35 @@
+"""A turn plan: what begin_turn (or begin_regenerate) committed for a reply, and what the
+rest of the turn is checked against. Made by chat.admission, read by chat.generation and
+chat.memory."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+from avatar_chat.avatars.persona import AvatarSnapshot
+from avatar_chat.chat.window import WindowMessage
+from avatar_chat.conversations.schemas import MessageRead
+from avatar_chat.core.claims import Claims
+
+
+@dataclass(slots=True)
+class TurnPlan:
+    user: Claims
+    conversation_id: uuid.UUID
+    reply_id: uuid.UUID
+    attempt: int
+    user_message: MessageRead
+    mode: str
+    revision: int
+    # The persona at the version begin_turn saw (G1), and the settled messages before
+    # this turn; whether that window may be cached for the next turn.
+    avatar: AvatarSnapshot
+    window: tuple[WindowMessage, ...]
+    window_cacheable: bool
+    # The conversation's summary of what came before the window, valid at this revision.
+    summary_seq: int | None
+    summary: str
+    # A new exchange (not a retry): only its window may be written to the cache.
+    new_turn: bool
+    title_unset: bool
