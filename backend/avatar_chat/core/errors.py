@@ -19,12 +19,44 @@ from avatar_chat.core.logs import REQUEST_ID
 log = logging.getLogger(__name__)
 
 
+# What each status means in this API: the default message of the AppError answering it,
+# and the status's description wherever a route lists it in `responses=`.
+MESSAGES: dict[int, str] = {
+    400: "The request is malformed.",
+    401: "A valid Supabase access token is required.",
+    403: "Not allowed.",
+    404: "Not found.",
+    409: "The request conflicts with the current state.",
+    412: "The resource changed since you read it (If-Match does not match).",
+    413: "The request body is larger than MAX_BODY_BYTES (65536 bytes unless configured).",
+    415: "The body is not of a type this route takes.",
+    422: "The request is not valid.",
+    429: "Too many requests; retry later.",
+    500: "Something went wrong on our side.",
+    502: "The language model provider failed.",
+    503: "Temporarily unavailable; retry shortly.",
+    504: "The language model provider did not answer in time.",
+}
+
+
 class AppError(Exception):
-    """An error the client can act on: HTTP status, stable code, human message."""
+    """An error the client can act on: HTTP status, stable code, human message.
+
+    A kind of error names its status and code where it is declared,
+    `class NotFound(AppError, status=404, code="not_found")`; its message is MESSAGES[status]
+    unless it sets its own."""
 
     status_code = 500
     code = "internal_error"
-    message = "Something went wrong on our side."
+    message = MESSAGES[500]
+
+    def __init_subclass__(cls, *, status: int | None = None, code: str | None = None, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if status is not None:
+            cls.status_code = status
+            cls.message = MESSAGES[status]
+        if code is not None:
+            cls.code = code
 
     def __init__(
         self,
@@ -41,17 +73,10 @@ class AppError(Exception):
         super().__init__(self.message)
 
 
-class BadRequest(AppError):
-    status_code = 400
-    code = "bad_request"
-    message = "The request is malformed."
+class BadRequest(AppError, status=400, code="bad_request"): ...
 
 
-class Unauthorized(AppError):
-    status_code = 401
-    code = "unauthorized"
-    message = "A valid Supabase access token is required."
-
+class Unauthorized(AppError, status=401, code="unauthorized"):
     def __init__(
         self,
         message: str | None = None,
@@ -66,75 +91,41 @@ class Unauthorized(AppError):
         super().__init__(message, code=code, headers={**challenge, **(headers or {})}, details=details)
 
 
-class Forbidden(AppError):
-    status_code = 403
-    code = "forbidden"
-    message = "Not allowed."
+class Forbidden(AppError, status=403, code="forbidden"): ...
 
 
-class NotFound(AppError):
-    status_code = 404
-    code = "not_found"
-    message = "Not found."
+class NotFound(AppError, status=404, code="not_found"): ...
 
 
-class Conflict(AppError):
-    status_code = 409
-    code = "conflict"
-    message = "The request conflicts with the current state."
+class Conflict(AppError, status=409, code="conflict"): ...
 
 
-class PreconditionFailed(AppError):
-    status_code = 412
-    code = "precondition_failed"
-    message = "The resource changed since you read it (If-Match does not match)."
+class PreconditionFailed(AppError, status=412, code="precondition_failed"): ...
 
 
-class PayloadTooLarge(AppError):
-    status_code = 413
-    code = "payload_too_large"
-    message = "The request body is larger than MAX_BODY_BYTES (65536 bytes unless configured)."
+class PayloadTooLarge(AppError, status=413, code="payload_too_large"): ...
 
 
-class UnsupportedMediaType(AppError):
-    status_code = 415
-    code = "unsupported_media_type"
-    message = "The body is not of a type this route takes."
+class UnsupportedMediaType(AppError, status=415, code="unsupported_media_type"): ...
 
 
-class ValidationFailed(AppError):
-    status_code = 422
-    code = "validation_failed"
-    message = "The request is not valid."
+class ValidationFailed(AppError, status=422, code="validation_failed"): ...
 
 
-class TooManyRequests(AppError):
-    status_code = 429
-    code = "rate_limited"
-    message = "Too many requests; retry later."
+class TooManyRequests(AppError, status=429, code="rate_limited"): ...
 
 
-class ProviderError(AppError):
-    status_code = 502
-    code = "provider_error"
-    message = "The language model provider failed."
+class ProviderError(AppError, status=502, code="provider_error"): ...
 
 
-class ServiceUnavailable(AppError):
-    status_code = 503
-    code = "service_unavailable"
-    message = "Temporarily unavailable; retry shortly."
-
+class ServiceUnavailable(AppError, status=503, code="service_unavailable"):
     def __init__(
         self, message: str | None = None, *, code: str | None = None, retry_after_s: int = 1
     ) -> None:
         super().__init__(message, code=code, headers={"Retry-After": str(retry_after_s)})
 
 
-class ProviderTimeout(AppError):
-    status_code = 504
-    code = "provider_timeout"
-    message = "The language model provider did not answer in time."
+class ProviderTimeout(AppError, status=504, code="provider_timeout"): ...
 
 
 class ErrorBody(BaseModel):
