@@ -24,7 +24,7 @@ import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
 from avatar_chat.core.claims import Claims
-from avatar_chat.core.db_errors import UNAVAILABLE, translate_errors, translated_error
+from avatar_chat.core.db_errors import UNAVAILABLE, raise_translated, translate_errors
 from avatar_chat.core.errors import AppError
 from avatar_chat.core.metrics import PoolMetrics
 from avatar_chat.core.settings import PoolMode, Settings
@@ -176,10 +176,7 @@ class Database:
         except AppError:
             raise
         except (asyncpg.PostgresError, *UNAVAILABLE) as exc:
-            error = translated_error(exc)
-            if error is exc:
-                raise
-            raise error from exc
+            raise_translated(exc)
 
     async def ping(self) -> None:
         async with self.connection() as conn:

@@ -35,7 +35,7 @@ import logging
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, NoReturn
 
 import asyncpg
 
@@ -140,14 +140,15 @@ def translate(exc: BaseException) -> AppError | None:
     return None
 
 
-def translated_error(exc: BaseException) -> BaseException:
-    """What to raise for a database failure: its `AppError`, or itself when it is our bug."""
+def raise_translated(exc: BaseException) -> NoReturn:
+    """Raise what a database failure means for the client, its `AppError`, from it; or
+    the failure itself when it is our bug. Called while handling `exc`."""
     translated = translate(exc)
     if translated is None:
-        return exc
+        raise exc
     if isinstance(translated, ServiceUnavailable):
         log.warning("database unavailable: %s: %s", type(exc).__name__, exc)
-    return translated
+    raise translated from exc
 
 
 @contextmanager
@@ -158,7 +159,4 @@ def translate_errors() -> Iterator[None]:
     except AppError:
         raise
     except (asyncpg.PostgresError, *UNAVAILABLE) as exc:
-        error = translated_error(exc)
-        if error is exc:
-            raise
-        raise error from exc
+        raise_translated(exc)
