@@ -17,6 +17,10 @@ _COLUMNS = (
 _HISTORY_COLUMNS = (
     "avatar_id, user_id, version, name, personality::text as personality, backstory, changed_at"
 )
+# One call as the user each, answering the avatar row as committed (none: no avatar).
+_SET_IMAGE = f"select {_COLUMNS}, previous_image_path from avatar_chat.set_my_avatar_image($1, $2, $3)"
+_UPDATE = f"select {_COLUMNS} from avatar_chat.update_my_avatar($1, $2::jsonb, $3)"
+_RESTORE = f"select {_COLUMNS} from avatar_chat.restore_my_avatar($1, $2, $3)"
 # Newest first; RLS adds `user_id = auth.uid()`, and avatar_history_user_id_version_key
 # answers both conditions and the order, so a page reads only its own rows.
 _HISTORY_FIRST = (
@@ -60,12 +64,7 @@ async def set_image_mine(
 ) -> tuple[AvatarRead, str | None] | None:
     """The row as committed and the image folder it pointed at before, or None when the
     user has no avatar; a stale `if_match` raises AC412 (412 with the current ETag)."""
-    row = await db.call_as(
-        user,
-        f"select {_COLUMNS}, previous_image_path from avatar_chat.set_my_avatar_image($1, $2, $3)",
-        image_path,
-        if_match,
-    )
+    row = await db.call_as(user, _SET_IMAGE, image_path, if_match)
     if row is None:
         return None
     return AvatarRead.from_row(row), row["previous_image_path"]
@@ -76,12 +75,7 @@ async def update_mine(
 ) -> AvatarRead | None:
     """The row as committed, or None when the user has no avatar; a stale `if_match`
     raises AC412 (412 with the current ETag)."""
-    row = await db.call_as(
-        user,
-        f"select {_COLUMNS} from avatar_chat.update_my_avatar($1, $2::jsonb, $3)",
-        changes,
-        if_match,
-    )
+    row = await db.call_as(user, _UPDATE, changes, if_match)
     return None if row is None else AvatarRead.from_row(row)
 
 
@@ -100,10 +94,5 @@ async def restore_mine(
     """The new version, with the persona of `version`, as committed; None when the user
     has no avatar. A stale `if_match` raises AC412 (412 with the current ETag), a
     version not in the user's history AC404 (`avatar_version_not_found`)."""
-    row = await db.call_as(
-        user,
-        f"select {_COLUMNS} from avatar_chat.restore_my_avatar($1, $2, $3)",
-        version,
-        if_match,
-    )
+    row = await db.call_as(user, _RESTORE, version, if_match)
     return None if row is None else AvatarRead.from_row(row)
