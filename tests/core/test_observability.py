@@ -203,7 +203,7 @@ async def test_metrics_count_real_traffic(observed: Observed, user: User, owner:
         assert (await client.get("/no/such/route")).status_code == 404
         assert (await client.get(f"/conversations/{cid}/nothing-here")).status_code == 404
         samples = await scrape(client)
-        assert state.store.stats.avatar_stale == 1
+        assert state.store.stats.avatar.stale == 1
 
     assert requests(samples, "POST", "/avatars/me", 201) == 1
     assert requests(samples, "PATCH", "/avatars/me/persona", 200) == 3

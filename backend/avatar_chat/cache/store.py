@@ -15,10 +15,11 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import OrderedDict
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 
-from avatar_chat.core.metrics import StoreMetrics
+from avatar_chat.core.metrics import Incrementer, StoreMetrics
 
 
 class CachedAvatar(Protocol):
@@ -48,19 +49,35 @@ W = TypeVar("W", bound=CachedWindow)
 
 
 @dataclass(slots=True)
-class StoreStats:
-    """What the store did for turns, in this worker (also reported as metrics, all workers).
-    A miss had nothing cached; a stale lookup had an entry whose version stamp no longer
-    matched (changed by another worker, the dashboard, SQL...), so it was reloaded."""
+class LookupStats:
+    """One kind's lookups by turns, and its entries dropped by the LRU bound. A miss had
+    nothing cached; a stale lookup had an entry whose version stamp no longer matched
+    (changed by another worker, the dashboard, SQL...), so it was reloaded."""
 
-    avatar_hits: int = 0
-    avatar_misses: int = 0
-    avatar_stale: int = 0
-    window_hits: int = 0
-    window_misses: int = 0
-    window_stale: int = 0
-    avatar_evictions: int = 0  # dropped by the LRU bound
-    window_evictions: int = 0
+    hits: int = 0
+    misses: int = 0
+    stale: int = 0
+    evictions: int = 0
+
+    def note(self, results: Mapping[str, Incrementer], *, cached: bool, matched: bool) -> None:
+        """Count one lookup here and in `results`, its metrics by result."""
+        if matched:
+            self.hits += 1
+            results["hit"].inc()
+        elif cached:
+            self.stale += 1
+            results["stale"].inc()
+        else:
+            self.misses += 1
+            results["miss"].inc()
+
+
+@dataclass(slots=True)
+class StoreStats:
+    """What the store did for turns, in this worker (also reported as metrics, all workers)."""
+
+    avatar: LookupStats = field(default_factory=LookupStats)
+    window: LookupStats = field(default_factory=LookupStats)
 
 
 class SessionStore(Generic[A, W]):
@@ -89,29 +106,11 @@ class SessionStore(Generic[A, W]):
 
     def note_avatar(self, *, cached: bool, matched: bool) -> None:
         """Whether a turn had an avatar cached, and whether its stamp matched (stats only)."""
-        stats = self.stats
-        if matched:
-            stats.avatar_hits += 1
-            self._metrics.avatar["hit"].inc()
-        elif cached:
-            stats.avatar_stale += 1
-            self._metrics.avatar["stale"].inc()
-        else:
-            stats.avatar_misses += 1
-            self._metrics.avatar["miss"].inc()
+        self.stats.avatar.note(self._metrics.avatar, cached=cached, matched=matched)
 
     def note_window(self, *, cached: bool, matched: bool) -> None:
         """Whether a turn had a window cached, and whether its stamp matched (stats only)."""
-        stats = self.stats
-        if matched:
-            stats.window_hits += 1
-            self._metrics.window["hit"].inc()
-        elif cached:
-            stats.window_stale += 1
-            self._metrics.window["stale"].inc()
-        else:
-            stats.window_misses += 1
-            self._metrics.window["miss"].inc()
+        self.stats.window.note(self._metrics.window, cached=cached, matched=matched)
 
     @property
     def avatar_count(self) -> int:
@@ -132,7 +131,7 @@ class SessionStore(Generic[A, W]):
             self._avatars.move_to_end(snapshot.user_id)
             while len(self._avatars) > self._max_avatars:
                 self._avatars.popitem(last=False)
-                self.stats.avatar_evictions += 1
+                self.stats.avatar.evictions += 1
                 self._metrics.avatar_evictions.inc()
 
     async def peek_avatar(self, user_id: uuid.UUID) -> A | None:
@@ -159,7 +158,7 @@ class SessionStore(Generic[A, W]):
             self._windows.move_to_end(window.conversation_id)
             while len(self._windows) > self._max_conversations:
                 self._windows.popitem(last=False)
-                self.stats.window_evictions += 1
+                self.stats.window.evictions += 1
                 self._metrics.window_evictions.inc()
 
     async def invalidate_conversation(self, conversation_id: uuid.UUID) -> None:
