@@ -9,8 +9,7 @@ from typing import Annotated
 from pydantic import BaseModel, Field, StringConstraints
 
 from avatar_chat.avatars.persona import PersonalityType
-from avatar_chat.core.database import Record
-from avatar_chat.core.schemas import PartialUpdate, StrictModel
+from avatar_chat.core.schemas import NextCursor, PartialUpdate, RowModel, StrictModel
 
 NAME_MAX = 80
 BACKSTORY_MAX = 4000
@@ -42,7 +41,7 @@ class PersonaUpdateRequest(PartialUpdate):
     personality: PersonalityType
 
 
-class AvatarRead(BaseModel):
+class AvatarRead(RowModel):
     id: uuid.UUID
     user_id: uuid.UUID
     name: str
@@ -56,20 +55,6 @@ class AvatarRead(BaseModel):
         description="Storage folder of the avatar's image (GET /avatars/me/image for its URLs); null: none.",
     )
 
-    @classmethod
-    def from_row(cls, row: Record) -> AvatarRead:
-        return cls(
-            id=row["id"],
-            user_id=row["user_id"],
-            name=row["name"],
-            personality=row["personality"],
-            backstory=row["backstory"],
-            version=row["version"],
-            created_at=row["created_at"],
-            updated_at=row["updated_at"],
-            image_path=row["image_path"],
-        )
-
 
 class AvatarImage(BaseModel):
     """Where to fetch the avatar's image: signed URLs, one per size, valid `expires_in` s."""
@@ -79,7 +64,7 @@ class AvatarImage(BaseModel):
     expires_in: int = Field(description="Seconds the URLs stay valid.")
 
 
-class AvatarVersion(BaseModel):
+class AvatarVersion(RowModel):
     """One version of the avatar, as `avatar_history` recorded it (whoever wrote it)."""
 
     avatar_id: uuid.UUID
@@ -90,13 +75,7 @@ class AvatarVersion(BaseModel):
     backstory: str
     changed_at: datetime
 
-    @classmethod
-    def from_row(cls, row: Record) -> AvatarVersion:
-        return cls.model_validate(dict(row.items()))
-
 
 class AvatarHistoryPage(BaseModel):
     items: list[AvatarVersion] = Field(description="Newest version first.")
-    next_cursor: str | None = Field(
-        description="Pass as `cursor` for the next (older) page; null at the end."
-    )
+    next_cursor: NextCursor

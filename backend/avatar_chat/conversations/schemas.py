@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field, StringConstraints
 
 from avatar_chat.avatars.persona import PersonalityType
 from avatar_chat.core.database import Record
-from avatar_chat.core.schemas import PartialUpdate, StrictModel
+from avatar_chat.core.schemas import NextCursor, PartialUpdate, RowModel, StrictModel
 
 TITLE_MAX = 200
 PAGE_MAX = 100
@@ -52,7 +52,7 @@ class ConversationUpdate(PartialUpdate):
     title: Title | None = None
 
 
-class ConversationRead(BaseModel):
+class ConversationRead(RowModel):
     id: uuid.UUID
     user_id: uuid.UUID
     title: str | None
@@ -61,19 +61,13 @@ class ConversationRead(BaseModel):
     created_at: datetime
     updated_at: datetime
 
-    @classmethod
-    def from_row(cls, row: Record) -> ConversationRead:
-        return cls.model_validate(dict(row.items()))
-
 
 class ConversationPage(BaseModel):
     items: list[ConversationRead]
-    next_cursor: str | None = Field(
-        description="Pass as `cursor` for the next (older) page; null at the end."
-    )
+    next_cursor: NextCursor
 
 
-class MessageRead(BaseModel):
+class MessageRead(RowModel):
     id: uuid.UUID
     conversation_id: uuid.UUID
     seq: int
@@ -91,23 +85,11 @@ class MessageRead(BaseModel):
     created_at: datetime
 
     @classmethod
-    def from_row(cls, row: Record | Mapping[str, Any]) -> MessageRead:
+    def row_values(cls, row: Record | Mapping[str, Any]) -> dict[str, Any]:
         """`row` holds `MESSAGE_COLUMNS` (conversations.repository)."""
-        return cls(
-            id=row["id"],
-            conversation_id=row["conversation_id"],
-            seq=row["seq"],
-            role=row["role"],
-            content=row["content"],
-            status=effective_status(row["status"], row["lease_expires_at"]),
-            persona_version=row["persona_version"],
-            personality=row["personality"],
-            error_code=row["error_code"],
-            variant=row["variant"],
-            is_current=row["is_current"],
-            reply_to=row["reply_to"],
-            created_at=row["created_at"],
-        )
+        values = super().row_values(row)
+        values["status"] = effective_status(row["status"], row["lease_expires_at"])
+        return values
 
 
 class MessageVariants(BaseModel):

@@ -1,10 +1,18 @@
-"""Base models every request payload shares."""
+"""Base models the payloads share: request bodies, and answers read from database rows."""
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from collections.abc import Mapping
+from typing import Annotated, Any, ClassVar, Self
 
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from avatar_chat.core.database import Record
+
+# A cursor-paginated answer's way on.
+NextCursor = Annotated[
+    str | None, Field(description="Pass as `cursor` for the next (older) page; null at the end.")
+]
 
 
 class StrictModel(BaseModel):
@@ -30,3 +38,27 @@ class PartialUpdate(StrictModel):
 
     def changes(self) -> dict[str, Any]:
         return self.model_dump(mode="json", exclude_unset=True)
+
+
+class RowModel(BaseModel):
+    """An answer read from a database row: each field is the column of the same name
+    (further columns are left out)."""
+
+    _columns: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        cls._columns = tuple(cls.model_fields)
+
+    @classmethod
+    def row_values(cls, row: Record | Mapping[str, Any]) -> dict[str, Any]:
+        """The values of the fields in `row` (a model reading a column otherwise overrides this)."""
+        return {name: row[name] for name in cls._columns}
+
+    @classmethod
+    def from_row(cls, row: Record | Mapping[str, Any]) -> Self:
+        # What model_validate does, less its Python frame: every chat turn and persona
+        # switch reads rows into models.
+        model: Self = cls.__pydantic_validator__.validate_python(cls.row_values(row))
+        return model
