@@ -11,19 +11,11 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
-import asyncpg
 import httpx
 import pytest
 
 from tests.support.assertions import assert_error
-from tests.support.factories import (
-    TEST_JWT_SECRET,
-    User,
-    create_avatar,
-    create_conversation,
-    create_user,
-    history,
-)
+from tests.support.factories import User, create_chat, history
 from tests.support.servers import ServerProcess
 from tests.support.sse import sse_records
 
@@ -42,20 +34,27 @@ Event = tuple[str, Any, str | None]
 
 @pytest.fixture(scope="module")
 async def servers(database_url: str) -> AsyncIterator[tuple[ServerProcess, ServerProcess]]:
-    a = ServerProcess(database_url=database_url, jwt_secret=TEST_JWT_SECRET, workers=1, env=SLOW)
-    b = ServerProcess(database_url=database_url, jwt_secret=TEST_JWT_SECRET, workers=1, env=SLOW)
+    a = ServerProcess(database_url=database_url, env=SLOW)
+    b = ServerProcess(database_url=database_url, env=SLOW)
     await asyncio.gather(a.start(), b.start())
     yield a, b
     await asyncio.gather(a.stop(), b.stop())
 
 
+Clients = tuple[httpx.AsyncClient, httpx.AsyncClient]  # of server A, of server B
+
+
 @pytest.fixture
-async def clients(
-    servers: tuple[ServerProcess, ServerProcess],
-) -> AsyncIterator[tuple[httpx.AsyncClient, httpx.AsyncClient]]:
+async def clients(servers: tuple[ServerProcess, ServerProcess]) -> AsyncIterator[Clients]:
     a, b = servers
     async with a.client() as ca, b.client() as cb:
         yield ca, cb
+
+
+@pytest.fixture
+async def conversation_id(clients: Clients, user: User) -> str:
+    """The user's conversation with their avatar Maris, made through server A."""
+    return await create_chat(clients[0], user, name="Maris")
 
 
 async def _events(response: httpx.Response, *, until_deltas: int | None = None) -> list[Event]:
@@ -96,17 +95,10 @@ async def _follow(
         return await _events(response)
 
 
-async def _setup(client: httpx.AsyncClient, owner: asyncpg.Connection) -> tuple[User, str]:
-    user = await create_user(owner)
-    await create_avatar(client, user, name="Maris")
-    return user, (await create_conversation(client, user))["id"]
-
-
 async def test_resume_on_another_worker_from_last_event_id(
-    clients: tuple[httpx.AsyncClient, httpx.AsyncClient], owner: asyncpg.Connection
+    clients: Clients, user: User, conversation_id: str
 ) -> None:
     a, b = clients
-    user, conversation_id = await _setup(a, owner)
     first = await _start_streaming(a, user, conversation_id, LONG, deltas=3, key="resume-1")
     assert [name for name, _, _ in first[:2]] == ["user_message", "assistant_message"]
     reply_id = first[1][1]["id"]
@@ -130,11 +122,8 @@ async def test_resume_on_another_worker_from_last_event_id(
     assert _text(tail) == done["content"][-5:]
 
 
-async def test_stop_from_another_worker(
-    clients: tuple[httpx.AsyncClient, httpx.AsyncClient], owner: asyncpg.Connection
-) -> None:
+async def test_stop_from_another_worker(clients: Clients, user: User, conversation_id: str) -> None:
     a, b = clients
-    user, conversation_id = await _setup(a, owner)
     headers = {**user.headers, "Accept": "text/event-stream"}
     async with a.stream(
         "POST", f"/conversations/{conversation_id}/messages", json={"content": LONG}, headers=headers
@@ -164,10 +153,9 @@ async def test_stop_from_another_worker(
 
 
 async def test_two_regenerations_with_one_key_make_one_alternative(
-    clients: tuple[httpx.AsyncClient, httpx.AsyncClient], owner: asyncpg.Connection
+    clients: Clients, user: User, conversation_id: str
 ) -> None:
     a, b = clients
-    user, conversation_id = await _setup(a, owner)
     sent = await a.post(
         f"/conversations/{conversation_id}/messages", json={"content": "hi"}, headers=user.headers
     )
@@ -202,10 +190,9 @@ async def test_two_regenerations_with_one_key_make_one_alternative(
 
 
 async def test_regenerate_and_edit_only_the_latest_exchange(
-    clients: tuple[httpx.AsyncClient, httpx.AsyncClient], owner: asyncpg.Connection
+    clients: Clients, user: User, conversation_id: str
 ) -> None:
     a, b = clients
-    user, conversation_id = await _setup(a, owner)
     base = f"/conversations/{conversation_id}/messages"
     one = (await a.post(base, json={"content": "first"}, headers=user.headers)).json()
     two = (await a.post(base, json={"content": "second"}, headers=user.headers)).json()
@@ -246,10 +233,9 @@ async def test_regenerate_and_edit_only_the_latest_exchange(
 
 
 async def test_delete_keeps_seq_unique_and_never_reused(
-    clients: tuple[httpx.AsyncClient, httpx.AsyncClient], owner: asyncpg.Connection
+    clients: Clients, user: User, conversation_id: str
 ) -> None:
     a, b = clients
-    user, conversation_id = await _setup(a, owner)
     base = f"/conversations/{conversation_id}/messages"
     one = (await a.post(base, json={"content": "keep"}, headers=user.headers)).json()
     two = (await a.post(base, json={"content": "drop"}, headers=user.headers)).json()
@@ -275,11 +261,9 @@ async def test_delete_keeps_seq_unique_and_never_reused(
 
 
 async def test_bad_requests_on_controls(
-    clients: tuple[httpx.AsyncClient, httpx.AsyncClient], owner: asyncpg.Connection
+    clients: Clients, user: User, conversation_id: str, other_user: User
 ) -> None:
     a, _ = clients
-    user, conversation_id = await _setup(a, owner)
-    other = await create_user(owner)
     sent = (
         await a.post(
             f"/conversations/{conversation_id}/messages", json={"content": "hi"}, headers=user.headers
@@ -296,10 +280,10 @@ async def test_bad_requests_on_controls(
         "invalid_event_id",
     )
     for response in (
-        await a.post(f"{base}/{reply}/stop", headers=other.headers),
-        await a.get(f"{base}/{reply}/stream", headers=other.headers),
-        await a.post(f"{base}/{reply}/regenerate", headers=other.headers),
-        await a.delete(f"{base}/{reply}", headers=other.headers),
+        await a.post(f"{base}/{reply}/stop", headers=other_user.headers),
+        await a.get(f"{base}/{reply}/stream", headers=other_user.headers),
+        await a.post(f"{base}/{reply}/regenerate", headers=other_user.headers),
+        await a.delete(f"{base}/{reply}", headers=other_user.headers),
     ):
         assert response.status_code == 404, response.text  # someone else's reply does not exist for you
     assert (await a.get(f"{base}/not-a-uuid/stream", headers=user.headers)).status_code == 422

@@ -7,7 +7,7 @@ import time
 
 from avatar_chat.core.settings import Settings
 from tests.support.apps import own_app
-from tests.support.factories import User, create_avatar, create_conversation, send
+from tests.support.factories import User, create_chat, send
 
 LONG = "tell me everything about the sea, the ships, the storms and the lighthouses, slowly"
 
@@ -16,8 +16,7 @@ async def test_a_reply_done_within_the_first_interval_is_saved_once(settings: Se
     async with own_app(
         settings, offline_llm_chunk_delay_ms=0, chat_partial_save_ms=250, chat_partial_save_chars=10
     ) as (client, state):
-        await create_avatar(client, user)
-        conversation = (await create_conversation(client, user))["id"]
+        conversation = await create_chat(client, user)
         for _ in range(5):
             reply = (await send(client, user, conversation, LONG)).json()["assistant_message"]
             assert reply["status"] == "complete" and len(reply["content"]) > 10
@@ -29,8 +28,7 @@ async def test_a_slow_reply_is_saved_at_the_configured_rate(settings: Settings, 
     async with own_app(
         settings, offline_llm_chunk_delay_ms=40, chat_partial_save_ms=100, chat_partial_save_chars=100_000
     ) as (client, state):
-        await create_avatar(client, user)
-        conversation = (await create_conversation(client, user))["id"]
+        conversation = await create_chat(client, user)
         started = time.monotonic()
         reply = (await send(client, user, conversation, LONG)).json()["assistant_message"]
         elapsed = time.monotonic() - started

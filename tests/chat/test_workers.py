@@ -13,15 +13,7 @@ import asyncpg
 import httpx
 import pytest
 
-from tests.support.factories import (
-    TEST_JWT_SECRET,
-    away_from_minute_boundary,
-    create_avatar,
-    create_conversation,
-    create_user,
-    history,
-    send,
-)
+from tests.support.factories import User, away_from_minute_boundary, create_chat, create_user, history, send
 from tests.support.servers import ServerProcess
 from tests.support.sse import sse_events
 
@@ -34,36 +26,24 @@ async def server(database_url: str, connect_to: dict[str, str]) -> AsyncIterator
     # cores shared with the other PostgreSQL majors' runs the last ones wait longer than
     # the production default (2 s) and would get 503s, which are not what is tested here.
     env = {"DB_ACQUIRE_TIMEOUT_S": "15", **connect_to}
-    proc = ServerProcess(database_url=database_url, jwt_secret=TEST_JWT_SECRET, workers=3, env=env)
-    await proc.start()
-    yield proc
-    await proc.stop()
+    async with ServerProcess(database_url=database_url, workers=3, env=env) as proc:
+        yield proc
 
 
 @pytest.fixture(scope="module")
 async def slow_server(database_url: str, connect_to: dict[str, str]) -> AsyncIterator[ServerProcess]:
     """One worker whose offline replies take about two seconds to stream, with a reply
     lease (1 s) shorter than that: only its renewals keep a reply from being taken over."""
-    proc = ServerProcess(
-        database_url=database_url,
-        jwt_secret=TEST_JWT_SECRET,
-        workers=1,
-        env={"OFFLINE_LLM_CHUNK_DELAY_MS": "250", "CHAT_REPLY_LEASE_S": "1", **connect_to},
-    )
-    await proc.start()
-    yield proc
-    await proc.stop()
+    env = {"OFFLINE_LLM_CHUNK_DELAY_MS": "250", "CHAT_REPLY_LEASE_S": "1", **connect_to}
+    async with ServerProcess(database_url=database_url, env=env) as proc:
+        yield proc
 
 
-async def test_persona_patch_then_30_sends_all_use_the_new_persona(
-    server: ServerProcess, owner: asyncpg.Connection
-) -> None:
-    user = await create_user(owner)
+async def test_persona_patch_then_30_sends_all_use_the_new_persona(server: ServerProcess, user: User) -> None:
     async with server.client() as client:
-        await create_avatar(client, user)
-        conversation = await create_conversation(client, user)
+        conversation = await create_chat(client, user)
         for i in range(15):  # warm every worker's SessionStore with version 1
-            assert (await send(client, user, conversation["id"], f"warm {i}")).status_code == 201
+            assert (await send(client, user, conversation, f"warm {i}")).status_code == 201
         patched = await client.patch(
             "/avatars/me/persona", json={"personality": "witty"}, headers=user.headers
         )
@@ -71,7 +51,7 @@ async def test_persona_patch_then_30_sends_all_use_the_new_persona(
         version = patched.json()["version"]
         replies = []
         for i in range(30):
-            response = await send(client, user, conversation["id"], f"after {i}")
+            response = await send(client, user, conversation, f"after {i}")
             assert response.status_code == 201, response.text
             replies.append(response.json()["assistant_message"])
     stale = [r for r in replies if (r["persona_version"], r["personality"]) != (version, "witty")]
@@ -79,14 +59,12 @@ async def test_persona_patch_then_30_sends_all_use_the_new_persona(
 
 
 async def test_100_dashboard_updates_each_followed_at_once_by_a_send(
-    server: ServerProcess, owner: asyncpg.Connection
+    server: ServerProcess, owner: asyncpg.Connection, user: User
 ) -> None:
-    user = await create_user(owner)
     personalities = ["friendly", "professional", "playful", "caring", "witty"]
     stale: list[tuple[int, Any, Any]] = []
     async with server.client() as client:
-        await create_avatar(client, user)
-        conversation = await create_conversation(client, user)
+        conversation = await create_chat(client, user)
         for i in range(100):
             personality = personalities[i % len(personalities)]
             version = await owner.fetchval(
@@ -94,7 +72,7 @@ async def test_100_dashboard_updates_each_followed_at_once_by_a_send(
                 user.id,
                 personality,
             )
-            response = await send(client, user, conversation["id"], f"turn {i}")
+            response = await send(client, user, conversation, f"turn {i}")
             assert response.status_code == 201, response.text
             reply = response.json()["assistant_message"]
             if (reply["persona_version"], reply["personality"]) != (version, personality):
@@ -102,18 +80,12 @@ async def test_100_dashboard_updates_each_followed_at_once_by_a_send(
     assert stale == []
 
 
-async def test_50_concurrent_sends_to_one_conversation(
-    server: ServerProcess, owner: asyncpg.Connection
-) -> None:
-    user = await create_user(owner)
+async def test_50_concurrent_sends_to_one_conversation(server: ServerProcess, user: User) -> None:
     async with server.client() as client:
-        await create_avatar(client, user)
-        conversation = await create_conversation(client, user)
-        responses = await asyncio.gather(
-            *(send(client, user, conversation["id"], f"c{i}") for i in range(50))
-        )
+        conversation = await create_chat(client, user)
+        responses = await asyncio.gather(*(send(client, user, conversation, f"c{i}") for i in range(50)))
         assert [r.status_code for r in responses if r.status_code != 201] == []
-        messages = await history(client, user, conversation["id"])
+        messages = await history(client, user, conversation)
     assert len(messages) == 100
     assert [m["seq"] for m in messages] == list(range(1, 101))
     assert sorted(m["content"] for m in messages if m["role"] == "user") == sorted(f"c{i}" for i in range(50))
@@ -124,19 +96,17 @@ async def test_50_concurrent_sends_to_one_conversation(
         assert (by_seq[seq]["role"], by_seq[seq + 1]["role"]) == ("user", "assistant")
 
 
-async def test_idempotency_across_workers(server: ServerProcess, owner: asyncpg.Connection) -> None:
-    user = await create_user(owner)
+async def test_idempotency_across_workers(server: ServerProcess, user: User) -> None:
     async with server.client() as client:
-        await create_avatar(client, user)
-        conversation = await create_conversation(client, user)
-        first = await send(client, user, conversation["id"], "once", key="k-seq")
-        second = await send(client, user, conversation["id"], "once", key="k-seq")
+        conversation = await create_chat(client, user)
+        first = await send(client, user, conversation, "once", key="k-seq")
+        second = await send(client, user, conversation, "once", key="k-seq")
         assert first.status_code == second.status_code == 201
         assert first.json() == second.json()
 
         async def until_done() -> dict[str, Any]:
             for _ in range(100):
-                response = await send(client, user, conversation["id"], "burst", key="k-burst")
+                response = await send(client, user, conversation, "burst", key="k-burst")
                 if response.status_code == 201:
                     data: dict[str, Any] = response.json()
                     return data
@@ -146,28 +116,24 @@ async def test_idempotency_across_workers(server: ServerProcess, owner: asyncpg.
 
         results = await asyncio.gather(*(until_done() for _ in range(10)))
         assert all(r == results[0] for r in results)
-        messages = await history(client, user, conversation["id"])
+        messages = await history(client, user, conversation)
     assert [m["content"] for m in messages if m["role"] == "user"] == ["once", "burst"]
     assert len(messages) == 4
 
 
-async def test_retry_while_generating_is_409_with_retry_after(
-    slow_server: ServerProcess, owner: asyncpg.Connection
-) -> None:
-    user = await create_user(owner)
+async def test_retry_while_generating_is_409_with_retry_after(slow_server: ServerProcess, user: User) -> None:
     async with slow_server.client() as client:
-        await create_avatar(client, user)
-        conversation = await create_conversation(client, user)
-        original = asyncio.create_task(send(client, user, conversation["id"], "slow one", key="k-slow"))
+        conversation = await create_chat(client, user)
+        original = asyncio.create_task(send(client, user, conversation, "slow one", key="k-slow"))
         for wait in (0.3, 1.5):  # before and after the first lease (1 s) would have run out
             await asyncio.sleep(wait)
-            repeat = await send(client, user, conversation["id"], "slow one", key="k-slow")
+            repeat = await send(client, user, conversation, "slow one", key="k-slow")
             assert repeat.status_code == 409, repeat.text
             assert repeat.json()["error"]["code"] == "send_in_progress"
             assert int(repeat.headers["Retry-After"]) >= 1
         done = await original
         assert done.status_code == 201
-        replay = await send(client, user, conversation["id"], "slow one", key="k-slow")
+        replay = await send(client, user, conversation, "slow one", key="k-slow")
         assert replay.json() == done.json()
 
 
@@ -181,14 +147,10 @@ async def read_sse(response: httpx.Response, stop_after_deltas: int | None = Non
     return events
 
 
-async def test_sse_over_real_http_and_disconnect_mid_stream(
-    slow_server: ServerProcess, owner: asyncpg.Connection
-) -> None:
-    user = await create_user(owner)
+async def test_sse_over_real_http_and_disconnect_mid_stream(slow_server: ServerProcess, user: User) -> None:
     async with slow_server.client() as client:
-        await create_avatar(client, user, name="Iris")
-        conversation = await create_conversation(client, user)
-        url = f"/conversations/{conversation['id']}/messages"
+        conversation = await create_chat(client, user, name="Iris")
+        url = f"/conversations/{conversation}/messages"
         headers = {**user.headers, "Accept": "text/event-stream"}
 
         async with client.stream("POST", url, json={"content": "full stream"}, headers=headers) as response:
@@ -205,7 +167,7 @@ async def test_sse_over_real_http_and_disconnect_mid_stream(
         assert [n for n, _ in partial][:4] == ["user_message", "assistant_message", "delta", "delta"]
         reply_seq = partial[0][1]["seq"] + 1
         for _ in range(100):
-            messages = await history(client, user, conversation["id"])
+            messages = await history(client, user, conversation)
             reply = next((m for m in messages if m["seq"] == reply_seq), None)
             if reply and reply["status"] != "streaming":
                 break
@@ -220,31 +182,26 @@ async def test_other_users_cannot_reach_each_other_through_workers(
 ) -> None:
     alice, mallory = await create_user(owner), await create_user(owner)
     async with server.client() as client:
-        await create_avatar(client, alice)
-        conversation = await create_conversation(client, alice)
-        await send(client, alice, conversation["id"], "secret")
+        conversation = await create_chat(client, alice)
+        await send(client, alice, conversation, "secret")
         for _ in range(6):
-            response = await client.get(
-                f"/conversations/{conversation['id']}/messages", headers=mallory.headers
-            )
+            response = await client.get(f"/conversations/{conversation}/messages", headers=mallory.headers)
             assert response.status_code == 404
 
 
-async def test_send_limit_holds_across_workers(server: ServerProcess, owner: asyncpg.Connection) -> None:
-    user = await create_user(owner)
+async def test_send_limit_holds_across_workers(
+    server: ServerProcess, owner: asyncpg.Connection, user: User
+) -> None:
     async with server.client() as client:
-        await create_avatar(client, user)
-        conversation = await create_conversation(client, user)
+        conversation = await create_chat(client, user)
         # Operators may change the limits live (SQL or dashboard); every worker obeys at once.
         await away_from_minute_boundary()
         await owner.execute("select avatar_chat.configure_limits(5, 0)")
         try:
-            responses = await asyncio.gather(
-                *(send(client, user, conversation["id"], f"x{i}") for i in range(9))
-            )
+            responses = await asyncio.gather(*(send(client, user, conversation, f"x{i}") for i in range(9)))
         finally:
             await owner.execute("select avatar_chat.configure_limits(0, 0)")
         statuses = sorted(r.status_code for r in responses)
         assert statuses == [201] * 5 + [429] * 4
         assert all(r.headers["Retry-After"] for r in responses if r.status_code == 429)
-        assert len(await history(client, user, conversation["id"])) == 10
+        assert len(await history(client, user, conversation)) == 10

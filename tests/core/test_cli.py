@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import sys
 from pathlib import Path
 
 import asyncpg
@@ -12,9 +11,7 @@ import httpx
 
 from avatar_chat.auth.verifier import TokenVerifier
 from avatar_chat.core.settings import Settings
-from tests.support.servers import free_port
-
-CLI = str(Path(sys.executable).parent / "avatar-chat")
+from tests.support.servers import CLI, free_port, wait_ready
 
 
 async def run_cli(*args: str, env: dict[str, str]) -> tuple[int, str, str]:
@@ -72,16 +69,8 @@ async def test_serve_on_the_embedded_default_from_nothing(tmp_path: Path) -> Non
         stderr=asyncio.subprocess.PIPE,
     )
     try:
+        await wait_ready(proc, f"http://127.0.0.1:{port}", timeout_s=30)
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as client:
-            for _ in range(300):
-                try:
-                    if (await client.get("/ready")).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                await asyncio.sleep(0.1)
-            else:
-                raise AssertionError("the embedded default never became ready")
             assert (tmp_path / "data" / "jwt_secret").exists()
             code, token, err = await run_cli("token", "--email", "new@example.test", env=env)
             assert code == 0, err

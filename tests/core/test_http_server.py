@@ -16,7 +16,6 @@ from typing import Any
 import pytest
 
 from tests.support.assertions import assert_error
-from tests.support.factories import TEST_JWT_SECRET
 from tests.support.servers import ServerProcess
 
 pytestmark = pytest.mark.slow
@@ -26,20 +25,15 @@ MIB = 1024 * KIB
 DEFAULT_LIMIT = 32 * KIB
 
 
-async def _serve(database_url: str, **env: str) -> ServerProcess:
-    return ServerProcess(database_url=database_url, jwt_secret=TEST_JWT_SECRET, workers=2, env=env)
+def _serve(database_url: str, **env: str) -> ServerProcess:
+    return ServerProcess(database_url=database_url, workers=2, env=env)
 
 
 @pytest.fixture(scope="module")
 async def server(database_url: str) -> AsyncIterator[ServerProcess]:
     """MAX_HEADER_BYTES at its default."""
-    proc = await _serve(database_url)
-    try:
-        await proc.start()
+    async with _serve(database_url) as proc:
         yield proc
-    finally:
-        if proc.proc is not None:
-            await proc.stop()
 
 
 @dataclass
@@ -193,16 +187,10 @@ async def test_a_pipelined_huge_head_is_refused_too(server: ServerProcess) -> No
 
 async def test_max_header_bytes_reaches_every_worker(database_url: str) -> None:
     """A limit under the protocol's own default: each worker applies the setting."""
-    proc = await _serve(database_url, MAX_HEADER_BYTES="8192")
-    try:
-        await proc.start()
-        async with proc.client() as client:
-            for _ in range(8):  # new connections, spread over the two workers
-                under = await client.get("/health", headers={"X-Padding": "p" * (6 * KIB)})
-                assert under.status_code == 200
-                over = await client.get("/health", headers={"X-Padding": "p" * (10 * KIB)})
-                assert_error(over, 431, "headers_too_large")
-                assert "8192" in over.json()["error"]["message"]
-    finally:
-        if proc.proc is not None:
-            await proc.stop()
+    async with _serve(database_url, MAX_HEADER_BYTES="8192") as proc, proc.client() as client:
+        for _ in range(8):  # new connections, spread over the two workers
+            under = await client.get("/health", headers={"X-Padding": "p" * (6 * KIB)})
+            assert under.status_code == 200
+            over = await client.get("/health", headers={"X-Padding": "p" * (10 * KIB)})
+            assert_error(over, 431, "headers_too_large")
+            assert "8192" in over.json()["error"]["message"]

@@ -91,14 +91,11 @@ async def test_two_workers_report_one_view_also_after_one_is_killed(
     files = tmp_path / "prometheus"
     files.mkdir()
     (files / "counter_4000000.db").write_bytes(b"left over from an earlier run")
-    server = ServerProcess(
+    async with ServerProcess(
         database_url=database_url,
-        jwt_secret=TEST_JWT_SECRET,
         workers=2,
         env={"PROMETHEUS_MULTIPROC_DIR": str(files), "METRICS_TOKEN": METRICS_TOKEN},
-    )
-    try:
-        await server.start()
+    ) as server:
         assert not (files / "counter_4000000.db").exists()  # wiped at start
         url = server.base_url + "/metrics"
         user = await create_user(owner)
@@ -169,23 +166,17 @@ async def test_two_workers_report_one_view_also_after_one_is_killed(
         assert not glob.glob(str(files / f"gauge_live*_{victim}.db"))
         assert count(after, "PATCH", PERSONA, 200) == patches  # the dead worker's share is kept
         assert count(after, "POST", TURN, 201) == 6
-    finally:
-        if server.proc is not None:
-            await server.stop()
 
 
 async def test_metrics_port_serves_all_workers_and_the_api_port_does_not(
     database_url: str, owner: asyncpg.Connection
 ) -> None:
     port = free_port()
-    server = ServerProcess(
+    async with ServerProcess(
         database_url=database_url,
-        jwt_secret=TEST_JWT_SECRET,
         workers=2,
         env={"METRICS_PORT": str(port), "METRICS_TOKEN": METRICS_TOKEN},
-    )
-    try:
-        await server.start()
+    ) as server:
         user = await create_user(owner)
         async with server.client() as client:
             await create_avatar(client, user)
@@ -199,9 +190,6 @@ async def test_metrics_port_serves_all_workers_and_the_api_port_does_not(
             assert (await http.get(f"http://127.0.0.1:{port}/other")).status_code == 404
         samples = await scrape_until(url, {("PATCH", PERSONA, 200): 4, ("GET", "unmatched", 404): 1})
         assert metric(samples, "avatar_chat_workers") == 2
-    finally:
-        if server.proc is not None:
-            await server.stop()
     async with httpx.AsyncClient(timeout=2) as http:  # stopped with the server
         with pytest.raises(httpx.TransportError):
             await http.get(f"http://127.0.0.1:{port}/metrics")
@@ -223,7 +211,6 @@ async def test_json_logs_of_a_full_run_parse_carry_request_ids_and_hold_no_secre
     }
     server = ServerProcess(
         database_url=database_url,
-        jwt_secret=TEST_JWT_SECRET,
         workers=2,
         env={
             "LOG_FORMAT": "json",
@@ -326,9 +313,7 @@ async def test_text_logs_of_a_real_server_hold_one_line_per_request_whatever_the
 ) -> None:
     """`avatar-chat serve` logging text at INFO, as by default: a path that percent-encodes a
     newline and a forged record, or terminal escapes, stays on its own one line, escaped."""
-    server = ServerProcess(
-        database_url=database_url, jwt_secret=TEST_JWT_SECRET, workers=1, env={"LOG_LEVEL": "INFO"}
-    )
+    server = ServerProcess(database_url=database_url, workers=1, env={"LOG_LEVEL": "INFO"})
     forged = "2026-12-07%2005:00:00,000%20INFO%20avatar_chat.access%20[1]%20-%20GET%20/admin%20200"
     marker = uuid.uuid4().hex
     try:

@@ -14,7 +14,6 @@ import asyncpg
 import pytest
 
 from tests.support.factories import (
-    TEST_JWT_SECRET,
     User,
     create_avatar,
     create_conversation,
@@ -63,14 +62,11 @@ async def test_nothing_leaks_from_one_request_to_the_next(
 ) -> None:
     before = await _session_state(one_server_connection)
     assert before["claims"] == "" and before["role"] == "none"
-    server = ServerProcess(
+    async with ServerProcess(
         database_url=database_url,
-        jwt_secret=TEST_JWT_SECRET,
         workers=3,
         env={"DATABASE_URL": one_server_connection.dsn, "DB_POOL_MODE": "transaction"},
-    )
-    await server.start()
-    try:
+    ) as server:
         alice, bob = await create_user(owner), await create_user(owner)
         async with server.client() as client:
 
@@ -89,8 +85,6 @@ async def test_nothing_leaks_from_one_request_to_the_next(
                     assert [c["user_id"] for c in mine.json()["items"]] == [str(user.id)]
 
             await asyncio.gather(chat(alice), chat(bob))
-    finally:
-        await server.stop()
     after = await _session_state(one_server_connection)
     # The same server connection served every request of both users.
     assert after["pid"] == before["pid"]

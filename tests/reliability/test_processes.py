@@ -15,7 +15,6 @@ import httpx
 import pytest
 
 from tests.support.factories import (
-    TEST_JWT_SECRET,
     User,
     create_avatar,
     create_conversation,
@@ -78,11 +77,8 @@ CRASHY = {**SLOW_REPLIES, "CHAT_REPLY_LEASE_S": str(CRASH_LEASE_S), "WORKER_TTL_
 
 @pytest.fixture
 async def crashy(database_url: str, connect_to: dict[str, str]) -> AsyncIterator[ServerProcess]:
-    env = {**CRASHY, **connect_to}
-    proc = ServerProcess(database_url=database_url, jwt_secret=TEST_JWT_SECRET, workers=2, env=env)
-    await proc.start()
-    yield proc
-    await proc.stop()
+    async with ServerProcess(database_url=database_url, workers=2, env={**CRASHY, **connect_to}) as proc:
+        yield proc
 
 
 async def first_cut(batch: list[Stream], tasks: list[asyncio.Task[None]]) -> Stream | None:
@@ -179,12 +175,8 @@ async def test_sigkill_a_worker_mid_stream(crashy: ServerProcess, owner: asyncpg
 async def test_sigterm_lets_streams_finish_and_loses_nothing(
     database_url: str, owner: asyncpg.Connection
 ) -> None:
-    server = ServerProcess(
-        database_url=database_url,
-        jwt_secret=TEST_JWT_SECRET,
-        workers=2,
-        env={**SLOW_REPLIES, "SHUTDOWN_GRACE_S": "15"},
-    )
+    env = {**SLOW_REPLIES, "SHUTDOWN_GRACE_S": "15"}
+    server = ServerProcess(database_url=database_url, workers=2, env=env)
     await server.start()
     user = await create_user(owner)
     async with server.client() as client:

@@ -62,6 +62,13 @@ async def create_conversation(client: httpx.AsyncClient, user: User, **overrides
     return data
 
 
+async def create_chat(client: httpx.AsyncClient, user: User, **avatar: object) -> str:
+    """An avatar for `user` (with these overrides) and a new conversation: its id."""
+    await create_avatar(client, user, **avatar)
+    conversation = await create_conversation(client, user)
+    return str(conversation["id"])
+
+
 async def send(
     client: httpx.AsyncClient, user: User, conversation_id: str, content: str, *, key: str | None = None
 ) -> httpx.Response:

@@ -9,10 +9,12 @@ import socket
 import sys
 import time
 from pathlib import Path
+from types import TracebackType
 
 import httpx
 
 from avatar_chat.ops.runtime import EMBEDDED_HANDOFF_ENV
+from tests.support.factories import TEST_JWT_SECRET
 
 CLI = str(Path(sys.executable).parent / "avatar-chat")
 
@@ -28,16 +30,36 @@ def free_port() -> int:
         return port
 
 
+async def wait_ready(proc: asyncio.subprocess.Process, base_url: str, timeout_s: float = 30) -> None:
+    """Until the server at `base_url` answers GET /ready with 200; failing if `proc` exits
+    first or `timeout_s` runs out."""
+    deadline = time.monotonic() + timeout_s
+    async with httpx.AsyncClient(base_url=base_url, timeout=2) as client:
+        while time.monotonic() < deadline:
+            if proc.returncode is not None:
+                raise RuntimeError(f"server exited with {proc.returncode}")
+            try:
+                if (await client.get("/ready")).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            await asyncio.sleep(0.1)
+    raise TimeoutError("server did not become ready")
+
+
 class ServerProcess:
     """`avatar-chat serve --workers N` against the test database; or, with no
     `database_url`, on the embedded default as `./scripts/run` starts it (its own Postgres
-    and generated JWT secret in `env["DATA_DIR"]`, migrated at start)."""
+    and generated JWT secret in `env["DATA_DIR"]`, migrated at start).
+
+    `async with ServerProcess(...) as server:` starts it and stops it at the end, whatever
+    happened (also when it never became ready)."""
 
     def __init__(
         self,
         *,
         database_url: str | None,
-        jwt_secret: str | None,
+        jwt_secret: str | None = TEST_JWT_SECRET,
         workers: int = 1,
         env: dict[str, str] | None = None,
     ):
@@ -95,19 +117,22 @@ class ServerProcess:
         await self.wait_ready(timeout_s)
 
     async def wait_ready(self, timeout_s: float = 30) -> None:
-        deadline = time.monotonic() + timeout_s
-        async with httpx.AsyncClient(base_url=self.base_url, timeout=2) as client:
-            while time.monotonic() < deadline:
-                assert self.proc is not None
-                if self.proc.returncode is not None:
-                    raise RuntimeError(f"server exited with {self.proc.returncode}")
-                try:
-                    if (await client.get("/ready")).status_code == 200:
-                        return
-                except httpx.TransportError:
-                    pass
-                await asyncio.sleep(0.1)
-        raise TimeoutError("server did not become ready")
+        assert self.proc is not None
+        await wait_ready(self.proc, self.base_url, timeout_s)
+
+    async def __aenter__(self) -> ServerProcess:
+        try:
+            await self.start()
+        except BaseException:
+            await self.__aexit__(None, None, None)
+            raise
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self.proc is not None:
+            await self.stop()
 
     def worker_pids(self) -> list[int]:
         """The uvicorn worker processes (children of the supervisor)."""

@@ -569,22 +569,14 @@ def gotrue() -> Iterator[FakeGoTrue]:
 async def supabase_server(database_url: str, gotrue: FakeGoTrue) -> AsyncIterator[ServerProcess]:
     """The API as deployed on a Supabase project: DATABASE_URL, SUPABASE_URL (Auth there,
     faked) and the anon key; so no dev sign-in, and the client signs in with supabase-js."""
-    proc = ServerProcess(
-        database_url=database_url,
-        jwt_secret=TEST_JWT_SECRET,
-        env={
-            "SUPABASE_URL": gotrue.url,
-            "SUPABASE_ANON_KEY": "sb_publishable_test-anon-key",
-            "APP_ENV": "development",
-            "SHUTDOWN_GRACE_S": "5",
-        },
-    )
-    try:
-        await proc.start()
+    env = {
+        "SUPABASE_URL": gotrue.url,
+        "SUPABASE_ANON_KEY": "sb_publishable_test-anon-key",
+        "APP_ENV": "development",
+        "SHUTDOWN_GRACE_S": "5",
+    }
+    async with ServerProcess(database_url=database_url, env=env) as proc:
         yield proc
-    finally:
-        if proc.proc is not None:
-            await proc.stop()
 
 
 async def test_with_a_supabase_project_the_client_signs_in_with_supabase_auth(
