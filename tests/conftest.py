@@ -105,6 +105,15 @@ async def owner(database_url: str) -> AsyncIterator[asyncpg.Connection]:
     await conn.close()
 
 
+@pytest.fixture
+async def conn(database_url: str) -> AsyncIterator[asyncpg.Connection]:
+    """A connection of the test's own, to run statements as an API role (`as_role`) as
+    PostgREST does; closed at the end."""
+    conn = await asyncpg.connect(database_url)
+    yield conn
+    await conn.close()
+
+
 @pytest.fixture(scope="session")
 async def app(settings: Settings) -> AsyncIterator[FastAPI]:
     app = create_app(settings)

@@ -308,7 +308,7 @@ async def test_another_users_history_is_invisible_through_the_api(
 
 
 async def test_history_in_sql_as_the_data_api_runs_it(
-    owner: asyncpg.Connection, database_url: str, user: User, other_user: User
+    owner: asyncpg.Connection, conn: asyncpg.Connection, user: User, other_user: User
 ) -> None:
     """G5: other users' claims read nothing, anon reads nothing, and nobody writes history
     through the API roles, not even their own."""
@@ -316,47 +316,41 @@ async def test_history_in_sql_as_the_data_api_runs_it(
         "insert into public.avatars (user_id, name) values ($1, 'Ava') returning id", user.id
     )
     await owner.execute("update public.avatars set personality = 'witty' where id = $1", avatar_id)
-    conn = await asyncpg.connect(database_url)
-    try:
-        async with as_role(conn, "authenticated", claims_of(user)):
-            rows = await conn.fetch("select version from public.avatar_history order by version")
-            assert [r["version"] for r in rows] == [1, 2]
-        async with as_role(conn, "authenticated", claims_of(other_user)):
-            assert await conn.fetch("select * from public.avatar_history") == []
-            assert (
-                await conn.fetch("select * from public.avatar_history where avatar_id = $1", avatar_id) == []
-            )
-        writes: list[tuple[str, tuple[object, ...]]] = [
-            (
-                "insert into public.avatar_history"
-                " (avatar_id, user_id, version, name, personality, backstory)"
-                " values ($1, $2, 9, 'x', 'witty', '')",
-                (avatar_id, user.id),
-            ),
-            ("update public.avatar_history set name = 'x' where avatar_id = $1", (avatar_id,)),
-            ("delete from public.avatar_history where avatar_id = $1", (avatar_id,)),
-            ("truncate public.avatar_history", ()),
-        ]
-        for claims_owner in (user, other_user):
-            for sql, args in writes:
-                async with as_role(conn, "authenticated", claims_of(claims_owner)):
-                    with pytest.raises(asyncpg.InsufficientPrivilegeError):
-                        await conn.execute(sql, *args)
-        for sql, args in [("select * from public.avatar_history", ()), *writes]:
-            async with as_role(conn, "anon"):
+    async with as_role(conn, "authenticated", claims_of(user)):
+        rows = await conn.fetch("select version from public.avatar_history order by version")
+        assert [r["version"] for r in rows] == [1, 2]
+    async with as_role(conn, "authenticated", claims_of(other_user)):
+        assert await conn.fetch("select * from public.avatar_history") == []
+        assert await conn.fetch("select * from public.avatar_history where avatar_id = $1", avatar_id) == []
+    writes: list[tuple[str, tuple[object, ...]]] = [
+        (
+            "insert into public.avatar_history"
+            " (avatar_id, user_id, version, name, personality, backstory)"
+            " values ($1, $2, 9, 'x', 'witty', '')",
+            (avatar_id, user.id),
+        ),
+        ("update public.avatar_history set name = 'x' where avatar_id = $1", (avatar_id,)),
+        ("delete from public.avatar_history where avatar_id = $1", (avatar_id,)),
+        ("truncate public.avatar_history", ()),
+    ]
+    for claims_owner in (user, other_user):
+        for sql, args in writes:
+            async with as_role(conn, "authenticated", claims_of(claims_owner)):
                 with pytest.raises(asyncpg.InsufficientPrivilegeError):
                     await conn.execute(sql, *args)
-        for role in ("anon", "authenticated"):
-            async with as_role(conn, role, claims_of(user)):
-                with pytest.raises(asyncpg.InsufficientPrivilegeError):
-                    await conn.fetch("select * from avatar_chat.restore_my_avatar('{}', 1, null)")
-        # Through the Data API a user still changes their own avatar: that is recorded too.
-        async with as_role(conn, "authenticated", claims_of(user)):
-            await conn.execute("update public.avatars set name = 'Self' where id = $1", avatar_id)
-            rows = await conn.fetch("select version, name from public.avatar_history order by version")
-            assert [(r["version"], r["name"]) for r in rows] == [(1, "Ava"), (2, "Ava"), (3, "Self")]
-    finally:
-        await conn.close()
+    for sql, args in [("select * from public.avatar_history", ()), *writes]:
+        async with as_role(conn, "anon"):
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await conn.execute(sql, *args)
+    for role in ("anon", "authenticated"):
+        async with as_role(conn, role, claims_of(user)):
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await conn.fetch("select * from avatar_chat.restore_my_avatar('{}', 1, null)")
+    # Through the Data API a user still changes their own avatar: that is recorded too.
+    async with as_role(conn, "authenticated", claims_of(user)):
+        await conn.execute("update public.avatars set name = 'Self' where id = $1", avatar_id)
+        rows = await conn.fetch("select version, name from public.avatar_history order by version")
+        assert [(r["version"], r["name"]) for r in rows] == [(1, "Ava"), (2, "Ava"), (3, "Self")]
     rows = await owner.fetch(
         "select version, name from public.avatar_history where avatar_id = $1 order by version", avatar_id
     )
@@ -364,21 +358,17 @@ async def test_history_in_sql_as_the_data_api_runs_it(
 
 
 async def test_history_follows_the_avatar_to_a_new_owner(
-    owner: asyncpg.Connection, database_url: str, user: User, other_user: User
+    owner: asyncpg.Connection, conn: asyncpg.Connection, user: User, other_user: User
 ) -> None:
     avatar_id = await owner.fetchval(
         "insert into public.avatars (user_id, name) values ($1, 'Ava') returning id", user.id
     )
     await owner.execute("update public.avatars set user_id = $2 where id = $1", avatar_id, other_user.id)
-    conn = await asyncpg.connect(database_url)
-    try:
-        async with as_role(conn, "authenticated", claims_of(user)):
-            assert await conn.fetch("select * from public.avatar_history") == []
-        async with as_role(conn, "authenticated", claims_of(other_user)):
-            rows = await conn.fetch("select version, user_id from public.avatar_history order by version")
-            assert [(r["version"], r["user_id"]) for r in rows] == [(1, other_user.id), (2, other_user.id)]
-    finally:
-        await conn.close()
+    async with as_role(conn, "authenticated", claims_of(user)):
+        assert await conn.fetch("select * from public.avatar_history") == []
+    async with as_role(conn, "authenticated", claims_of(other_user)):
+        rows = await conn.fetch("select version, user_id from public.avatar_history order by version")
+        assert [(r["version"], r["user_id"]) for r in rows] == [(1, other_user.id), (2, other_user.id)]
 
 
 async def test_deleting_the_user_deletes_the_history(

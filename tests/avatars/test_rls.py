@@ -20,65 +20,55 @@ async def insert_avatar_as_owner(owner: asyncpg.Connection, user: User, name: st
 
 
 async def test_other_users_avatar_is_invisible_and_untouchable(
-    owner: asyncpg.Connection, database_url: str, user: User, other_user: User
+    owner: asyncpg.Connection, conn: asyncpg.Connection, user: User, other_user: User
 ) -> None:
     avatar_id = await insert_avatar_as_owner(owner, user)
-    conn = await asyncpg.connect(database_url)
-    try:
-        async with as_role(conn, "authenticated", claims_of(other_user)):
-            assert await conn.fetch("select * from public.avatars") == []
-            assert await conn.fetch("select * from public.avatars where id = $1", avatar_id) == []
-            assert (
-                await conn.execute("update public.avatars set name = 'pwned' where id = $1", avatar_id)
-                == "UPDATE 0"
-            )
-            assert await conn.execute("delete from public.avatars where id = $1", avatar_id) == "DELETE 0"
+    async with as_role(conn, "authenticated", claims_of(other_user)):
+        assert await conn.fetch("select * from public.avatars") == []
+        assert await conn.fetch("select * from public.avatars where id = $1", avatar_id) == []
+        assert (
+            await conn.execute("update public.avatars set name = 'pwned' where id = $1", avatar_id)
+            == "UPDATE 0"
+        )
+        assert await conn.execute("delete from public.avatars where id = $1", avatar_id) == "DELETE 0"
+    async with as_role(conn, "authenticated", claims_of(other_user)):
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await conn.execute("insert into public.avatars (user_id, name) values ($1, 'fake')", user.id)
+    # Column grants: nobody rewrites version or ownership through the Data API.
+    for statement in ("update public.avatars set version = 99", "update public.avatars set user_id = $1"):
         async with as_role(conn, "authenticated", claims_of(other_user)):
             with pytest.raises(asyncpg.InsufficientPrivilegeError):
-                await conn.execute("insert into public.avatars (user_id, name) values ($1, 'fake')", user.id)
-        # Column grants: nobody rewrites version or ownership through the Data API.
-        for statement in ("update public.avatars set version = 99", "update public.avatars set user_id = $1"):
-            async with as_role(conn, "authenticated", claims_of(other_user)):
-                with pytest.raises(asyncpg.InsufficientPrivilegeError):
-                    await conn.execute(statement, *([user.id] if "$1" in statement else []))
-        async with as_role(conn, "authenticated", claims_of(user)):
-            rows = await conn.fetch("select id from public.avatars")
-            assert [r["id"] for r in rows] == [avatar_id]
-    finally:
-        await conn.close()
+                await conn.execute(statement, *([user.id] if "$1" in statement else []))
+    async with as_role(conn, "authenticated", claims_of(user)):
+        rows = await conn.fetch("select id from public.avatars")
+        assert [r["id"] for r in rows] == [avatar_id]
     row = await owner.fetchrow("select name, version from public.avatars where id = $1", avatar_id)
     assert row is not None and (row["name"], row["version"]) == ("Ava", 1)
 
 
 async def test_anon_sees_and_changes_nothing(
-    owner: asyncpg.Connection, database_url: str, user: User
+    owner: asyncpg.Connection, conn: asyncpg.Connection, user: User
 ) -> None:
     avatar_id = await insert_avatar_as_owner(owner, user)
-    conn = await asyncpg.connect(database_url)
-    try:
-        for statement, args in (
-            ("select * from public.avatars", ()),
-            ("update public.avatars set name = 'x' where id = $1", (avatar_id,)),
-            ("delete from public.avatars where id = $1", (avatar_id,)),
-            ("insert into public.avatars (user_id, name) values ($1, 'x')", (user.id,)),
-        ):
-            async with as_role(conn, "anon"):
-                with pytest.raises(asyncpg.InsufficientPrivilegeError):
-                    await conn.execute(statement, *args)
-    finally:
-        await conn.close()
+    for statement, args in (
+        ("select * from public.avatars", ()),
+        ("update public.avatars set name = 'x' where id = $1", (avatar_id,)),
+        ("delete from public.avatars where id = $1", (avatar_id,)),
+        ("insert into public.avatars (user_id, name) values ($1, 'x')", (user.id,)),
+    ):
+        async with as_role(conn, "anon"):
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await conn.execute(statement, *args)
     assert await owner.fetchval("select version from public.avatars where id = $1", avatar_id) == 1
 
 
-async def test_the_private_functions_are_not_callable_by_api_roles(database_url: str, user: User) -> None:
-    conn = await asyncpg.connect(database_url)
-    try:
-        for role in ("anon", "authenticated"):
-            async with as_role(conn, role, claims_of(user)):
-                with pytest.raises(asyncpg.InsufficientPrivilegeError):
-                    await conn.fetch("select * from avatar_chat.update_my_avatar('{}', '{}', null)")
-    finally:
-        await conn.close()
+async def test_the_private_functions_are_not_callable_by_api_roles(
+    conn: asyncpg.Connection, user: User
+) -> None:
+    for role in ("anon", "authenticated"):
+        async with as_role(conn, role, claims_of(user)):
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await conn.fetch("select * from avatar_chat.update_my_avatar('{}', '{}', null)")
 
 
 async def test_dashboard_update_bumps_version_and_notifies_nobody(

@@ -23,7 +23,7 @@ from avatar_chat.llm.offline import offline_summary
 from tests.fakes.openai_server import FakeOpenAIServer
 from tests.support.apps import app_with_provider
 from tests.support.databases import as_role, claims_of
-from tests.support.factories import TEST_JWT_SECRET, User, create_avatar, create_conversation, history, send
+from tests.support.factories import User, create_avatar, create_conversation, history, send
 from tests.support.servers import ServerProcess
 
 WINDOW = 4  # messages: a summary once more than 6 came after the last one
@@ -85,7 +85,7 @@ async def test_a_summary_is_used_only_while_it_matches_its_rows(
 
 
 async def test_a_summary_made_before_history_changed_is_never_stored(
-    owner: asyncpg.Connection, database_url: str, user: User
+    owner: asyncpg.Connection, conn: asyncpg.Connection, user: User
 ) -> None:
     await owner.execute("insert into public.avatars (user_id, name) values ($1, 'Ava')", user.id)
     conversation_id = await owner.fetchval(
@@ -103,27 +103,23 @@ async def test_a_summary_made_before_history_changed_is_never_stored(
     claims = json.dumps(claims_of(user))
     stale, fresh = revision, revision + 1
     await owner.execute("delete from public.messages where conversation_id = $1 and seq = 2", conversation_id)
-    conn = await asyncpg.connect(database_url)
-    try:
-        stored = await conn.fetchval(
-            "select avatar_chat.save_summary($1, $2, 2, $3, 'made before the delete')",
-            claims,
-            conversation_id,
-            stale,
-        )
-        assert stored is False
-        assert await conn.fetchval(
-            "select avatar_chat.save_summary($1, $2, 3, $3, 'current')", claims, conversation_id, fresh
-        )
-        # An older or equal summary never replaces a newer one.
-        assert not await conn.fetchval(
-            "select avatar_chat.save_summary($1, $2, 2, $3, 'older')", claims, conversation_id, fresh
-        )
-        async with as_role(conn, "authenticated", claims_of(user)):
-            rows = await conn.fetch("select content from public.conversation_summaries")
-        assert [r["content"] for r in rows] == ["current"]
-    finally:
-        await conn.close()
+    stored = await conn.fetchval(
+        "select avatar_chat.save_summary($1, $2, 2, $3, 'made before the delete')",
+        claims,
+        conversation_id,
+        stale,
+    )
+    assert stored is False
+    assert await conn.fetchval(
+        "select avatar_chat.save_summary($1, $2, 3, $3, 'current')", claims, conversation_id, fresh
+    )
+    # An older or equal summary never replaces a newer one.
+    assert not await conn.fetchval(
+        "select avatar_chat.save_summary($1, $2, 2, $3, 'older')", claims, conversation_id, fresh
+    )
+    async with as_role(conn, "authenticated", claims_of(user)):
+        rows = await conn.fetch("select content from public.conversation_summaries")
+    assert [r["content"] for r in rows] == ["current"]
 
 
 @pytest.mark.slow
@@ -137,9 +133,7 @@ async def test_a_worker_that_dies_mid_summary_leaves_nothing_half_written(
         "LLM_API_KEY": "test-key",
         "CHAT_WINDOW_MESSAGES": str(WINDOW),
     }
-    server = ServerProcess(database_url=database_url, jwt_secret=TEST_JWT_SECRET, env=env)
-    await server.start()
-    try:
+    async with ServerProcess(database_url=database_url, env=env) as server:
         async with server.client() as client:
             await create_avatar(client, user)
             conversation = (await create_conversation(client, user))["id"]
@@ -151,8 +145,6 @@ async def test_a_worker_that_dies_mid_summary_leaves_nothing_half_written(
                 await asyncio.sleep(0.02)
         assert server.proc is not None
         os.killpg(server.proc.pid, signal.SIGKILL)  # mid-summary
-    finally:
-        await server.stop()
 
     assert (
         await owner.fetchval(

@@ -100,57 +100,49 @@ def inserts(victim: User, ids: dict[str, uuid.UUID]) -> list[tuple[str, tuple[ob
 
 
 async def test_another_users_claims_see_and_change_nothing(
-    owner: asyncpg.Connection, database_url: str, user: User, other_user: User
+    owner: asyncpg.Connection, conn: asyncpg.Connection, user: User, other_user: User
 ) -> None:
     ids = await seed(owner, user)
-    conn = await asyncpg.connect(database_url)
-    try:
-        for table in ids:
-            async with as_role(conn, "authenticated", claims_of(other_user)):
-                assert await conn.fetch(f"select * from public.{table}") == [], table
-        for sql, args in statements(user, ids):
-            async with as_role(conn, "authenticated", claims_of(other_user)):
-                status = await conn.execute(sql, *args)
-                assert status.endswith(" 0"), (sql, status)
-        for sql, args in inserts(user, ids):
-            async with as_role(conn, "authenticated", claims_of(other_user)):
-                with pytest.raises(asyncpg.InsufficientPrivilegeError):
-                    await conn.execute(sql, *args)
-        for claims_owner in (other_user, user):
-            for sql, args in history_writes(user, ids):
-                async with as_role(conn, "authenticated", claims_of(claims_owner)):
-                    with pytest.raises(asyncpg.InsufficientPrivilegeError):
-                        await conn.execute(sql, *args)
-        # Writing into the victim's conversation under one's own name is refused too.
+    for table in ids:
+        async with as_role(conn, "authenticated", claims_of(other_user)):
+            assert await conn.fetch(f"select * from public.{table}") == [], table
+    for sql, args in statements(user, ids):
+        async with as_role(conn, "authenticated", claims_of(other_user)):
+            status = await conn.execute(sql, *args)
+            assert status.endswith(" 0"), (sql, status)
+    for sql, args in inserts(user, ids):
         async with as_role(conn, "authenticated", claims_of(other_user)):
             with pytest.raises(asyncpg.InsufficientPrivilegeError):
-                await conn.execute(
-                    "insert into public.messages (conversation_id, user_id, content) values ($1, $2, 'x')",
-                    ids["conversations"],
-                    other_user.id,
-                )
-    finally:
-        await conn.close()
+                await conn.execute(sql, *args)
+    for claims_owner in (other_user, user):
+        for sql, args in history_writes(user, ids):
+            async with as_role(conn, "authenticated", claims_of(claims_owner)):
+                with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                    await conn.execute(sql, *args)
+    # Writing into the victim's conversation under one's own name is refused too.
+    async with as_role(conn, "authenticated", claims_of(other_user)):
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await conn.execute(
+                "insert into public.messages (conversation_id, user_id, content) values ($1, $2, 'x')",
+                ids["conversations"],
+                other_user.id,
+            )
     await assert_untouched(owner, user, ids)
 
 
 async def test_anon_sees_and_changes_nothing(
-    owner: asyncpg.Connection, database_url: str, user: User
+    owner: asyncpg.Connection, conn: asyncpg.Connection, user: User
 ) -> None:
     ids = await seed(owner, user)
-    conn = await asyncpg.connect(database_url)
-    try:
-        for sql, args in (
-            [(f"select * from public.{t}", ()) for t in ids]
-            + statements(user, ids)
-            + inserts(user, ids)
-            + history_writes(user, ids)
-        ):
-            async with as_role(conn, "anon"):
-                with pytest.raises(asyncpg.InsufficientPrivilegeError):
-                    await conn.execute(sql, *args)
-    finally:
-        await conn.close()
+    for sql, args in (
+        [(f"select * from public.{t}", ()) for t in ids]
+        + statements(user, ids)
+        + inserts(user, ids)
+        + history_writes(user, ids)
+    ):
+        async with as_role(conn, "anon"):
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await conn.execute(sql, *args)
     await assert_untouched(owner, user, ids)
 
 
@@ -198,7 +190,7 @@ RLS_REFUSAL = {
 
 
 async def test_a_reply_never_names_another_users_message(
-    owner: asyncpg.Connection, database_url: str, user: User, other_user: User
+    owner: asyncpg.Connection, conn: asyncpg.Connection, user: User, other_user: User
 ) -> None:
     """reply_to names only a message of one's own in the same conversation. Another user's
     message, with or without a current reply, as the current reply or not, answers exactly
@@ -217,20 +209,16 @@ async def test_a_reply_never_names_another_users_message(
         "insert into public.messages (conversation_id, role, content, reply_to, is_current)"
         " values ($1, 'assistant', 'x', $2, $3)"
     )
-    conn = await asyncpg.connect(database_url)
-    try:
-        nowhere = await refusal(conn, other_user, sql, mine, uuid.uuid4(), True)
-        assert {k: nowhere[k] for k in RLS_REFUSAL} == RLS_REFUSAL, nowhere
-        for target in (answered, unanswered, my_message_elsewhere):
-            for is_current in (True, False):
-                answer = await refusal(conn, other_user, sql, mine, target, is_current)
-                assert answer == nowhere, (target, is_current)
-        # A reply to a message of one's own in the same conversation is written as ever.
+    nowhere = await refusal(conn, other_user, sql, mine, uuid.uuid4(), True)
+    assert {k: nowhere[k] for k in RLS_REFUSAL} == RLS_REFUSAL, nowhere
+    for target in (answered, unanswered, my_message_elsewhere):
         for is_current in (True, False):
-            async with as_role(conn, "authenticated", claims_of(other_user)):
-                assert await conn.execute(sql, mine, my_message, is_current) == "INSERT 0 1"
-    finally:
-        await conn.close()
+            answer = await refusal(conn, other_user, sql, mine, target, is_current)
+            assert answer == nowhere, (target, is_current)
+    # A reply to a message of one's own in the same conversation is written as ever.
+    for is_current in (True, False):
+        async with as_role(conn, "authenticated", claims_of(other_user)):
+            assert await conn.execute(sql, mine, my_message, is_current) == "INSERT 0 1"
     replies = await owner.fetch(
         "select user_id, content from public.messages where reply_to = any($1::uuid[])",
         [answered, unanswered],
@@ -239,7 +227,7 @@ async def test_a_reply_never_names_another_users_message(
 
 
 async def test_another_users_conversation_answers_as_one_that_does_not_exist(
-    owner: asyncpg.Connection, database_url: str, user: User, other_user: User
+    owner: asyncpg.Connection, conn: asyncpg.Connection, user: User, other_user: User
 ) -> None:
     """A message into someone else's conversation, or naming someone else as its user, is
     refused exactly as one into a conversation that does not exist (the seq trigger runs
@@ -251,20 +239,16 @@ async def test_another_users_conversation_answers_as_one_that_does_not_exist(
         "select last_seq, updated_at from public.conversations where id = $1", theirs
     )
     sql = "insert into public.messages (conversation_id, user_id, content) values ($1, $2, 'x')"
-    conn = await asyncpg.connect(database_url)
-    try:
-        nowhere = await refusal(conn, other_user, sql, uuid.uuid4(), other_user.id)
-        assert {k: nowhere[k] for k in RLS_REFUSAL} == RLS_REFUSAL, nowhere
-        for conversation, named in (
-            (theirs, other_user.id),
-            (theirs, user.id),
-            (mine, user.id),
-            (uuid.uuid4(), user.id),
-        ):
-            answer = await refusal(conn, other_user, sql, conversation, named)
-            assert answer == nowhere, (conversation == theirs, named == user.id)
-    finally:
-        await conn.close()
+    nowhere = await refusal(conn, other_user, sql, uuid.uuid4(), other_user.id)
+    assert {k: nowhere[k] for k in RLS_REFUSAL} == RLS_REFUSAL, nowhere
+    for conversation, named in (
+        (theirs, other_user.id),
+        (theirs, user.id),
+        (mine, user.id),
+        (uuid.uuid4(), user.id),
+    ):
+        answer = await refusal(conn, other_user, sql, conversation, named)
+        assert answer == nowhere, (conversation == theirs, named == user.id)
     after = await owner.fetchrow(
         "select last_seq, updated_at from public.conversations where id = $1", theirs
     )
@@ -276,7 +260,7 @@ async def test_another_users_conversation_answers_as_one_that_does_not_exist(
 
 
 async def test_every_insert_naming_another_users_rows_answers_as_for_rows_that_do_not_exist(
-    owner: asyncpg.Connection, database_url: str, user: User, other_user: User
+    owner: asyncpg.Connection, conn: asyncpg.Connection, user: User, other_user: User
 ) -> None:
     """The other tables an API role may insert into: naming another user, their
     conversation or their summary's key answers exactly as naming ids that do not exist
@@ -303,14 +287,10 @@ async def test_every_insert_naming_another_users_rows_answers_as_for_rows_that_d
             (uuid.uuid4(), other_user.id),
         ),
     ]
-    conn = await asyncpg.connect(database_url)
-    try:
-        for sql, theirs, nowhere in cases:
-            answer = await refusal(conn, other_user, sql, *theirs)
-            assert answer["sqlstate"] == "42501", (sql, answer)
-            assert answer == await refusal(conn, other_user, sql, *nowhere), sql
-    finally:
-        await conn.close()
+    for sql, theirs, nowhere in cases:
+        answer = await refusal(conn, other_user, sql, *theirs)
+        assert answer["sqlstate"] == "42501", (sql, answer)
+        assert answer == await refusal(conn, other_user, sql, *nowhere), sql
     await assert_untouched(owner, user, ids)
 
 
@@ -442,32 +422,28 @@ async def test_replies_made_through_the_hole_are_removed_by_its_migration(
     )
 
 
-async def test_private_schema_is_closed_to_api_roles(database_url: str, user: User) -> None:
-    conn = await asyncpg.connect(database_url)
-    try:
-        for role in ("anon", "authenticated"):
-            for sql in (
-                "select * from avatar_chat.limits",
-                "select * from avatar_chat.send_counters",
-                "select avatar_chat.configure_limits(0, 0)",
-                "select * from avatar_chat.begin_turn("
-                "'{}', gen_random_uuid(), 'x', null, 1, null, null, null, null, null, 20, null)",
-                "select avatar_chat.save_summary('{}', gen_random_uuid(), 1, 0, 'x')",
-                "select avatar_chat.save_partial('{}', gen_random_uuid(), 1, 'x', 1)",
-                "select avatar_chat.request_stop('{}', gen_random_uuid(), gen_random_uuid())",
-                "select * from avatar_chat.reply_progress('{}', gen_random_uuid(), gen_random_uuid(), 0)",
-                "select avatar_chat.delete_message('{}', gen_random_uuid(), gen_random_uuid())",
-                "select * from avatar_chat.workers",
-                "select avatar_chat.worker_heartbeat(1, 5, 'h', 1)",
-                "select * from avatar_chat.restore_my_avatar('{}', 1, null)",
-                "select avatar_chat.is_my_message(gen_random_uuid(), gen_random_uuid())",
-                "select * from supabase_migrations.schema_migrations",
-            ):
-                async with as_role(conn, role, claims_of(user)):
-                    with pytest.raises(asyncpg.InsufficientPrivilegeError):
-                        await conn.execute(sql)
-    finally:
-        await conn.close()
+async def test_private_schema_is_closed_to_api_roles(conn: asyncpg.Connection, user: User) -> None:
+    for role in ("anon", "authenticated"):
+        for sql in (
+            "select * from avatar_chat.limits",
+            "select * from avatar_chat.send_counters",
+            "select avatar_chat.configure_limits(0, 0)",
+            "select * from avatar_chat.begin_turn("
+            "'{}', gen_random_uuid(), 'x', null, 1, null, null, null, null, null, 20, null)",
+            "select avatar_chat.save_summary('{}', gen_random_uuid(), 1, 0, 'x')",
+            "select avatar_chat.save_partial('{}', gen_random_uuid(), 1, 'x', 1)",
+            "select avatar_chat.request_stop('{}', gen_random_uuid(), gen_random_uuid())",
+            "select * from avatar_chat.reply_progress('{}', gen_random_uuid(), gen_random_uuid(), 0)",
+            "select avatar_chat.delete_message('{}', gen_random_uuid(), gen_random_uuid())",
+            "select * from avatar_chat.workers",
+            "select avatar_chat.worker_heartbeat(1, 5, 'h', 1)",
+            "select * from avatar_chat.restore_my_avatar('{}', 1, null)",
+            "select avatar_chat.is_my_message(gen_random_uuid(), gen_random_uuid())",
+            "select * from supabase_migrations.schema_migrations",
+        ):
+            async with as_role(conn, role, claims_of(user)):
+                with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                    await conn.execute(sql)
 
 
 async def test_every_public_table_is_covered_here(owner: asyncpg.Connection) -> None:

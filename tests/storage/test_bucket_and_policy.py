@@ -25,22 +25,18 @@ async def test_the_bucket_is_private_and_limited(owner: asyncpg.Connection) -> N
 
 
 async def test_a_user_reads_only_their_own_objects(
-    owner: asyncpg.Connection, database_url: str, user: User, other_user: User
+    owner: asyncpg.Connection, conn: asyncpg.Connection, user: User, other_user: User
 ) -> None:
     mine, theirs = f"{user.id}/{'a' * 32}/512.webp", f"{other_user.id}/{'b' * 32}/512.webp"
     await owner.executemany(
         "insert into storage.objects (bucket_id, name) values ($1, $2)",
         [("avatars", mine), ("avatars", theirs)],
     )
-    conn = await asyncpg.connect(database_url)
-    try:
-        async with as_role(conn, "authenticated", claims_of(user)):
-            names = [r["name"] for r in await conn.fetch("select name from storage.objects")]
-        assert mine in names and theirs not in names
-        async with as_role(conn, "anon"):
-            assert await conn.fetch("select name from storage.objects where bucket_id = 'avatars'") == []
-    finally:
-        await conn.close()
+    async with as_role(conn, "authenticated", claims_of(user)):
+        names = [r["name"] for r in await conn.fetch("select name from storage.objects")]
+    assert mine in names and theirs not in names
+    async with as_role(conn, "anon"):
+        assert await conn.fetch("select name from storage.objects where bucket_id = 'avatars'") == []
         async with owner.transaction():
             # Storage refuses direct deletes unless asked (storage.protect_delete).
             await owner.execute("select set_config('storage.allow_delete_query', 'true', true)")
