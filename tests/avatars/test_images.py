@@ -7,7 +7,8 @@ import asyncio
 import io
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -51,6 +52,19 @@ async def _until(condition: Callable[[], bool], timeout_s: float = 10) -> None:
     while not condition():
         assert time.monotonic() < deadline, "the condition never held"
         await asyncio.sleep(0.005)
+
+
+@asynccontextmanager
+async def _one_decode_running(
+    settings: Settings, user: User
+) -> AsyncIterator[tuple[httpx.AsyncClient, AppState, asyncio.Task[httpx.Response]]]:
+    """An app that decodes one image at a time, and an upload of the costliest PNG still
+    taken (16.7 MP: a decode that takes a while) whose decode is running."""
+    async with own_app(settings, image_decodes_per_worker=1) as (client, state):
+        await create_avatar(client, user)
+        first = asyncio.create_task(_put(client, user, costliest("png")))
+        await _until(lambda: state.avatars.image_decodes_running == 1)
+        yield client, state, first
 
 
 async def test_an_upload_becomes_two_square_webp_images(
@@ -150,11 +164,7 @@ async def test_the_costliest_png_is_taken_and_one_row_more_is_422(
 async def test_an_upload_while_the_worker_runs_its_decodes_is_503_busy(
     settings: Settings, user: User
 ) -> None:
-    async with own_app(settings, image_decodes_per_worker=1) as (client, state):
-        await create_avatar(client, user)
-        # A decode that takes a while: the costliest PNG still taken (16.7 MP).
-        first = asyncio.create_task(_put(client, user, costliest("png")))
-        await _until(lambda: state.avatars.image_decodes_running == 1)
+    async with _one_decode_running(settings, user) as (client, state, first):
         busy = await _put(client, user, image_bytes())
         assert_error(busy, 503, "busy")
         assert busy.headers["retry-after"] == "1"
@@ -166,10 +176,7 @@ async def test_an_upload_while_the_worker_runs_its_decodes_is_503_busy(
 async def test_a_cancelled_upload_keeps_its_decode_until_the_decode_ends(
     settings: Settings, user: User
 ) -> None:
-    async with own_app(settings, image_decodes_per_worker=1) as (client, state):
-        await create_avatar(client, user)
-        first = asyncio.create_task(_put(client, user, costliest("png")))
-        await _until(lambda: state.avatars.image_decodes_running == 1)
+    async with _one_decode_running(settings, user) as (client, state, first):
         first.cancel()
         with pytest.raises(asyncio.CancelledError):
             await first
