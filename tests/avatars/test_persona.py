@@ -3,14 +3,13 @@ Postgres enum the rows hold, all the same values in the same order."""
 
 from __future__ import annotations
 
-import uuid
-
 import asyncpg
 
-from avatar_chat.avatars.persona import TRAITS, AvatarSnapshot, PersonalityType, traits_of
+from avatar_chat.avatars.persona import TRAITS, PersonalityType, traits_of
 from avatar_chat.chat.prompt import system_prompt
 from avatar_chat.llm.base import ChatRequest, PromptMessage
 from avatar_chat.llm.offline import offline_reply
+from tests.support.factories import avatar_snapshot
 
 
 async def test_the_database_enum_holds_the_apis_personalities_in_order(owner: asyncpg.Connection) -> None:
@@ -21,14 +20,7 @@ async def test_the_database_enum_holds_the_apis_personalities_in_order(owner: as
 def test_every_personality_has_its_traits_and_they_reach_the_prompt_and_the_offline_reply() -> None:
     assert list(TRAITS) == list(PersonalityType)
     for personality in PersonalityType:
-        avatar = AvatarSnapshot(
-            id=uuid.uuid4(),
-            user_id=uuid.uuid4(),
-            name="Ava",
-            personality=personality.value,
-            backstory="",
-            version=1,
-        )
+        avatar = avatar_snapshot(personality=personality.value)
         assert TRAITS[personality] in system_prompt(avatar, "assistant")
         request = ChatRequest(avatar=avatar, mode="assistant", messages=(PromptMessage("user", "hi"),))
         assert TRAITS[personality] in offline_reply(request)

@@ -12,14 +12,13 @@ import uuid
 from avatar_chat.avatars.persona import AvatarSnapshot
 from avatar_chat.cache.store import SessionStore
 from avatar_chat.chat.window import ConversationWindow, WindowMessage
+from tests.support.factories import avatar_snapshot
 
 Store = SessionStore[AvatarSnapshot, ConversationWindow]
 
 
 def snapshot(user_id: uuid.UUID, avatar_id: uuid.UUID, version: int) -> AvatarSnapshot:
-    return AvatarSnapshot(
-        id=avatar_id, user_id=user_id, name="Ava", personality=f"p{version}", backstory="", version=version
-    )
+    return avatar_snapshot(id=avatar_id, user_id=user_id, personality=f"p{version}", version=version)
 
 
 def window(conversation_id: uuid.UUID, last_seq: int, revision: int = 0) -> ConversationWindow:

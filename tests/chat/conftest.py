@@ -14,10 +14,8 @@ from tests.support.apps import app_with_provider
 
 @pytest.fixture(scope="session")
 async def fake_llm() -> AsyncIterator[FakeOpenAIServer]:
-    server = FakeOpenAIServer()
-    await server.start()
-    yield server
-    await server.stop()
+    async with FakeOpenAIServer() as server:
+        yield server
 
 
 @pytest.fixture(scope="session")

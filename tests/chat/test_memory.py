@@ -14,7 +14,6 @@ from typing import Any
 import asyncpg
 import pytest
 
-from avatar_chat.avatars.persona import AvatarSnapshot
 from avatar_chat.chat.prompt import build_request
 from avatar_chat.chat.window import WindowMessage
 from avatar_chat.core.settings import Settings
@@ -23,7 +22,7 @@ from avatar_chat.llm.offline import offline_summary
 from tests.fakes.openai_server import FakeOpenAIServer
 from tests.support.apps import app_with_provider
 from tests.support.databases import as_role, claims_of
-from tests.support.factories import User, create_avatar, create_conversation, history, send
+from tests.support.factories import User, avatar_snapshot, create_avatar, create_conversation, history, send
 from tests.support.servers import ServerProcess
 
 WINDOW = 4  # messages: a summary once more than 6 came after the last one
@@ -164,7 +163,7 @@ async def test_a_worker_that_dies_mid_summary_leaves_nothing_half_written(
 
 
 def test_the_offline_summary_is_extractive_deterministic_and_bounded() -> None:
-    avatar = AvatarSnapshot(uuid.uuid4(), uuid.uuid4(), "Ava", "caring", "", 1)
+    avatar = avatar_snapshot(personality="caring")
     messages = tuple(
         PromptMessage("user" if i % 2 == 0 else "assistant", f"Sentence {i}. And more text {i}.")
         for i in range(40)
@@ -177,7 +176,7 @@ def test_the_offline_summary_is_extractive_deterministic_and_bounded() -> None:
 
 
 def test_the_prompt_keeps_summary_and_the_newest_messages_within_the_budget() -> None:
-    avatar = AvatarSnapshot(uuid.uuid4(), uuid.uuid4(), "Ava", "caring", "", 1)
+    avatar = avatar_snapshot(personality="caring")
     window = [
         WindowMessage(seq, "user" if seq % 2 else "assistant", f"message {seq} " + "x" * 200)
         for seq in range(1, 21)

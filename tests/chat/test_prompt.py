@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import uuid
-
-from avatar_chat.avatars.persona import AvatarSnapshot
 from avatar_chat.chat.prompt import build_request
 from avatar_chat.chat.window import WindowMessage, fit_window
+from tests.support.factories import avatar_snapshot
 
 
 def messages(*sizes: int) -> list[WindowMessage]:
@@ -26,14 +24,7 @@ def test_fit_window_keeps_the_newest_within_both_budgets() -> None:
 
 
 def test_build_request_orders_system_window_then_the_new_message() -> None:
-    avatar = AvatarSnapshot(
-        id=uuid.uuid4(),
-        user_id=uuid.uuid4(),
-        name="Mira",
-        personality="caring",
-        backstory="Nurse.",
-        version=4,
-    )
+    avatar = avatar_snapshot(name="Mira", personality="caring", backstory="Nurse.", version=4)
     request = build_request(avatar, "companion", messages(3, 4), "now")
     roles = [m.role for m in request.messages]
     assert roles == ["system", "user", "assistant", "user"]

@@ -7,10 +7,9 @@ import asyncio
 import asyncpg
 import httpx
 
-from avatar_chat.avatars.persona import AvatarSnapshot
 from avatar_chat.state import AppState
 from tests.support.assertions import assert_error
-from tests.support.factories import User, create_avatar, create_conversation, history, send
+from tests.support.factories import User, avatar_snapshot, create_avatar, create_conversation, history, send
 from tests.support.sse import parse_sse
 
 
@@ -205,9 +204,7 @@ async def test_a_stale_cache_entry_is_never_used_even_if_notify_is_missed(
     await asyncio.sleep(0.2)  # let the notification arrive and evict...
     # ...then put the old persona back, as if the notification had been lost.
     await app_state.store.put_avatar(
-        AvatarSnapshot(
-            id=row["id"], user_id=user.id, name="Ava", personality="friendly", backstory="", version=1
-        )
+        avatar_snapshot(id=row["id"], user_id=user.id, personality="friendly", version=1)
     )
     reply = (await send(app_client, user, conversation["id"], "which persona?")).json()["assistant_message"]
     assert (reply["persona_version"], reply["personality"]) == (2, "professional")

@@ -276,23 +276,21 @@ async def test_rate_limit_refusals_and_provider_failures_are_counted(
 async def test_a_provider_failure_is_counted_by_code(observed: Observed, user: User) -> None:
     from tests.fakes.openai_server import FakeOpenAIServer
 
-    fake = FakeOpenAIServer()
-    await fake.start()
-    try:
-        async with observed(
+    async with (
+        FakeOpenAIServer() as fake,
+        observed(
             llm_base_url=fake.base_url,
             llm_api_key=SecretStr("sk-test"),
             llm_max_retries=0,
             llm_timeout_s=2,
-        ) as (client, _):
-            await create_avatar(client, user)
-            conversation = await create_conversation(client, user, title="faults")
-            failed = await send(client, user, conversation["id"], "[[fake:status_500]] hello")
-            assert_error(failed, 502, "provider_error")
-            assert (await send(client, user, conversation["id"], "fine")).status_code == 201
-            samples = await scrape(client)
-    finally:
-        await fake.stop()
+        ) as (client, _),
+    ):
+        await create_avatar(client, user)
+        conversation = await create_conversation(client, user, title="faults")
+        failed = await send(client, user, conversation["id"], "[[fake:status_500]] hello")
+        assert_error(failed, 502, "provider_error")
+        assert (await send(client, user, conversation["id"], "fine")).status_code == 201
+        samples = await scrape(client)
     assert metric(samples, "avatar_chat_llm_failures_total", code="provider_error") == 1
     assert metric(samples, "avatar_chat_chat_turns_total", outcome="failed") == 1
     assert metric(samples, "avatar_chat_chat_turns_total", outcome="complete") == 1

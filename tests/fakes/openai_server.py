@@ -14,7 +14,7 @@ object), empty (only [DONE]). `fail_times:<n>[:<status>]` fails the first n requ
 same last user message, then answers ok: `fail_next` for when the test cannot reach the
 server object (a separate process); give every such message a unique text.
 
-In-process: `server = FakeOpenAIServer(); await server.start(); ...; await server.stop()`.
+In-process: `async with FakeOpenAIServer() as server: ...` (or `start()` ... `stop()`).
 As a process: `python -m tests.fakes.openai_server --port P [--default SCENARIO]`, then
 steer it over HTTP: POST /_fake/default {"scenario"}, POST /_fake/fail_next {"n",
 "status"}, GET /_fake/requests, POST /_fake/reset, GET /health.
@@ -197,6 +197,13 @@ class FakeOpenAIServer:
                     self._task.result()  # surfaces why it could not start
                     raise RuntimeError("the fake server exited during start-up")
                 await asyncio.sleep(0.01)
+
+    async def __aenter__(self) -> FakeOpenAIServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
 
     async def stop(self) -> None:
         if self._server is None or self._task is None:

@@ -12,11 +12,11 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from avatar_chat.avatars.persona import AvatarSnapshot
 from avatar_chat.core.settings import Settings
 from avatar_chat.llm.base import ChatRequest, PromptMessage, ProviderFailure
 from avatar_chat.llm.openai_provider import OpenAIProvider
 from tests.fakes.openai_server import FakeOpenAIServer, reply_text
+from tests.support.factories import avatar_snapshot
 
 API_KEY = "test-key"
 MakeProvider = Callable[..., OpenAIProvider]
@@ -24,10 +24,8 @@ MakeProvider = Callable[..., OpenAIProvider]
 
 @pytest.fixture(scope="module")
 async def fake_llm() -> AsyncIterator[FakeOpenAIServer]:
-    server = FakeOpenAIServer()
-    await server.start()
-    yield server
-    await server.stop()
+    async with FakeOpenAIServer() as server:
+        yield server
 
 
 @pytest.fixture(autouse=True)
@@ -59,14 +57,7 @@ async def make_provider(fake_llm: FakeOpenAIServer) -> AsyncIterator[MakeProvide
 
 
 def chat_request(user_message: str) -> ChatRequest:
-    avatar = AvatarSnapshot(
-        id=uuid.uuid4(),
-        user_id=uuid.uuid4(),
-        name="Ada",
-        personality="curious",
-        backstory="Grew up among looms.",
-        version=1,
-    )
+    avatar = avatar_snapshot(name="Ada", personality="curious", backstory="Grew up among looms.")
     return ChatRequest(
         avatar=avatar,
         mode="chat",

@@ -31,11 +31,11 @@ import asyncpg
 import httpx
 
 from avatar_chat.auth.tokens import mint_access_token
-from avatar_chat.avatars.persona import AvatarSnapshot
 from avatar_chat.llm.base import ChatRequest, PromptMessage
 from avatar_chat.llm.offline import offline_reply
 from avatar_chat.ops.embedded import EmbeddedPostgres
 from avatar_chat.ops.migrate import migrate
+from tests.support.factories import avatar_snapshot
 from tests.support.servers import ServerProcess
 from tests.support.sse import sse_events
 
@@ -332,13 +332,8 @@ async def _verify(dsn: str, ledger: dict[str, Ack], report: SoakReport) -> None:
         acked_replies = {ack.reply_id for ack in ledger.values()}
         for reply in replies:
             if reply["status"] == "complete":
-                snapshot = AvatarSnapshot(
-                    id=uuid.uuid4(),
-                    user_id=uuid.uuid4(),
-                    name=reply["name"],
-                    personality=reply["personality"],
-                    backstory="",
-                    version=reply["persona_version"],
+                snapshot = avatar_snapshot(
+                    name=reply["name"], personality=reply["personality"], version=reply["persona_version"]
                 )
                 request = ChatRequest(snapshot, reply["mode"], (PromptMessage("user", reply["asked"]),))
                 if reply["content"] != offline_reply(request):

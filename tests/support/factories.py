@@ -13,6 +13,7 @@ import asyncpg
 import httpx
 
 from avatar_chat.auth.tokens import mint_access_token
+from avatar_chat.avatars.persona import AvatarSnapshot
 
 TEST_JWT_SECRET = "test-secret-" + "x" * 40
 
@@ -38,6 +39,20 @@ async def create_user(owner: asyncpg.Connection, *, email: str | None = None) ->
     await owner.execute("insert into auth.users (id, email) values ($1, $2)", user_id, email)
     token = mint_access_token(TEST_JWT_SECRET, user_id=user_id, email=email)
     return User(user_id, email, token)
+
+
+def avatar_snapshot(**overrides: Any) -> AvatarSnapshot:
+    """An avatar as a chat turn reads it, without a database: new ids, "Ava", friendly, no
+    backstory, version 1, unless overridden."""
+    values: dict[str, Any] = {
+        "id": uuid.uuid4(),
+        "user_id": uuid.uuid4(),
+        "name": "Ava",
+        "personality": "friendly",
+        "backstory": "",
+        "version": 1,
+    }
+    return AvatarSnapshot(**(values | overrides))
 
 
 async def create_avatar(client: httpx.AsyncClient, user: User, **overrides: object) -> dict[str, Any]:
