@@ -37,22 +37,26 @@ async def client_for(
 
 
 @pytest.fixture
-def dev_settings(settings: Settings, tmp_path: Path) -> Settings:
-    """A worker of `avatar-chat serve` on the embedded default: no Supabase setting, the JWT
-    secret generated in its data folder."""
+def dev_settings(
+    settings: Settings, tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> Settings:
+    """A worker of `avatar-chat serve` on the embedded default, as serve starts it: the
+    resolved DATABASE_URL, and the same address in the handoff variable; no Supabase
+    setting, the JWT secret generated in its data folder."""
+    monkeypatch.setenv(EMBEDDED_HANDOFF_ENV, database_url)
     return settings.model_copy(update={"supabase_jwt_secret": None, "data_dir": tmp_path})
 
 
 @pytest.fixture
-async def embedded_dev(
-    dev_settings: Settings, database_url: str, monkeypatch: pytest.MonkeyPatch
-) -> AsyncIterator[httpx.AsyncClient]:
-    """A worker of `avatar-chat serve` on the embedded database, as serve starts it: the
-    resolved DATABASE_URL, and the same address in the handoff variable; reached as
-    http://localhost:8000, as ./scripts/run prints it."""
-    monkeypatch.setenv(EMBEDDED_HANDOFF_ENV, database_url)
+async def embedded_dev(dev_settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """That worker reached as http://localhost:8000, as ./scripts/run prints it."""
     async with client_for(dev_settings, base_url="http://localhost:8000") as client:
         yield client
+
+
+async def _users_with_email(owner: asyncpg.Connection, email: str) -> int:
+    count: int = await owner.fetchval("select count(*) from auth.users where email = $1", email)
+    return count
 
 
 def _email() -> str:
@@ -183,7 +187,7 @@ async def test_dev_sign_in_takes_json_only(
         headers = {"content-type": content_type} if content_type else {}
         response = await embedded_dev.post(SIGN_IN, content=body, headers=headers)
         assert_error(response, 415, "unsupported_media_type")
-    assert await owner.fetchval("select count(*) from auth.users where email = $1", email) == 0
+    assert await _users_with_email(owner, email) == 0
     json_utf8 = {"content-type": "Application/JSON; charset=utf-8"}
     assert (await embedded_dev.post(SIGN_IN, content=body, headers=json_utf8)).status_code == 200
 
@@ -213,13 +217,10 @@ async def test_dev_sign_in_answers_only_for_the_hosts_the_server_was_started_for
         assert response.status_code == 200
     else:
         assert_error(response, 403, "host_not_allowed")
-        assert await owner.fetchval("select count(*) from auth.users where email = $1", email) == 0
+        assert await _users_with_email(owner, email) == 0
 
 
-async def test_dev_sign_in_answers_for_the_name_given_as_host(
-    dev_settings: Settings, database_url: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv(EMBEDDED_HANDOFF_ENV, database_url)
+async def test_dev_sign_in_answers_for_the_name_given_as_host(dev_settings: Settings) -> None:
     async with client_for(dev_settings, base_url="http://devbox.lan:8000", host="devbox.lan") as client:
         assert (await client.post(SIGN_IN, json={"email": _email()})).status_code == 200
         evil = await client.post(SIGN_IN, json={"email": _email()}, headers={"host": "evil.example"})
@@ -243,20 +244,15 @@ async def test_dev_sign_in_answers_for_the_name_given_as_host(
     ids=["url+anon+secret", "secret", "url", "anon", "url+service"],
 )
 async def test_dev_sign_in_does_not_exist_with_any_supabase_setting(
-    dev_settings: Settings,
-    database_url: str,
-    owner: asyncpg.Connection,
-    monkeypatch: pytest.MonkeyPatch,
-    supabase: dict[str, object],
+    dev_settings: Settings, owner: asyncpg.Connection, supabase: dict[str, object]
 ) -> None:
     """Embedded database, APP_ENV=development, but a Supabase setting: the sign-in could sign
     with a real project's secret or name its issuer, so it is not there at all."""
-    monkeypatch.setenv(EMBEDDED_HANDOFF_ENV, database_url)
     email = _email()
     async with client_for(dev_settings, base_url="http://localhost:8000", **supabase) as client:
         assert_error(await client.post(SIGN_IN, json={"email": email}), 404, "not_found")
         assert (await client.get("/app/config.json")).json()["mode"] != "dev"
-    assert await owner.fetchval("select count(*) from auth.users where email = $1", email) == 0
+    assert await _users_with_email(owner, email) == 0
 
 
 async def test_dev_sign_in_is_404_on_a_configured_database(
@@ -275,13 +271,10 @@ async def test_dev_sign_in_is_404_on_a_configured_database(
     for body in ({"email": email}, {"bad": True}):
         assert answer(await app_client.post(SIGN_IN, json=body)) == unknown
     assert answer(await app_client.post(SIGN_IN, content=b"\xff")) == unknown
-    assert await owner.fetchval("select count(*) from auth.users where email = $1", email) == 0
+    assert await _users_with_email(owner, email) == 0
 
 
-async def test_dev_sign_in_is_404_on_the_embedded_database_in_production(
-    dev_settings: Settings, database_url: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv(EMBEDDED_HANDOFF_ENV, database_url)
+async def test_dev_sign_in_is_404_on_the_embedded_database_in_production(dev_settings: Settings) -> None:
     async with client_for(dev_settings, base_url="http://localhost:8000", app_env="production") as client:
         assert_error(await client.post(SIGN_IN, json={"email": _email()}), 404, "not_found")
         assert (await client.get("/app/config.json")).json()["mode"] == "none"
