@@ -68,27 +68,23 @@ class AppError(Exception):
     ) -> None:
         self.message = message or self.message
         self.code = code or self.code
-        self.headers = dict(headers or {})
+        self.headers = {**self.standard_headers(), **(headers or {})}
         self.details = details
         super().__init__(self.message)
+
+    def standard_headers(self) -> dict[str, str]:
+        """The headers every answer of this kind carries (those given are added over them)."""
+        return {}
 
 
 class BadRequest(AppError, status=400, code="bad_request"): ...
 
 
 class Unauthorized(AppError, status=401, code="unauthorized"):
-    def __init__(
-        self,
-        message: str | None = None,
-        *,
-        code: str | None = None,
-        headers: Mapping[str, str] | None = None,
-        details: Any = None,
-    ) -> None:
+    def standard_headers(self) -> dict[str, str]:
         # RFC 6750: say which scheme and why.
-        error = "invalid_request" if code == "missing_token" else "invalid_token"
-        challenge = {"WWW-Authenticate": f'Bearer realm="avatar-chat", error="{error}"'}
-        super().__init__(message, code=code, headers={**challenge, **(headers or {})}, details=details)
+        error = "invalid_request" if self.code == "missing_token" else "invalid_token"
+        return {"WWW-Authenticate": f'Bearer realm="avatar-chat", error="{error}"'}
 
 
 class Forbidden(AppError, status=403, code="forbidden"): ...
