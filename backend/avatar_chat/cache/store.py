@@ -46,6 +46,19 @@ class CachedWindow(Protocol):
 
 A = TypeVar("A", bound=CachedAvatar)
 W = TypeVar("W", bound=CachedWindow)
+T = TypeVar("T")
+
+
+def _put_last(entries: OrderedDict[uuid.UUID, T], key: uuid.UUID, value: T, maximum: int) -> int:
+    """Put `value` as the most recently used entry and drop the least recently used past
+    `maximum` (the LRU bound): how many were dropped."""
+    entries[key] = value
+    entries.move_to_end(key)
+    dropped = 0
+    while len(entries) > maximum:
+        entries.popitem(last=False)
+        dropped += 1
+    return dropped
 
 
 @dataclass(slots=True)
@@ -127,12 +140,9 @@ class SessionStore(Generic[A, W]):
             cached = self._avatars.get(snapshot.user_id)
             if cached is not None and cached.id == snapshot.id and cached.version > snapshot.version:
                 return  # a slower turn must not replace a newer snapshot
-            self._avatars[snapshot.user_id] = snapshot
-            self._avatars.move_to_end(snapshot.user_id)
-            while len(self._avatars) > self._max_avatars:
-                self._avatars.popitem(last=False)
-                self.stats.avatar.evictions += 1
-                self._metrics.avatar_evictions.inc()
+            if dropped := _put_last(self._avatars, snapshot.user_id, snapshot, self._max_avatars):
+                self.stats.avatar.evictions += dropped
+                self._metrics.avatar_evictions.inc(dropped)
 
     async def peek_avatar(self, user_id: uuid.UUID) -> A | None:
         """What is cached for the user, without touching LRU order or stats."""
@@ -154,12 +164,9 @@ class SessionStore(Generic[A, W]):
             cached = self._windows.get(window.conversation_id)
             if cached is not None and (cached.revision, cached.last_seq) > (window.revision, window.last_seq):
                 return
-            self._windows[window.conversation_id] = window
-            self._windows.move_to_end(window.conversation_id)
-            while len(self._windows) > self._max_conversations:
-                self._windows.popitem(last=False)
-                self.stats.window.evictions += 1
-                self._metrics.window_evictions.inc()
+            if dropped := _put_last(self._windows, window.conversation_id, window, self._max_conversations):
+                self.stats.window.evictions += dropped
+                self._metrics.window_evictions.inc(dropped)
 
     async def invalidate_conversation(self, conversation_id: uuid.UUID) -> None:
         async with self._lock:
