@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Request, Response, status
+from fastapi import APIRouter, Path, Request, Response, status
+from fastapi.types import DecoratedCallable
 
 from avatar_chat.auth.dependencies import CurrentUser
 from avatar_chat.avatars.dependencies import Avatars, avatar_service
@@ -29,7 +31,7 @@ from avatar_chat.core.errors import (
     UnsupportedMediaType,
     responses,
 )
-from avatar_chat.core.http import etag, header_parameter, parse_if_match, read_header
+from avatar_chat.core.http import etag, header_parameter, page_cursor, page_limit, parse_if_match, read_header
 
 router = APIRouter(prefix="/avatars", tags=["avatars"])
 
@@ -79,24 +81,24 @@ async def get_avatar(user: CurrentUser, service: Avatars) -> Response:
     return _answer(await service.get(user))
 
 
-@router.patch(
-    "/me",
-    response_model=AvatarRead,
-    responses=responses(*AUTHENTICATED_ERRORS, *BODY_ERRORS, NotFound, PreconditionFailed),
-    summary="Change my avatar's name, personality or backstory",
-    openapi_extra=_IF_MATCH,
-)
+def _patch(path: str, *, summary: str) -> Callable[[DecoratedCallable], DecoratedCallable]:
+    """A PATCH of the avatar: the fields sent change (If-Match honoured); the answer is
+    the avatar as written."""
+    return router.patch(
+        path,
+        response_model=AvatarRead,
+        responses=responses(*AUTHENTICATED_ERRORS, *BODY_ERRORS, NotFound, PreconditionFailed),
+        summary=summary,
+        openapi_extra=_IF_MATCH,
+    )
+
+
+@_patch("/me", summary="Change my avatar's name, personality or backstory")
 async def update_avatar(body: AvatarUpdate, user: CurrentUser, request: Request) -> Response:
     return _answer(await avatar_service.of(request).update(user, body, if_match=_if_match(request)))
 
 
-@router.patch(
-    "/me/persona",
-    response_model=AvatarRead,
-    responses=responses(*AUTHENTICATED_ERRORS, *BODY_ERRORS, NotFound, PreconditionFailed),
-    summary="Switch my avatar's persona",
-    openapi_extra=_IF_MATCH,
-)
+@_patch("/me/persona", summary="Switch my avatar's persona")
 async def update_persona(body: PersonaUpdateRequest, user: CurrentUser, request: Request) -> Response:
     # The service comes from the request rather than a dependency: the persona switch is
     # the hottest write, and each FastAPI dependency costs it about 10 us per request.
@@ -111,12 +113,8 @@ async def update_persona(body: PersonaUpdateRequest, user: CurrentUser, request:
 async def list_history(
     user: CurrentUser,
     service: Avatars,
-    limit: Annotated[
-        int, Query(ge=1, le=HISTORY_PAGE_MAX, description=f"Page size, 1-{HISTORY_PAGE_MAX}.")
-    ] = 20,
-    cursor: Annotated[
-        str | None, Query(max_length=32, description="next_cursor of the previous page")
-    ] = None,
+    limit: Annotated[int, page_limit(HISTORY_PAGE_MAX)] = 20,
+    cursor: Annotated[str | None, page_cursor(32)] = None,
 ) -> AvatarHistoryPage:
     return await service.history(user, limit=limit, cursor=cursor)
 

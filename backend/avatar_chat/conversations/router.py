@@ -25,10 +25,11 @@ from avatar_chat.core.errors import (
     NotFound,
     responses,
 )
+from avatar_chat.core.http import page_cursor, page_limit
 
 router = APIRouter(prefix="/conversations", tags=["conversations"])
 
-PageLimit = Annotated[int, Query(ge=1, le=PAGE_MAX, description=f"Page size, 1-{PAGE_MAX}.")]
+PageLimit = Annotated[int, page_limit(PAGE_MAX)]
 
 
 @router.post(
@@ -52,9 +53,7 @@ async def list_conversations(
     user: CurrentUser,
     service: Conversations,
     limit: PageLimit = 20,
-    cursor: Annotated[
-        str | None, Query(max_length=200, description="next_cursor of the previous page")
-    ] = None,
+    cursor: Annotated[str | None, page_cursor(200)] = None,
 ) -> ConversationPage:
     return await service.list(user, limit=limit, cursor=cursor)
 

@@ -1,4 +1,5 @@
-"""Small HTTP helpers shared by routers: entity tags, headers read by hot routes."""
+"""Small HTTP helpers shared by routers: entity tags, headers read by hot routes, page
+parameters, host names."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import ipaddress
 import re
 from typing import Any
 
-from fastapi import Request
+from fastapi import Query, Request
 
 from avatar_chat.core.errors import ValidationFailed
 
@@ -40,6 +41,16 @@ def parse_if_match(header: str | None) -> list[int] | None:
             versions.append(int(value))
         pos = match.end()
     return versions
+
+
+def page_limit(maximum: int) -> Any:
+    """The `limit` query parameter of a paginated listing: a page size from 1 to `maximum`."""
+    return Query(ge=1, le=maximum, description=f"Page size, 1-{maximum}.")
+
+
+def page_cursor(max_length: int) -> Any:
+    """The `cursor` query parameter of a cursor-paginated listing (its answer's `next_cursor`)."""
+    return Query(max_length=max_length, description="next_cursor of the previous page")
 
 
 def header_parameter(name: str, *, description: str, max_length: int, min_length: int = 0) -> dict[str, Any]:
@@ -91,14 +102,13 @@ def host_name(host_header: str | None) -> str | None:
     return name or None
 
 
-def is_ip_literal(name: str) -> bool:
+def is_rebinding_safe(name: str) -> bool:
+    """Whether no DNS answer decides where `name` leads (so no DNS rebinding through it): an
+    IP literal, or `localhost` and its subdomains, which browsers resolve to loopback themselves."""
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
     try:
         ipaddress.ip_address(name)
     except ValueError:
         return False
     return True
-
-
-def is_loopback_name(name: str) -> bool:
-    """`localhost` and its subdomains, which browsers resolve to loopback themselves."""
-    return name == "localhost" or name.endswith(".localhost")

@@ -10,7 +10,7 @@ from pydantic import SecretStr
 
 from avatar_chat.auth.tokens import mint_access_token
 from avatar_chat.core.database import Database
-from avatar_chat.core.http import host_name, is_ip_literal, is_loopback_name
+from avatar_chat.core.http import host_name, is_rebinding_safe
 from avatar_chat.core.settings import Environment, Settings
 from avatar_chat.web import repository
 from avatar_chat.web.schemas import ClientMode, DevSession, DevUser, WebConfig
@@ -40,7 +40,7 @@ class DevSignIn:
         name = host_name(host_header)
         if name is None:
             return False
-        return is_ip_literal(name) or is_loopback_name(name) or name == self._bound_name
+        return is_rebinding_safe(name) or name == self._bound_name
 
     async def sign_in(self, email: str) -> DevSession:
         async with self._db.connection() as conn:
