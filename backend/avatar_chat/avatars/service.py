@@ -8,17 +8,8 @@ import re
 import uuid
 from typing import Any
 
-from avatar_chat.avatars import repository
+from avatar_chat.avatars import repository, schemas
 from avatar_chat.avatars.images import CONTENT_TYPE, SIZES, ImageDecodes
-from avatar_chat.avatars.schemas import (
-    VERSION_MAX,
-    AvatarCreate,
-    AvatarHistoryPage,
-    AvatarImage,
-    AvatarRead,
-    AvatarUpdate,
-    PersonaUpdateRequest,
-)
 from avatar_chat.cache.store import SessionStore
 from avatar_chat.core.claims import Claims
 from avatar_chat.core.database import Database
@@ -41,7 +32,7 @@ _CURSOR = re.compile(r"[0-9]{1,16}")
 
 def decode_history_cursor(cursor: str) -> int:
     """A history page's `next_cursor`: the version the next page continues below."""
-    if _CURSOR.fullmatch(cursor) and 1 <= (version := int(cursor)) <= VERSION_MAX:
+    if _CURSOR.fullmatch(cursor) and 1 <= (version := int(cursor)) <= schemas.VERSION_MAX:
         return version
     raise BadRequest("The cursor is not one this API issued.", code="invalid_cursor")
 
@@ -77,7 +68,7 @@ class AvatarService:
     def image_decodes_running(self) -> int:
         return self._decodes.running
 
-    async def create(self, user: Claims, data: AvatarCreate) -> AvatarRead:
+    async def create(self, user: Claims, data: schemas.AvatarCreate) -> schemas.AvatarRead:
         async with self._db.as_user(user) as conn:
             avatar = await repository.insert(
                 conn, name=data.name, personality=data.personality.value, backstory=data.backstory
@@ -87,7 +78,7 @@ class AvatarService:
             raise Conflict("You already have an avatar.", code="avatar_exists")
         return avatar
 
-    async def get(self, user: Claims) -> AvatarRead:
+    async def get(self, user: Claims) -> schemas.AvatarRead:
         async with self._db.as_user(user) as conn:
             avatar = await repository.get_mine(conn)
         if avatar is None:
@@ -95,8 +86,12 @@ class AvatarService:
         return avatar
 
     async def update(
-        self, user: Claims, data: AvatarUpdate | PersonaUpdateRequest, *, if_match: list[int] | None
-    ) -> AvatarRead:
+        self,
+        user: Claims,
+        data: schemas.AvatarUpdate | schemas.PersonaUpdateRequest,
+        *,
+        if_match: list[int] | None,
+    ) -> schemas.AvatarRead:
         """One round trip; the answer is the row as committed."""
         try:
             avatar = await repository.update_mine(self._db, user, changes=data.changes(), if_match=if_match)
@@ -107,16 +102,16 @@ class AvatarService:
             raise _not_found()
         return avatar
 
-    async def history(self, user: Claims, *, limit: int, cursor: str | None) -> AvatarHistoryPage:
+    async def history(self, user: Claims, *, limit: int, cursor: str | None) -> schemas.AvatarHistoryPage:
         """Every version of the user's avatar, newest first; empty without an avatar."""
         below = None if cursor is None else decode_history_cursor(cursor)
         async with self._db.as_user(user) as conn:
             rows = await repository.list_history(conn, limit=limit + 1, below=below)
         items = rows[:limit]
         next_cursor = str(items[-1].version) if len(rows) > limit else None
-        return AvatarHistoryPage(items=items, next_cursor=next_cursor)
+        return schemas.AvatarHistoryPage(items=items, next_cursor=next_cursor)
 
-    async def restore(self, user: Claims, version: int, *, if_match: list[int] | None) -> AvatarRead:
+    async def restore(self, user: Claims, version: int, *, if_match: list[int] | None) -> schemas.AvatarRead:
         """A new version with the persona of `version`; one round trip, as `update`."""
         try:
             avatar = await repository.restore_mine(self._db, user, version=version, if_match=if_match)
@@ -137,7 +132,7 @@ class AvatarService:
 
     # --- the image ---------------------------------------------------------------------------
 
-    async def set_image(self, user: Claims, data: bytes, *, if_match: list[int] | None) -> AvatarRead:
+    async def set_image(self, user: Claims, data: bytes, *, if_match: list[int] | None) -> schemas.AvatarRead:
         """Normalise, store under a new folder, then point the avatar at it (one round
         trip). The previous image is removed only once that committed (G4); the new
         objects are removed again if the database refused the change. 503 busy while this
@@ -179,7 +174,7 @@ class AvatarService:
         self._remove_later(previous)
         return avatar
 
-    async def delete_image(self, user: Claims, *, if_match: list[int] | None) -> AvatarRead:
+    async def delete_image(self, user: Claims, *, if_match: list[int] | None) -> schemas.AvatarRead:
         """The avatar without an image (a new version; none if it had none)."""
         result = await self._set_image_path(user, None, if_match)
         if result is None:
@@ -188,7 +183,7 @@ class AvatarService:
         self._remove_later(previous)
         return avatar
 
-    async def image(self, user: Claims, *, base_url: str) -> AvatarImage:
+    async def image(self, user: Claims, *, base_url: str) -> schemas.AvatarImage:
         """Signed URLs of the avatar's image, valid STORAGE_SIGNED_URL_TTL_S."""
         avatar = await self.get(user)
         if avatar.image_path is None:
@@ -198,7 +193,7 @@ class AvatarService:
         urls = await self._images.signed_urls(
             image_files(avatar.image_path), expires_in_s=self._signed_url_ttl_s, base_url=base_url
         )
-        return AvatarImage(
+        return schemas.AvatarImage(
             image_path=avatar.image_path,
             urls={str(size): url for size, url in zip(SIZES, urls, strict=True)},
             expires_in=self._signed_url_ttl_s,
@@ -206,7 +201,7 @@ class AvatarService:
 
     async def _set_image_path(
         self, user: Claims, folder: str | None, if_match: list[int] | None
-    ) -> tuple[AvatarRead, str | None] | None:
+    ) -> tuple[schemas.AvatarRead, str | None] | None:
         try:
             return await repository.set_image_mine(self._db, user, image_path=folder, if_match=if_match)
         finally:

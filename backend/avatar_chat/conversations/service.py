@@ -9,15 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from avatar_chat.cache.store import SessionStore
-from avatar_chat.conversations import repository
-from avatar_chat.conversations.schemas import (
-    ConversationCreate,
-    ConversationPage,
-    ConversationRead,
-    ConversationUpdate,
-    MessagePage,
-    MessageVariants,
-)
+from avatar_chat.conversations import repository, schemas
 from avatar_chat.core.claims import Claims
 from avatar_chat.core.database import Database
 from avatar_chat.core.errors import BadRequest, NotFound
@@ -46,19 +38,19 @@ class ConversationService:
         self._db = db
         self._store = store
 
-    async def create(self, user: Claims, data: ConversationCreate) -> ConversationRead:
+    async def create(self, user: Claims, data: schemas.ConversationCreate) -> schemas.ConversationRead:
         async with self._db.as_user(user) as conn:
             return await repository.create_conversation(conn, mode=data.mode.value, title=data.title)
 
-    async def list(self, user: Claims, *, limit: int, cursor: str | None) -> ConversationPage:
+    async def list(self, user: Claims, *, limit: int, cursor: str | None) -> schemas.ConversationPage:
         before = decode_cursor(cursor) if cursor else None
         async with self._db.as_user(user) as conn:
             rows = await repository.list_conversations(conn, limit=limit + 1, before=before)
         items = rows[:limit]
         next_cursor = encode_cursor(items[-1].created_at, items[-1].id) if len(rows) > limit else None
-        return ConversationPage(items=items, next_cursor=next_cursor)
+        return schemas.ConversationPage(items=items, next_cursor=next_cursor)
 
-    async def get(self, user: Claims, conversation_id: uuid.UUID) -> ConversationRead:
+    async def get(self, user: Claims, conversation_id: uuid.UUID) -> schemas.ConversationRead:
         async with self._db.as_user(user) as conn:
             conversation = await repository.get_conversation(conn, conversation_id)
         if conversation is None:
@@ -66,8 +58,8 @@ class ConversationService:
         return conversation
 
     async def update(
-        self, user: Claims, conversation_id: uuid.UUID, data: ConversationUpdate
-    ) -> ConversationRead:
+        self, user: Claims, conversation_id: uuid.UUID, data: schemas.ConversationUpdate
+    ) -> schemas.ConversationRead:
         try:
             async with self._db.as_user(user) as conn:
                 conversation = await repository.update_conversation(conn, conversation_id, data.changes())
@@ -88,7 +80,7 @@ class ConversationService:
 
     async def messages(
         self, user: Claims, conversation_id: uuid.UUID, *, after: int | None, before: int | None, limit: int
-    ) -> MessagePage:
+    ) -> schemas.MessagePage:
         if after is not None and before is not None:
             raise BadRequest("Use either after or before, not both.", code="invalid_cursor")
         async with self._db.as_user(user) as conn:
@@ -100,14 +92,14 @@ class ConversationService:
         has_more = len(rows) > limit
         if has_more:
             rows = rows[1:] if before is not None else rows[:limit]
-        return MessagePage(items=rows, has_more=has_more)
+        return schemas.MessagePage(items=rows, has_more=has_more)
 
     async def variants(
         self, user: Claims, conversation_id: uuid.UUID, message_id: uuid.UUID
-    ) -> MessageVariants:
+    ) -> schemas.MessageVariants:
         async with self._db.as_user(user) as conn:
             items = await repository.list_variants(conn, conversation_id, message_id)
             if not items and await repository.get_message(conn, conversation_id, message_id) is None:
                 raise NotFound("No such message in this conversation.", code="message_not_found")
         current = next((m.id for m in items if m.is_current), None)
-        return MessageVariants(items=items, current_id=current)
+        return schemas.MessageVariants(items=items, current_id=current)
