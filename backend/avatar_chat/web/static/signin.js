@@ -30,52 +30,47 @@ export function showSignIn(message = "") {
 export function wireSignIn() {
   $("dev-sign-in").addEventListener("submit", (event) => {
     event.preventDefault();
-    busy($("dev-sign-in-submit"), async () => {
-      try {
-        await state.auth.signInDev($("dev-email").value.trim());
-        clearNotice();
-        await start();
-      } catch (err) {
-        notify(describe(err, "Signing in"));
-      }
+    attempt("dev-sign-in-submit", "Signing in", async () => {
+      await state.auth.signInDev($("dev-email").value.trim());
+      clearNotice();
+      await start();
     });
   });
   $("supabase-sign-in").addEventListener("submit", (event) => {
     event.preventDefault();
-    busy($("sb-sign-in"), async () => {
-      try {
-        await state.auth.signInWithPassword($("sb-email").value.trim(), $("sb-password").value);
-        clearNotice();
-        await start();
-      } catch (err) {
-        notify(describe(err, "Signing in"));
-      }
+    attempt("sb-sign-in", "Signing in", async () => {
+      await state.auth.signInWithPassword($("sb-email").value.trim(), $("sb-password").value);
+      clearNotice();
+      await start();
     });
   });
   $("sb-sign-up").addEventListener("click", () => {
     if (!$("supabase-sign-in").reportValidity()) return;
-    busy($("sb-sign-up"), async () => {
-      try {
-        const signedIn = await state.auth.signUp($("sb-email").value.trim(), $("sb-password").value);
-        if (signedIn) await start();
-        else notify("Check your email to confirm the account, then sign in.", { kind: "info" });
-      } catch (err) {
-        notify(describe(err, "Creating the account"));
-      }
+    attempt("sb-sign-up", "Creating the account", async () => {
+      const signedIn = await state.auth.signUp($("sb-email").value.trim(), $("sb-password").value);
+      if (signedIn) await start();
+      else notify("Check your email to confirm the account, then sign in.", { kind: "info" });
     });
   });
   $("sb-magic-link").addEventListener("click", () => {
     if (!$("sb-email").reportValidity()) return;
-    busy($("sb-magic-link"), async () => {
-      try {
-        await state.auth.sendMagicLink($("sb-email").value.trim());
-        notify("We sent you a sign-in link: open it on this device.", { kind: "info" });
-      } catch (err) {
-        notify(describe(err, "Sending the link"));
-      }
+    attempt("sb-magic-link", "Sending the link", async () => {
+      await state.auth.sendMagicLink($("sb-email").value.trim());
+      notify("We sent you a sign-in link: open it on this device.", { kind: "info" });
     });
   });
   $("sign-out").addEventListener("click", () => signedOut("You are signed out."));
+}
+
+/** Runs `work` with the button `buttonId` busy; a failure is told as what was `doing`. */
+function attempt(buttonId, doing, work) {
+  busy($(buttonId), async () => {
+    try {
+      await work();
+    } catch (err) {
+      notify(describe(err, doing));
+    }
+  });
 }
 
 /** Signed in (or not): the avatar's view, the creation of one, or the sign-in. */
