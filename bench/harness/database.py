@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Sequence
 
 import asyncpg
-from tests.factories import User
+from tests.support.factories import User
 
 
 async def query(dsn: str, sql: str, *args: object) -> list[asyncpg.Record]:

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import httpx
-from tests.servers import free_port
+from tests.support.servers import free_port
 
 from bench.harness.paths import REPO_ROOT
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any, TypeVar
 
-from tests.pooler import PgBouncer
+from tests.support.pooler import PgBouncer
 
 from avatar_chat.ops.embedded import EmbeddedPostgres
 from avatar_chat.ops.migrate import migrate
@@ -165,7 +165,7 @@ class BenchSession:
         """CPU time of the given servers, pgbouncer and the embedded Postgres (process trees)."""
         roots = {server.name: server.proc.pid for server in servers if server.proc is not None}
         for pooler in self._poolers:
-            proc = pooler._proc  # tests.pooler keeps the process to itself
+            proc = pooler._proc  # tests.support.pooler keeps the process to itself
             if proc is not None:
                 roots["pgbouncer"] = proc.pid
         pg = self.postgres_pid()

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 import asyncpg
 import httpx
-from tests.factories import User
+from tests.support.factories import User
 
 from avatar_chat.auth.tokens import mint_access_token
 from bench.harness.cli import step

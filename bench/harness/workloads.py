@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from tests.factories import User
+from tests.support.factories import User
 
 from bench.harness.cli import step
 from bench.harness.clients import SequentialClient

@@ -38,7 +38,7 @@ from typing import Any
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
-from tests.factories import User
+from tests.support.factories import User
 
 from bench.harness.cli import scenario_main, step
 from bench.harness.report import Goal, Row, conclude, load_note

@@ -2,7 +2,7 @@
 Supavisor on port 6543, does to the connections): the persona_patch and chat_turn_throughput
 workloads on the API and on the database floor, each connected both ways, in one run.
 
-A real pgbouncer (`tests.pooler.PgBouncer`, `pool_mode = transaction`, `--pool-size`
+A real pgbouncer (`tests.support.pooler.PgBouncer`, `pool_mode = transaction`, `--pool-size`
 server connections) in front of the same Postgres. Four servers with `--workers` (3)
 workers each: the API direct, the API with `DATABASE_URL=<pgbouncer>` and
 `DB_POOL_MODE=transaction` (no prepared statement cache), the floor direct and the floor
@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from tests.factories import User
+from tests.support.factories import User
 
 from bench.harness.cli import scenario_main, step
 from bench.harness.database import avatar_versions, message_counts, replies_line, versions_line
