@@ -13,18 +13,16 @@ import uuid
 from collections.abc import Callable
 
 from avatar_chat.avatars.persona import AvatarSnapshot, PersonalityType
-from avatar_chat.cache.store import SessionStore
 from avatar_chat.chat import repository
+from avatar_chat.chat.context import ChatContext
 from avatar_chat.chat.memory import Memory
-from avatar_chat.chat.metrics import ChatMetrics
 from avatar_chat.chat.plan import TurnPlan
 from avatar_chat.chat.turn import Turn
 from avatar_chat.chat.window import ConversationWindow
 from avatar_chat.conversations.schemas import MessageRead, MessageRole, MessageStatus
 from avatar_chat.core.claims import Claims
-from avatar_chat.core.database import Database, Record
+from avatar_chat.core.database import Record
 from avatar_chat.core.errors import Conflict, TooManyRequests
-from avatar_chat.core.settings import Settings
 
 _IN_PROGRESS = "send_in_progress"
 
@@ -32,25 +30,16 @@ Admitted = tuple[Turn, TurnPlan | None]
 
 
 class Admission:
-    def __init__(
-        self,
-        db: Database,
-        store: SessionStore[AvatarSnapshot, ConversationWindow],
-        memory: Memory,
-        settings: Settings,
-        *,
-        worker_id: Callable[[], int | None],
-        metrics: ChatMetrics,
-    ) -> None:
-        self._db = db
-        self._store = store
+    def __init__(self, context: ChatContext, memory: Memory, *, worker_id: Callable[[], int | None]) -> None:
+        self._db = context.db
+        self._store = context.store
         self._memory = memory
         self._worker_id = worker_id
-        self._metrics = metrics
-        self._window_size = settings.chat_window_messages
+        self._metrics = context.metrics
+        self._window_size = context.settings.chat_window_messages
         # Short and renewed while the reply is generated (ReplyProgress): a reply whose
         # worker is gone can be retried within seconds.
-        self._lease_s = settings.chat_reply_lease_s
+        self._lease_s = context.settings.chat_reply_lease_s
 
     async def begin(
         self, user: Claims, conversation_id: uuid.UUID, content: str, idempotency_key: str | None

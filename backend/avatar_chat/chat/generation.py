@@ -15,18 +15,16 @@ import uuid
 from dataclasses import dataclass, field
 
 from avatar_chat.chat import repository
+from avatar_chat.chat.context import ChatContext
 from avatar_chat.chat.memory import Memory
-from avatar_chat.chat.metrics import ChatMetrics, ChatStats
 from avatar_chat.chat.plan import TurnPlan
 from avatar_chat.chat.progress import ReplyProgress
 from avatar_chat.chat.prompt import build_request
 from avatar_chat.chat.turn import Turn, TurnResult
 from avatar_chat.conversations import repository as conversations_repository
 from avatar_chat.conversations.schemas import MessageRead, MessageStatus
-from avatar_chat.core.database import Database
 from avatar_chat.core.errors import AppError, Conflict, ServiceUnavailable
-from avatar_chat.core.settings import Settings
-from avatar_chat.llm.base import LLMProvider, ProviderFailure
+from avatar_chat.llm.base import ProviderFailure
 
 log = logging.getLogger(__name__)
 
@@ -64,21 +62,13 @@ class ReplyDraft:
 
 
 class ReplyGenerator:
-    def __init__(
-        self,
-        db: Database,
-        llm: LLMProvider,
-        memory: Memory,
-        settings: Settings,
-        *,
-        metrics: ChatMetrics,
-        stats: ChatStats,
-    ) -> None:
-        self._db = db
-        self._llm = llm
+    def __init__(self, context: ChatContext, memory: Memory) -> None:
+        settings = context.settings
+        self._db = context.db
+        self._llm = context.llm
         self._memory = memory
-        self._metrics = metrics
-        self._stats = stats
+        self._metrics = context.metrics
+        self._stats = context.stats
         self._deadline_s = settings.chat_turn_deadline_s
         self._lease_s = settings.chat_reply_lease_s
         self._save_after_s = settings.chat_partial_save_ms / 1000

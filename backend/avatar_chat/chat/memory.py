@@ -12,18 +12,14 @@ from __future__ import annotations
 import logging
 import uuid
 
-from avatar_chat.avatars.persona import AvatarSnapshot
-from avatar_chat.cache.store import SessionStore
 from avatar_chat.chat import repository
-from avatar_chat.chat.metrics import ChatMetrics, ChatStats
+from avatar_chat.chat.context import ChatContext
 from avatar_chat.chat.plan import TurnPlan
 from avatar_chat.chat.window import SHOWN_TO_THE_MODEL, ConversationWindow, WindowMessage, fit_window
 from avatar_chat.conversations.schemas import MessageRead, MessageStatus
 from avatar_chat.core.claims import Claims
-from avatar_chat.core.database import Database, Record
-from avatar_chat.core.settings import Settings
-from avatar_chat.core.tasks import TaskTracker
-from avatar_chat.llm.base import LLMProvider, PromptMessage, ProviderFailure, SummaryRequest
+from avatar_chat.core.database import Record
+from avatar_chat.llm.base import PromptMessage, ProviderFailure, SummaryRequest
 
 log = logging.getLogger(__name__)
 
@@ -40,26 +36,16 @@ def make_title(first_message: str) -> str:
 
 
 class Memory:
-    def __init__(
-        self,
-        db: Database,
-        store: SessionStore[AvatarSnapshot, ConversationWindow],
-        llm: LLMProvider,
-        tasks: TaskTracker,
-        settings: Settings,
-        *,
-        metrics: ChatMetrics,
-        stats: ChatStats,
-    ) -> None:
-        self._db = db
-        self._store = store
-        self._llm = llm
-        self._tasks = tasks
-        self._window_size = settings.chat_window_messages
-        self._window_chars = settings.chat_window_max_chars
-        self._summary_chars = settings.chat_summary_max_chars
-        self._metrics = metrics
-        self._stats = stats
+    def __init__(self, context: ChatContext) -> None:
+        self._db = context.db
+        self._store = context.store
+        self._llm = context.llm
+        self._tasks = context.tasks
+        self._window_size = context.settings.chat_window_messages
+        self._window_chars = context.settings.chat_window_max_chars
+        self._summary_chars = context.settings.chat_summary_max_chars
+        self._metrics = context.metrics
+        self._stats = context.stats
 
     # --- read when a turn is admitted -------------------------------------------------------
 

@@ -27,6 +27,7 @@ from avatar_chat.avatars.persona import AvatarSnapshot
 from avatar_chat.cache.store import SessionStore
 from avatar_chat.chat import repository
 from avatar_chat.chat.admission import Admission, Admitted
+from avatar_chat.chat.context import ChatContext
 from avatar_chat.chat.events import ReplyEvent
 from avatar_chat.chat.follow import ReplyFollower
 from avatar_chat.chat.generation import ReplyGenerator
@@ -60,9 +61,10 @@ class ChatService:
         self._metrics = metrics or ChatMetrics()
         self.tasks = tasks
         self.stats = ChatStats()
-        memory = Memory(db, store, llm, tasks, settings, metrics=self._metrics, stats=self.stats)
-        self._admission = Admission(db, store, memory, settings, worker_id=worker_id, metrics=self._metrics)
-        self._generator = ReplyGenerator(db, llm, memory, settings, metrics=self._metrics, stats=self.stats)
+        context = ChatContext(db, store, llm, tasks, settings, self._metrics, self.stats)
+        memory = Memory(context)
+        self._admission = Admission(context, memory, worker_id=worker_id)
+        self._generator = ReplyGenerator(context, memory)
         self._follower = ReplyFollower(db, self._generator.generating, settings)
 
     async def send(
