@@ -36,7 +36,7 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import asyncpg
 from fastapi import FastAPI, Header, Request, Response
@@ -47,14 +47,14 @@ from avatar_chat.avatars.persona import AvatarSnapshot
 from avatar_chat.llm.base import ChatRequest, PromptMessage
 from avatar_chat.llm.offline import OfflineProvider
 
-_LEASE_S = 15.0  # the API's default CHAT_REPLY_LEASE_S: the placeholder carries a lease too
+LEASE_S = 15.0  # the API's default CHAT_REPLY_LEASE_S: the placeholder carries a lease too
 # Messages read for the prompt on every turn (it has no cache); the API's default
 # CHAT_WINDOW_MESSAGES. FLOOR_WINDOW=0 (bench option --floor-window 0) makes the floor
 # skip the window entirely, a stricter floor than the API's work.
-_WINDOW = int(os.environ.get("FLOOR_WINDOW", "20"))
+WINDOW = int(os.environ.get("FLOOR_WINDOW", "20"))
 _SETUP_LOCK = 0x666C6F72  # "flor": workers starting together create the function one at a time
 
-_SETUP_SQL = """
+SETUP_SQL = """
 create schema if not exists bench_floor;
 
 -- Step 1 of a turn in one round trip: what avatar_chat.begin_turn writes for a new
@@ -116,12 +116,12 @@ end
 $$;
 """
 
-_BEGIN = (
+BEGIN = (
     "select mode, avatar_id, avatar_user_id, avatar_name, avatar_personality, avatar_version,"
     " user_message_id, user_seq, user_created_at, reply_id, reply_seq, reply_created_at,"
     " window_roles, window_contents from bench_floor.begin_turn($1, $2, $3, $4)"
 )
-_FINISH = (
+FINISH = (
     "update public.messages set content = $2, status = 'complete', persona_version = $3,"
     " personality = $4::public.personality_type, lease_expires_at = null where id = $1"
     " returning id, conversation_id, seq, role::text as role, content, status::text as status,"
@@ -141,19 +141,31 @@ async def _no_reset(_: asyncpg.Connection) -> None:
     return None
 
 
-@asynccontextmanager
-async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
+async def open_pool(application_name: str = "") -> asyncpg.Pool:
+    """The floor's pool (FLOOR_* settings), `bench_floor.begin_turn` created: what the
+    floor and the relay floor (bench/apps/relay.py) start with."""
     pool = await asyncpg.create_pool(
         os.environ["FLOOR_DATABASE_URL"],
         min_size=1,
         max_size=int(os.environ.get("FLOOR_POOL_MAX_SIZE", "10")),
         statement_cache_size=int(os.environ.get("FLOOR_STATEMENT_CACHE_SIZE", "100")),
         reset=_no_reset,
+        server_settings={"application_name": application_name} if application_name else None,
     )
     try:
         async with pool.acquire() as conn, conn.transaction():
             await conn.execute("select pg_advisory_xact_lock($1)", _SETUP_LOCK)
-            await conn.execute(_SETUP_SQL)
+            await conn.execute(SETUP_SQL)
+    except BaseException:
+        await pool.close()
+        raise
+    return pool
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
+    pool = await open_pool()
+    try:
         yield {"pool": pool}
     finally:
         await pool.close()
@@ -174,7 +186,7 @@ def _json(data: Any, status_code: int = 200) -> Response:
     return Response(json.dumps(data, separators=(",", ":")), status_code, media_type="application/json")
 
 
-def _plain(row: asyncpg.Record) -> dict[str, Any]:
+def plain_row(row: asyncpg.Record) -> dict[str, Any]:
     """A row as JSON-ready values (uuids and times as strings)."""
     return {
         k: v.isoformat() if isinstance(v, datetime) else str(v) if isinstance(v, uuid.UUID) else v
@@ -195,27 +207,16 @@ async def patch_persona(
     row = await pool.fetchrow(_PATCH, x_user_id, body.personality)
     if row is None:
         return _json({"error": "no avatar"}, 404)
-    return _json(_plain(row))
+    return _json(plain_row(row))
 
 
 @app.post("/floor/conversations/{conversation_id}/messages")
 async def send_message(conversation_id: uuid.UUID, body: MessageBody, request: Request) -> Response:
     pool: asyncpg.Pool = request.state.pool
-    begun = await pool.fetchrow(_BEGIN, conversation_id, body.content, _LEASE_S, _WINDOW)
+    begun = await pool.fetchrow(BEGIN, conversation_id, body.content, LEASE_S, WINDOW)
     if begun is None:
         return _json({"error": "no such conversation, or no avatar"}, 404)
-    user_message = {
-        "id": str(begun["user_message_id"]),
-        "conversation_id": str(conversation_id),
-        "seq": begun["user_seq"],
-        "role": "user",
-        "content": body.content,
-        "status": "complete",
-        "persona_version": None,
-        "personality": None,
-        "error_code": None,
-        "created_at": begun["user_created_at"].isoformat(),
-    }
+    user_message = user_message_json(begun, conversation_id, body.content)
     avatar = AvatarSnapshot(
         id=begun["avatar_id"],
         user_id=begun["avatar_user_id"],
@@ -224,28 +225,25 @@ async def send_message(conversation_id: uuid.UUID, body: MessageBody, request: R
         backstory="",
         version=begun["avatar_version"],
     )
-    window = tuple(
-        PromptMessage("user" if role == "user" else "assistant", text)
-        for role, text in zip(begun["window_roles"], begun["window_contents"], strict=True)
-    )
+    window = tuple(PromptMessage(role, text) for role, text in prompt_window(begun))
     prompt = ChatRequest(
         avatar=avatar, mode=begun["mode"], messages=(*window, PromptMessage("user", body.content))
     )
 
     async def finish(content: str) -> dict[str, Any]:
-        row = await pool.fetchrow(_FINISH, begun["reply_id"], content, avatar.version, avatar.personality)
+        row = await pool.fetchrow(FINISH, begun["reply_id"], content, avatar.version, avatar.personality)
         assert row is not None
-        return _plain(row)
+        return plain_row(row)
 
     if "text/event-stream" in request.headers.get("accept", ""):
 
         async def events() -> AsyncIterator[str]:
-            yield _event("user_message", user_message)
+            yield event("user_message", user_message)
             parts: list[str] = []
             async for chunk in _provider.stream(prompt):
                 parts.append(chunk)
-                yield _event("delta", {"content": chunk})
-            yield _event("done", await finish("".join(parts)))
+                yield event("delta", {"content": chunk})
+            yield event("done", await finish("".join(parts)))
 
         return StreamingResponse(
             events(),
@@ -257,5 +255,29 @@ async def send_message(conversation_id: uuid.UUID, body: MessageBody, request: R
     return _json({"user_message": user_message, "assistant_message": await finish(content)}, 201)
 
 
-def _event(name: str, data: Any) -> str:
+def user_message_json(begun: asyncpg.Record, conversation_id: uuid.UUID, content: str) -> dict[str, Any]:
+    """The user message `begin_turn` inserted, as the API's `user_message` event has it."""
+    return {
+        "id": str(begun["user_message_id"]),
+        "conversation_id": str(conversation_id),
+        "seq": begun["user_seq"],
+        "role": "user",
+        "content": content,
+        "status": "complete",
+        "persona_version": None,
+        "personality": None,
+        "error_code": None,
+        "created_at": begun["user_created_at"].isoformat(),
+    }
+
+
+def prompt_window(begun: asyncpg.Record) -> list[tuple[Literal["user", "assistant"], str]]:
+    """The recent messages `begin_turn` read, oldest first, as (role, text)."""
+    return [
+        ("user" if role == "user" else "assistant", text)
+        for role, text in zip(begun["window_roles"], begun["window_contents"], strict=True)
+    ]
+
+
+def event(name: str, data: Any) -> str:
     return f"event: {name}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
