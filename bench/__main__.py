@@ -15,6 +15,8 @@ and, for `pooled`, pgbouncer, all stopped at its end):
     partial_saves         what saving a reply's text while it streams costs a chat turn
     observability         metrics and request ids on vs off vs none: PATCH and chat turn
                           throughput
+    stream_burst          hundreds of streamed replies at once, paced by a fake model: CPU
+                          per reply, failures, connections vs the relay floor
 
 Every scenario prints its figures and a summary table; `all` ends with one table of them
 all. Options are shared; each says which scenarios read it.
@@ -41,6 +43,7 @@ from bench.scenarios import (
     pgbench_notify,
     pooled,
     sse_ttfb,
+    stream_burst,
 )
 
 SCENARIOS: dict[str, Callable[[argparse.Namespace], list[Row]]] = {
@@ -53,6 +56,7 @@ SCENARIOS: dict[str, Callable[[argparse.Namespace], list[Row]]] = {
     "pgbench_act_as": pgbench_act_as.run,
     "partial_saves": partial_saves.run,
     "observability": observability.run,
+    "stream_burst": stream_burst.run,
 }
 # Names these scenarios had before (two that differed by one letter).
 RENAMED = {"chat_turns": "chat_turn_throughput", "chat_turn": "chat_turn_latency"}

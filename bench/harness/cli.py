@@ -37,6 +37,10 @@ _OPTIONS: tuple[tuple[str, type[int] | type[float], float, str], ...] = (
         "chat_turn_throughput, chat_turn_latency, sse_ttfb, pooled: messages the floor reads for each"
         " prompt (no cache); 0 = none, a floor that does less than a chat turn needs",
     ),
+    ("--burst-spread", float, 5, "stream_burst: seconds a burst's sends are spread over"),
+    ("--stream-chunks", int, 20, "stream_burst: chunks of each reply of the fake model"),
+    ("--chunk-interval-ms", int, 500, "stream_burst: the fake model's pause before each chunk"),
+    ("--stats-wait", float, 11, "stream_burst: seconds for Postgres's counters to settle after a burst"),
     ("--pgbench-seconds", float, 10, "pgbench_notify: seconds per pgbench run"),
     ("--pgbench-clients", int, 32, "pgbench_notify: pgbench clients (-c)"),
 )
@@ -61,8 +65,25 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
         help="pgbench_notify: pgbench's query protocol, -M (prepared)",
     )
     parser.add_argument(
+        "--burst-users",
+        type=_counts,
+        default=(300, 1000),
+        metavar="N[,N...]",
+        help="stream_burst: the bursts, each N users sending at once (300,1000)",
+    )
+    parser.add_argument(
         "--no-json", action="store_true", help="do not write bench/results/<name>-<timestamp>.json"
     )
+
+
+def _counts(text: str) -> tuple[int, ...]:
+    try:
+        counts = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a comma-separated list of counts: {text!r}") from None
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError(f"counts must be at least 1: {text!r}")
+    return counts
 
 
 def parse_args(prog: str, description: str | None, argv: list[str] | None) -> argparse.Namespace:

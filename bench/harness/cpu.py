@@ -1,5 +1,5 @@
-"""CPU time of process trees from /proc: what each server, pgbouncer, Postgres and the
-load client spent per request."""
+"""CPU time and memory of process trees from /proc: what each server, pgbouncer, Postgres
+and the load client spent per request, and how much memory a server's processes hold."""
 
 from __future__ import annotations
 
@@ -28,6 +28,20 @@ def _cpu_seconds(pid: int) -> float:
         return 0.0
     fields = stat[stat.rindex(")") + 2 :].split()
     return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS  # utime + stime
+
+
+def rss_mib(pid: int) -> list[float]:
+    """The resident memory (MiB) of each process of `pid`'s tree, `pid` first."""
+    sizes = []
+    for p in _tree(pid):
+        try:
+            status = Path(f"/proc/{p}/status").read_text()
+        except OSError:
+            continue
+        for line in status.splitlines():
+            if line.startswith("VmRSS:"):
+                sizes.append(int(line.split()[1]) / 1024)
+    return sizes
 
 
 class CpuMeter:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections import Counter
 from collections.abc import Sequence
 
 import asyncpg
@@ -19,6 +20,32 @@ async def query(dsn: str, sql: str, *args: object) -> list[asyncpg.Record]:
         return await conn.fetch(sql, *args)
     finally:
         await conn.close()
+
+
+async def write_counters(dsn: str) -> Counter[str]:
+    """Postgres's activity counters of this database: rows inserted, updated and deleted
+    per table (`<schema>.<table> ins|upd|del`), calls of each tracked function
+    (`<schema>.<function>() calls`, with `track_functions`) and transactions committed
+    (`transactions`). A backend reports its counts when a transaction ends, at most once a
+    second, and an idle one within 10 s: read them that long after the work."""
+    tables = (
+        "select schemaname || '.' || relname as name, n_tup_ins as ins, n_tup_upd as upd,"
+        " n_tup_del as del from pg_stat_user_tables"
+    )
+    functions = "select schemaname || '.' || funcname || '()' as name, calls from pg_stat_user_functions"
+    database = "select xact_commit from pg_stat_database where datname = current_database()"
+    conn: asyncpg.Connection = await asyncpg.connect(dsn)
+    try:
+        counters: Counter[str] = Counter()
+        for row in await conn.fetch(tables):
+            for kind in ("ins", "upd", "del"):
+                counters[f"{row['name']} {kind}"] = int(row[kind])
+        for row in await conn.fetch(functions):
+            counters[f"{row['name']} calls"] = int(row["calls"])
+        counters["transactions"] = int(await conn.fetchval(database))
+    finally:
+        await conn.close()
+    return counters
 
 
 def avatar_versions(dsn: str, users: Sequence[User]) -> int:

@@ -137,5 +137,17 @@ def uvicorn_server(name: str, target: str, workers: int, env: dict[str, str], lo
         "warning",
         "--proxy-headers",
     ]
+    return Server(name, argv, {**_checkout_env(), **env}, log_path, port)
+
+
+def module_server(name: str, module: str, args: Sequence[str], log_path: Path) -> Server:
+    """`python -m module --port P args` from this checkout, on a free port (not started)."""
+    port = free_port()
+    argv = [sys.executable, "-m", module, "--port", str(port), *args]
+    return Server(name, argv, _checkout_env(), log_path, port)
+
+
+def _checkout_env() -> dict[str, str]:
+    """This process's environment, with the checkout first on PYTHONPATH (for `bench.apps`)."""
     path = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)
-    return Server(name, argv, {**os.environ, "PYTHONPATH": path, **env}, log_path, port)
+    return {**os.environ, "PYTHONPATH": path}

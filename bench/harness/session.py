@@ -25,7 +25,7 @@ from tests.support.pooler import PgBouncer
 from avatar_chat.ops.embedded import EmbeddedPostgres
 from avatar_chat.ops.migrate import migrate
 from bench.harness.cpu import CpuMeter
-from bench.harness.servers import Server, app_server, uvicorn_server
+from bench.harness.servers import Server, app_server, module_server, uvicorn_server
 
 T = TypeVar("T")
 
@@ -144,6 +144,15 @@ class BenchSession:
     def start_uvicorn(self, name: str, target: str, workers: int, env: dict[str, str], ready: str) -> Server:
         """`target` under uvicorn with the settings `avatar-chat serve` uses."""
         return self._start(uvicorn_server(name, target, workers, env, self.tmp / f"{name}.log"), ready)
+
+    def start_fake_model(self, *, chunks: int, interval_ms: int) -> Server:
+        """The benchmarks' fake OpenAI-compatible model (`bench.apps.fake_model`): each
+        streamed reply `chunks` chunks, one every `interval_ms`. Its base URL for a client
+        is `<server.base_url>/v1`."""
+        args = ["--chunks", str(chunks), "--interval-ms", str(interval_ms)]
+        return self._start(
+            module_server("fake-model", "bench.apps.fake_model", args, self.tmp / "fake-model.log"), "/health"
+        )
 
     def _start(self, server: Server, ready: str) -> Server:
         self.servers.append(server)
