@@ -65,6 +65,17 @@ def message_counts(dsn: str, conversations: Sequence[str]) -> dict[str, int]:
     return {row["k"]: int(row["n"]) for row in rows}
 
 
+def reply_statuses(dsn: str, conversations: Sequence[str]) -> dict[str, str]:
+    """The status of the (last) reply in each of these conversations, by conversation."""
+    sql = (
+        "select distinct on (conversation_id) conversation_id::text as c, status::text as s"
+        " from public.messages where conversation_id = any($1::uuid[]) and role = 'assistant'"
+        " order by conversation_id, seq desc"
+    )
+    rows = asyncio.run(query(dsn, sql, [uuid.UUID(c) for c in conversations]))
+    return {row["c"]: row["s"] for row in rows}
+
+
 def versions_line(label: str, increments: int, ok: int, slack: int, whose: str = "") -> str:
     """Whether the avatars' versions advanced once per counted 2xx answer of a persona
     switch; up to `slack` more are requests still in flight when a run ended."""

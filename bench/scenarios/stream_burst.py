@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import re
 import sys
 import time
 from collections import Counter
@@ -44,7 +45,7 @@ from bench.apps.relay import APPLICATION_NAME
 from bench.harness.burst import Burst, raise_open_files_limit, run_burst, sse_post
 from bench.harness.cli import scenario_main, step
 from bench.harness.cpu import CpuMeter
-from bench.harness.database import query, write_counters
+from bench.harness.database import query, reply_statuses, write_counters
 from bench.harness.report import Goal, Row, conclude
 from bench.harness.servers import Server
 from bench.harness.session import BenchSession
@@ -66,9 +67,12 @@ class Measured:
 
     burst: Burst
     writes: Counter[str]  # rows per table and kind, function calls, transactions (less background)
+    saved: Counter[str]  # `<how the stream ended> / <the reply's status in the database>`
 
     def replies(self) -> int:
-        return max(1, self.burst.count("done"))
+        """The replies streamed (2xx answers, whatever their end): what per-reply figures
+        divide by, so that failures show as counts and not as cheaper or dearer replies."""
+        return max(1, sum(1 for o in self.burst.outcomes if 200 <= o.status < 300))
 
     def cpu_ms(self, process: str) -> float:
         b = self.burst
@@ -169,7 +173,12 @@ def _measure(
                 {k: v - round(background[k] * window_s / idle_s) for k, v in (after - counters).items()}
             )
             writes["transactions"] -= burst.peaks.samples  # the sampler's own
-            measured[(n, kind)] = Measured(burst, writes)
+            statuses = reply_statuses(setup.dsn, [c for _, c in sends[(n, kind)]])
+            saved = Counter(
+                f"{o.end} / {statuses.get(c, 'no reply')}"
+                for o, (_, c) in zip(burst.outcomes, sends[(n, kind)], strict=True)
+            )
+            measured[(n, kind)] = Measured(burst, writes, saved)
             counters, counted_at = after, at
     return measured, background, idle_s
 
@@ -204,7 +213,31 @@ def _print(
         per_table = ", ".join(
             f"{k} {m.per_reply(k):.2f}" for k in sorted(m.writes) if k != "transactions" and m.writes[k] > 0
         )
+        print(f"  {'':11}streams by end / reply saved: {dict(m.saved.most_common())}")
+        errors = [o for o in b.outcomes if o.end == "error"]
+        if errors:
+            at = [o.seconds for o in errors]
+            print(
+                f"  {'':11}error events {min(at):.1f}-{max(at):.1f} s after the send (median"
+                f" {percentile(at, 50):.1f}), after {percentile([o.deltas for o in errors], 50):.0f} deltas"
+                f" (median; min {min(o.deltas for o in errors)}, max {max(o.deltas for o in errors)})"
+            )
         print(f"  {'':11}per reply: transactions {m.per_reply('transactions'):.2f}; {per_table}")
+
+
+# What makes log lines of one kind differ: time, process id, request id, message ids.
+_LOG_NOISE = re.compile(
+    r"^\d{4}-\d\d-\d\d [\d:,]+ |\[\d+\] |\b[0-9a-f]{32}\b |[0-9a-f]{8}(?:-[0-9a-f]{4}){3}-[0-9a-f]{12}"
+)
+
+
+def _print_logs(logs: dict[str, list[str]]) -> None:
+    """The servers' log lines by kind (ids and times left out), most frequent first."""
+    for server, lines in logs.items():
+        kinds = Counter(_LOG_NOISE.sub("", line)[:150] for line in lines)
+        print(f"  {server} log, {len(lines)} line(s) by kind:")
+        for line, count in kinds.most_common(6):
+            print(f"    {count:6d}  {line}")
 
 
 def _codes(m: Measured, end: str) -> str:
@@ -278,6 +311,7 @@ def run(args: argparse.Namespace) -> list[Row]:
         measured, background, idle_s = _measure(setup, args)
         logs = session.server_log_report()
     _print(args, measured, background, idle_s)
+    _print_logs(logs)
     data = {
         "bursts": {
             f"{n} {kind}": {
