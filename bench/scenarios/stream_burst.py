@@ -109,7 +109,7 @@ def _start(session: BenchSession, args: argparse.Namespace) -> Setup:
     with step(f"{len(users)} avatars"):
         asyncio.run(create_avatars(app.base_url, users, concurrency=8))
     servers = {"app": app, "floor": floor}
-    return Setup(dsn, servers, users, session.cpu_meter(list(servers.values())))
+    return Setup(dsn, servers, users, session.cpu_meter([app, floor, model]))
 
 
 def _burst(
@@ -206,7 +206,8 @@ def _print(
         )
         print(
             f"  {'':11}CPU ms/reply: API {m.cpu_ms(SERVER_NAMES[kind]):.2f},"
-            f" Postgres {m.cpu_ms('postgres'):.2f}, client {m.cpu_ms('client'):.2f};"
+            f" Postgres {m.cpu_ms('postgres'):.2f}, client {m.cpu_ms('client'):.2f},"
+            f" fake model {m.cpu_ms('fake-model'):.2f};"
             f" peak connections {b.peaks.connections},"
             f" RSS {b.peaks.rss_mib:.0f} MiB (largest process {b.peaks.rss_one_mib:.0f})"
         )
