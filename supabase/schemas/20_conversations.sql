@@ -64,6 +64,7 @@ create table public.messages (
   variant integer not null default 0,
   is_current boolean not null default true,
   stop_requested boolean not null default false,
+  followed_at timestamptz,
   created_at timestamptz not null default now(),
   updated_at timestamptz not null default now(),
   constraint messages_pkey primary key (id),
@@ -95,6 +96,8 @@ comment on column public.messages.is_current is
   'Whether this message is shown and sent to the model: one current alternative per user message.';
 comment on column public.messages.stop_requested is
   'While streaming: a client asked to stop; the generating worker saves the text so far as stopped.';
+comment on column public.messages.followed_at is
+  'While streaming: when a client first followed the reply; its worker saves the text as it grows from then on.';
 
 create unique index messages_conversation_id_idempotency_key_key
   on public.messages (conversation_id, idempotency_key) where idempotency_key is not null;
@@ -106,6 +109,10 @@ create index messages_reply_to_idx on public.messages (reply_to) where reply_to 
 create unique index messages_reply_to_current_key on public.messages (reply_to)
   where is_current and reply_to is not null;
 create index messages_user_id_streaming_idx on public.messages (user_id) where status = 'streaming';
+-- The replies a worker generates that someone follows or asked to stop
+-- (avatar_chat.worker_replies): only those rows are in it, so the others' writes skip it.
+create index messages_worker_id_demand_idx on public.messages (worker_id)
+  where status = 'streaming' and (stop_requested or followed_at is not null);
 
 -- Allocates seq under the conversation's row lock. SECURITY DEFINER because the API
 -- roles may not write last_seq themselves. Where a user acts (auth.uid() set: this API,
@@ -268,7 +275,7 @@ grant insert (conversation_id, user_id, role, content, status, reply_to, persona
               idempotency_key, error_code, lease_expires_at, worker_id, variant, is_current, stop_requested)
   on public.messages to authenticated;
 grant update (content, status, persona_version, personality, error_code, attempt, lease_expires_at, worker_id,
-              is_current, stop_requested)
+              is_current, stop_requested, followed_at)
   on public.messages to authenticated;
 grant all on public.conversations, public.messages to service_role;
 

@@ -1,6 +1,6 @@
 -- Declarative schema: the live definition of the chat-turn functions (begin_turn,
--- finish_turn, save_partial, request_stop, reply_progress, begin_regenerate,
--- delete_message).
+-- finish_turn, save_partial, worker_replies, request_stop, reply_progress,
+-- begin_regenerate, delete_message).
 --
 -- This is what the database looks like after every file in supabase/migrations/; the
 -- migrations stay append-only. Change an object here AND in a new migration
@@ -25,7 +25,9 @@
 -- conversation's mode and revision, the seq before this message; the persona and the last
 -- p_window_limit messages only where the worker's cache does not match (null where it
 -- does); and what the answer needs (the two messages' ids, seqs and times; a replay's text).
--- So a chat turn is this round trip plus finish_turn, also when its cache misses.
+-- A conversation without a title is named after its first message here (title_unset
+-- says it had none). So a chat turn is this round trip plus finish_turn, also when its
+-- cache misses.
 -- Errors: AC404 conversation_not_found (no such conversation, or not yours),
 -- AC409 avatar_required, AC422 idempotency_key_reused (same key, different content).
 create function avatar_chat.begin_turn(
@@ -164,6 +166,18 @@ begin
     values (conv.id, 'assistant', '', 'streaming', um.id, now() + make_interval(secs => p_lease_s), p_worker_id)
     returning * into rp;
     upto := conv.last_seq;
+    if conv.title is null then
+      -- The first message names the conversation (its first six words, at most 60
+      -- characters), in the transaction that saves it: no round trip after the reply.
+      update public.conversations c
+         set title = case when w.words = '' then 'New conversation'
+                          when char_length(w.words) <= 60 then w.words
+                          else left(w.words, 59) || '…' end
+        from (select array_to_string(array(
+                select x.w from regexp_split_to_table(left(p_content, 1000), '\s+') with ordinality as x(w, n)
+                 where x.w <> '' order by x.n limit 6), ' ') as words) w
+       where c.id = conv.id;
+    end if;
   end if;
 
   -- The window, unless the worker's cached one ends exactly here (a retry never uses one).
@@ -266,6 +280,34 @@ $$;
 revoke all on function avatar_chat.save_partial(text, uuid, integer, text, double precision)
   from public, anon, authenticated;
 
+-- worker_replies: what a worker generating replies asks every CHAT_DEMAND_POLL_MS while
+-- it has any, in one round trip. The leases of p_renew (its replies, passed every quarter
+-- lease) that have less than half left are renewed; and it learns which of its replies a
+-- client follows (reply_progress) or asked to stop (request_stop): it saves those as they
+-- grow, and no others. Run by the API's own connection (like worker_heartbeat), for every
+-- user's replies at once.
+create function avatar_chat.worker_replies(p_worker_id bigint, p_renew uuid[], p_lease_s double precision)
+returns table (id uuid, stop_requested boolean)
+language plpgsql
+volatile
+security definer
+set search_path = ''
+as $$
+begin
+  if cardinality(p_renew) > 0 then
+    update public.messages m
+       set lease_expires_at = now() + make_interval(secs => p_lease_s)
+     where m.id = any (p_renew) and m.status = 'streaming'
+       and m.lease_expires_at < now() + make_interval(secs => p_lease_s / 2);
+  end if;
+  return query
+    select m.id, m.stop_requested from public.messages m
+     where m.worker_id = p_worker_id and m.status = 'streaming' and (m.stop_requested or m.followed_at is not null);
+end
+$$;
+
+revoke all on function avatar_chat.worker_replies(bigint, uuid[], double precision) from public, anon, authenticated;
+
 -- request_stop: ask the worker generating a reply to stop. When no live worker generates
 -- it (its lease ran out, or its worker's liveness row expired), settle it here as
 -- stopped with the text saved so far. A settled reply is left as it is (stop is a no-op).
@@ -307,7 +349,9 @@ $$;
 revoke all on function avatar_chat.request_stop(text, uuid, uuid) from public, anon, authenticated;
 
 -- reply_progress: a reply as a follower needs it: its state, and its text from a
--- character offset on (so polling a long reply sends only what is new).
+-- character offset on (so polling a long reply sends only what is new). A follower of a
+-- streaming reply is the demand for its text: the first call marks it followed
+-- (followed_at), and its worker (avatar_chat.worker_replies) saves it as it grows from then on.
 -- Errors: AC404 message_not_found.
 create function avatar_chat.reply_progress(claims text, p_conversation_id uuid, p_message_id uuid, p_offset integer)
 returns table (
@@ -326,21 +370,26 @@ returns table (
   created_at timestamptz
 )
 language plpgsql
-stable
+volatile
 security invoker
 set search_path = ''
 as $$
+declare
+  rp public.messages;
 begin
   perform avatar_chat.act_as(claims);
-  return query
-    select m.seq, m.status::text, m.attempt, char_length(m.content),
-           substring(m.content from greatest(p_offset, 0) + 1), m.lease_expires_at, m.error_code,
-           m.persona_version, m.personality::text, m.variant, m.is_current, m.reply_to, m.created_at
-      from public.messages m
-     where m.id = p_message_id and m.conversation_id = p_conversation_id and m.role = 'assistant';
+  select * into rp from public.messages m
+   where m.id = p_message_id and m.conversation_id = p_conversation_id and m.role = 'assistant';
   if not found then
     raise exception 'No such reply in this conversation.' using errcode = 'AC404', hint = 'message_not_found';
   end if;
+  if rp.status = 'streaming' and rp.followed_at is null then
+    update public.messages m set followed_at = now() where m.id = rp.id and m.followed_at is null;
+  end if;
+  return query
+    select rp.seq, rp.status::text, rp.attempt, char_length(rp.content),
+           substring(rp.content from greatest(p_offset, 0) + 1), rp.lease_expires_at, rp.error_code,
+           rp.persona_version, rp.personality::text, rp.variant, rp.is_current, rp.reply_to, rp.created_at;
 end
 $$;
 

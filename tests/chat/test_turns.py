@@ -166,28 +166,36 @@ async def test_errors_before_streaming_are_plain_json(app_client: httpx.AsyncCli
     assert_error(response, 409, "avatar_required")
 
 
-async def test_title_is_set_after_the_first_exchange_from_committed_rows(
-    app_client: httpx.AsyncClient, app_state: AppState, user: User
+async def test_the_first_message_names_the_conversation_in_the_same_transaction(
+    app_client: httpx.AsyncClient, user: User, owner: asyncpg.Connection
 ) -> None:
     await create_avatar(app_client, user)
     conversation = await create_conversation(app_client, user)
-    await send(app_client, user, conversation["id"], "Plan a weekend hiking trip in the Alps please")
     url = f"/conversations/{conversation['id']}"
-    for _ in range(100):
-        title = (await app_client.get(url, headers=user.headers)).json()["title"]
-        if title:
-            break
-        await asyncio.sleep(0.02)
-    # The task gets only ids: this title could only come from the committed rows.
-    assert title == "Plan a weekend hiking trip in"
-    assert app_state.chat.stats.title_tasks_without_rows == 0
+    await send(app_client, user, conversation["id"], "Plan a weekend  hiking\ttrip in the Alps please")
+    # Set by the statement that saved the message: there when the send is answered.
+    assert (await app_client.get(url, headers=user.headers)).json()[
+        "title"
+    ] == "Plan a weekend hiking trip in"
+    await send(app_client, user, conversation["id"], "Something else entirely")
+    assert (await app_client.get(url, headers=user.headers)).json()[
+        "title"
+    ] == "Plan a weekend hiking trip in"
     # A user-given title is never overwritten.
     named = await create_conversation(app_client, user, title="Mine")
     await send(app_client, user, named["id"], "hello there")
-    await asyncio.sleep(0.2)
     assert (await app_client.get(f"/conversations/{named['id']}", headers=user.headers)).json()[
         "title"
     ] == "Mine"
+    # Long words are cut at 60 characters; blank text names nothing in particular.
+    titles = await owner.fetch(
+        "select c.title from public.conversations c where c.user_id = $1 order by c.created_at", user.id
+    )
+    assert [t["title"] for t in titles] == ["Plan a weekend hiking trip in", "Mine"]
+    long = await create_conversation(app_client, user)
+    await send(app_client, user, long["id"], "x" * 70 + " tail")
+    title = (await app_client.get(f"/conversations/{long['id']}", headers=user.headers)).json()["title"]
+    assert title == "x" * 59 + "…"
 
 
 async def test_a_stale_cache_entry_is_never_used_even_if_notify_is_missed(

@@ -13,9 +13,10 @@ How a turn flows through the modules:
    turn follows); a replayed Idempotency-Key gets the saved exchange and no plan.
 4. `generation` builds the prompt (`prompt`, from `memory`'s window and summary), streams
    the provider's reply into the Turn within the turn deadline, saves its text as it grows
-   (`progress`), and settles it in one round trip (`repository.finish_turn`).
+   while someone follows it (`progress`, told by `demand`), and settles it in one round
+   trip (`repository.finish_turn`).
 5. `memory`, once the reply has committed (G4), caches the new window and starts the
-   title and the summary as tracked tasks.
+   summary as a tracked task.
 
 Beside the turn: `follow` serves a reply to a client that (re)connects, on any worker,
 and stops it; `events` is the SSE protocol of both streams (event names, the

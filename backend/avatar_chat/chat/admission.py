@@ -37,7 +37,7 @@ class Admission:
         self._worker_id = worker_id
         self._metrics = context.metrics
         self._window_size = context.settings.chat_window_messages
-        # Short and renewed while the reply is generated (ReplyProgress): a reply whose
+        # Short and renewed while the reply is generated (chat.demand): a reply whose
         # worker is gone can be retried within seconds.
         self._lease_s = context.settings.chat_reply_lease_s
 
@@ -45,6 +45,7 @@ class Admission:
         self, user: Claims, conversation_id: uuid.UUID, content: str, idempotency_key: str | None
     ) -> Admitted:
         cached_avatar, cached_window = await self._store.for_turn(user.sub, conversation_id)
+        worker_id = self._worker_id()
         row = await repository.begin_turn(
             self._db,
             user,
@@ -52,7 +53,7 @@ class Admission:
             content=content,
             idempotency_key=idempotency_key,
             lease_s=self._lease_s,
-            worker_id=self._worker_id(),
+            worker_id=worker_id,
             known_avatar=(cached_avatar.id, cached_avatar.version) if cached_avatar else None,
             known_window=(
                 (cached_window.last_seq, cached_window.revision, cached_window.summary_seq)
@@ -62,7 +63,9 @@ class Admission:
             window_limit=self._window_size,
         )
         # A replayed key has the same content: begin_turn checked it.
-        return await self._accepted(user, conversation_id, row, content, cached_avatar, cached_window)
+        return await self._accepted(
+            user, conversation_id, row, content, cached_avatar, cached_window, worker_id
+        )
 
     async def begin_regenerate(
         self,
@@ -73,6 +76,7 @@ class Admission:
         idempotency_key: str | None,
     ) -> Admitted:
         cached_avatar, _ = await self._store.for_turn(user.sub, conversation_id)
+        worker_id = self._worker_id()
         row = await repository.begin_regenerate(
             self._db,
             user,
@@ -81,11 +85,13 @@ class Admission:
             new_content=new_content,
             idempotency_key=idempotency_key,
             lease_s=self._lease_s,
-            worker_id=self._worker_id(),
+            worker_id=worker_id,
             known_avatar=(cached_avatar.id, cached_avatar.version) if cached_avatar else None,
             window_limit=self._window_size,
         )
-        return await self._accepted(user, conversation_id, row, row["user_content"], cached_avatar, None)
+        return await self._accepted(
+            user, conversation_id, row, row["user_content"], cached_avatar, None, worker_id
+        )
 
     def count_refused(self, exc: Exception) -> None:
         """A turn begin_turn refused (or that failed before it answered), by why."""
@@ -105,6 +111,7 @@ class Admission:
         user_content: str,
         cached_avatar: AvatarSnapshot | None,
         cached_window: ConversationWindow | None,
+        worker_id: int | None,
     ) -> Admitted:
         """What begin_turn or begin_regenerate answered, as the turn the router gets and
         the plan of the generation to run (None for a replay)."""
@@ -146,7 +153,7 @@ class Admission:
             summary_seq=summary_seq,
             summary=summary,
             new_turn=new_turn,
-            title_unset=row["title_unset"],
+            worker_id=worker_id,
         )
         reply = _reply(row, conversation_id, "", MessageStatus.streaming)
         return Turn(user_message=user_message, reply=reply, attempt=row["reply_attempt"]), plan

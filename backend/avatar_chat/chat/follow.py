@@ -1,17 +1,19 @@
 """Following a reply from any worker: its events for a client that (re)connects (resume),
 and stopping it. Both read what the generating worker saved (chat.progress), polling every
-CHAT_STREAM_POLL_MS; nothing is held open between polls.
+CHAT_STREAM_POLL_MS; nothing is held open between polls. Reading a reply that is being
+generated marks it followed (avatar_chat.reply_progress): its worker learns that within
+CHAT_DEMAND_POLL_MS (at once when it is this one) and saves it as it grows from then on.
 """
 
 from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 
 from avatar_chat.chat import repository
+from avatar_chat.chat.demand import GeneratingReplies
 from avatar_chat.chat.events import ReplyEvent, event_id, not_completed, parse_event_id
-from avatar_chat.chat.progress import ReplyProgress
 from avatar_chat.chat.window import SHOWN_TO_THE_MODEL
 from avatar_chat.conversations.schemas import MessageRead, MessageStatus, effective_status
 from avatar_chat.core.claims import Claims
@@ -26,11 +28,9 @@ def _reply(row: Record, conversation_id: uuid.UUID, message_id: uuid.UUID, conte
 
 
 class ReplyFollower:
-    def __init__(
-        self, db: Database, generating: Mapping[uuid.UUID, ReplyProgress], settings: Settings
-    ) -> None:
+    def __init__(self, db: Database, generating: GeneratingReplies, settings: Settings) -> None:
         self._db = db
-        self._generating = generating  # the replies this worker generates (ReplyGenerator's)
+        self._generating = generating  # the replies this worker generates
         self._poll_s = settings.chat_stream_poll_ms / 1000
         self._stop_wait_s = settings.chat_stop_wait_s
 
@@ -45,7 +45,7 @@ class ReplyFollower:
             return reply
         local = self._generating.get(message_id)
         if local is not None:
-            local.request_stop()  # here: no need to wait for its next save to learn it
+            local.request_stop()  # here: no need to wait for the next poll to learn it
         loop = asyncio.get_running_loop()
         give_up_at = loop.time() + self._stop_wait_s
         while loop.time() < give_up_at:
@@ -65,6 +65,9 @@ class ReplyFollower:
         after `last_event_id` at once, then the rest as it is saved (polled every
         CHAT_STREAM_POLL_MS), then `done` or `error`. Raises NotFound before any event."""
         attempt, offset = parse_event_id(last_event_id)
+        local = self._generating.get(message_id)
+        if local is not None:
+            local.demand()  # generated here: saved as it grows from now on, without waiting for a poll
         row = await repository.reply_progress(
             self._db, user, conversation_id=conversation_id, message_id=message_id, offset=offset
         )

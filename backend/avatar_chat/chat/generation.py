@@ -1,8 +1,9 @@
 """Generating a reply, in the turn's background task: the provider's stream into the turn
-within the turn deadline, its text saved as it grows (chat.progress) so any worker can
-resume or stop it, then the reply settled in one round trip (finish_turn) with the persona
-used, as `complete`, `stopped` or `failed` with a code, retried while the database is
-away. A complete reply then goes to the memory's post-commit work.
+within the turn deadline, its text saved as it grows while someone follows it or asks to
+stop it (chat.progress, chat.demand) so any worker can resume or stop it, then the reply
+settled in one round trip (finish_turn) with the persona used, as `complete`, `stopped` or
+`failed` with a code, retried while the database is busy or away. A complete reply then
+goes to the memory's post-commit work.
 """
 
 from __future__ import annotations
@@ -11,11 +12,11 @@ import asyncio
 import contextlib
 import logging
 import time
-import uuid
 from dataclasses import dataclass, field
 
 from avatar_chat.chat import repository
 from avatar_chat.chat.context import ChatContext
+from avatar_chat.chat.demand import GeneratingReplies
 from avatar_chat.chat.memory import Memory
 from avatar_chat.chat.plan import TurnPlan
 from avatar_chat.chat.progress import ReplyProgress
@@ -23,7 +24,7 @@ from avatar_chat.chat.prompt import build_request
 from avatar_chat.chat.turn import Turn, TurnResult
 from avatar_chat.conversations import repository as conversations_repository
 from avatar_chat.conversations.schemas import MessageRead, MessageStatus
-from avatar_chat.core.errors import AppError, Conflict, ServiceUnavailable
+from avatar_chat.core.errors import AppError, Conflict, DatabaseBusy, ServiceUnavailable
 from avatar_chat.llm.base import ProviderFailure
 
 log = logging.getLogger(__name__)
@@ -62,7 +63,7 @@ class ReplyDraft:
 
 
 class ReplyGenerator:
-    def __init__(self, context: ChatContext, memory: Memory) -> None:
+    def __init__(self, context: ChatContext, memory: Memory, generating: GeneratingReplies) -> None:
         settings = context.settings
         self._db = context.db
         self._llm = context.llm
@@ -70,6 +71,9 @@ class ReplyGenerator:
         self._metrics = context.metrics
         self._stats = context.stats
         self._deadline_s = settings.chat_turn_deadline_s
+        # How long the database may be unreachable at the end of a reply before its client
+        # is told (a busy pool is waited for without telling anyone: it will free up).
+        self._outage_patience_s = settings.db_acquire_timeout_s
         self._lease_s = settings.chat_reply_lease_s
         self._save_after_s = settings.chat_partial_save_ms / 1000
         self._save_after_chars = settings.chat_partial_save_chars
@@ -77,13 +81,13 @@ class ReplyGenerator:
             "assistant": settings.chat_context_tokens_assistant,
             "companion": settings.chat_context_tokens_companion,
         }
-        # Replies this worker is generating, so a stop it receives reaches them at once.
-        self.generating: dict[uuid.UUID, ReplyProgress] = {}
+        # Replies this worker is generating: a stop or a follower reaches them there.
+        self._generating = generating
 
     async def run(self, plan: TurnPlan, turn: Turn) -> None:
         """Generate, settle, tell the client, then the post-commit work."""
         progress = self._progress(plan)
-        self.generating[plan.reply_id] = progress
+        self._generating.add(progress)
         turns = self._metrics.turns
         try:
             try:
@@ -108,11 +112,11 @@ class ReplyGenerator:
             if saved is not None and saved.status == MessageStatus.complete:
                 await self._memory.after_commit(plan, saved)
         finally:
-            self.generating.pop(plan.reply_id, None)
+            self._generating.discard(plan.reply_id)
             turn.close(_interrupted())
 
     def _progress(self, plan: TurnPlan) -> ReplyProgress:
-        async def save(content: str | None) -> bool | None:
+        async def save(content: str) -> bool | None:
             return await repository.save_partial(
                 self._db,
                 plan.user,
@@ -127,7 +131,7 @@ class ReplyGenerator:
             save,
             save_after_s=self._save_after_s,
             save_after_chars=self._save_after_chars,
-            lease_s=self._lease_s,
+            demanded=plan.worker_id is None,  # nobody can find it by worker (chat.demand)
         )
 
     async def _produce(self, plan: TurnPlan, turn: Turn, progress: ReplyProgress) -> ReplyDraft:
@@ -204,22 +208,30 @@ class ReplyGenerator:
         return TurnResult(reply=saved)
 
     async def _settle_reliably(self, plan: TurnPlan, draft: ReplyDraft, turn: Turn) -> MessageRead | None:
-        """Save the reply; if the database is away, tell the client at once (503: retry
-        with the same key) and keep trying for up to the turn deadline, so a finished
-        reply is not thrown away by a database restart (unless a retry took it over)."""
+        """Save the reply, retrying for up to the turn deadline so a finished reply is not
+        thrown away (unless a retry took it over). A busy pool is only waited for: the
+        client hears how the reply ended once it is saved. Only a database unreachable for
+        longer than DB_ACQUIRE_TIMEOUT_S is reported to the client (503: retry with the
+        same key, which answers the reply once this saves it)."""
         loop = asyncio.get_running_loop()
         give_up_at = loop.time() + self._deadline_s
+        unreachable_since: float | None = None
         delay = 0.1
         while True:
             try:
                 return await self._settle(plan, draft.content, draft.status, draft.error_code)
+            except DatabaseBusy:
+                unreachable_since = None
             except ServiceUnavailable as exc:
-                turn.resolve(TurnResult(reply=None, failure=draft.failure, error=draft.error or exc))
-                if loop.time() + delay > give_up_at:
-                    log.error("could not save reply %s within the turn deadline", plan.reply_id)
-                    raise
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
+                now = loop.time()
+                unreachable_since = now if unreachable_since is None else unreachable_since
+                if now - unreachable_since >= self._outage_patience_s:
+                    turn.resolve(TurnResult(reply=None, failure=draft.failure, error=draft.error or exc))
+            if loop.time() + delay > give_up_at:
+                log.error("could not save reply %s within the turn deadline", plan.reply_id)
+                raise ServiceUnavailable("The reply could not be saved.", code="database_unavailable")
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
 
     async def _settle(
         self, plan: TurnPlan, content: str, status: str, error_code: str | None

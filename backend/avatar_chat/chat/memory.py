@@ -1,38 +1,29 @@
-"""What a conversation remembers between turns: the recent window the model is given, the
-summary of what came before it, and the title.
+"""What a conversation remembers between turns: the recent window the model is given, and
+the summary of what came before it. (The title is set by begin_turn, from the first
+message, in the transaction that saves it.)
 
 A turn reads its window and summary from begin_turn's answer, or from the SessionStore
 when begin_turn found the cached ones current (`window`, `summary`). Once the reply is
-committed, `after_commit` caches the new window and starts the title and summary as
+committed, `after_commit` caches the new window and starts the summary as
 tracked background work, so they rely only on committed rows (G4).
 """
 
 from __future__ import annotations
 
 import logging
-import uuid
 
 from avatar_chat.chat import repository
 from avatar_chat.chat.context import ChatContext
 from avatar_chat.chat.plan import TurnPlan
 from avatar_chat.chat.window import SHOWN_TO_THE_MODEL, ConversationWindow, WindowMessage, fit_window
 from avatar_chat.conversations.schemas import MessageRead, MessageStatus
-from avatar_chat.core.claims import Claims
 from avatar_chat.core.database import Record
 from avatar_chat.llm.base import PromptMessage, ProviderFailure, SummaryRequest
 
 log = logging.getLogger(__name__)
 
-_TITLE_WORDS = 6
-_TITLE_CHARS = 60
 # At most this many messages are folded into a summary at once (the newest of them).
 _SUMMARY_SOURCE_MESSAGES = 200
-
-
-def make_title(first_message: str) -> str:
-    words = first_message.split()[:_TITLE_WORDS]
-    title = " ".join(words) or "New conversation"
-    return title if len(title) <= _TITLE_CHARS else title[: _TITLE_CHARS - 1] + "…"
 
 
 class Memory:
@@ -96,8 +87,6 @@ class Memory:
         """finish_turn has returned: the exchange is committed, so this may rely on it."""
         if plan.window_cacheable:
             await self._remember_window(plan, saved)
-        if plan.title_unset:
-            self._tasks.spawn(self._set_title(plan.user, plan.conversation_id), name="title")
         # Once more than a window and a half of messages came after the summary, fold the
         # older ones in (keeping half a window of overlap with the recent ones).
         covered = plan.summary_seq or 0
@@ -155,13 +144,3 @@ class Memory:
             content=content,
         )
         self._stats.summaries_stored += int(stored)
-
-    async def _set_title(self, user: Claims, conversation_id: uuid.UUID) -> None:
-        async with self._db.as_user(user) as conn:
-            row = await repository.first_exchange(conn, conversation_id)
-            if row is None:
-                self._stats.title_tasks_without_rows += 1
-                log.error("title task found no committed message in %s", conversation_id)
-                return
-            if row["title"] is None:
-                await repository.set_title_if_unset(conn, conversation_id, make_title(row["content"]))

@@ -31,9 +31,8 @@ _REPLY_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120)
 
 @dataclass(slots=True)
 class ChatStats:
-    title_tasks_without_rows: int = 0  # G4: must stay 0
     summaries_stored: int = 0
-    partial_saves: int = 0  # writes of a reply's text (or lease) while it was generated
+    partial_saves: int = 0  # writes of a reply's text while it was generated (on demand)
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,4 +32,6 @@ class TurnPlan:
     summary: str
     # A new exchange (not a retry): only its window may be written to the cache.
     new_turn: bool
-    title_unset: bool
+    # The worker recorded on the reply (None: this worker's liveness was not known, so
+    # nobody can find the reply by worker; it is saved as it grows, chat.demand).
+    worker_id: int | None

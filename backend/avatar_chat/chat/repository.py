@@ -34,7 +34,7 @@ async def begin_turn(
     window_seq, window_revision, summary_seq = known_window or (None, None, None)
     row = await db.call_as(
         user,
-        "select outcome, mode, revision, title_unset, avatar_id, avatar_version,"
+        "select outcome, mode, revision, avatar_id, avatar_version,"
         " persona_name, persona_personality, persona_backstory,"
         " window_seqs, window_roles, window_contents, window_statuses, summary_seq, summary_content,"
         " user_message_id, user_seq, user_created_at, reply_id, reply_seq, reply_attempt, reply_created_at,"
@@ -101,7 +101,7 @@ async def begin_regenerate(
     avatar_id, avatar_version = known_avatar or (None, None)
     row = await db.call_as(
         user,
-        "select outcome, mode, revision, title_unset, avatar_id, avatar_version,"
+        "select outcome, mode, revision, avatar_id, avatar_version,"
         " persona_name, persona_personality, persona_backstory,"
         " window_seqs, window_roles, window_contents, window_statuses,"
         " user_message_id, user_seq, user_created_at, user_content,"
@@ -140,6 +140,18 @@ async def save_partial(
     return wants_stop
 
 
+async def worker_replies(
+    db: Database, *, worker_id: int | None, renew: list[uuid.UUID], lease_s: float
+) -> list[Record]:
+    """Renew the leases of `renew` that have less than half left; the ids (and whether a stop
+    was asked for) of this worker's replies that a client follows or asked to stop. Every
+    user's replies at once, so on the API's own connection; see avatar_chat.worker_replies."""
+    async with db.connection() as conn:
+        return await conn.fetch(
+            "select id, stop_requested from avatar_chat.worker_replies($1, $2, $3)", worker_id, renew, lease_s
+        )
+
+
 async def request_stop(
     db: Database, user: Claims, *, conversation_id: uuid.UUID, message_id: uuid.UUID
 ) -> MessageRead:
@@ -175,23 +187,6 @@ async def delete_message(
     db: Database, user: Claims, *, conversation_id: uuid.UUID, message_id: uuid.UUID
 ) -> None:
     await db.call_as(user, "select avatar_chat.delete_message($1, $2, $3)", conversation_id, message_id)
-
-
-async def first_exchange(conn: Connection, conversation_id: uuid.UUID) -> Record | None:
-    """The conversation's title-less state and first user message, as committed."""
-    return await conn.fetchrow(
-        "select c.title, m.content from public.conversations c"
-        " join public.messages m on m.conversation_id = c.id and m.role = 'user'"
-        " where c.id = $1 order by m.seq limit 1",
-        conversation_id,
-    )
-
-
-async def set_title_if_unset(conn: Connection, conversation_id: uuid.UUID, title: str) -> None:
-    """Never overwrites a title the user (or a concurrent task) set meanwhile."""
-    await conn.execute(
-        "update public.conversations set title = $2 where id = $1 and title is null", conversation_id, title
-    )
 
 
 async def messages_to_summarize(

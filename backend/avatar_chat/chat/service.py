@@ -6,11 +6,12 @@ docstring shows the whole flow).
    and the versions the persona and the window are checked against come back (G1).
    Nothing is held open after it: no connection, no transaction.
 2. Generation (chat.generation): the reply streams from the provider in a tracked
-   background task, so it is saved even when the client goes away; its text so far is
-   saved at a bounded rate (chat.progress), so any worker can resume or stop it
-   (chat.follow); `finish_turn` (one round trip) settles it.
+   background task, so it is saved even when the client goes away; while a client follows
+   it or asks to stop it from any worker (chat.demand), its text so far is saved at a
+   bounded rate (chat.progress), so any worker can resume or stop it (chat.follow);
+   `finish_turn` (one round trip) settles it.
 3. Memory (chat.memory): work that needs the committed exchange (the cached window, the
-   title, the summary) starts after step 2 returned (G4).
+   summary) starts after step 2 returned (G4).
 
 Regenerating the latest reply and editing the latest user message follow the same steps
 with `begin_regenerate` in place of `begin_turn`: a new alternative reply, generated with
@@ -28,6 +29,7 @@ from avatar_chat.cache.store import SessionStore
 from avatar_chat.chat import repository
 from avatar_chat.chat.admission import Admission, Admitted
 from avatar_chat.chat.context import ChatContext
+from avatar_chat.chat.demand import GeneratingReplies
 from avatar_chat.chat.events import ReplyEvent
 from avatar_chat.chat.follow import ReplyFollower
 from avatar_chat.chat.generation import ReplyGenerator
@@ -64,8 +66,15 @@ class ChatService:
         context = ChatContext(db, store, llm, tasks, settings, self._metrics, self.stats)
         memory = Memory(context)
         self._admission = Admission(context, memory, worker_id=worker_id)
-        self._generator = ReplyGenerator(context, memory)
-        self._follower = ReplyFollower(db, self._generator.generating, settings)
+        self.generating = GeneratingReplies(
+            db,
+            tasks,
+            worker_id=worker_id,
+            poll_s=settings.chat_demand_poll_ms / 1000,
+            lease_s=settings.chat_reply_lease_s,
+        )
+        self._generator = ReplyGenerator(context, memory, self.generating)
+        self._follower = ReplyFollower(db, self.generating, settings)
 
     async def send(
         self,

@@ -25,7 +25,7 @@ from asyncpg.pool import PoolConnectionProxy
 
 from avatar_chat.core.claims import Claims
 from avatar_chat.core.db_errors import UNAVAILABLE, raise_translated, translate_errors
-from avatar_chat.core.errors import AppError
+from avatar_chat.core.errors import AppError, DatabaseBusy
 from avatar_chat.core.metrics import PoolMetrics
 from avatar_chat.core.settings import PoolMode, Settings
 
@@ -66,6 +66,10 @@ async def _no_reset(_: Connection) -> None:
     return None
 
 
+def _busy() -> DatabaseBusy:
+    return DatabaseBusy("Every database connection is busy; retry shortly.", retry_after_s=2)
+
+
 class Database:
     """The pool, created in lifespan and handed out through dependencies."""
 
@@ -75,6 +79,8 @@ class Database:
         self.pool = pool
         self.mode = mode
         self._acquire_timeout = settings.db_acquire_timeout_s
+        self._queue_max = settings.db_acquire_queue_max
+        self._waiting = 0  # acquires in progress: the queue for a connection
         self._metrics = metrics or PoolMetrics()
 
     @classmethod
@@ -117,18 +123,27 @@ class Database:
             self.pool.terminate()
 
     async def _acquire(self) -> PoolConnectionProxy[Record]:
+        """A pooled connection, in turn: a burst waits in a bounded queue (DB_ACQUIRE_QUEUE_MAX,
+        each for up to DB_ACQUIRE_TIMEOUT_S) rather than failing, and a busy pool answers
+        DatabaseBusy, apart from the database being unreachable (errors in UNAVAILABLE)."""
+        if self._waiting >= self._queue_max:
+            self._metrics.acquire_timeouts.inc()
+            raise _busy()
         # asyncio.timeout rather than acquire(timeout=): the latter wraps every acquire
         # in wait_for, an extra task per request on the hot path.
         started = time.perf_counter()
+        self._waiting += 1
         try:
             async with asyncio.timeout(self._acquire_timeout):
                 conn: PoolConnectionProxy[Record] = await self.pool.acquire()
         except TimeoutError:
             self._metrics.acquire_timeouts.inc()
-            raise
+            raise _busy() from None
         except UNAVAILABLE:
             self._metrics.acquire_unavailable.inc()
             raise
+        finally:
+            self._waiting -= 1
         self._metrics.acquire_seconds.observe(time.perf_counter() - started)
         return conn
 

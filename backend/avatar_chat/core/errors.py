@@ -121,6 +121,11 @@ class ServiceUnavailable(AppError, status=503, code="service_unavailable"):
         super().__init__(message, code=code, headers={"Retry-After": str(retry_after_s)})
 
 
+class DatabaseBusy(ServiceUnavailable, code="database_busy"):
+    """Every pooled connection stayed busy past DB_ACQUIRE_TIMEOUT_S (or too many requests
+    already wait for one): the database is up, this worker's share of it is not free."""
+
+
 class ProviderTimeout(AppError, status=504, code="provider_timeout"): ...
 
 

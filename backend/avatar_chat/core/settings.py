@@ -81,7 +81,10 @@ class Settings(BaseSettings):
     migrate_on_start: bool | None = None
     db_pool_min_size: Annotated[int, Field(ge=0, le=100)] = 1
     db_pool_max_size: Annotated[int, Field(ge=1, le=200)] = 10
-    db_acquire_timeout_s: Annotated[float, Field(gt=0, le=60)] = 2.0
+    # A request that finds every pooled connection busy waits its turn this long (503
+    # `database_busy` after it); at most DB_ACQUIRE_QUEUE_MAX wait at once, the rest get it at once.
+    db_acquire_timeout_s: Annotated[float, Field(gt=0, le=60)] = 10.0
+    db_acquire_queue_max: Annotated[int, Field(ge=1, le=100_000)] = 1000
     db_connect_timeout_s: Annotated[float, Field(gt=0, le=60)] = 5.0
     db_statement_timeout_ms: Annotated[int, Field(ge=0)] = 10_000
     # auto: transaction when DATABASE_URL's port is 6543 or 6432, else session.
@@ -146,12 +149,17 @@ class Settings(BaseSettings):
     # Longest summary of the messages older than the window (characters).
     chat_summary_max_chars: Annotated[int, Field(ge=200, le=16_000)] = 2000
     chat_turn_deadline_s: Annotated[float, Field(gt=0, le=3600)] = 120.0
-    # A reply being generated holds a lease this long, renewed every third of it; a reply
-    # whose lease ran out (its worker vanished) can be retried.
+    # A reply being generated holds a lease this long, renewed once less than half is left
+    # (for all of a worker's replies in one statement); a reply whose lease ran out (its
+    # worker vanished) can be retried.
     chat_reply_lease_s: Annotated[float, Field(ge=1, le=600)] = 15.0
-    # A reply being generated saves its text so far at most this often and after at most
-    # this many new characters, whichever comes first (0 ms: no partial saves), so any
-    # worker can resume it for a client and stop it; followers poll it this often.
+    # How often a worker generating replies asks which of them a client follows from any
+    # worker or asked to stop (one statement for all of them; also renews their leases).
+    chat_demand_poll_ms: Annotated[int, Field(ge=50, le=10_000)] = 500
+    # A reply someone follows or asked to stop saves its text so far at most this often and
+    # after at most this many new characters, whichever comes first (0 ms: no partial
+    # saves), so any worker can resume it for a client and stop it; followers poll it this
+    # often. A reply nobody follows is saved once, when it ends.
     chat_partial_save_ms: Annotated[int, Field(ge=0, le=60_000)] = 250
     chat_partial_save_chars: Annotated[int, Field(ge=1, le=100_000)] = 200
     chat_stream_poll_ms: Annotated[int, Field(ge=10, le=10_000)] = 100
