@@ -228,6 +228,9 @@ async def _watch(reply: Any, *, until: tuple[str, ...] = ("complete",), timeout_
         if not seen or seen[-1] != text:
             seen.append(text)
         if await reply.get_attribute("data-status") in until:
+            # The last text and the status can change together between the two reads.
+            if (text := await reply.locator(".content").inner_text()) != seen[-1]:
+                seen.append(text)
             return seen
         await asyncio.sleep(0.03)
     raise AssertionError(f"the reply did not reach {until}; it showed {seen}")
