@@ -10,6 +10,12 @@ between chunks, as a model streams. It reports turns/s, the CPU a turn costs the
 Postgres with and without, and the partial saves per turn (from the UPDATE counter of
 public.messages: each turn settles its reply once; the other UPDATEs are saves).
 
+Since issue #17 a reply's text is saved as it grows only while a client follows it
+(GET .../stream) or asked to stop it: this load has no followers, so both servers should
+show no partial saves and the same cost per turn. It now checks that replies nobody
+follows cost nothing for resume and stop (their leases renewed by one statement per
+worker aside); what a followed reply costs shows in `stream_burst`'s per-reply counts.
+
     .venv/bin/python -m bench.scenarios.partial_saves [--workers 3] [--chunk-delay-ms 20]
 """
 
