@@ -15,6 +15,12 @@ at a time, and the figure is this process's CPU (`time.process_time()`) per repl
     relay     the relay floor's path (bench/apps/relay.py): httpx `aiter_lines`, `json.loads`
               per chunk, the floor's `event()` encoding, in the same `StreamingResponse`
     relay_parse  the relay floor's reading alone: httpx and `json.loads`, no SSE
+    sse       the API's SSE side alone, no model: `--chunks` chunks of the fake model's
+              text pushed into a Turn one loop iteration apart, read by the router's
+              response as in `api` (each chunk wakes the response's task, as in the API)
+    relay_sse the relay floor's SSE side alone: the same chunks, one loop iteration
+              apart, encoded by the floor's `event()` in the same `StreamingResponse`
+              (these two stream 4x `--replies`: they are quick)
 
 Every reply is checked (20 `delta`s, then `done`, the text whole). Neither the server's
 socket writes nor the middleware are in these figures (the same for API and floor), nor
@@ -43,13 +49,14 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
-VARIANTS = ("relay_parse", "provider", "relay", "api")
+VARIANTS = ("relay_parse", "provider", "relay", "api", "relay_sse", "sse")
+_NO_MODEL_FACTOR = 4  # the variants without the model are quick: more replies, less noise
 _SYSTEM = (
     "You are Ava, an AI avatar with a friendly personality: warm, encouraging, and attentive. "
     "Stay in character; answer in a few sentences."
@@ -122,6 +129,9 @@ class Worker:
             limits=httpx.Limits(max_connections=None, max_keepalive_connections=1000),
         )
         self.request = self._chat_request()
+        from bench.apps.fake_model import FakeModel
+
+        self.pieces: list[str] = FakeModel(chunks, 0).pieces
 
     @staticmethod
     def _chat_request() -> Any:
@@ -197,7 +207,35 @@ class Worker:
         )
         self.check.verify(await _serve(response), "".join(parts))
 
-    async def api(self) -> None:
+    async def relay_sse(self) -> None:
+        from starlette.responses import StreamingResponse
+
+        from bench.apps.floor import event
+
+        async def events() -> AsyncIterator[str]:
+            yield event("user_message", {"id": "x", "content": "hi"})
+            for piece in self.pieces:
+                await asyncio.sleep(0)
+                yield event("delta", {"content": piece})
+            yield event("done", {"id": "x", "content": "".join(self.pieces)})
+
+        response = StreamingResponse(
+            events(),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+            status_code=201,
+        )
+        self.check.verify(await _serve(response), "".join(self.pieces))
+
+    async def sse(self) -> None:
+        async def pieces() -> AsyncGenerator[str, None]:
+            for piece in self.pieces:
+                await asyncio.sleep(0)
+                yield piece
+
+        await self.api(pieces())
+
+    async def api(self, source: AsyncGenerator[str, None] | None = None) -> None:
         from avatar_chat.chat import router
         from avatar_chat.chat.turn import Turn, TurnResult
         from avatar_chat.conversations.schemas import MessageRead
@@ -225,7 +263,8 @@ class Worker:
 
         async def generate() -> None:  # ReplyGenerator.run and _produce, less the database
             try:
-                async with contextlib.aclosing(self.provider.stream(self.request)) as stream:
+                chunks = self.provider.stream(self.request) if source is None else source
+                async with contextlib.aclosing(chunks) as stream:
                     async for chunk in stream:
                         parts.append(chunk)
                         turn.push(chunk)
@@ -263,6 +302,8 @@ async def _work(args: argparse.Namespace) -> dict[str, Any]:
         "provider": worker.provider_only,
         "relay": worker.relay,
         "api": worker.api,
+        "relay_sse": worker.relay_sse,
+        "sse": worker.sse,
     }
     try:
         for reply in variants.values():  # warm up: connections, imports, caches
@@ -271,8 +312,9 @@ async def _work(args: argparse.Namespace) -> dict[str, Any]:
         for repeat in range(args.repeats):
             order = list(variants.items())
             for name, reply in order if repeat % 2 == 0 else reversed(order):
-                cpu = await _replies(reply, args.replies, args.concurrency)
-                ms[name].append(cpu / args.replies * 1000)
+                replies = args.replies * _NO_MODEL_FACTOR if name.endswith("sse") else args.replies
+                cpu = await _replies(reply, replies, args.concurrency)
+                ms[name].append(cpu / replies * 1000)
     finally:
         await worker.aclose()
     return {"ms_per_reply": {name: min(values) for name, values in ms.items()}}
