@@ -12,6 +12,7 @@ import json
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from json.encoder import encode_basestring_ascii as _json_string  # what json.dumps does with a str
 from typing import Any, Final
 
 from avatar_chat.chat.turn import Turn
@@ -54,9 +55,19 @@ def not_completed(message_id: uuid.UUID, status: str, code: str) -> ReplyEvent:
     return ReplyEvent("error", {"code": code, "message": _NOT_COMPLETED, "details": details}, None)
 
 
+# json.dumps(data, separators=...) would build a new encoder for every event.
+_compact_json = json.JSONEncoder(separators=(",", ":")).encode
+
+
 def encode(name: str, data: Any, id_: str | None = None) -> str:
     head = f"id: {id_}\n" if id_ is not None else ""
-    return f"{head}event: {name}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
+    return f"{head}event: {name}\ndata: {_compact_json(data)}\n\n"
+
+
+def encode_delta(content: str, attempt: int, offset: int) -> str:
+    """`encode("delta", {"content": content}, event_id(attempt, offset))`, written out: the
+    one event sent per chunk."""
+    return f'id: {attempt}:{offset}\nevent: delta\ndata: {{"content":{_json_string(content)}}}\n\n'
 
 
 async def turn_events(turn: Turn) -> AsyncIterator[str]:
@@ -65,9 +76,10 @@ async def turn_events(turn: Turn) -> AsyncIterator[str]:
     if turn.reply is not None:
         yield encode("assistant_message", turn.reply.model_dump(mode="json"))
     offset = 0
+    attempt = turn.attempt
     async for chunk in turn.stream():
         offset += len(chunk)
-        yield encode("delta", {"content": chunk}, event_id(turn.attempt, offset))
+        yield encode_delta(chunk, attempt, offset)
     try:
         reply = (await turn.result()).raise_for_failure(turn.user_message)
     except AppError as exc:
