@@ -156,6 +156,17 @@ class StopRecord:
 
 
 @dataclass
+class ShortDone:
+    """A stream whose `done` (a reply that did not complete) holds less than its deltas."""
+
+    reply_id: str
+    attempt: int | None
+    opened: float
+    ended: float
+    problem: str
+
+
+@dataclass
 class Fault:
     start: float
     end: float
@@ -169,6 +180,11 @@ class SoakReport:
     unacknowledged_at_end: int = 0
     postgres_restarts: int = 0
     worker_kills: int = 0
+    # Streams that ended with `error` (after some text, so of a known attempt), and of those
+    # how many had their reply saved `complete` by that same attempt all the same (issue #17:
+    # never, once the database is back within DB_ACQUIRE_TIMEOUT_S).
+    stream_errors: int = 0
+    stream_errors_for_complete_replies: dict[str, int] = field(default_factory=dict)
     actions: dict[str, int] = field(default_factory=dict)
     resumes: dict[str, int] = field(default_factory=dict)
     stops: dict[str, int] = field(default_factory=dict)
@@ -230,6 +246,8 @@ class _Run:
     stops: list[StopRecord] = field(default_factory=list)
     regenerations: list[Regeneration] = field(default_factory=list)
     faults: list[Fault] = field(default_factory=list)
+    short_dones: list[ShortDone] = field(default_factory=list)
+    stream_errors: list[tuple[str, int, str]] = field(default_factory=list)  # reply, attempt, code
 
     def other(self, rng: random.Random, server: int) -> int:
         """Another server than `server` (the same one when there is only one)."""
@@ -487,13 +505,16 @@ class _Events:
     """One SSE response read as a client does: the text so far (from what it had before),
     the last event id, and how the stream ended (None while it goes on). Every `delta` and
     `done` id must be `<attempt>:<characters so far>`, and a `done` must hold the text the
-    deltas made: anything else goes in `problems`."""
+    deltas made: anything else is a violation (stream_mismatch), except a `done` of a reply
+    that did not complete, which a fault may explain (see _verify_short_dones)."""
 
     def __init__(
-        self, response: httpx.Response, problems: list[str], *, text: str = "", last_id: str | None = None
+        self, response: httpx.Response, run: _Run, *, text: str = "", last_id: str | None = None
     ) -> None:
         self._events = aiter(sse_records(response))
-        self._problems = problems
+        self._run = run
+        self._problems = run.report.stream_mismatch
+        self._opened = time.monotonic()
         self.text = text
         self.last_id = last_id
         self.attempt: int | None = int(last_id.split(":")[0]) if last_id else None
@@ -529,12 +550,20 @@ class _Events:
                 self.done, self.end = data, "done"
                 self._check_id(event_id, len(data["content"]))
                 if data["content"] != self.text:
-                    self._problems.append(
-                        f"{data['id']}: done has {len(data['content'])} characters, the deltas made"
-                        f" {len(self.text)}: {data['content']!r} != {self.text!r}"
+                    problem = (
+                        f"{data['id']}: done ({data['status']}) has {len(data['content'])} characters,"
+                        f" the deltas made {len(self.text)}: {data['content']!r} != {self.text!r}"
                     )
+                    if data["status"] == "complete":
+                        self._problems.append(problem)
+                    else:
+                        self._run.short_dones.append(
+                            ShortDone(data["id"], self.attempt, self._opened, time.monotonic(), problem)
+                        )
             elif name == "error":
                 self.end, self.error_code = "error", data["code"]
+                if self.reply_id is not None and self.attempt is not None:
+                    self._run.stream_errors.append((self.reply_id, self.attempt, data["code"]))
 
     def _check_id(self, event_id: str | None, length: int) -> None:
         attempt = (event_id or "").partition(":")[0]
@@ -577,7 +606,7 @@ async def _send_until_acknowledged(
                 async with _sse(run.https[server], "POST", url, headers, {"content": asked}) as response:
                     run.statuses[f"sse_{response.status_code}"] += 1
                     if response.status_code == 201:
-                        events = _Events(response, run.report.stream_mismatch)
+                        events = _Events(response, run)
                         await events.read()
                         if events.end == "error":
                             run.statuses[f"sse_error_{events.error_code}"] += 1
@@ -625,7 +654,7 @@ async def _resume_action(
                 _transient(run, f"send {key}", response)
                 run.resume_outcomes["send_refused"] += 1
                 return None
-            first = _Events(response, run.report.stream_mismatch)
+            first = _Events(response, run)
             await first.read(until_deltas=rng.randint(1, 3))
     except NETWORK_ERRORS:
         run.statuses["connection_error"] += 1
@@ -651,7 +680,7 @@ async def _resume_action(
             async with _sse(run.https[other], "GET", follow_url, resume_headers) as response:
                 run.statuses[f"follow_{response.status_code}"] += 1
                 if response.status_code == 200:
-                    events = _Events(response, run.report.stream_mismatch, text=text, last_id=last_id)
+                    events = _Events(response, run, text=text, last_id=last_id)
                     events.reply_id = first.reply_id
                     await events.read()
                     text, last_id = events.text, events.last_id
@@ -704,7 +733,7 @@ async def _stop_action(
                 _transient(run, f"send {key}", response)
                 run.stop_outcomes["send_refused"] += 1
                 return None
-            events = _Events(response, run.report.stream_mismatch)
+            events = _Events(response, run)
             await events.read(until_deltas=rng.randint(1, 3))
             if events.reply_id is None or events.user_message_id is None:
                 run.stop_outcomes["send_cut"] += 1
@@ -774,7 +803,7 @@ async def _regenerate(run: _Run, rng: random.Random, user: _User, ack: Ack, key:
                     async with _sse(run.https[server], "POST", url, headers) as response:
                         run.statuses[f"regenerate_sse_{response.status_code}"] += 1
                         if response.status_code == 201:
-                            events = _Events(response, run.report.stream_mismatch)
+                            events = _Events(response, run)
                             await events.read()
                             reply = events.done
                         else:
@@ -919,7 +948,15 @@ async def _verify(dsn: str, run: _Run) -> None:
             else:
                 report.resume_failed_without_a_fault.append(f"{resume.key}: {resume.outcome}")
 
+    report.stream_errors = len(run.stream_errors)
+    saved_anyway: Counter[str] = Counter()
+    for reply_id, attempt, code in run.stream_errors:
+        saved = by_id.get(reply_id)
+        if saved is not None and saved["attempt"] == attempt and saved["status"] == "complete":
+            saved_anyway[code] += 1
+    report.stream_errors_for_complete_replies = dict(saved_anyway)
     _verify_stops(run, by_id)
+    _verify_short_dones(run, by_id)
     _verify_variants(run, replies)
 
 
@@ -966,6 +1003,20 @@ def _verify_stops(run: _Run, by_id: dict[str, asyncpg.Record]) -> None:
             )
         if not faulted:
             outcomes["checked_without_a_fault"] += 1
+
+
+def _verify_short_dones(run: _Run, by_id: dict[str, asyncpg.Record]) -> None:
+    """A stream that showed more than its reply was saved with, ending `done` with the
+    reply `stopped`: the reply was stopped by another worker from its last saved text,
+    which happens only when the generating worker looked gone (its lease or liveness row
+    lapsed: a fault). Without a fault it is a violation."""
+    for short in run.short_dones:
+        saved = by_id.get(short.reply_id)
+        pid = saved["worker_pid"] if saved is not None and saved["attempt"] == short.attempt else None
+        if run.faulted(short.opened, short.ended, pid):
+            run.stop_outcomes["stream_showed_more_than_saved_excused_by_a_fault"] += 1
+        else:
+            run.report.stream_mismatch.append(short.problem)
 
 
 def _verify_variants(run: _Run, replies: list[asyncpg.Record]) -> None:
