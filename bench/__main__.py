@@ -17,6 +17,8 @@ and, for `pooled`, pgbouncer, all stopped at its end):
                           throughput
     stream_burst          hundreds of streamed replies at once, paced by a fake model: CPU
                           per reply, failures, connections vs the relay floor
+    turn_statements       every statement of a streamed turn (pg_stat_statements, PostgreSQL 15):
+                          calls, rows, exec time per turn vs the relay floor
 
 Every scenario prints its figures and a summary table; `all` ends with one table of them
 all. Options are shared; each says which scenarios read it.
@@ -44,6 +46,7 @@ from bench.scenarios import (
     pooled,
     sse_ttfb,
     stream_burst,
+    turn_statements,
 )
 
 SCENARIOS: dict[str, Callable[[argparse.Namespace], list[Row]]] = {
@@ -57,6 +60,7 @@ SCENARIOS: dict[str, Callable[[argparse.Namespace], list[Row]]] = {
     "partial_saves": partial_saves.run,
     "observability": observability.run,
     "stream_burst": stream_burst.run,
+    "turn_statements": turn_statements.run,
 }
 # Names these scenarios had before (two that differed by one letter).
 RENAMED = {"chat_turns": "chat_turn_throughput", "chat_turn": "chat_turn_latency"}

@@ -25,7 +25,12 @@ _OPTIONS: tuple[tuple[str, type[int] | type[float], float, str], ...] = (
     ("--connections", int, 32, "persona_patch, pooled: open connections for PATCH"),
     ("--turn-connections", int, 64, "chat_turn_throughput, pooled: open connections for chat turns"),
     ("--users", int, 64, f"{_THROUGHPUT}, pgbench_notify: distinct users, each with an avatar"),
-    ("--turns", int, 200, f"{_SEQUENTIAL}: measured sequential turns per server"),
+    (
+        "--turns",
+        int,
+        200,
+        f"{_SEQUENTIAL}: measured sequential turns per server; turn_statements: conversations per server",
+    ),
     ("--conversations", int, 10, f"{_SEQUENTIAL}: conversations the turns rotate over"),
     ("--warmup-turns", int, 20, f"{_SEQUENTIAL}: unmeasured turns first"),
     ("--pool-size", int, 10, "pooled: pgbouncer server connections (default_pool_size)"),
@@ -38,9 +43,16 @@ _OPTIONS: tuple[tuple[str, type[int] | type[float], float, str], ...] = (
         " prompt (no cache); 0 = none, a floor that does less than a chat turn needs",
     ),
     ("--burst-spread", float, 5, "stream_burst: seconds a burst's sends are spread over"),
-    ("--stream-chunks", int, 20, "stream_burst: chunks of each reply of the fake model"),
+    ("--stream-chunks", int, 20, "stream_burst, turn_statements: chunks of each reply of the fake model"),
     ("--chunk-interval-ms", int, 500, "stream_burst: the fake model's pause before each chunk"),
-    ("--stats-wait", float, 11, "stream_burst: seconds for Postgres's counters to settle after a burst"),
+    (
+        "--stats-wait",
+        float,
+        11,
+        "stream_burst, turn_statements: seconds for Postgres's counters to settle after a burst",
+    ),
+    ("--statement-interval-ms", int, 50, "turn_statements: the fake model's pause before each chunk"),
+    ("--statement-streams", int, 10, "turn_statements: conversations whose turns run at once"),
     ("--pgbench-seconds", float, 10, "pgbench_notify: seconds per pgbench run"),
     ("--pgbench-clients", int, 32, "pgbench_notify: pgbench clients (-c)"),
 )
@@ -70,6 +82,11 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
         default=(300, 1000),
         metavar="N[,N...]",
         help="stream_burst: the bursts, each N users sending at once (300,1000)",
+    )
+    parser.add_argument(
+        "--no-follow-up",
+        action="store_true",
+        help="turn_statements: only the first turn of each conversation (no second send)",
     )
     parser.add_argument(
         "--no-json", action="store_true", help="do not write bench/results/<name>-<timestamp>.json"
