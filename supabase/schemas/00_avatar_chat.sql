@@ -33,8 +33,12 @@ language plpgsql
 volatile
 set search_path = ''
 as $$
+declare
+  -- Parsed once: in the query below, the planner may prefer scanning a small auth.users,
+  -- and the expression would then be parsed again for every row.
+  sub uuid := (claims::jsonb ->> 'sub')::uuid;
 begin
-  if not exists (select from auth.users u where u.id = (claims::jsonb ->> 'sub')::uuid) then
+  if not exists (select from auth.users u where u.id = sub) then
     raise exception 'The user of this token no longer exists.'
       using errcode = 'AC401', hint = 'user_not_found';
   end if;

@@ -216,15 +216,19 @@ for each row execute function avatar_chat.conversations_stamp();
 -- policy: the API roles have no USAGE on avatar_chat, so they cannot call it by name.
 create function avatar_chat.is_my_message(p_message_id uuid, p_conversation_id uuid)
 returns boolean
-language sql
+language plpgsql
 stable
 security definer
 set search_path = ''
 as $$
-  select exists (
+begin
+  -- PL/pgSQL, not SQL: a SQL function that cannot be inlined (SECURITY DEFINER) is planned
+  -- again at every call, and this one is called for every reply a user inserts.
+  return exists (
     select from public.messages m
      where m.id = p_message_id and m.conversation_id = p_conversation_id and m.user_id = (select auth.uid())
   );
+end
 $$;
 comment on function avatar_chat.is_my_message(uuid, uuid) is
   'Whether the message is the caller''s and in this conversation (for messages_insert_own).';

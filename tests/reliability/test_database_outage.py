@@ -25,6 +25,7 @@ from avatar_chat.main import create_app
 from avatar_chat.state import AppState
 from tests.reliability.conftest import Faulty
 from tests.support.factories import TEST_JWT_SECRET, User, create_avatar, create_conversation, history
+from tests.support.sse import parse_sse
 
 pytestmark = pytest.mark.slow
 
@@ -285,3 +286,48 @@ async def test_a_reply_whose_save_finds_the_pool_busy_waits_and_ends_complete(
     finally:
         await blocker_conversation.close()
         await blocker_avatar.close()
+
+
+async def test_following_a_reply_through_an_outage_ends_with_an_error_event(
+    faulty: Faulty, settings: Settings
+) -> None:
+    """A follower's poll that cannot reach the database waits DB_ACQUIRE_TIMEOUT_S, then the
+    stream ends with an `error` event the client can act on (resume), never cut mid-stream."""
+    configured = settings.model_copy(
+        update={
+            "database_url": SecretStr(faulty.dsn),
+            "supabase_jwt_secret": SecretStr(TEST_JWT_SECRET),
+            "db_acquire_timeout_s": 1.0,
+            "db_connect_timeout_s": 1.0,
+            "offline_llm_chunk_delay_ms": 300,
+            "chat_turn_deadline_s": 20.0,
+        }
+    )
+    app = create_app(configured)
+    async with LifespanManager(app) as manager:
+        client = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=manager.app), base_url="http://t", timeout=30
+        )
+        user = await make_user(faulty)
+        await create_avatar(client, user)
+        conversation = (await create_conversation(client, user))["id"]
+        url = f"/conversations/{conversation}/messages"
+        sending = asyncio.create_task(client.post(url, json={"content": "a long one"}, headers=user.headers))
+        await asyncio.sleep(0.3)  # the reply has begun (its first chunks take 300 ms each)
+        messages = await history(client, user, conversation)
+        assert [m["status"] for m in messages] == ["complete", "streaming"]
+        reply_id = messages[1]["id"]
+        following = asyncio.create_task(
+            client.get(f"{url}/{reply_id}/stream", headers={**user.headers, "Accept": "text/event-stream"})
+        )
+        await asyncio.sleep(0.5)
+        await faulty.stop()
+        await asyncio.sleep(2.5)  # longer than the follower waits
+        await faulty.start()
+        followed = await following
+        assert followed.status_code == 200
+        events = parse_sse(followed.text)
+        assert events[-1][0] == "error", events
+        assert events[-1][1]["code"] == "database_unavailable"
+        await sending
+        await client.aclose()

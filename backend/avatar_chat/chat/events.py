@@ -89,8 +89,14 @@ async def turn_events(turn: Turn) -> AsyncIterator[str]:
 
 
 async def follow_events(events: AsyncIterator[ReplyEvent]) -> AsyncIterator[str]:
-    async for event in events:
-        yield encode(event.name, event.data, event.id)
+    """A followed reply's events; a failure once the stream has begun (the database away
+    for longer than the follower waits) ends it with an `error` event, not a cut stream:
+    the client resumes with its last event id."""
+    try:
+        async for event in events:
+            yield encode(event.name, event.data, event.id)
+    except AppError as exc:
+        yield encode("error", error_payload(exc.code, exc.message, exc.details)["error"])
 
 
 # --- the OpenAPI description of both streams -------------------------------------------

@@ -18,6 +18,7 @@ from avatar_chat.chat.window import SHOWN_TO_THE_MODEL
 from avatar_chat.conversations.schemas import MessageRead, MessageStatus, effective_status
 from avatar_chat.core.claims import Claims
 from avatar_chat.core.database import Database, Record
+from avatar_chat.core.errors import ServiceUnavailable
 from avatar_chat.core.settings import Settings
 
 
@@ -33,6 +34,8 @@ class ReplyFollower:
         self._generating = generating  # the replies this worker generates
         self._poll_s = settings.chat_stream_poll_ms / 1000
         self._stop_wait_s = settings.chat_stop_wait_s
+        # How long a follower waits out a database it cannot reach before it says so.
+        self._outage_patience_s = settings.db_acquire_timeout_s
 
     async def stop(self, user: Claims, conversation_id: uuid.UUID, message_id: uuid.UUID) -> MessageRead:
         """Ask the worker generating the reply (any worker) to stop at its next chunk; the
@@ -82,10 +85,22 @@ class ReplyFollower:
         attempt: int | None,
         offset: int,
     ) -> AsyncIterator[ReplyEvent]:
+        loop = asyncio.get_running_loop()
+
         async def fetch(at: int) -> Record:
-            return await repository.reply_progress(
-                self._db, user, conversation_id=conversation_id, message_id=message_id, offset=at
-            )
+            """The reply from `at` on, waiting out a database that is away (a restart) for
+            up to DB_ACQUIRE_TIMEOUT_S; then the client hears it (follow_events)."""
+            unreachable_since: float | None = None
+            while True:
+                try:
+                    return await repository.reply_progress(
+                        self._db, user, conversation_id=conversation_id, message_id=message_id, offset=at
+                    )
+                except ServiceUnavailable:
+                    unreachable_since = unreachable_since or loop.time()
+                    if loop.time() - unreachable_since >= self._outage_patience_s:
+                        raise
+                    await asyncio.sleep(max(self._poll_s, 0.2))
 
         read_at = offset  # where `row`'s tail starts: at 0 it holds the whole text
         while True:
