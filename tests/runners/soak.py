@@ -92,9 +92,6 @@ class SoakConfig:
     workers: int = 2  # worker processes of each server (2 or more: a SIGKILLed one is replaced)
     pooler: bool = False  # through pgbouncer in transaction mode
     pooler_pool_size: int = 5  # its server connections
-    # Its server_login_retry: how long it refuses every client after failing to reach
-    # Postgres (pgbouncer's default, 15 s, makes each 1 s restart 15 s of refusals).
-    pooler_login_retry_s: int = 1
     chunk_delay_ms: int = 150  # the offline provider's pause between chunks
     resume_share: float = 0.2
     stop_share: float = 0.2
@@ -280,7 +277,7 @@ async def run_soak(cfg: SoakConfig) -> SoakReport:
             await migrate(dsn)
             app_dsn, env = dsn, {}
             if cfg.pooler:
-                pooler = _Pooler(dsn, pool_size=cfg.pooler_pool_size, login_retry_s=cfg.pooler_login_retry_s)
+                pooler = PgBouncer(dsn, pool_size=cfg.pooler_pool_size)
                 stack.push_async_callback(pooler.stop)
                 await pooler.start()
                 app_dsn, env = pooler.dsn, {"DB_POOL_MODE": "transaction"}
@@ -370,31 +367,6 @@ async def run_soak(cfg: SoakConfig) -> SoakReport:
                 }
     report.seconds = round(time.monotonic() - started, 1)
     return report
-
-
-class _Pooler(PgBouncer):
-    """The tests' pgbouncer with a `server_login_retry` of its own, whose stderr is read as
-    it comes: PgBouncer leaves it to a pipe nobody reads, and pgbouncer, which logs every
-    client it turns away while Postgres restarts, blocks (all of it) once the pipe is full."""
-
-    def __init__(self, upstream: str, *, pool_size: int, login_retry_s: int) -> None:
-        super().__init__(upstream, pool_size=pool_size)
-        self._login_retry_s = login_retry_s
-        self._drain: asyncio.Task[bytes] | None = None
-
-    def _config(self) -> str:
-        return super()._config() + f"server_login_retry = {self._login_retry_s}\n"
-
-    async def start(self, timeout_s: float = 10) -> None:
-        await super().start(timeout_s)
-        assert self._proc is not None and self._proc.stderr is not None
-        self._drain = asyncio.create_task(self._proc.stderr.read())
-
-    async def stop(self) -> None:
-        await super().stop()
-        if self._drain is not None:
-            self._drain.cancel()
-            await asyncio.gather(self._drain, return_exceptions=True)
 
 
 async def _stop_postgres(pg: EmbeddedPostgres) -> None:

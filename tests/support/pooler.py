@@ -8,6 +8,7 @@ transaction pooler (Supavisor, port 6543) does to our connections, on this machi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import pwd
 import shutil
@@ -62,6 +63,9 @@ class PgBouncer:
                 "max_client_conn = 1000",
                 "ignore_startup_parameters = extra_float_digits",
                 "server_reset_query =",
+                # After a Postgres restart, try the server again within a second (the
+                # default 15 s refuses every client for that long, unlike Supavisor).
+                "server_login_retry = 1",
                 f"logfile = {self._dir / 'pgbouncer.log'}",
                 f"pidfile = {self._dir / 'pgbouncer.pid'}",
                 "",
@@ -83,13 +87,17 @@ class PgBouncer:
             for child in self._dir.iterdir():
                 child.chmod(0o666)
             args[1:1] = ["-u", self._socket_owner()]
-        self._proc = await asyncio.create_subprocess_exec(
-            *args, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE, start_new_session=True
-        )
+        # Its stderr to a file: a pipe nobody reads fills after a few restarts' log lines,
+        # and pgbouncer then blocks on it, pooling nothing.
+        stderr_path = self._dir / "pgbouncer.stderr"
+        with stderr_path.open("wb") as stderr:
+            self._proc = await asyncio.create_subprocess_exec(
+                *args, stdout=asyncio.subprocess.DEVNULL, stderr=stderr, start_new_session=True
+            )
         deadline = time.monotonic() + timeout_s
         while True:
             if self._proc.returncode is not None:
-                err = (await self._proc.stderr.read()).decode() if self._proc.stderr else ""
+                err = stderr_path.read_text(errors="replace")
                 raise RuntimeError(f"pgbouncer exited with {self._proc.returncode}: {err}{self.log()}")
             try:
                 conn = await asyncpg.connect(self.dsn, statement_cache_size=0, timeout=2)
@@ -118,7 +126,8 @@ class PgBouncer:
                 os.killpg(self._proc.pid, signal.SIGTERM)
                 await asyncio.wait_for(self._proc.wait(), 10)
             except TimeoutError:
-                os.killpg(self._proc.pid, signal.SIGKILL)
+                with contextlib.suppress(ProcessLookupError):  # it may exit just now
+                    os.killpg(self._proc.pid, signal.SIGKILL)
                 await self._proc.wait()
             except ProcessLookupError:
                 pass
