@@ -12,6 +12,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -57,19 +58,36 @@ async def _reply_row(owner: asyncpg.Connection, reply_id: str) -> asyncpg.Record
     return row
 
 
-async def _stream_send(
-    client: httpx.AsyncClient, user: User, conversation_id: str, events: list[Event], started: asyncio.Event
-) -> None:
-    """Send with SSE and read the whole stream into `events`; `started` once the reply has text."""
-    headers = {**user.headers, "Accept": "text/event-stream"}
-    async with client.stream(
-        "POST", f"/conversations/{conversation_id}/messages", json={"content": LONG}, headers=headers
-    ) as response:
-        assert response.status_code == 201
-        async for event in sse_records(response):
-            events.append(event)
-            if event[0] == "delta":
-                started.set()
+@dataclass
+class Sending:
+    """A streamed send on server A, read to its end in the background."""
+
+    conversation_id: str
+    reply_id: str
+    events: list[Event]
+    task: asyncio.Task[None]
+
+
+async def _start_send(client: httpx.AsyncClient, user: User) -> Sending:
+    """A new chat, and a send with SSE whose reply has begun to stream."""
+    conversation_id = await create_chat(client, user)
+    events: list[Event] = []
+    started = asyncio.Event()
+
+    async def read() -> None:
+        headers = {**user.headers, "Accept": "text/event-stream"}
+        async with client.stream(
+            "POST", f"/conversations/{conversation_id}/messages", json={"content": LONG}, headers=headers
+        ) as response:
+            assert response.status_code == 201
+            async for event in sse_records(response):
+                events.append(event)
+                if event[0] == "delta":
+                    started.set()
+
+    task = asyncio.create_task(read())
+    await started.wait()
+    return Sending(conversation_id, events[1][1]["id"], events, task)
 
 
 def _text(events: list[Event]) -> str:
@@ -81,12 +99,13 @@ async def test_a_reply_nobody_follows_is_written_once_when_it_ends(
 ) -> None:
     a, b = servers
     async with a.client() as ca, b.client() as cb:
-        conversation_id = await create_chat(ca, user)
-        events: list[Event] = []
-        started = asyncio.Event()
-        sending = asyncio.create_task(_stream_send(ca, user, conversation_id, events, started))
-        await started.wait()
-        reply_id = events[1][1]["id"]
+        started = await _start_send(ca, user)
+        conversation_id, reply_id, events, sending = (
+            started.conversation_id,
+            started.reply_id,
+            started.events,
+            started.task,
+        )
         await asyncio.sleep(2.5)  # well past the 1 s lease: renewed, though no text is written
         assert not sending.done(), "the reply ended too soon to show anything"
         row = await _reply_row(owner, reply_id)
@@ -112,12 +131,13 @@ async def test_a_follower_on_another_worker_gets_the_text_within_a_second(
 ) -> None:
     a, b = servers
     async with a.client() as ca, b.client() as cb:
-        conversation_id = await create_chat(ca, user)
-        events: list[Event] = []
-        started = asyncio.Event()
-        sending = asyncio.create_task(_stream_send(ca, user, conversation_id, events, started))
-        await started.wait()
-        reply_id = events[1][1]["id"]
+        started = await _start_send(ca, user)
+        conversation_id, reply_id, events, sending = (
+            started.conversation_id,
+            started.reply_id,
+            started.events,
+            started.task,
+        )
         await asyncio.sleep(0.5)
         assert (await _reply_row(owner, reply_id))["content"] == ""  # nobody followed yet
 
