@@ -295,3 +295,37 @@ $$;
 comment on function avatar_chat.set_my_avatar_image(text, text, bigint[]) is
   'Point the caller''s avatar at an image folder (or none); returns the row and the folder before.';
 revoke all on function avatar_chat.set_my_avatar_image(text, text, bigint[]) from public, anon, authenticated;
+
+-- begin_my_image_upload: what PUT /avatars/me/image checks before it decodes anything, in
+-- one round trip: the caller's avatar (no row: none), If-Match (AC412 as above), and one
+-- upload counted against the per-user rate (count_my_image_upload in 40_limits.sql: AC429
+-- image_rate_limited beyond it). Nothing is counted for an upload refused here.
+create function avatar_chat.begin_my_image_upload(claims text, if_match bigint[])
+returns setof public.avatars
+language plpgsql
+volatile
+security invoker
+set search_path = ''
+as $$
+declare
+  cur public.avatars;
+begin
+  perform avatar_chat.act_as(claims);
+
+  select a.* into cur from public.avatars a where a.user_id = (select auth.uid());
+  if not found then
+    return;
+  end if;
+  if if_match is not null and not (cur.version = any (if_match)) then
+    raise exception 'If-Match does not match the avatar''s current version (%).', cur.version
+      using errcode = 'AC412', hint = 'precondition_failed',
+            detail = json_build_object('etag', format('"%s"', cur.version))::text;
+  end if;
+  perform avatar_chat.count_my_image_upload();
+  return next cur;
+end
+$$;
+
+comment on function avatar_chat.begin_my_image_upload(text, bigint[]) is
+  'Check an image upload before it is decoded: the caller''s avatar, If-Match, the upload rate.';
+revoke all on function avatar_chat.begin_my_image_upload(text, bigint[]) from public, anon, authenticated;

@@ -9,17 +9,20 @@
 --
 -- Enforced in Postgres so they hold across every worker and machine, and for every
 -- writer (this API and the Data API alike): sends per user per minute, and replies being
--- generated at once per user. The API writes its configured values into
+-- generated at once per user; and image uploads per user per minute, counted before the
+-- API decodes an image (count_my_image_upload). The API writes its configured values into
 -- avatar_chat.limits at start-up; 0 (or no row) disables a limit.
 
 create table avatar_chat.limits (
   id boolean not null default true,
   sends_per_minute integer not null default 0,
   max_concurrent_streams integer not null default 0,
+  image_uploads_per_minute integer not null default 0,
   updated_at timestamptz not null default now(),
   constraint limits_pkey primary key (id),
   constraint limits_single_row check (id),
-  constraint limits_nonnegative check (sends_per_minute >= 0 and max_concurrent_streams >= 0)
+  constraint limits_nonnegative check (sends_per_minute >= 0 and max_concurrent_streams >= 0),
+  constraint limits_image_uploads_nonnegative check (image_uploads_per_minute >= 0)
 );
 comment on table avatar_chat.limits is 'Abuse limits (one row), written by the API from its settings at start-up.';
 
@@ -108,3 +111,72 @@ as $$
 $$;
 
 revoke all on function avatar_chat.configure_limits(integer, integer) from public, anon, authenticated;
+
+-- Image uploads: the API counts one, as the user, before it decodes the image (PUT
+-- /avatars/me/image, through begin_my_image_upload in 10_avatars.sql), so a refused
+-- upload costs no decode. Every upload counted is one the API went on to decode (or found
+-- busy); a refused one rolls back with its statement and counts nothing.
+create table avatar_chat.image_upload_counters (
+  user_id uuid not null,
+  window_start timestamptz not null,
+  uploads integer not null,
+  constraint image_upload_counters_pkey primary key (user_id),
+  constraint image_upload_counters_user_id_fkey foreign key (user_id) references auth.users (id) on delete cascade
+);
+comment on table avatar_chat.image_upload_counters is 'Per-user image upload count in the current one-minute window.';
+
+revoke all on avatar_chat.image_upload_counters from public, anon, authenticated;
+
+-- Counts one image upload of the caller (auth.uid()) in the current minute; raises AC429
+-- image_rate_limited with DETAIL {"retry_after": n} beyond limits.image_uploads_per_minute.
+create function avatar_chat.count_my_image_upload() returns void
+language plpgsql
+security definer
+set search_path = ''
+as $$
+declare
+  per_minute integer;
+  uploads integer;
+  window_start timestamptz := date_trunc('minute', now());
+begin
+  select l.image_uploads_per_minute into per_minute from avatar_chat.limits l where l.id;
+  if coalesce(per_minute, 0) = 0 then
+    return;
+  end if;
+  insert into avatar_chat.image_upload_counters as c (user_id, window_start, uploads)
+  values ((select auth.uid()), window_start, 1)
+  on conflict (user_id) do update
+    set uploads = case when c.window_start = excluded.window_start then c.uploads + 1 else 1 end,
+        window_start = excluded.window_start
+  returning c.uploads into uploads;
+  if uploads > per_minute then
+    raise exception 'Too many image uploads this minute; retry later.'
+      using errcode = 'AC429', hint = 'image_rate_limited',
+            detail = json_build_object(
+              'retry_after',
+              greatest(1, ceil(extract(epoch from (window_start + interval '1 minute' - now()))))::integer
+            )::text;
+  end if;
+end
+$$;
+
+comment on function avatar_chat.count_my_image_upload() is
+  'Count one image upload of the caller in this minute; AC429 image_rate_limited beyond the limit.';
+revoke all on function avatar_chat.count_my_image_upload() from public, anon, authenticated;
+grant execute on function avatar_chat.count_my_image_upload() to authenticated;
+
+-- As configure_limits, for the image upload rate (0 disables it).
+create function avatar_chat.configure_image_upload_rate(p_per_minute integer)
+returns void
+language sql
+set search_path = ''
+as $$
+  insert into avatar_chat.limits as l (id, image_uploads_per_minute)
+  values (true, p_per_minute)
+  on conflict (id) do update
+    set image_uploads_per_minute = excluded.image_uploads_per_minute,
+        updated_at = now()
+    where l.image_uploads_per_minute is distinct from excluded.image_uploads_per_minute;
+$$;
+
+revoke all on function avatar_chat.configure_image_upload_rate(integer) from public, anon, authenticated;

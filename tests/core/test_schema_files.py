@@ -180,6 +180,7 @@ EXPECTED_TABLES = {
     "public.conversation_summaries",
     "avatar_chat.limits",
     "avatar_chat.send_counters",
+    "avatar_chat.image_upload_counters",
     "avatar_chat.workers",
 }
 EXPECTED_FUNCTIONS = {

@@ -17,12 +17,14 @@ Nothing Postgres prints (DETAIL, HINT, CONTEXT lines) ever reaches a client.
 | AC409    | not_latest               | begin_regenerate (not the current reply, or not the latest     |
 |          |                          | exchange)                                                      |
 | AC409    | reply_in_progress        | begin_regenerate, delete_message (a reply is being generated)  |
-| AC412    | precondition_failed      | update_my_avatar, restore_my_avatar, set_my_avatar_image       |
-|          |                          | (DETAIL etag)                                                  |
+| AC412    | precondition_failed      | update_my_avatar, restore_my_avatar, set_my_avatar_image,      |
+|          |                          | begin_my_image_upload (DETAIL etag)                            |
 | AC422    | idempotency_key_reused   | begin_turn, begin_regenerate                                   |
 | AC422    | not_editable             | begin_regenerate (regenerating a user message, editing a reply)|
 | AC429    | rate_limited             | the messages_enforce_limits trigger (DETAIL retry_after)       |
 | AC429    | too_many_streams         | the messages_enforce_limits trigger (DETAIL retry_after)       |
+| AC429    | image_rate_limited       | count_my_image_upload, through begin_my_image_upload           |
+|          |                          | (DETAIL retry_after)                                           |
 
 begin_regenerate serves both regenerate and edit. tests/core/test_error_codes.py keeps this
 table and the codes raised in supabase/schemas/*.sql the same set.
