@@ -1,6 +1,7 @@
 -- Declarative schema: the live definition of the chat-turn functions (begin_turn,
 -- finish_turn, save_partial, worker_replies, request_stop, reply_progress,
--- begin_regenerate, delete_message).
+-- begin_regenerate, delete_message, save_summary) and of the summary claims
+-- (avatar_chat.summary_claims, begin_summary, end_summary).
 --
 -- This is what the database looks like after every file in supabase/migrations/; the
 -- migrations stay append-only. Change an object here AND in a new migration
@@ -666,3 +667,86 @@ end
 $$;
 
 revoke all on function avatar_chat.save_summary(text, uuid, bigint, bigint, text) from public, anon, authenticated;
+
+-- Summaries run one at a time per conversation, across workers: a worker claims the
+-- conversation's row here (one statement, in begin_summary) before it asks the model, and
+-- deletes its claim (end_summary) once the summary is saved or has failed. A claim whose
+-- lease ran out, or whose worker's liveness row expired (avatar_chat.workers), may be taken
+-- over; a summary that finds a live claim does not start (the next turn that finds one
+-- due tries again).
+create table avatar_chat.summary_claims (
+  conversation_id uuid not null,
+  token uuid not null default gen_random_uuid(),
+  worker_id bigint,
+  claimed_at timestamptz not null default now(),
+  expires_at timestamptz not null,
+  constraint summary_claims_pkey primary key (conversation_id),
+  constraint summary_claims_conversation_id_fkey foreign key (conversation_id)
+    references public.conversations (id) on delete cascade
+);
+comment on table avatar_chat.summary_claims is
+  'The summary being made of a conversation, by which worker, until when (one at a time).';
+revoke all on avatar_chat.summary_claims from public, anon, authenticated;
+
+-- begin_summary: claim the conversation's summary for p_lease_s seconds (p_worker_id
+-- names the claiming worker) and, if claimed, return the current, shown messages in
+-- (p_after_seq, p_upto_seq] to fold in, oldest first (the last p_limit), read as the user.
+-- One round trip. claim is null when another worker's summary of it is running: nothing
+-- is returned and nothing is to be done.
+create function avatar_chat.begin_summary(
+  claims text,
+  p_conversation_id uuid,
+  p_after_seq bigint,
+  p_upto_seq bigint,
+  p_limit integer,
+  p_worker_id bigint,
+  p_lease_s double precision
+)
+returns table (claim uuid, seqs bigint[], roles text[], contents text[])
+language plpgsql
+volatile
+security invoker
+set search_path = ''
+as $$
+declare
+  live_workers bigint[] := array(select w.id from avatar_chat.workers w where w.expires_at > now());
+  won uuid;
+begin
+  -- Before acting as the user: the API roles cannot see avatar_chat's tables.
+  insert into avatar_chat.summary_claims as s (conversation_id, worker_id, expires_at)
+  select c.id, p_worker_id, now() + make_interval(secs => p_lease_s)
+    from public.conversations c where c.id = p_conversation_id
+  on conflict (conversation_id) do update
+    set token = gen_random_uuid(), worker_id = excluded.worker_id, claimed_at = now(),
+        expires_at = excluded.expires_at
+    where s.expires_at <= now() or (s.worker_id is not null and not (s.worker_id = any (live_workers)))
+  returning s.token into won;
+  if won is null then
+    return;
+  end if;
+  perform avatar_chat.act_as(claims);
+  return query
+    select won, coalesce(array_agg(w.seq order by w.seq), '{}'), coalesce(array_agg(w.role::text order by w.seq), '{}'),
+           coalesce(array_agg(w.content order by w.seq), '{}')
+      from (select m.seq, m.role, m.content from public.messages m
+             where m.conversation_id = p_conversation_id and m.seq > p_after_seq and m.seq <= p_upto_seq
+               and m.is_current and m.status in ('complete', 'stopped')
+             order by m.seq desc limit p_limit) w;
+end
+$$;
+
+revoke all on function avatar_chat.begin_summary(text, uuid, bigint, bigint, integer, bigint, double precision)
+  from public, anon, authenticated;
+
+-- end_summary: the summary of begin_summary's claim is saved or has failed: release the
+-- claim (if it is still this one). Run by the API's own connection.
+create function avatar_chat.end_summary(p_conversation_id uuid, p_claim uuid)
+returns void
+language sql
+volatile
+set search_path = ''
+as $$
+  delete from avatar_chat.summary_claims s where s.conversation_id = p_conversation_id and s.token = p_claim;
+$$;
+
+revoke all on function avatar_chat.end_summary(uuid, uuid) from public, anon, authenticated;

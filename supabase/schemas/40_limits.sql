@@ -42,6 +42,14 @@ revoke all on avatar_chat.limits, avatar_chat.send_counters from public, anon, a
 -- it neither counts nor leaves a row behind. A row that messages_assign_seq left
 -- unnumbered is about to be refused by RLS: nothing is counted or locked for it, least
 -- of all for the user its user_id names.
+--
+-- Every model call a user asks for counts once against sends_per_minute: a user message
+-- (its reply, inserted in the same transaction, is not counted again: the message's id is
+-- remembered in the transaction-local setting avatar_chat.counted_send), a streaming reply
+-- to a message sent before (regenerate, edit: begin_regenerate), and a reply taken up
+-- again as a new attempt (a retry with the same Idempotency-Key after it failed, was
+-- stopped or its worker died: messages_enforce_limits_on_retry). A replay of a complete
+-- reply, or joining one still being generated, writes no row and counts nothing.
 create function avatar_chat.messages_enforce_limits() returns trigger
 language plpgsql
 security definer
@@ -60,7 +68,14 @@ begin
   if not found then
     return new;
   end if;
-  if new.role = 'user' and lim.sends_per_minute > 0 then
+  if lim.sends_per_minute > 0 and (
+    new.role = 'user'
+    or (new.role = 'assistant' and new.status = 'streaming'
+        and new.reply_to is distinct from nullif(current_setting('avatar_chat.counted_send', true), '')::uuid)
+  ) then
+    if new.role = 'user' then
+      perform set_config('avatar_chat.counted_send', new.id::text, true);
+    end if;
     insert into avatar_chat.send_counters as c (user_id, window_start, sends)
     values (new.user_id, window_start, 1)
     on conflict (user_id) do update
@@ -75,7 +90,8 @@ begin
                 greatest(1, ceil(extract(epoch from (window_start + interval '1 minute' - now()))))::integer
               )::text;
     end if;
-  elsif new.role = 'assistant' and new.status = 'streaming' and lim.max_concurrent_streams > 0 then
+  end if;
+  if new.role = 'assistant' and new.status = 'streaming' and lim.max_concurrent_streams > 0 then
     select count(*) into streaming from public.messages m
      where m.user_id = new.user_id and m.status = 'streaming' and m.lease_expires_at > now()
        and (m.worker_id is null
@@ -93,6 +109,14 @@ $$;
 create trigger messages_enforce_limits
 before insert on public.messages
 for each row execute function avatar_chat.messages_enforce_limits();
+
+-- A reply taken up again (begin_turn's and begin_regenerate's retry: a new attempt) is a
+-- model call too. Only an update that sets attempt is considered, so settling or saving a
+-- reply never fires it.
+create trigger messages_enforce_limits_on_retry
+before update of attempt on public.messages
+for each row when (new.attempt > old.attempt)
+execute function avatar_chat.messages_enforce_limits();
 
 -- Writes the limits only when they differ, so N workers starting do not churn the row.
 create function avatar_chat.configure_limits(p_sends_per_minute integer, p_max_concurrent_streams integer)

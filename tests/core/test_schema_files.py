@@ -182,6 +182,7 @@ EXPECTED_TABLES = {
     "avatar_chat.send_counters",
     "avatar_chat.image_upload_counters",
     "avatar_chat.workers",
+    "avatar_chat.summary_claims",
 }
 EXPECTED_FUNCTIONS = {
     "avatar_chat.act_as(claims text)",
