@@ -131,6 +131,7 @@ async def test_a_worker_that_dies_mid_summary_leaves_nothing_half_written(
         "LLM_BASE_URL": fake_llm.base_url,
         "LLM_API_KEY": "test-key",
         "CHAT_WINDOW_MESSAGES": str(WINDOW),
+        "WORKER_TTL_S": "1",  # its summary's claim ends with its liveness row
     }
     async with ServerProcess(database_url=database_url, env=env) as server:
         async with server.client() as client:
@@ -152,6 +153,16 @@ async def test_a_worker_that_dies_mid_summary_leaves_nothing_half_written(
         )
         == 0
     )
+    # The dead worker's claim on the summary lasts until its liveness row expires.
+    claimed_by = "select worker_id from avatar_chat.summary_claims where conversation_id = $1"
+    assert await owner.fetchval(claimed_by, uuid.UUID(conversation)) is not None
+    deadline = time.monotonic() + 10
+    while await owner.fetchval(
+        f"select exists (select from avatar_chat.workers where id = ({claimed_by}) and expires_at > now())",
+        uuid.UUID(conversation),
+    ):
+        assert time.monotonic() < deadline, "the dead worker's claim never expired"
+        await asyncio.sleep(0.1)
     fake_llm.complete_scenario = None
     async for client in app_with_provider(settings, fake_llm.base_url, chat_window_messages=WINDOW):
         rows = await history(client, user, conversation)

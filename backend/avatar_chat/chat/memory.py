@@ -10,6 +10,7 @@ tracked background work, so they rely only on committed rows (G4).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from avatar_chat.chat import repository
@@ -24,6 +25,9 @@ log = logging.getLogger(__name__)
 
 # At most this many messages are folded into a summary at once (the newest of them).
 _SUMMARY_SOURCE_MESSAGES = 200
+# A summary's claim lasts this long past the provider's deadline (a worker that dies
+# releases it sooner: its liveness row expires).
+_SUMMARY_LEASE_MARGIN_S = 10.0
 
 
 class Memory:
@@ -35,6 +39,7 @@ class Memory:
         self._window_size = context.settings.chat_window_messages
         self._window_chars = context.settings.chat_window_max_chars
         self._summary_chars = context.settings.chat_summary_max_chars
+        self._summary_lease_s = 2 * context.settings.llm_timeout_s + _SUMMARY_LEASE_MARGIN_S
         self._metrics = context.metrics
         self._stats = context.stats
 
@@ -114,26 +119,52 @@ class Memory:
     async def _summarize(self, plan: TurnPlan, covered: int, target: int) -> None:
         """Fold the messages in (covered, target] into the summary, made at plan.revision. The
         summary is written by one guarded statement at the end: a worker that dies in
-        between writes nothing; if history changed meanwhile, nothing is written either."""
-        async with self._db.as_user(plan.user) as conn:
-            rows = await repository.messages_to_summarize(
-                conn, plan.conversation_id, after_seq=covered, upto_seq=target, limit=_SUMMARY_SOURCE_MESSAGES
-            )
+        between writes nothing; if history changed meanwhile, nothing is written either.
+
+        One at a time per conversation, across workers: begin_summary claims it (with a
+        lease, or until this worker's liveness row expires) in the round trip that reads the
+        messages. When another summary of it runs, this one does not start; the next turn
+        that finds a summary due asks again."""
+        claimed = await repository.begin_summary(
+            self._db,
+            plan.user,
+            conversation_id=plan.conversation_id,
+            after_seq=covered,
+            upto_seq=target,
+            limit=_SUMMARY_SOURCE_MESSAGES,
+            worker_id=plan.worker_id,
+            lease_s=self._summary_lease_s,
+        )
+        if claimed is None:
+            self._stats.summaries_skipped += 1
+            return
+        claim, rows = claimed
+        try:
+            await self._fold(plan, target, rows)
+        finally:
+            await repository.end_summary(self._db, conversation_id=plan.conversation_id, claim=claim)
+
+    async def _fold(self, plan: TurnPlan, target: int, rows: list[tuple[int, str, str]]) -> None:
         if not rows:
             return
         request = SummaryRequest(
             avatar=plan.avatar,
             previous=plan.summary,  # "" when there is none
             messages=tuple(
-                PromptMessage("user" if r["role"] == "user" else "assistant", r["content"]) for r in rows
+                PromptMessage("user" if role == "user" else "assistant", content) for _, role, content in rows
             ),
             max_chars=self._summary_chars,
         )
         try:
-            content = await self._llm.summarize(request)
+            # The provider's own deadlines end it sooner; this keeps it within its claim.
+            async with asyncio.timeout(self._summary_lease_s - _SUMMARY_LEASE_MARGIN_S):
+                content = await self._llm.summarize(request)
         except ProviderFailure as exc:
             self._metrics.provider_failures(exc.code).inc()
             log.warning("could not summarize conversation %s: %s", plan.conversation_id, exc.code)
+            return
+        except TimeoutError:
+            log.warning("could not summarize conversation %s: timed out", plan.conversation_id)
             return
         stored = await repository.save_summary(
             self._db,

@@ -32,6 +32,7 @@ _REPLY_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120)
 @dataclass(slots=True)
 class ChatStats:
     summaries_stored: int = 0
+    summaries_skipped: int = 0  # found another summary of the conversation running
     partial_saves: int = 0  # writes of a reply's text while it was generated (on demand)
 
 

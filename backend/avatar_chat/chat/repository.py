@@ -8,7 +8,7 @@ import uuid
 from avatar_chat.conversations.repository import MESSAGE_COLUMNS
 from avatar_chat.conversations.schemas import MessageRead
 from avatar_chat.core.claims import Claims
-from avatar_chat.core.database import Connection, Database, Record
+from avatar_chat.core.database import Database, Record
 
 
 async def begin_turn(
@@ -189,21 +189,40 @@ async def delete_message(
     await db.call_as(user, "select avatar_chat.delete_message($1, $2, $3)", conversation_id, message_id)
 
 
-async def messages_to_summarize(
-    conn: Connection, conversation_id: uuid.UUID, *, after_seq: int, upto_seq: int, limit: int
-) -> list[Record]:
-    """The current, shown messages in (after_seq, upto_seq], oldest first (the last `limit`)."""
-    rows = await conn.fetch(
-        "select seq, role::text as role, content from public.messages"
-        " where conversation_id = $1 and seq > $2 and seq <= $3 and is_current"
-        " and status in ('complete', 'stopped') order by seq desc limit $4",
+async def begin_summary(
+    db: Database,
+    user: Claims,
+    *,
+    conversation_id: uuid.UUID,
+    after_seq: int,
+    upto_seq: int,
+    limit: int,
+    worker_id: int | None,
+    lease_s: float,
+) -> tuple[uuid.UUID, list[tuple[int, str, str]]] | None:
+    """Claim the conversation's summary for `lease_s` and read the current, shown messages in
+    (after_seq, upto_seq], oldest first (the last `limit`), in one round trip. None when
+    another worker's summary of it is running; see avatar_chat.begin_summary."""
+    row = await db.call_as(
+        user,
+        "select claim, seqs, roles, contents from avatar_chat.begin_summary($1, $2, $3, $4, $5, $6, $7)",
         conversation_id,
         after_seq,
         upto_seq,
         limit,
+        worker_id,
+        lease_s,
     )
-    rows.reverse()
-    return rows
+    if row is None:
+        return None
+    claim: uuid.UUID = row["claim"]
+    return claim, list(zip(row["seqs"], row["roles"], row["contents"], strict=True))
+
+
+async def end_summary(db: Database, *, conversation_id: uuid.UUID, claim: uuid.UUID) -> None:
+    """Release a claim of begin_summary (if it is still that one), on the API's own connection."""
+    async with db.connection() as conn:
+        await conn.execute("select avatar_chat.end_summary($1, $2)", conversation_id, claim)
 
 
 async def save_summary(
