@@ -93,6 +93,7 @@ def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Set
         # Limits live in the shared database; tests of them set their own.
         rate_limit_sends_per_minute=0,
         max_concurrent_streams=0,
+        rate_limit_image_uploads_per_minute=0,
         data_dir=tmp_path_factory.mktemp("unused-data"),
     )
 

@@ -23,11 +23,11 @@ comment on table avatar_chat.image_upload_counters is 'Per-user image upload cou
 
 revoke all on avatar_chat.image_upload_counters from public, anon, authenticated;
 
--- Counts one image upload of the caller (auth.uid()) in the current minute; raises AC429
+-- Counts one image upload of this user in the current minute; raises AC429
 -- image_rate_limited with DETAIL {"retry_after": n} beyond limits.image_uploads_per_minute.
-create function avatar_chat.count_my_image_upload() returns void
+-- Called by begin_my_image_upload only (its owner's privileges, for the user it checked).
+create function avatar_chat.count_image_upload(p_user_id uuid) returns void
 language plpgsql
-security definer
 set search_path = ''
 as $$
 declare
@@ -40,7 +40,7 @@ begin
     return;
   end if;
   insert into avatar_chat.image_upload_counters as c (user_id, window_start, uploads)
-  values ((select auth.uid()), window_start, 1)
+  values (p_user_id, window_start, 1)
   on conflict (user_id) do update
     set uploads = case when c.window_start = excluded.window_start then c.uploads + 1 else 1 end,
         window_start = excluded.window_start
@@ -56,10 +56,9 @@ begin
 end
 $$;
 
-comment on function avatar_chat.count_my_image_upload() is
-  'Count one image upload of the caller in this minute; AC429 image_rate_limited beyond the limit.';
-revoke all on function avatar_chat.count_my_image_upload() from public, anon, authenticated;
-grant execute on function avatar_chat.count_my_image_upload() to authenticated;
+comment on function avatar_chat.count_image_upload(uuid) is
+  'Count one image upload of a user in this minute; AC429 image_rate_limited beyond the limit.';
+revoke all on function avatar_chat.count_image_upload(uuid) from public, anon, authenticated;
 
 -- As configure_limits, for the image upload rate (0 disables it).
 create function avatar_chat.configure_image_upload_rate(p_per_minute integer)
@@ -78,22 +77,29 @@ $$;
 revoke all on function avatar_chat.configure_image_upload_rate(integer) from public, anon, authenticated;
 
 -- begin_my_image_upload: what PUT /avatars/me/image checks before it decodes anything, in
--- one round trip: the caller's avatar (no row: none), If-Match (AC412 as above), and one
--- upload counted against the per-user rate (count_my_image_upload in 40_limits.sql: AC429
--- image_rate_limited beyond it). Nothing is counted for an upload refused here.
+-- one round trip: the user (AC401 as act_as), their avatar (no row: none), If-Match (AC412
+-- as above), and one upload counted against the per-user rate (count_image_upload in
+-- 40_limits.sql: AC429 image_rate_limited beyond it). Nothing is counted for an upload
+-- refused here. SECURITY DEFINER, as the limits' trigger: it counts in a table no user may
+-- touch. It changes nothing of the user's and reads only the row RLS would show them (the
+-- avatar of the claims' user); the image is then written as the user, by
+-- set_my_avatar_image, which decides.
 create function avatar_chat.begin_my_image_upload(claims text, if_match bigint[])
 returns setof public.avatars
 language plpgsql
 volatile
-security invoker
+security definer
 set search_path = ''
 as $$
 declare
+  sub uuid := (claims::jsonb ->> 'sub')::uuid;
   cur public.avatars;
 begin
-  perform avatar_chat.act_as(claims);
-
-  select a.* into cur from public.avatars a where a.user_id = (select auth.uid());
+  if not exists (select from auth.users u where u.id = sub) then
+    raise exception 'The user of this token no longer exists.'
+      using errcode = 'AC401', hint = 'user_not_found';
+  end if;
+  select a.* into cur from public.avatars a where a.user_id = sub;
   if not found then
     return;
   end if;
@@ -102,7 +108,7 @@ begin
       using errcode = 'AC412', hint = 'precondition_failed',
             detail = json_build_object('etag', format('"%s"', cur.version))::text;
   end if;
-  perform avatar_chat.count_my_image_upload();
+  perform avatar_chat.count_image_upload(sub);
   return next cur;
 end
 $$;

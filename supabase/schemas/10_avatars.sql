@@ -297,22 +297,29 @@ comment on function avatar_chat.set_my_avatar_image(text, text, bigint[]) is
 revoke all on function avatar_chat.set_my_avatar_image(text, text, bigint[]) from public, anon, authenticated;
 
 -- begin_my_image_upload: what PUT /avatars/me/image checks before it decodes anything, in
--- one round trip: the caller's avatar (no row: none), If-Match (AC412 as above), and one
--- upload counted against the per-user rate (count_my_image_upload in 40_limits.sql: AC429
--- image_rate_limited beyond it). Nothing is counted for an upload refused here.
+-- one round trip: the user (AC401 as act_as), their avatar (no row: none), If-Match (AC412
+-- as above), and one upload counted against the per-user rate (count_image_upload in
+-- 40_limits.sql: AC429 image_rate_limited beyond it). Nothing is counted for an upload
+-- refused here. SECURITY DEFINER, as the limits' trigger: it counts in a table no user may
+-- touch. It changes nothing of the user's and reads only the row RLS would show them (the
+-- avatar of the claims' user); the image is then written as the user, by
+-- set_my_avatar_image, which decides.
 create function avatar_chat.begin_my_image_upload(claims text, if_match bigint[])
 returns setof public.avatars
 language plpgsql
 volatile
-security invoker
+security definer
 set search_path = ''
 as $$
 declare
+  sub uuid := (claims::jsonb ->> 'sub')::uuid;
   cur public.avatars;
 begin
-  perform avatar_chat.act_as(claims);
-
-  select a.* into cur from public.avatars a where a.user_id = (select auth.uid());
+  if not exists (select from auth.users u where u.id = sub) then
+    raise exception 'The user of this token no longer exists.'
+      using errcode = 'AC401', hint = 'user_not_found';
+  end if;
+  select a.* into cur from public.avatars a where a.user_id = sub;
   if not found then
     return;
   end if;
@@ -321,7 +328,7 @@ begin
       using errcode = 'AC412', hint = 'precondition_failed',
             detail = json_build_object('etag', format('"%s"', cur.version))::text;
   end if;
-  perform avatar_chat.count_my_image_upload();
+  perform avatar_chat.count_image_upload(sub);
   return next cur;
 end
 $$;

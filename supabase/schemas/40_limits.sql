@@ -10,7 +10,7 @@
 -- Enforced in Postgres so they hold across every worker and machine, and for every
 -- writer (this API and the Data API alike): sends per user per minute, and replies being
 -- generated at once per user; and image uploads per user per minute, counted before the
--- API decodes an image (count_my_image_upload). The API writes its configured values into
+-- API decodes an image (count_image_upload). The API writes its configured values into
 -- avatar_chat.limits at start-up; 0 (or no row) disables a limit.
 
 create table avatar_chat.limits (
@@ -151,11 +151,11 @@ comment on table avatar_chat.image_upload_counters is 'Per-user image upload cou
 
 revoke all on avatar_chat.image_upload_counters from public, anon, authenticated;
 
--- Counts one image upload of the caller (auth.uid()) in the current minute; raises AC429
+-- Counts one image upload of this user in the current minute; raises AC429
 -- image_rate_limited with DETAIL {"retry_after": n} beyond limits.image_uploads_per_minute.
-create function avatar_chat.count_my_image_upload() returns void
+-- Called by begin_my_image_upload only (its owner's privileges, for the user it checked).
+create function avatar_chat.count_image_upload(p_user_id uuid) returns void
 language plpgsql
-security definer
 set search_path = ''
 as $$
 declare
@@ -168,7 +168,7 @@ begin
     return;
   end if;
   insert into avatar_chat.image_upload_counters as c (user_id, window_start, uploads)
-  values ((select auth.uid()), window_start, 1)
+  values (p_user_id, window_start, 1)
   on conflict (user_id) do update
     set uploads = case when c.window_start = excluded.window_start then c.uploads + 1 else 1 end,
         window_start = excluded.window_start
@@ -184,10 +184,9 @@ begin
 end
 $$;
 
-comment on function avatar_chat.count_my_image_upload() is
-  'Count one image upload of the caller in this minute; AC429 image_rate_limited beyond the limit.';
-revoke all on function avatar_chat.count_my_image_upload() from public, anon, authenticated;
-grant execute on function avatar_chat.count_my_image_upload() to authenticated;
+comment on function avatar_chat.count_image_upload(uuid) is
+  'Count one image upload of a user in this minute; AC429 image_rate_limited beyond the limit.';
+revoke all on function avatar_chat.count_image_upload(uuid) from public, anon, authenticated;
 
 -- As configure_limits, for the image upload rate (0 disables it).
 create function avatar_chat.configure_image_upload_rate(p_per_minute integer)

@@ -84,6 +84,7 @@ class ServerProcess:
             "OFFLINE_LLM_CHUNK_DELAY_MS": "0",
             "RATE_LIMIT_SENDS_PER_MINUTE": "0",
             "MAX_CONCURRENT_STREAMS": "0",
+            "RATE_LIMIT_IMAGE_UPLOADS_PER_MINUTE": "0",
             **(env or {}),
         }
         self.proc: asyncio.subprocess.Process | None = None

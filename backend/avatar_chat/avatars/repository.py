@@ -19,6 +19,8 @@ _HISTORY_COLUMNS = (
 )
 # One call as the user each, answering the avatar row as committed (none: no avatar).
 _SET_IMAGE = f"select {_COLUMNS}, previous_image_path from avatar_chat.set_my_avatar_image($1, $2, $3)"
+# Before an image is decoded: the avatar, If-Match and one upload counted against the rate.
+_BEGIN_IMAGE_UPLOAD = f"select {_COLUMNS} from avatar_chat.begin_my_image_upload($1, $2)"
 _UPDATE = f"select {_COLUMNS} from avatar_chat.update_my_avatar($1, $2::jsonb, $3)"
 _RESTORE = f"select {_COLUMNS} from avatar_chat.restore_my_avatar($1, $2, $3)"
 # Newest first; RLS adds `user_id = auth.uid()`, and avatar_history_user_id_version_key
@@ -68,6 +70,16 @@ async def set_image_mine(
     if row is None:
         return None
     return AvatarRead.from_row(row), row["previous_image_path"]
+
+
+async def begin_image_upload_mine(
+    db: Database, user: Claims, *, if_match: list[int] | None
+) -> AvatarRead | None:
+    """The avatar an image upload will change, or None when the user has no avatar; one
+    upload is counted against the user's rate. A stale `if_match` raises AC412, an upload
+    over the rate AC429 image_rate_limited (nothing counted for either)."""
+    row = await db.call_as(user, _BEGIN_IMAGE_UPLOAD, if_match)
+    return None if row is None else AvatarRead.from_row(row)
 
 
 async def update_mine(

@@ -28,6 +28,7 @@ from avatar_chat.core.errors import (
     NotFound,
     PayloadTooLarge,
     PreconditionFailed,
+    TooManyRequests,
     UnsupportedMediaType,
     responses,
 )
@@ -166,14 +167,21 @@ _IMAGE_BODY = {
     response_model=AvatarRead,
     # The 503 (`busy` here, as `storage_unavailable`) comes with AUTHENTICATED_ERRORS.
     responses=responses(
-        *AUTHENTICATED_ERRORS, BadRequest, PayloadTooLarge, UnsupportedMediaType, NotFound, PreconditionFailed
+        *AUTHENTICATED_ERRORS,
+        BadRequest,
+        PayloadTooLarge,
+        UnsupportedMediaType,
+        NotFound,
+        PreconditionFailed,
+        TooManyRequests,
     ),
     summary="Set my avatar's image",
     description="The body is the image (at most AVATAR_IMAGE_MAX_BYTES). It is stored as square WebP "
     "images of 512 and 128 pixels (GET /avatars/me/image for their URLs); the avatar gets a new "
     "`image_path` and version. 415 for anything but PNG, JPEG or WebP, 422 when it does not decode "
-    "or has more pixels than its kind may (`image_too_many_pixels`), 503 `busy` with Retry-After "
-    "while the worker already decodes IMAGE_DECODES_PER_WORKER images.",
+    "or has more pixels than its kind may (`image_too_many_pixels`), 429 `image_rate_limited` with "
+    "Retry-After over RATE_LIMIT_IMAGE_UPLOADS_PER_MINUTE (checked before the image is decoded), "
+    "503 `busy` with Retry-After while the worker already decodes IMAGE_DECODES_PER_WORKER images.",
     openapi_extra=_IMAGE_BODY,
 )
 async def put_image(user: CurrentUser, service: Avatars, request: Request) -> Response:

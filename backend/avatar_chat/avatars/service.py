@@ -13,8 +13,7 @@ from avatar_chat.avatars.images import CONTENT_TYPE, SIZES, ImageDecodes
 from avatar_chat.cache.store import SessionStore
 from avatar_chat.core.claims import Claims
 from avatar_chat.core.database import Database
-from avatar_chat.core.errors import AppError, BadRequest, Conflict, NotFound, PreconditionFailed
-from avatar_chat.core.http import etag
+from avatar_chat.core.errors import AppError, BadRequest, Conflict, NotFound
 from avatar_chat.core.tasks import TaskTracker
 from avatar_chat.storage.base import ObjectStore
 
@@ -135,16 +134,14 @@ class AvatarService:
     async def set_image(self, user: Claims, data: bytes, *, if_match: list[int] | None) -> schemas.AvatarRead:
         """Normalise, store under a new folder, then point the avatar at it (one round
         trip). The previous image is removed only once that committed (G4); the new
-        objects are removed again if the database refused the change. 503 busy while this
+        objects are removed again if the database refused the change. 429
+        image_rate_limited over RATE_LIMIT_IMAGE_UPLOADS_PER_MINUTE, 503 busy while this
         worker already runs IMAGE_DECODES_PER_WORKER decodes."""
         # Fail before decoding or writing anything when the change would be refused anyway
-        # (no avatar, a stale If-Match, a deleted user); the guarded write below still decides.
-        current = await self.get(user)
-        if if_match is not None and current.version not in if_match:
-            raise PreconditionFailed(
-                f"If-Match does not match the avatar's current version ({current.version}).",
-                headers={"ETag": etag(current.version)},
-            )
+        # (no avatar, a stale If-Match, a deleted user, over the upload rate), in one round
+        # trip that counts this upload; the guarded write below still decides.
+        if await repository.begin_image_upload_mine(self._db, user, if_match=if_match) is None:
+            raise _not_found()
         renditions = await self._decodes.normalise(data)
         folder = f"{user.sub}/{uuid.uuid4().hex}"
         files = image_files(folder)

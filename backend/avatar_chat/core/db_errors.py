@@ -9,7 +9,7 @@ Nothing Postgres prints (DETAIL, HINT, CONTEXT lines) ever reaches a client.
 
 | SQLSTATE | HINT (code)              | raised by (functions in avatar_chat)                           |
 |----------|--------------------------|----------------------------------------------------------------|
-| AC401    | user_not_found           | act_as (the token's user is gone)                              |
+| AC401    | user_not_found           | act_as, begin_my_image_upload (the token's user is gone)       |
 | AC404    | conversation_not_found   | begin_turn, begin_regenerate, delete_message                   |
 | AC404    | avatar_version_not_found | restore_my_avatar                                              |
 | AC404    | message_not_found        | begin_regenerate, delete_message, request_stop, reply_progress |
@@ -23,7 +23,7 @@ Nothing Postgres prints (DETAIL, HINT, CONTEXT lines) ever reaches a client.
 | AC422    | not_editable             | begin_regenerate (regenerating a user message, editing a reply)|
 | AC429    | rate_limited             | the messages_enforce_limits trigger (DETAIL retry_after)       |
 | AC429    | too_many_streams         | the messages_enforce_limits trigger (DETAIL retry_after)       |
-| AC429    | image_rate_limited       | count_my_image_upload, through begin_my_image_upload           |
+| AC429    | image_rate_limited       | count_image_upload, through begin_my_image_upload              |
 |          |                          | (DETAIL retry_after)                                           |
 
 begin_regenerate serves both regenerate and edit. tests/core/test_error_codes.py keeps this

@@ -169,6 +169,9 @@ class Settings(BaseSettings):
     # --- abuse limits (held in Postgres, so they hold across workers) --------------------
     rate_limit_sends_per_minute: Annotated[int, Field(ge=0)] = 30  # 0 disables
     max_concurrent_streams: Annotated[int, Field(ge=0)] = 3  # per user; 0 disables
+    # Image uploads (PUT /avatars/me/image) per user per minute, counted before the decode;
+    # over it: 429 image_rate_limited. 0 disables.
+    rate_limit_image_uploads_per_minute: Annotated[int, Field(ge=0)] = 6
     max_body_bytes: Annotated[int, Field(ge=1024)] = 65_536
     # Request line + all headers of one request (bytes); over it: 431, before the rest is
     # read. Supabase access tokens are 1-2 KB (the token check stops at 16 KiB); nginx
