@@ -303,11 +303,13 @@ async def test_following_a_reply_through_an_outage_ends_with_an_error_event(
             "chat_turn_deadline_s": 20.0,
         }
     )
-    app = create_app(configured)
-    async with LifespanManager(app) as manager:
-        client = httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=manager.app), base_url="http://t", timeout=30
-        )
+    # Two workers: A generates, B follows (a follower on A would read A's memory).
+    async with (
+        LifespanManager(create_app(configured)) as a,
+        LifespanManager(create_app(configured)) as b,
+    ):
+        client = httpx.AsyncClient(transport=httpx.ASGITransport(app=a.app), base_url="http://t", timeout=30)
+        other = httpx.AsyncClient(transport=httpx.ASGITransport(app=b.app), base_url="http://t", timeout=30)
         user = await make_user(faulty)
         await create_avatar(client, user)
         conversation = (await create_conversation(client, user))["id"]
@@ -318,7 +320,7 @@ async def test_following_a_reply_through_an_outage_ends_with_an_error_event(
         assert [m["status"] for m in messages] == ["complete", "streaming"]
         reply_id = messages[1]["id"]
         following = asyncio.create_task(
-            client.get(f"{url}/{reply_id}/stream", headers={**user.headers, "Accept": "text/event-stream"})
+            other.get(f"{url}/{reply_id}/stream", headers={**user.headers, "Accept": "text/event-stream"})
         )
         await asyncio.sleep(0.5)
         await faulty.stop()
@@ -331,3 +333,4 @@ async def test_following_a_reply_through_an_outage_ends_with_an_error_event(
         assert events[-1][1]["code"] == "database_unavailable"
         await sending
         await client.aclose()
+        await other.aclose()

@@ -1,21 +1,24 @@
 """Following a reply from any worker: its events for a client that (re)connects (resume),
-and stopping it. Both read what the generating worker saved (chat.progress), polling every
-CHAT_STREAM_POLL_MS; nothing is held open between polls. Reading a reply that is being
-generated marks it followed (avatar_chat.reply_progress): its worker learns that within
-CHAT_DEMAND_POLL_MS (at once when it is this one) and saves it as it grows from then on.
+and stopping it. Every follower of a reply on this worker shares one reader of it
+(chat.watch): from memory if this worker generates it, else what the generating worker
+saved (chat.progress), polled every CHAT_STREAM_POLL_MS; nothing is held open between
+polls. Reading a reply that is being generated marks it followed
+(avatar_chat.reply_progress): its worker learns that within CHAT_DEMAND_POLL_MS and saves it
+as it grows from then on.
 """
 
 from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from avatar_chat.chat import repository
 from avatar_chat.chat.demand import GeneratingReplies
 from avatar_chat.chat.events import ReplyEvent, event_id, not_completed, parse_event_id
+from avatar_chat.chat.watch import ReplyWatch
 from avatar_chat.chat.window import SHOWN_TO_THE_MODEL
-from avatar_chat.conversations.schemas import MessageRead, MessageStatus, effective_status
+from avatar_chat.conversations.schemas import MessageRead, MessageStatus
 from avatar_chat.core.claims import Claims
 from avatar_chat.core.database import Database, Record
 from avatar_chat.core.errors import ServiceUnavailable
@@ -36,11 +39,14 @@ class ReplyFollower:
         self._stop_wait_s = settings.chat_stop_wait_s
         # How long a follower waits out a database it cannot reach before it says so.
         self._outage_patience_s = settings.db_acquire_timeout_s
+        # The shared reader of each reply followed here, by (user, conversation, reply).
+        self._watches: dict[tuple[uuid.UUID, uuid.UUID, uuid.UUID], ReplyWatch] = {}
 
     async def stop(self, user: Claims, conversation_id: uuid.UUID, message_id: uuid.UUID) -> MessageRead:
         """Ask the worker generating the reply (any worker) to stop at its next chunk; the
         reply is saved as `stopped` with the text so far. Waits up to CHAT_STOP_WAIT_S for
-        that and answers the reply as it then is; a settled reply is answered unchanged."""
+        that (on the reply's shared reader) and answers the reply as it then is; a settled
+        reply is answered unchanged."""
         reply = await repository.request_stop(
             self._db, user, conversation_id=conversation_id, message_id=message_id
         )
@@ -49,47 +55,61 @@ class ReplyFollower:
         local = self._generating.get(message_id)
         if local is not None:
             local.request_stop()  # here: no need to wait for the next poll to learn it
-        loop = asyncio.get_running_loop()
-        give_up_at = loop.time() + self._stop_wait_s
-        while loop.time() < give_up_at:
-            await asyncio.sleep(self._poll_s)
-            row = await repository.reply_progress(
-                self._db, user, conversation_id=conversation_id, message_id=message_id, offset=0
-            )
-            reply = _reply(row, conversation_id, message_id, row["tail"])
-            if reply.status != MessageStatus.streaming:
-                return reply
-        return reply
+        watch = await self._watch(user, conversation_id, message_id)
+        watch.attach()
+        try:
+            async with asyncio.timeout(self._stop_wait_s):
+                seen = -1
+                while not watch.settled:
+                    seen = watch.version
+                    await watch.changed(seen)
+        except TimeoutError:
+            pass
+        finally:
+            self._detach(user, conversation_id, watch)
+        if watch.error is not None or watch.status == MessageStatus.streaming:
+            return reply
+        return _reply(watch.row, conversation_id, message_id, watch.text)
 
     async def follow(
         self, user: Claims, conversation_id: uuid.UUID, message_id: uuid.UUID, *, last_event_id: str | None
     ) -> AsyncIterator[ReplyEvent]:
         """The events of a reply for a client that (re)connects, on any worker: its text
-        after `last_event_id` at once, then the rest as it is saved (polled every
-        CHAT_STREAM_POLL_MS), then `done` or `error`. Raises NotFound before any event."""
+        after `last_event_id` at once, then the rest as it grows, then `done` or `error`.
+        Raises NotFound before any event."""
         attempt, offset = parse_event_id(last_event_id)
-        local = self._generating.get(message_id)
-        if local is not None:
-            local.demand()  # generated here: saved as it grows from now on, without waiting for a poll
-        row = await repository.reply_progress(
-            self._db, user, conversation_id=conversation_id, message_id=message_id, offset=offset
-        )
-        return self._events(user, conversation_id, message_id, row, attempt, offset)
+        watch = await self._watch(user, conversation_id, message_id)
+        return self._events(user, conversation_id, watch, attempt, offset)
 
-    async def _events(
-        self,
-        user: Claims,
-        conversation_id: uuid.UUID,
-        message_id: uuid.UUID,
-        row: Record,
-        attempt: int | None,
-        offset: int,
-    ) -> AsyncIterator[ReplyEvent]:
+    async def _watch(self, user: Claims, conversation_id: uuid.UUID, message_id: uuid.UUID) -> ReplyWatch:
+        """The reply's shared reader on this worker: the one its other followers use (no
+        statement), or a new one after a first read (NotFound if it is not theirs). The
+        caller attaches to it, and detaches when done (the last one stops its reading)."""
+        key = (user.sub, conversation_id, message_id)
+        watch = self._watches.get(key)
+        if watch is None:
+            read = self._reader(user, conversation_id, message_id)
+            first = await read(0)
+            watch = self._watches.get(key)  # another follower may have made one meanwhile
+            if watch is None:
+                watch = ReplyWatch(
+                    message_id, first, read, lambda: self._generating.get(message_id), poll_s=self._poll_s
+                )
+                self._watches[key] = watch
+        return watch
+
+    def _detach(self, user: Claims, conversation_id: uuid.UUID, watch: ReplyWatch) -> None:
+        if watch.detach():
+            self._watches.pop((user.sub, conversation_id, watch.message_id), None)
+
+    def _reader(
+        self, user: Claims, conversation_id: uuid.UUID, message_id: uuid.UUID
+    ) -> Callable[[int], Awaitable[Record]]:
         loop = asyncio.get_running_loop()
 
-        async def fetch(at: int) -> Record:
+        async def read(at: int) -> Record:
             """The reply from `at` on, waiting out a database that is away (a restart) for
-            up to DB_ACQUIRE_TIMEOUT_S; then the client hears it (follow_events)."""
+            up to DB_ACQUIRE_TIMEOUT_S; then the followers hear it (follow_events)."""
             unreachable_since: float | None = None
             while True:
                 try:
@@ -102,31 +122,37 @@ class ReplyFollower:
                         raise
                     await asyncio.sleep(max(self._poll_s, 0.2))
 
-        read_at = offset  # where `row`'s tail starts: at 0 it holds the whole text
-        while True:
-            if attempt is not None and row["attempt"] != attempt:
-                # A retry started the reply over: the client drops what it has.
-                attempt, offset = row["attempt"], 0
-                yield ReplyEvent("reset", {"attempt": attempt}, event_id(attempt, 0))
-                row, read_at = await fetch(0), 0
-                continue
-            attempt = row["attempt"]
-            if row["tail"]:
-                offset = row["length"]
-                yield ReplyEvent("delta", {"content": row["tail"]}, event_id(attempt, offset))
-            status = effective_status(row["status"], row["lease_expires_at"])
-            if status != MessageStatus.streaming:
-                final = row if read_at == 0 else await fetch(0)
-                if final["attempt"] != attempt:
-                    row = final
-                    continue
-                reply = _reply(final, conversation_id, message_id, final["tail"])
-                if status in SHOWN_TO_THE_MODEL:
-                    yield ReplyEvent(
-                        "done", reply.model_dump(mode="json"), event_id(attempt, final["length"])
-                    )
-                else:
-                    yield not_completed(message_id, str(status), row["error_code"] or str(status))
-                return
-            await asyncio.sleep(self._poll_s)
-            row, read_at = await fetch(offset), offset
+        return read
+
+    async def _events(
+        self, user: Claims, conversation_id: uuid.UUID, watch: ReplyWatch, attempt: int | None, offset: int
+    ) -> AsyncIterator[ReplyEvent]:
+        message_id = watch.message_id
+        watch.attach()
+        try:
+            seen = -1
+            while True:
+                if watch.version == seen:
+                    await watch.changed(seen)
+                seen = watch.version
+                if watch.error is not None:
+                    raise watch.error
+                if attempt is not None and watch.attempt != attempt:
+                    # A retry started the reply over: the client drops what it has.
+                    attempt, offset = watch.attempt, 0
+                    yield ReplyEvent("reset", {"attempt": attempt}, event_id(attempt, 0))
+                attempt = watch.attempt
+                text = watch.text
+                if len(text) > offset:
+                    yield ReplyEvent("delta", {"content": text[offset:]}, event_id(attempt, len(text)))
+                    offset = len(text)
+                if watch.settled:
+                    status = watch.status
+                    if status in SHOWN_TO_THE_MODEL:
+                        reply = _reply(watch.row, conversation_id, message_id, text)
+                        yield ReplyEvent("done", reply.model_dump(mode="json"), event_id(attempt, len(text)))
+                    else:
+                        yield not_completed(message_id, str(status), watch.row["error_code"] or str(status))
+                    return
+        finally:
+            self._detach(user, conversation_id, watch)

@@ -131,6 +131,7 @@ class ReplyGenerator:
             save,
             save_after_s=self._save_after_s,
             save_after_chars=self._save_after_chars,
+            attempt=plan.attempt,
             demanded=plan.worker_id is None,  # nobody can find it by worker (chat.demand)
         )
 

@@ -33,9 +33,11 @@ class ReplyProgress:
         *,
         save_after_s: float,
         save_after_chars: int,
+        attempt: int = 1,
         demanded: bool = False,
     ) -> None:
         self.reply_id = reply_id
+        self.attempt = attempt
         self._save = save
         self._save_after_s = save_after_s  # 0: never save partial text
         self._save_after_chars = save_after_chars

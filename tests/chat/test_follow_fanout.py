@@ -1,0 +1,106 @@
+"""Following a reply costs the database per reply, not per follower.
+
+Two real servers on one database: A generates a slow reply, B (one worker) is followed by
+1, then 100 clients of the same user. The database's committed transactions per second
+stay where one follower put them (B reads the reply once per poll for all of them), and
+every follower gets the whole reply, exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+
+from tests.support.factories import User, create_chat
+from tests.support.servers import ServerProcess
+from tests.support.sse import sse_events
+
+pytestmark = pytest.mark.slow
+
+SLOW = {
+    "OFFLINE_LLM_CHUNK_DELAY_MS": "600",  # about 13 chunks: a reply of about 8 s
+    "CHAT_STREAM_POLL_MS": "50",  # each reader: up to 20 statements a second
+    "MAX_OPEN_STREAMS_PER_USER": "0",  # this test opens 100 streams as one user
+}
+LONG = "tell me everything about the sea, the ships, the storms and the lighthouses, slowly"
+
+
+@pytest.fixture(scope="module")
+async def servers(database_url: str) -> AsyncIterator[tuple[ServerProcess, ServerProcess]]:
+    a = ServerProcess(database_url=database_url, env=SLOW)
+    b = ServerProcess(database_url=database_url, env=SLOW)
+    await asyncio.gather(a.start(), b.start())
+    yield a, b
+    await asyncio.gather(a.stop(), b.stop())
+
+
+async def _commits_per_second(owner: asyncpg.Connection, seconds: float) -> float:
+    async def commits() -> int:
+        await asyncio.sleep(1.0)  # backends report their counters about once a second
+        await owner.execute("select pg_stat_clear_snapshot()")
+        value: int = await owner.fetchval(
+            "select xact_commit from pg_stat_database where datname = current_database()"
+        )
+        return value
+
+    before, started = await commits(), time.monotonic()
+    await asyncio.sleep(seconds)
+    after = await commits()
+    return (after - before) / (time.monotonic() - started)
+
+
+async def _follow(client: httpx.AsyncClient, url: str, user: User) -> list[tuple[str, Any]]:
+    events: list[tuple[str, Any]] = []
+    async with client.stream("GET", url, headers={**user.headers, "Accept": "text/event-stream"}) as response:
+        assert response.status_code == 200
+        async for event in sse_events(response):
+            events.append(event)
+    return events
+
+
+async def test_a_hundred_followers_cost_the_database_what_one_does(
+    servers: tuple[ServerProcess, ServerProcess], owner: asyncpg.Connection, user: User
+) -> None:
+    a, b = servers
+    async with a.client() as ca, b.client() as cb1, b.client() as cb2:
+        conversation_id = await create_chat(ca, user)
+        headers = {**user.headers, "Accept": "text/event-stream"}
+        sent: list[tuple[str, Any]] = []
+        announced = asyncio.Event()
+
+        async def send() -> None:
+            async with ca.stream(
+                "POST", f"/conversations/{conversation_id}/messages", json={"content": LONG}, headers=headers
+            ) as response:
+                async for event in sse_events(response):
+                    sent.append(event)
+                    if event[0] == "assistant_message":
+                        announced.set()
+
+        sending = asyncio.create_task(send())
+        await announced.wait()
+        url = f"/conversations/{conversation_id}/messages/{sent[1][1]['id']}/stream"
+
+        first = [asyncio.create_task(_follow(cb1, url, user))]
+        await asyncio.sleep(0.3)
+        one = await _commits_per_second(owner, 1.5)
+        more = [asyncio.create_task(_follow(cb1 if i % 2 else cb2, url, user)) for i in range(99)]
+        await asyncio.sleep(0.5)
+        assert not sending.done(), "the reply ended before all followers were measured"
+        hundred = await _commits_per_second(owner, 1.5)
+        # One follower's reader alone is up to 20 a second; a hundred readers would be 2,000.
+        assert hundred < one * 1.5 + 10, (one, hundred)
+
+        followed = await asyncio.gather(*first, *more)
+        await sending
+        done = sent[-1]
+        assert done[0] == "done"
+        for events in followed:
+            assert events[-1] == done
+            assert "".join(data["content"] for name, data in events if name == "delta") == done[1]["content"]
