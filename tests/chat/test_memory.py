@@ -173,6 +173,62 @@ async def test_a_worker_that_dies_mid_summary_leaves_nothing_half_written(
         assert summary["covers_upto_seq"] == 10 - WINDOW // 2
 
 
+def _summary_requests(fake: FakeOpenAIServer) -> int:
+    return sum(1 for r in fake.requests if r.get("stream") is not True)
+
+
+@pytest.mark.slow
+async def test_one_summary_at_a_time_per_conversation_across_workers(
+    database_url: str, fake_llm: FakeOpenAIServer, owner: asyncpg.Connection, user: User
+) -> None:
+    """Two turns on two servers both find a summary due: the second finds the first one
+    running and does not start. Once it is saved, the next due turn makes the next one."""
+    fake_llm.reset()
+    fake_llm.complete_scenario = "hang"  # every summary takes long_delay_s, then is answered
+    long_delay_s, fake_llm.long_delay_s = fake_llm.long_delay_s, 2.0
+    env = {"LLM_BASE_URL": fake_llm.base_url, "LLM_API_KEY": "test-key", "CHAT_WINDOW_MESSAGES": str(WINDOW)}
+    try:
+        async with (
+            ServerProcess(database_url=database_url, env=env) as a,
+            ServerProcess(database_url=database_url, env=env) as b,
+            a.client() as ca,
+            b.client() as cb,
+        ):
+            await create_avatar(ca, user)
+            conversation = (await create_conversation(ca, user))["id"]
+            for i in range(4):  # 8 messages: a summary is due, server A starts it
+                assert (await send(ca, user, conversation, f"fact number {i}")).status_code == 201
+            deadline = time.monotonic() + 10
+            while _summary_requests(fake_llm) == 0:
+                assert time.monotonic() < deadline, "no summary was asked for"
+                await asyncio.sleep(0.02)
+            # 10 messages, no summary stored yet: due again, on server B, while A's runs.
+            assert (await send(cb, user, conversation, "fact number 4")).status_code == 201
+            summary = await _summary(owner, conversation)
+            assert summary["covers_upto_seq"] == 8 - WINDOW // 2
+            await asyncio.sleep(0.5)  # B's summary, had it started, would have asked by now
+            assert _summary_requests(fake_llm) == 1
+            assert (
+                await owner.fetchval(
+                    "select count(*) from avatar_chat.summary_claims where conversation_id = $1",
+                    uuid.UUID(conversation),
+                )
+                == 0
+            )  # released once saved
+
+            # 12 then 14 messages: due again (more than 6 after seq 6), on B this time.
+            for i in range(5, 7):
+                assert (await send(cb, user, conversation, f"fact number {i}")).status_code == 201
+            deadline = time.monotonic() + 10
+            while (await _summary(owner, conversation))["covers_upto_seq"] != 14 - WINDOW // 2:
+                assert time.monotonic() < deadline, "the next summary was not made"
+                await asyncio.sleep(0.05)
+            assert _summary_requests(fake_llm) == 2
+    finally:
+        fake_llm.reset()
+        fake_llm.long_delay_s = long_delay_s
+
+
 def test_the_offline_summary_is_extractive_deterministic_and_bounded() -> None:
     avatar = avatar_snapshot(personality="caring")
     messages = tuple(
