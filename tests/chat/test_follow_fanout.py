@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -17,6 +18,7 @@ import asyncpg
 import httpx
 import pytest
 
+from tests.support.assertions import assert_error
 from tests.support.factories import User, create_chat
 from tests.support.servers import ServerProcess
 from tests.support.sse import sse_events
@@ -104,3 +106,49 @@ async def test_a_hundred_followers_cost_the_database_what_one_does(
         for events in followed:
             assert events[-1] == done
             assert "".join(data["content"] for name, data in events if name == "delta") == done[1]["content"]
+
+
+async def test_open_streams_per_user_are_capped(database_url: str, user: User, other_user: User) -> None:
+    env = {**SLOW, "MAX_OPEN_STREAMS_PER_USER": "2"}
+    async with ServerProcess(database_url=database_url, env=env) as server, server.client() as client:
+        conversation_id = await create_chat(client, user)
+        headers = {**user.headers, "Accept": "text/event-stream"}
+        url = f"/conversations/{conversation_id}/messages"
+        async with client.stream("POST", url, json={"content": LONG}, headers=headers) as sending:
+            assert sending.status_code == 201
+            events = sse_events(sending)
+            reply_id = [data async for data in _until(events, "assistant_message")][-1]["id"]
+            async with client.stream("GET", f"{url}/{reply_id}/stream", headers=headers) as following:
+                assert following.status_code == 200
+                # Two open: a third stream of this user is refused before it starts anything.
+                refused = await client.get(f"{url}/{reply_id}/stream", headers=headers)
+                assert_error(refused, 429, "too_many_streams")
+                assert refused.headers["Retry-After"] == "2"
+                sent = await client.post(
+                    url, json={"content": "and more"}, headers={**headers, "Idempotency-Key": "k"}
+                )
+                assert_error(sent, 429, "too_many_streams")
+                # Another user, and JSON answers, are not counted.
+                await create_chat(client, other_user)
+            # One closed: room for one again.
+            async with client.stream("GET", f"{url}/{reply_id}/stream", headers=headers) as again:
+                assert again.status_code == 200
+    # Nothing was started for the refused send.
+    assert len(await _messages(database_url, conversation_id)) == 2
+
+
+async def _until(events: AsyncIterator[tuple[str, Any]], name: str) -> AsyncIterator[Any]:
+    async for event, data in events:
+        yield data
+        if event == name:
+            return
+
+
+async def _messages(database_url: str, conversation_id: str) -> list[asyncpg.Record]:
+    conn = await asyncpg.connect(database_url)
+    try:
+        return await conn.fetch(
+            "select seq from public.messages where conversation_id = $1", uuid.UUID(conversation_id)
+        )
+    finally:
+        await conn.close()

@@ -4,6 +4,7 @@ or SSE) in and out, nothing else."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import APIRouter, Request, Response, status
@@ -13,8 +14,11 @@ from avatar_chat.auth.dependencies import CurrentUser
 from avatar_chat.chat import events
 from avatar_chat.chat.dependencies import Chat, chat_service
 from avatar_chat.chat.schemas import IDEMPOTENCY_KEY_MAX, Exchange, MessageCreate
+from avatar_chat.chat.service import ChatService
+from avatar_chat.chat.streams import closing
 from avatar_chat.chat.turn import Turn
 from avatar_chat.conversations.schemas import MessageRead
+from avatar_chat.core.claims import Claims
 from avatar_chat.core.errors import (
     AUTHENTICATED_ERRORS,
     BODY_ERRORS,
@@ -80,11 +84,27 @@ def _key(request: Request) -> str | None:
     return read_header(request, "Idempotency-Key", min_length=1, max_length=IDEMPOTENCY_KEY_MAX)
 
 
-async def _answer(turn: Turn, sse: bool) -> Response:
+async def _start(
+    chat: ChatService, user: Claims, sse: bool, begin: Callable[[], Awaitable[Turn]]
+) -> Response:
+    """Start a turn and answer it; a streamed one holds one of the user's open streams
+    (MAX_OPEN_STREAMS_PER_USER), checked before the turn begins, until its stream ends."""
+    if not sse:
+        return await _answer(await begin(), None)
+    close = chat.streams.open(user.sub)
+    try:
+        turn = await begin()
+    except BaseException:
+        close()
+        raise
+    return await _answer(turn, close)
+
+
+async def _answer(turn: Turn, close: Callable[[], None] | None) -> Response:
     headers = {"Idempotent-Replayed": "true"} if turn.replayed else {}
-    if sse:
+    if close is not None:
         return StreamingResponse(
-            events.turn_events(turn),
+            closing(events.turn_events(turn), close),
             media_type=events.MEDIA_TYPE,
             headers={**headers, **events.HEADERS},
             status_code=status.HTTP_201_CREATED,
@@ -105,10 +125,14 @@ async def send_message(
     # The service and the header come from the request rather than as FastAPI parameters:
     # a chat turn is the hottest route, and each costs it about 10-15 us per request.
     sse = _wants_sse(request)
-    turn = await chat_service.of(request).send(
-        user, conversation_id, body.content, idempotency_key=_key(request), stream=sse
+    chat = chat_service.of(request)
+    key = _key(request)
+    return await _start(
+        chat,
+        user,
+        sse,
+        lambda: chat.send(user, conversation_id, body.content, idempotency_key=key, stream=sse),
     )
-    return await _answer(turn, sse)
 
 
 @router.post(
@@ -124,8 +148,13 @@ async def regenerate_reply(
     conversation_id: uuid.UUID, message_id: uuid.UUID, user: CurrentUser, chat: Chat, request: Request
 ) -> Response:
     sse = _wants_sse(request)
-    turn = await chat.regenerate(user, conversation_id, message_id, idempotency_key=_key(request), stream=sse)
-    return await _answer(turn, sse)
+    key = _key(request)
+    return await _start(
+        chat,
+        user,
+        sse,
+        lambda: chat.regenerate(user, conversation_id, message_id, idempotency_key=key, stream=sse),
+    )
 
 
 @router.patch(
@@ -146,10 +175,15 @@ async def edit_message(
     request: Request,
 ) -> Response:
     sse = _wants_sse(request)
-    turn = await chat.regenerate(
-        user, conversation_id, message_id, new_content=body.content, idempotency_key=_key(request), stream=sse
+    key = _key(request)
+    return await _start(
+        chat,
+        user,
+        sse,
+        lambda: chat.regenerate(
+            user, conversation_id, message_id, new_content=body.content, idempotency_key=key, stream=sse
+        ),
     )
-    return await _answer(turn, sse)
 
 
 @router.delete(
@@ -184,7 +218,7 @@ async def stop_reply(
 @router.get(
     "/{conversation_id}/messages/{message_id}/stream",
     responses={
-        **responses(*AUTHENTICATED_ERRORS, NotFound, BadRequest),
+        **responses(*AUTHENTICATED_ERRORS, NotFound, BadRequest, TooManyRequests),
         200: {
             "description": "The reply's events.",
             "content": {events.MEDIA_TYPE: {"schema": events.FOLLOW_SCHEMA}},
@@ -210,7 +244,12 @@ async def stream_reply(
     conversation_id: uuid.UUID, message_id: uuid.UUID, user: CurrentUser, chat: Chat, request: Request
 ) -> StreamingResponse:
     last_event_id = read_header(request, "Last-Event-ID", max_length=events.LAST_EVENT_ID_MAX)
-    followed = await chat.follow(user, conversation_id, message_id, last_event_id=last_event_id)
+    close = chat.streams.open(user.sub)
+    try:
+        followed = await chat.follow(user, conversation_id, message_id, last_event_id=last_event_id)
+    except BaseException:
+        close()
+        raise
     return StreamingResponse(
-        events.follow_events(followed), media_type=events.MEDIA_TYPE, headers=events.HEADERS
+        closing(events.follow_events(followed), close), media_type=events.MEDIA_TYPE, headers=events.HEADERS
     )

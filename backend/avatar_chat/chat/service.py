@@ -35,6 +35,7 @@ from avatar_chat.chat.follow import ReplyFollower
 from avatar_chat.chat.generation import ReplyGenerator
 from avatar_chat.chat.memory import Memory
 from avatar_chat.chat.metrics import ChatMetrics, ChatStats
+from avatar_chat.chat.streams import OpenStreams
 from avatar_chat.chat.turn import Turn
 from avatar_chat.chat.window import ConversationWindow
 from avatar_chat.conversations.schemas import MessageRead
@@ -75,6 +76,7 @@ class ChatService:
         )
         self._generator = ReplyGenerator(context, memory, self.generating)
         self._follower = ReplyFollower(db, self.generating, settings)
+        self.streams = OpenStreams(settings.max_open_streams_per_user)
 
     async def send(
         self,

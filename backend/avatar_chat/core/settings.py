@@ -169,6 +169,8 @@ class Settings(BaseSettings):
     # --- abuse limits (held in Postgres, so they hold across workers) --------------------
     rate_limit_sends_per_minute: Annotated[int, Field(ge=0)] = 30  # 0 disables
     max_concurrent_streams: Annotated[int, Field(ge=0)] = 3  # per user; 0 disables
+    # SSE streams (streamed sends and follows) one user may hold open on one worker; 0 disables.
+    max_open_streams_per_user: Annotated[int, Field(ge=0, le=10_000)] = 10
     # Image uploads (PUT /avatars/me/image) per user per minute, counted before the decode;
     # over it: 429 image_rate_limited. 0 disables.
     rate_limit_image_uploads_per_minute: Annotated[int, Field(ge=0)] = 6
