@@ -22,7 +22,7 @@ from avatar_chat.state import AppState
 from avatar_chat.storage.local import LocalObjectStore
 from tests.support.apps import own_app
 from tests.support.assertions import assert_error
-from tests.support.factories import User, create_avatar
+from tests.support.factories import User, away_from_minute_boundary, create_avatar
 from tests.support.images import costliest, decoded, image_bytes
 
 URL = "/avatars/me/image"
@@ -312,3 +312,27 @@ async def test_the_database_keeps_image_paths_in_their_owners_folder(
         user.id,
         f"{user.id}/{uuid.uuid4().hex}",
     )
+
+
+async def test_an_upload_refused_as_busy_is_not_counted_against_the_rate(
+    settings: Settings, owner: asyncpg.Connection, user: User
+) -> None:
+    # The worker writes the rate into the shared database at start-up: set back after.
+    try:
+        async with own_app(settings, image_decodes_per_worker=1, rate_limit_image_uploads_per_minute=2) as (
+            client,
+            state,
+        ):
+            await create_avatar(client, user)
+            await away_from_minute_boundary(margin_s=10)
+            first = asyncio.create_task(_put(client, user, costliest("png")))  # counted: 1
+            await _until(lambda: state.avatars.image_decodes_running == 1)
+            assert_error(await _put(client, user, image_bytes()), 503, "busy")  # not counted
+            assert (await first).status_code == 200
+            assert (await _put(client, user, image_bytes())).status_code == 200  # counted: 2
+            refused = await _put(client, user, image_bytes())
+            assert_error(refused, 429, "image_rate_limited")
+            assert 1 <= int(refused.headers["retry-after"]) <= 60
+            assert state.avatars.image_decodes_running == 0
+    finally:
+        await owner.execute("select avatar_chat.configure_image_upload_rate(0)")

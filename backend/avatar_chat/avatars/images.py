@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import io
 import math
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from PIL import ExifTags, Image, ImageFile, JpegImagePlugin, PngImagePlugin, UnidentifiedImageError
@@ -224,30 +225,43 @@ class ImageDecodes:
     threads of their own, so that they hold at most at_once x DECODE_PEAK_MIB (glibc keeps
     an arena of freed memory per thread: decodes spread over a shared pool's threads
     would keep more). One more is refused at once (503 busy, Retry-After), never queued.
-    A decode's slot is freed when its thread is done, also when its caller was cancelled."""
+    A decode's slot is taken before `admit` runs (the checks that must pass first, such as
+    the upload rate: a busy upload is not counted), freed if it fails, and otherwise when
+    the decode's thread is done, also when its caller was cancelled."""
 
     def __init__(self, at_once: int) -> None:
-        self._at_once = self._free = at_once
+        self._free = at_once  # slots: taken from before `admit` until the decode is done
+        self._running = 0
         self._threads = ThreadPoolExecutor(max_workers=at_once, thread_name_prefix="image-decode")
 
     @property
     def running(self) -> int:
         """Decodes whose thread has not finished."""
-        return self._at_once - self._free
+        return self._running
 
-    async def normalise(self, data: bytes) -> list[bytes]:
+    async def normalise(
+        self, data: bytes, *, admit: Callable[[], Awaitable[object]] | None = None
+    ) -> list[bytes]:
         if self._free == 0:
             raise ServiceUnavailable(
                 "Too many images are being processed right now; retry shortly.", code="busy", retry_after_s=1
             )
-        decode = asyncio.get_running_loop().run_in_executor(self._threads, normalise, data)
         self._free -= 1
+        try:
+            if admit is not None:
+                await admit()
+            decode = asyncio.get_running_loop().run_in_executor(self._threads, normalise, data)
+        except BaseException:
+            self._free += 1
+            raise
+        self._running += 1
         decode.add_done_callback(self._release)
         # Shielded: a cancelled caller does not mark the decode done while its thread runs.
         return await asyncio.shield(decode)
 
     def _release(self, decode: asyncio.Future[list[bytes]]) -> None:
         self._free += 1
+        self._running -= 1
         if not decode.cancelled():
             decode.exception()  # retrieved: a cancelled caller's failure is not logged as lost
 

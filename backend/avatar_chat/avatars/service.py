@@ -137,12 +137,16 @@ class AvatarService:
         objects are removed again if the database refused the change. 429
         image_rate_limited over RATE_LIMIT_IMAGE_UPLOADS_PER_MINUTE, 503 busy while this
         worker already runs IMAGE_DECODES_PER_WORKER decodes."""
+
         # Fail before decoding or writing anything when the change would be refused anyway
         # (no avatar, a stale If-Match, a deleted user, over the upload rate), in one round
-        # trip that counts this upload; the guarded write below still decides.
-        if await repository.begin_image_upload_mine(self._db, user, if_match=if_match) is None:
-            raise _not_found()
-        renditions = await self._decodes.normalise(data)
+        # trip that counts this upload; the guarded write below still decides. Run once a
+        # decode slot is held, so that an upload refused as busy is not counted.
+        async def admit() -> None:
+            if await repository.begin_image_upload_mine(self._db, user, if_match=if_match) is None:
+                raise _not_found()
+
+        renditions = await self._decodes.normalise(data, admit=admit)
         folder = f"{user.sub}/{uuid.uuid4().hex}"
         files = image_files(folder)
         try:
