@@ -274,7 +274,8 @@ class Worker:
                 turn.close(ServiceUnavailable("interrupted", code="reply_interrupted"))
 
         task = asyncio.create_task(generate())
-        response = await router._answer(turn, True)
+        # An SSE answer: a stream closer now (an older tree took `sse: bool`; a function is truthy).
+        response = await router._answer(turn, lambda: None)
         body = await _serve(response)
         await task
         self.check.verify(body, "".join(parts))
