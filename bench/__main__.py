@@ -19,6 +19,9 @@ and, for `pooled`, pgbouncer, all stopped at its end):
                           per reply, failures, connections vs the relay floor
     turn_statements       every statement of a streamed turn (pg_stat_statements, PostgreSQL 15):
                           calls, rows, exec time per turn vs the relay floor
+    abuse                 one token doing every expensive thing at once (followers, 36 MP
+                          uploads, regenerations, many streams) while 20 users chat, at the
+                          default per-user limits: their turn times with and without it
 
 Every scenario prints its figures and a summary table; `all` ends with one table of them
 all. Options are shared; each says which scenarios read it.
@@ -36,6 +39,7 @@ from bench.harness.cli import add_common_args, run_main
 from bench.harness.report import Row, print_summary
 from bench.harness.results import machine_info, print_code_version, write_results
 from bench.scenarios import (
+    abuse,
     chat_turn_latency,
     chat_turn_throughput,
     observability,
@@ -61,6 +65,7 @@ SCENARIOS: dict[str, Callable[[argparse.Namespace], list[Row]]] = {
     "observability": observability.run,
     "stream_burst": stream_burst.run,
     "turn_statements": turn_statements.run,
+    "abuse": abuse.run,
 }
 # Names these scenarios had before (two that differed by one letter).
 RENAMED = {"chat_turns": "chat_turn_throughput", "chat_turn": "chat_turn_latency"}
@@ -72,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("scenario", nargs="?", default="all", choices=[*SCENARIOS, "all"])
     add_common_args(parser)
+    abuse.add_arguments(parser)
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] in RENAMED:
         parser.error(f"{argv[0]} is now called {RENAMED[argv[0]]}")
