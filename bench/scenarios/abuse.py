@@ -16,11 +16,13 @@ Two phases of `--abuse-seconds` (60) each, (a) then (b), a warm-up turn per user
   (b) the same 20 users, and one abusive token at once (every loop below pauses
       REFUSED_PAUSE_S after a refused request, none after an answered one):
       - one loop sends in a conversation of its own and then regenerates its latest reply
-        without end (REGENERATE_LOOPS more do the same regenerations in parallel);
-      - FOLLOWERS (200) clients each follow that latest reply (`GET .../stream`) to its
-        end, then again;
+        without end (REGENERATE_LOOPS (3) more do the same regenerations in parallel);
+      - FOLLOWERS (200) clients each follow that reply (`GET .../stream`) while it is
+        generated, to its end, then the next one;
       - OPENERS (30) clients each send streamed messages in OPENER_CONVERSATIONS (10) other
-        conversations (many open streams);
+        conversations (many open streams), while the chain's reply streams (else they
+        would take the user's MAX_CONCURRENT_STREAMS before the chain, and nothing would be
+        left to follow);
       - UPLOADERS (4) clients each upload 36-megapixel images (`PUT /avatars/me/image`,
         6000 x 6000 of one colour, PNG and baseline JPEG alternating, made once with Pillow).
 
@@ -38,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import io
 import json
 import re
@@ -229,6 +232,8 @@ class Abuser:
         self.setup = setup
         self.counts = counts
         self.reply: str | None = None  # the latest reply of the chain conversation
+        self.streaming = asyncio.Event()  # set while that reply streams
+        self.idle = asyncio.Event()  # set while it does not
         self.headers = setup.abuser.headers
 
     def _note(self, kind: str, answer: Answer) -> bool:
@@ -237,34 +242,49 @@ class Abuser:
         self.counts[f"{kind} {answer.status} {what}".strip()] += 1
         return answer.end == "refused" or answer.status == 0
 
-    def _set_reply(self, reply_id: str) -> None:
-        self.reply = reply_id
-
-    async def _turn(self, kind: str, request: bytes, on_reply: Callable[[str], None] | None = None) -> None:
-        if self._note(kind, await exchange(self.setup.port, request, on_reply)):
+    async def _turn(self, kind: str, request: bytes, on_reply: Callable[[str], None] | None = None) -> bool:
+        """One request, counted; a pause after a refusal. Whether it was answered."""
+        refused = self._note(kind, await exchange(self.setup.port, request, on_reply))
+        if refused:
             await asyncio.sleep(REFUSED_PAUSE_S)
+        return not refused
 
     async def chain(self, first: bool) -> None:
+        """Send once (the `first` loop), then regenerate the latest reply without end;
+        the reply being generated is the one the followers follow."""
         base = f"/conversations/{self.setup.chain}/messages"
         while True:
+            started: list[str] = []
+            streams = functools.partial(self._streams, started)
             if self.reply is None:
                 if not first:
                     await asyncio.sleep(0.1)
                     continue
-                await self._turn(
-                    "send", _request("POST", base, self.headers, _json({"content": MESSAGE})), self._set_reply
-                )
-                continue
-            path = f"{base}/{self.reply}/regenerate"
-            await self._turn("regenerate", _request("POST", path, self.headers), self._set_reply)
+                send = _request("POST", base, self.headers, _json({"content": MESSAGE}))
+                await self._turn("send", send, streams)
+            else:
+                path = f"{base}/{self.reply}/regenerate"
+                await self._turn("regenerate", _request("POST", path, self.headers), streams)
+            if started and self.reply == started[0]:
+                self.streaming.clear()
+                self.idle.set()
+
+    def _streams(self, started: list[str], reply_id: str) -> None:
+        """A reply of the chain is being generated: the one to follow now."""
+        started.append(reply_id)
+        self.reply = reply_id
+        self.idle.clear()
+        self.streaming.set()
 
     async def follower(self) -> None:
+        """Follow the chain's reply while it streams, to its end; then wait for the next."""
         while True:
-            if self.reply is None:
-                await asyncio.sleep(0.1)
-                continue
-            path = f"/conversations/{self.setup.chain}/messages/{self.reply}/stream"
-            await self._turn("follow", _request("GET", path, self.headers))
+            await self.streaming.wait()
+            reply = self.reply
+            path = f"/conversations/{self.setup.chain}/messages/{reply}/stream"
+            answered = await self._turn("follow", _request("GET", path, self.headers))
+            if answered and self.reply == reply:
+                await self.idle.wait()  # followed to its end: wait for the next one
 
     async def opener(self, n: int) -> None:
         conversation = self.setup.others[n % len(self.setup.others)]
@@ -272,6 +292,7 @@ class Abuser:
             "POST", f"/conversations/{conversation}/messages", self.headers, _json({"content": MESSAGE})
         )
         while True:
+            await self.streaming.wait()  # while the chain's reply streams: it keeps its model stream
             await self._turn("stream", request)
 
     async def uploader(self, n: int) -> None:
