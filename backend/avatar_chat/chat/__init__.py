@@ -19,9 +19,12 @@ How a turn flows through the modules:
    summary as a tracked task.
 
 Beside the turn: `follow` serves a reply to a client that (re)connects, on any worker,
-and stops it; `events` is the SSE protocol of both streams (event names, the
-`<attempt>:<offset>` ids, encoding, the error event, their OpenAPI schemas); `metrics`
-holds what chat counts.
+and stops it, every follower of a reply on a worker sharing one reader (`watch`);
+`demand` is this worker's registry of the replies it generates and its one statement that
+renews their leases and learns which of them someone follows or asked to stop; `streams`
+caps the SSE streams a user holds open on a worker; `events` is the SSE protocol of both
+streams (event names, the `<attempt>:<offset>` ids, encoding, the error event, their
+OpenAPI schemas); `metrics` holds what chat counts.
 
 Where a new step plugs in:
 
