@@ -24,6 +24,8 @@ from avatar_chat.core.database import Database, Record
 from avatar_chat.core.errors import ServiceUnavailable
 from avatar_chat.core.settings import Settings
 
+_WATCHES_BEFORE_SWEEP = 1000
+
 
 def _reply(row: Record, conversation_id: uuid.UUID, message_id: uuid.UUID, content: str) -> MessageRead:
     """An assistant message from what reply_progress answered (with the text from 0)."""
@@ -92,11 +94,19 @@ class ReplyFollower:
             first = await read(0)
             watch = self._watches.get(key)  # another follower may have made one meanwhile
             if watch is None:
+                self._forget_unfollowed()
                 watch = ReplyWatch(
                     message_id, first, read, lambda: self._generating.get(message_id), poll_s=self._poll_s
                 )
                 self._watches[key] = watch
         return watch
+
+    def _forget_unfollowed(self) -> None:
+        """Readers made for a follower whose stream never started (the client went away
+        between the first read and the answer) are dropped once there are many of them."""
+        if len(self._watches) >= _WATCHES_BEFORE_SWEEP:
+            for key in [key for key, watch in self._watches.items() if watch.followers == 0]:
+                del self._watches[key]
 
     def _detach(self, user: Claims, conversation_id: uuid.UUID, watch: ReplyWatch) -> None:
         if watch.detach():
