@@ -1,0 +1,167 @@
+"""The offline moderator: no network, a small rule-based classifier, the default provider.
+
+It looks for two things only, in English: self-harm and suicidal ideation (`self-harm`,
+`self-harm/intent`, `self-harm/instructions`) and explicit sexual content or requests
+(`sexual`). Every other category is left to a real model (`openai`, `llama-guard`).
+
+How it decides: the text is lower-cased, curly apostrophes made straight, then searched
+with four regexes compiled once at import (each an alternation of the phrase patterns
+below). A match scores its categories 1.0; everything else scores 0.0.
+
+- `self-harm/intent` (and `self-harm`): first-person intent or ideation. "kill myself"
+  (not "...laughing", "...trying to", "...at work"), "unalive myself", cutting / hurting /
+  harming / burning / starving myself when wanted, planned or habitual ("I've been cutting
+  myself", "I want to hurt myself"; not "cutting myself a slice", "burning myself out"),
+  "end / take my (own) life", "end it all", "I'm / I feel suicidal", thinking about /
+  considering / planning / attempting suicide (not "Suicide Squad", "suicide mission",
+  "suicide doors"), "I don't want to live / be alive / exist (anymore)" (not "...to live in
+  London"), "I want to die" (not "...laughing", "...of embarrassment"), "wish I was dead",
+  "better off dead", "nothing to live for", "no reason to live", "wish I'd never been born",
+  wanting to overdose or "take all my pills", wanting to jump off a bridge or roof.
+- `self-harm/instructions` (and `self-harm`): asking how to kill oneself, commit suicide,
+  end one's life or overdose ("how do I...", "best / easiest / painless way to...").
+- `self-harm` alone: the topic in the third person or in general: "self-harm",
+  "self-injury", "suicidal", "suicide attempt / note", "killed himself".
+- `sexual`: explicit requests and explicit vocabulary: asking for sex, to "fuck", "make
+  love", sext or get naked ("let's...", "I want you to...", "can we..."), asking for nudes,
+  touching or licking named genitals, explicit acts, and words that are only ever sexual
+  ("blowjob", "porn" (not "food porn"), "masturbate", "orgasm", "horny", "sexting").
+
+What it deliberately does not flag, because the words are everyday hyperbole: "this
+deadline is killing me", "I could die laughing", "I'm dying to see the movie", "my phone
+battery is dead", "killer app", "cut the onions", "Suicide Squad is a film", "sex
+education". tests/safety/test_offline.py holds both lists; a phrase added to either list
+is the way to change a rule.
+
+It is a safety net, not a classifier of record: it misses paraphrases a model catches, and
+does not read other languages. Cost: ~0.4 ms for a 1,000-character text that matches
+nothing (the common case; timeit, CPython 3.11, one core of the development machine), so
+it can run on every message and on the accumulated text of a streaming reply.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Final
+
+from avatar_chat.safety.base import (
+    SELF_HARM,
+    SELF_HARM_INSTRUCTIONS,
+    SELF_HARM_INTENT,
+    SEXUAL,
+    ModerationResult,
+)
+
+CATEGORIES: Final = (SELF_HARM, SELF_HARM_INTENT, SELF_HARM_INSTRUCTIONS, SEXUAL)
+
+# Words after "...myself" that make "cutting myself" or "burning myself" everyday speech.
+_NOT_SELF_HARM_OBJECT = r"(?!\s+(?:a|an|some|another|out|off|free|loose|short|up|down)\b)"
+_DONT = r"(?:don't|dont|do\s+not|no\s+longer)"
+# A sentence end or a clause joiner: "I don't want to live." but not "...to live in London".
+_CLAUSE_END = r"(?=\s*(?:$|[.!?,;:)]|\s(?:and|but|because|cause|since|so|anymore|any\s+more)\b))"
+_NOT_A_FILM = r"(?!\s+(?:squad|mission|doors?|run|bomb\w*|pact\s+movie|king)\b)"
+# "let's...", "I want you to...", "can we...": the start of a request.
+_ASK = (
+    r"(?:let's|lets|wanna|want\s+to|want\s+you\s+to|i\s+need\s+you\s+to|can\s+(?:we|i|you)|"
+    r"could\s+(?:we|you)|will\s+you|would\s+you|please|gonna|going\s+to|i'll|i\s+will)"
+)
+_GENITALS = r"(?:cock|dick|penis|pussy|clit|tits|boobs|nipples|crotch|balls)"
+
+_INTENT = (
+    r"\b(?:kill|killing)\s+myself\b(?!\s+(?:laughing|with\s+laughter|trying|at\s+work|over|for)\b)",
+    r"\b(?:unalive|off)\s+myself\b",
+    r"\b(?:been|keep|kept|started|start|i'm|im|i\s+am|was|i've)\s+(?:\w+\s+)?"
+    r"(?:cutting|hurting|harming|burning|starving)\s+myself\b" + _NOT_SELF_HARM_OBJECT,
+    r"\b(?:want|wanted|wanna|going|gonna|need|plan|planning|urges?|tempted)\s+(?:to\s+)?"
+    r"(?:cut|hurt|harm|burn|starve)\s+myself\b" + _NOT_SELF_HARM_OBJECT,
+    r"\b(?:end|ending|take|taking)\s+my\s+(?:own\s+)?life\b"
+    r"(?!\s+(?:savings|insurance|story|back|into|in\s+my\s+hands)\b)",
+    r"\bend(?:ing)?\s+it\s+all\b",
+    r"\b(?:i'm|im|i\s+am|i\s+feel|i\s+felt|i've\s+been|i\s+was|feeling)\s+(?:\w+\s+)?suicidal\b",
+    r"\b(?:think|thinking|thought|thoughts|considering|consider|considered|contemplat(?:e|ing|ed)|"
+    r"attempt|attempted|attempting|plan|planning|going\s+to|gonna|want\s+to)\s+"
+    r"(?:about\s+|of\s+)?(?:committing\s+|commit\s+)?suicide\b" + _NOT_A_FILM,
+    r"\b" + _DONT + r"\s+want\s+to\s+(?:live|be\s+alive|exist|wake\s+up)\b" + _CLAUSE_END,
+    r"\b" + _DONT + r"\s+want\s+to\s+be\s+(?:here|around)\s+(?:anymore|any\s+more)\b",
+    r"\bi\s+(?:just\s+|really\s+|honestly\s+|kinda\s+)?(?:want\s+to|wanna)\s+die\b"
+    r"(?!\s+(?:laughing|of\s+(?:laughter|embarrassment|shame|boredom)|happy|old|in\s+peace)\b)",
+    r"\bwish\s+i\s+(?:was|were|could\s+be)\s+dead\b",
+    r"\bbetter\s+off\s+dead\b",
+    r"\b(?:nothing|no\s+one|nobody)\s+(?:left\s+)?to\s+live\s+for\b",
+    r"\bno\s+(?:reason|point)\s+(?:to|in)\s+(?:live|living|go\s+on|going\s+on)\b",
+    r"\bwish\s+i\s+(?:had\s+never\s+been|was\s+never|were\s+never|wasn't|hadn't\s+been)\s+born\b",
+    r"\b(?:want\s+to|going\s+to|gonna|will|plan\s+to|planning\s+to)\s+(?:overdose|od)\b",
+    r"\btake\s+all\s+(?:of\s+)?(?:my|the|these|those)\s+(?:pills|meds|medication|tablets)\b",
+    r"\b(?:want\s+to|going\s+to|gonna|plan\s+to|planning\s+to)\s+(?:jump|throw\s+myself)\s+"
+    r"(?:off|from|in\s+front\s+of)\s+(?:a|the|this|that)\s+(?:bridge|roof|building|cliff|train)\b",
+)
+_INSTRUCTIONS = (
+    r"\b(?:how\s+(?:do\s+i|can\s+i|could\s+i|should\s+i|would\s+i|to|do\s+you|does\s+one)|"
+    r"(?:best|easiest|quickest|fastest|surest|painless|least\s+painful)\s+way\s+to)\s+"
+    r"(?:kill\s+(?:myself|yourself|oneself)|commit\s+suicide|end\s+(?:my|your|one's)\s+(?:own\s+)?life|"
+    r"overdose|hang\s+(?:myself|yourself|oneself)|slit\s+(?:my|your)\s+wrists?)\b",
+)
+_MENTION = (
+    r"\bself[-\s]?harm\w*",
+    r"\bself[-\s]?injur\w*",
+    r"\bsuicidal\b",
+    r"\bsuicide\s+(?:attempt|note|ideation|plan)s?\b",
+    r"\bkill(?:ed|s|ing)?\s+(?:himself|herself|themselves|themself)\b",
+    r"\bslit\s+(?:my|his|her|their)\s+wrists?\b",
+)
+_SEXUAL = (
+    r"\b(?:have|having|had)\s+sex\s+with\s+(?:me|you)\b",
+    r"\b" + _ASK + r"\s+(?:\w+\s+)?(?:have\s+sex|make\s+love|sext|get\s+naked|strip\s+(?:naked|for\s+me)|"
+    r"fuck(?!\s+(?:off|up|around|this|that|it)\b)|sleep\s+together|masturbate|touch\s+yourself)\b",
+    r"\b(?:want|need|crave|craving)\s+(?:some\s+)?sex\b(?!\s+(?:education|ed|ratio|change)\b)",
+    r"\b(?:send|show)\s+(?:me\s+)?(?:your\s+|some\s+)?(?:nudes|naked\s+(?:pics?|photos?|pictures|selfies?)|"
+    r"tits|boobs|dick|pussy)\b",
+    r"\b(?:touch|rub|stroke|lick|suck|grab)\s+(?:my|your|his|her)\s+" + _GENITALS + r"\b",
+    r"\b(?:fuck|fucking|fucked)\s+(?:me|you|her|him)\s+(?:hard|harder|deep|deeper|all\s+night|senseless)\b",
+    r"\b(?:ride|riding)\s+(?:my|your)\s+(?:cock|dick|face)\b",
+    r"\bsit\s+on\s+my\s+face\b",
+    r"\b(?:my|your)\s+(?:hard|throbbing|wet)\s+(?:cock|dick|pussy)\b",
+    r"\btake\s+(?:off\s+)?(?:your|my)\s+clothes\s+off\s+(?:for\s+me|now)\b",
+    r"\b(?:blow\s?jobs?|hand\s?jobs?|masturbat\w*|orgasm\w*|horny|sexting|dildos?|jerk(?:ing)?\s+off|"
+    r"cum(?:ming)?\s+(?:on|in|inside)\s+(?:me|you|my|your)|talk\s+dirty|dirty\s+talk|erotic\s+roleplay)\b",
+    r"(?<!food\s)(?<!ruin\s)(?<!disaster\s)(?<!cabin\s)\bporn(?:o|ography|ographic|s)?\b",
+)
+
+
+def _compile(patterns: tuple[str, ...]) -> re.Pattern[str]:
+    return re.compile("|".join(f"(?:{p})" for p in patterns))
+
+
+_RULES: Final = (
+    (_compile(_INTENT), (SELF_HARM, SELF_HARM_INTENT)),
+    (_compile(_INSTRUCTIONS), (SELF_HARM, SELF_HARM_INSTRUCTIONS)),
+    (_compile(_MENTION), (SELF_HARM,)),
+    (_compile(_SEXUAL), (SEXUAL,)),
+)
+_APOSTROPHES: Final = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'", "`": "'"})
+
+
+def classify(text: str) -> frozenset[str]:
+    """The categories `text` falls in; empty for none. Plain CPU work, no I/O."""
+    normalized = text.lower().translate(_APOSTROPHES)
+    found: set[str] = set()
+    for pattern, categories in _RULES:
+        if not found.issuperset(categories) and pattern.search(normalized):
+            found.update(categories)
+    return frozenset(found)
+
+
+class OfflineModerator:
+    name: str = "offline"
+
+    async def check(self, text: str) -> ModerationResult:
+        flagged = classify(text)
+        return ModerationResult(
+            flagged=bool(flagged),
+            categories={category: 1.0 if category in flagged else 0.0 for category in CATEGORIES},
+            provider=self.name,
+            flagged_categories=flagged,
+        )
+
+    async def aclose(self) -> None:
+        return None
