@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from avatar_chat.safety.offline import CATEGORIES, OfflineModerator, classify
+from avatar_chat.safety.offline import CATEGORIES, RULES, OfflineModerator, classify
 
 SELF_HARM_INTENT = [
     "I want to kill myself",
@@ -145,3 +145,14 @@ async def test_check_scores_every_category() -> None:
     assert set(clean.categories) == set(CATEGORIES)
     assert not any(clean.categories.values())
     await moderator.aclose()
+
+
+@pytest.mark.parametrize(
+    "text", SELF_HARM_INTENT + SELF_HARM_INSTRUCTIONS + SELF_HARM_MENTION + SEXUAL + NEAR_MISSES
+)
+def test_a_rule_that_matches_has_its_key_word_in_the_text(text: str) -> None:
+    """The key words only skip work: never a regex that would have matched."""
+    normalized = " ".join(text.lower().replace("\u2019", "'").split())
+    for _categories, keywords, pattern in RULES:
+        if pattern.search(normalized):
+            assert any(keyword in normalized for keyword in keywords), pattern.pattern
