@@ -16,7 +16,7 @@ import pytest
 
 from tests.support.assertions import assert_error
 from tests.support.factories import User, create_chat, history
-from tests.support.servers import ServerProcess
+from tests.support.servers import ServerProcess, server_pair
 from tests.support.sse import sse_records
 
 pytestmark = pytest.mark.slow
@@ -34,11 +34,8 @@ Event = tuple[str, Any, str | None]
 
 @pytest.fixture(scope="module")
 async def servers(database_url: str) -> AsyncIterator[tuple[ServerProcess, ServerProcess]]:
-    a = ServerProcess(database_url=database_url, env=SLOW)
-    b = ServerProcess(database_url=database_url, env=SLOW)
-    await asyncio.gather(a.start(), b.start())
-    yield a, b
-    await asyncio.gather(a.stop(), b.stop())
+    async with server_pair(database_url, SLOW) as pair:
+        yield pair
 
 
 Clients = tuple[httpx.AsyncClient, httpx.AsyncClient]  # of server A, of server B

@@ -20,7 +20,7 @@ import pytest
 
 from tests.support.assertions import assert_error
 from tests.support.factories import User, create_chat
-from tests.support.servers import ServerProcess
+from tests.support.servers import ServerProcess, server_pair
 from tests.support.sse import sse_events
 
 pytestmark = pytest.mark.slow
@@ -35,11 +35,8 @@ LONG = "tell me everything about the sea, the ships, the storms and the lighthou
 
 @pytest.fixture(scope="module")
 async def servers(database_url: str) -> AsyncIterator[tuple[ServerProcess, ServerProcess]]:
-    a = ServerProcess(database_url=database_url, env=SLOW)
-    b = ServerProcess(database_url=database_url, env=SLOW)
-    await asyncio.gather(a.start(), b.start())
-    yield a, b
-    await asyncio.gather(a.stop(), b.stop())
+    async with server_pair(database_url, SLOW) as pair:
+        yield pair
 
 
 async def _commits_per_second(owner: asyncpg.Connection, seconds: float) -> float:

@@ -22,7 +22,7 @@ import pytest
 from avatar_chat.core.settings import Settings
 from tests.support.apps import own_app
 from tests.support.factories import User, create_chat, history, send
-from tests.support.servers import ServerProcess
+from tests.support.servers import ServerProcess, server_pair
 from tests.support.sse import sse_records
 
 pytestmark = pytest.mark.slow
@@ -41,11 +41,8 @@ Event = tuple[str, Any, str | None]
 
 @pytest.fixture(scope="module")
 async def servers(database_url: str) -> AsyncIterator[tuple[ServerProcess, ServerProcess]]:
-    a = ServerProcess(database_url=database_url, env=SLOW)
-    b = ServerProcess(database_url=database_url, env=SLOW)
-    await asyncio.gather(a.start(), b.start())
-    yield a, b
-    await asyncio.gather(a.stop(), b.stop())
+    async with server_pair(database_url, SLOW) as pair:
+        yield pair
 
 
 async def _reply_row(owner: asyncpg.Connection, reply_id: str) -> asyncpg.Record:

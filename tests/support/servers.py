@@ -8,6 +8,8 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from types import TracebackType
 
@@ -159,3 +161,18 @@ def _cmdline(pid: int) -> str:
         return Path(f"/proc/{pid}/cmdline").read_text().replace("\0", " ")
     except OSError:
         return ""
+
+
+@asynccontextmanager
+async def server_pair(
+    database_url: str, env: dict[str, str]
+) -> AsyncIterator[tuple[ServerProcess, ServerProcess]]:
+    """Two servers on one database, started together and stopped whatever happened: A (the
+    one a test sends to) and B, "another worker" (another machine, even)."""
+    a = ServerProcess(database_url=database_url, env=env)
+    b = ServerProcess(database_url=database_url, env=env)
+    try:
+        await asyncio.gather(a.start(), b.start())
+        yield a, b
+    finally:
+        await asyncio.gather(a.__aexit__(None, None, None), b.__aexit__(None, None, None))
