@@ -129,6 +129,19 @@ async def test_openai_500_is_unavailable(router: respx.MockRouter, openai_modera
     assert route.call_count == 2  # one retry
 
 
+async def test_an_error_body_echoing_the_text_never_reaches_the_message(
+    router: respx.MockRouter, openai_moderator: OpenAIModerator
+) -> None:
+    secret_text = "my private words about something"
+    router.post(f"{OPENAI_URL}/moderations").respond(
+        400, json={"error": {"message": f"bad input: {secret_text}"}}
+    )
+    with pytest.raises(ModerationUnavailable) as caught:
+        await openai_moderator.check(secret_text)
+    assert secret_text not in caught.value.message and "private" not in str(caught.value)
+    assert "HTTP 400" in caught.value.message
+
+
 async def test_openai_401_is_not_retried(router: respx.MockRouter, openai_moderator: OpenAIModerator) -> None:
     route = router.post(f"{OPENAI_URL}/moderations").respond(401, json={"error": {"message": "bad key"}})
     with pytest.raises(ModerationUnavailable, match="HTTP 401"):

@@ -21,7 +21,6 @@ _CONNECT_TIMEOUT_CAP_S = 5.0
 _TRANSPORT_TIMEOUT_MARGIN_S = 1.0
 _RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
 _BACKOFF_S = 0.1
-_MAX_DETAIL_CHARS = 200
 
 
 class JsonPoster:
@@ -37,7 +36,6 @@ class JsonPoster:
         max_retries: int,
     ) -> None:
         self._provider = provider
-        self._secret = api_key or ""
         self._timeout_s = timeout_s
         self._max_retries = max_retries
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
@@ -71,9 +69,9 @@ class JsonPoster:
             else:
                 if response.is_success:
                     return self._decode(response)
-                failure = self.unavailable(
-                    f"HTTP {response.status_code}: {self._redact(response.text)}".rstrip(": ")
-                )
+                # The status only: an error body may echo the text being checked (a user's
+                # message) or the key, and this message reaches logs.
+                failure = self.unavailable(f"HTTP {response.status_code}.")
                 if response.status_code not in _RETRY_STATUSES:
                     raise failure
             if attempt >= self._max_retries:
@@ -91,12 +89,3 @@ class JsonPoster:
         return ModerationUnavailable(
             self._provider, f"Moderation provider {self._provider}: {detail}", timeout=timeout
         )
-
-    def _redact(self, text: str) -> str:
-        # Some servers echo the key they rejected; it must not reach logs or clients.
-        text = " ".join(text.split())
-        if len(self._secret) >= 4:
-            text = text.replace(self._secret, "***")
-        if len(text) > _MAX_DETAIL_CHARS:
-            text = text[: _MAX_DETAIL_CHARS - 1] + "…"
-        return text
