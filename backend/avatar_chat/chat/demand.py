@@ -58,9 +58,6 @@ class GeneratingReplies:
     def get(self, reply_id: uuid.UUID) -> ReplyProgress | None:
         return self._replies.get(reply_id)
 
-    def __len__(self) -> int:
-        return len(self._replies)
-
     def add(self, progress: ReplyProgress) -> None:
         self._replies[progress.reply_id] = progress
         if self._watch is None or self._watch.done():

@@ -123,9 +123,9 @@ async def begin_regenerate(
 
 
 async def save_partial(
-    db: Database, user: Claims, *, reply_id: uuid.UUID, attempt: int, content: str | None, lease_s: float
+    db: Database, user: Claims, *, reply_id: uuid.UUID, attempt: int, content: str, lease_s: float
 ) -> bool | None:
-    """Save the text so far (None: only renew the lease). True when a stop was asked for;
+    """Save the text so far (and renew the lease). True when a stop was asked for;
     None once the reply is not this attempt's any more (settled, stopped elsewhere, taken over)."""
     row = await db.call_as(
         user,
