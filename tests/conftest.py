@@ -94,6 +94,8 @@ def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Set
         rate_limit_sends_per_minute=0,
         max_concurrent_streams=0,
         rate_limit_image_uploads_per_minute=0,
+        # Notices add messages to every conversation; tests of them (tests/safety) turn them on.
+        safety_disclosure_notice="",
         data_dir=tmp_path_factory.mktemp("unused-data"),
     )
 

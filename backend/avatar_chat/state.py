@@ -22,6 +22,7 @@ from avatar_chat.avatars.persona import AvatarSnapshot
 from avatar_chat.avatars.service import AvatarService
 from avatar_chat.cache.store import SessionStore
 from avatar_chat.chat.metrics import ChatMetrics
+from avatar_chat.chat.moderation import create_moderator
 from avatar_chat.chat.service import ChatService
 from avatar_chat.chat.window import ConversationWindow
 from avatar_chat.conversations.service import ConversationService
@@ -81,6 +82,9 @@ async def open_app_state(
     stack.push_async_callback(heartbeat.close)
     llm = create_provider(settings)
     stack.push_async_callback(llm.aclose)
+    moderator = create_moderator(settings)
+    if moderator is not None:
+        stack.push_async_callback(moderator.aclose)
     service_client = await create_service_client(settings, http)
     images = await create_store(settings, service_client)
     tasks = TaskTracker()
@@ -108,7 +112,16 @@ async def open_app_state(
         avatars=avatars,
         accounts=AccountService(db, store, images, service_client),
         conversations=ConversationService(db, store),
-        chat=ChatService(db, store, llm, tasks, settings, worker_id=heartbeat.live_id, metrics=chat_metrics),
+        chat=ChatService(
+            db,
+            store,
+            llm,
+            tasks,
+            settings,
+            worker_id=heartbeat.live_id,
+            metrics=chat_metrics,
+            moderator=moderator,
+        ),
         schema_version=expected_version(),
         metrics=metrics,
         web=create_web_client(

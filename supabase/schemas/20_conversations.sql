@@ -14,10 +14,17 @@
 
 create type public.conversation_mode as enum ('assistant', 'companion');
 comment on type public.conversation_mode is 'assistant: concise and task-focused; companion: warm and conversational.';
-create type public.message_role as enum ('user', 'assistant');
-create type public.message_status as enum ('streaming', 'complete', 'failed', 'interrupted', 'stopped');
+create type public.message_role as enum ('user', 'assistant', 'notice');
+comment on type public.message_role is
+  'user; assistant: the avatar''s reply; notice: a safety notice the operator wrote (see notice_kind), never sent to the model.';
+create type public.message_status as enum (
+  'streaming', 'complete', 'failed', 'interrupted', 'stopped', 'filtered', 'blocked'
+);
 comment on type public.message_status is
-  'streaming: being generated; complete; failed: the provider failed (see error_code); interrupted: cut off (shutdown or crash); stopped: stopped on request, with the text so far.';
+  'streaming: being generated; complete; failed: the provider failed (see error_code); interrupted: cut off (shutdown or crash); stopped: stopped on request, with the text so far; filtered: a reply moderation stopped, its content replaced by the operator''s text; blocked: a user message moderation refused, never sent to the model.';
+create type public.notice_kind as enum ('disclosure', 'break', 'crisis');
+comment on type public.notice_kind is
+  'disclosure: you are chatting with an AI; break: a reminder to take a break (minors); crisis: crisis services (docs/safety.md).';
 
 create table public.conversations (
   id uuid not null default gen_random_uuid(),
@@ -65,6 +72,7 @@ create table public.messages (
   is_current boolean not null default true,
   stop_requested boolean not null default false,
   followed_at timestamptz,
+  notice_kind public.notice_kind,
   created_at timestamptz not null default now(),
   updated_at timestamptz not null default now(),
   constraint messages_pkey primary key (id),
@@ -77,7 +85,8 @@ create table public.messages (
   constraint messages_idempotency_key_length check (char_length(idempotency_key) between 1 and 200),
   constraint messages_error_code_length check (char_length(error_code) <= 100),
   constraint messages_seq_positive check (seq > 0),
-  constraint messages_variant_nonnegative check (variant >= 0)
+  constraint messages_variant_nonnegative check (variant >= 0),
+  constraint messages_notice_kind check ((role = 'notice') = (notice_kind is not null))
 );
 
 comment on table public.messages is 'Chat messages, one row each, numbered by seq within their conversation.';
@@ -98,6 +107,8 @@ comment on column public.messages.stop_requested is
   'While streaming: a client asked to stop; the generating worker saves the text so far as stopped.';
 comment on column public.messages.followed_at is
   'While streaming: when a client first followed the reply; its worker saves the text as it grows from then on.';
+comment on column public.messages.notice_kind is
+  'For a notice (role notice), which one; set only by the chat turn (users cannot write it, so cannot forge a notice).';
 
 create unique index messages_conversation_id_idempotency_key_key
   on public.messages (conversation_id, idempotency_key) where idempotency_key is not null;

@@ -29,6 +29,21 @@
 -- A conversation without a title is named after its first message here (title_unset
 -- says it had none). So a chat turn is this round trip plus finish_turn, also when its
 -- cache misses.
+--
+-- Safety (docs/safety.md), p_safety null turns it off: p_safety.verdict is what moderation
+-- said of p_content in the API, before this call (null: nothing flagged): block / crisis
+-- for an adult, minor_block / minor_crisis for a minor (public.user_safety.minor, or
+-- app_metadata.minor in the claims), its categories and provider, and `unchecked` when the
+-- provider failed and the fail mode is open. A new message then gets, in seq order: an AI
+-- disclosure notice (p_safety.disclosure) when the conversation has no message yet, when
+-- the user's interaction is new (no message for p_safety.gap_s seconds) or its last
+-- disclosure is p_safety.every_s old; for a minor, a break reminder (p_safety.break)
+-- every every_s of continuing interaction; the user's message (status blocked when
+-- blocked); a crisis notice (p_safety.crisis) when crisis; the placeholder reply unless
+-- blocked or (crisis and p_safety.crisis_replaces). Outcomes for it: new, blocked (refused;
+-- no reply), notice (a crisis notice and no reply). Its notices come back as arrays (a
+-- replay gets its crisis notice again). Then, as the connecting role, the interaction is
+-- recorded and each safety event (record_safety_event).
 -- Errors: AC404 conversation_not_found (no such conversation, or not yours),
 -- AC409 avatar_required, AC422 idempotency_key_reused (same key, different content).
 create function avatar_chat.begin_turn(
@@ -43,7 +58,8 @@ create function avatar_chat.begin_turn(
   p_known_window_seq bigint,
   p_known_window_revision bigint,
   p_window_limit integer,
-  p_known_summary_seq bigint
+  p_known_summary_seq bigint,
+  p_safety jsonb
 )
 returns table (
   outcome text,
@@ -72,7 +88,13 @@ returns table (
   reply_variant integer,
   reply_content text,
   reply_persona_version bigint,
-  reply_personality text
+  reply_personality text,
+  minor boolean,
+  notice_ids uuid[],
+  notice_seqs bigint[],
+  notice_kinds text[],
+  notice_contents text[],
+  notice_created_ats timestamptz[]
 )
 language plpgsql
 volatile
@@ -84,6 +106,8 @@ declare
   um public.messages;
   rp public.messages;
   av public.avatars;
+  nt public.messages;
+  ia avatar_chat.interactions;
   live_workers bigint[];
   upto bigint;
   w_seqs bigint[];
@@ -93,12 +117,39 @@ declare
   is_new boolean;
   s_seq bigint;
   s_content text;
+  me uuid;
+  verdict jsonb := p_safety -> 'verdict';
+  is_minor boolean := false;
+  blocked boolean := false;
+  crisis boolean := false;
+  fresh boolean;
+  n_ids uuid[] := '{}';
+  n_seqs bigint[] := '{}';
+  n_kinds text[] := '{}';
+  n_contents text[] := '{}';
+  n_ats timestamptz[] := '{}';
+  crisis_id uuid;
 begin
   if p_idempotency_key is not null then
     -- Read before acting as the user: the API roles cannot see avatar_chat.workers.
     live_workers := array(select w.id from avatar_chat.workers w where w.expires_at > now());
   end if;
+  if p_safety is not null then
+    -- The user's interaction, locked before anything else: their turns on every worker
+    -- decide the cadences one after the other, and hold no other lock while they wait
+    -- here. A first turn makes the row (as if its last message were long ago); act_as
+    -- checks the claims next, and an error rolls all of it back.
+    me := (claims::jsonb ->> 'sub')::uuid;
+    select * into ia from avatar_chat.interactions i where i.user_id = me for update;
+    if not found then
+      insert into avatar_chat.interactions (user_id, started_at, last_at)
+      select me, now(), '-infinity' where exists (select from auth.users u where u.id = me)  -- else act_as says so
+      on conflict (user_id) do nothing;
+      select * into ia from avatar_chat.interactions i where i.user_id = me for update;
+    end if;
+  end if;
   perform avatar_chat.act_as(claims);
+  me := (select auth.uid());
 
   select * into conv from public.conversations c where c.id = p_conversation_id for update;
   if not found then
@@ -115,12 +166,30 @@ begin
       end if;
       -- The reply a retry is about: the current one (a regenerated send has several).
       select * into rp from public.messages m where m.reply_to = um.id and m.is_current;
+      -- Its crisis notice, if it got one: right after it.
+      select * into nt from public.messages m
+       where m.conversation_id = conv.id and m.seq = um.seq + 1 and m.notice_kind = 'crisis';
+      if nt.id is not null then
+        n_ids := array[nt.id]; n_seqs := array[nt.seq]; n_kinds := array['crisis'];
+        n_contents := array[nt.content]; n_ats := array[nt.created_at];
+      end if;
+      if um.status = 'blocked' or (rp.id is null and nt.id is not null) then
+        return query select case when um.status = 'blocked' and nt.id is null then 'blocked' else 'notice' end,
+                            conv.mode::text, conv.revision, conv.title is null, um.seq - 1,
+                            null::uuid, null::bigint, null::text, null::text, null::text,
+                            null::bigint[], null::text[], null::text[], null::text[], null::bigint, null::text,
+                            um.id, um.seq, um.created_at, null::uuid, null::bigint, null::integer,
+                            null::timestamptz, null::integer, null::text, null::bigint, null::text,
+                            false, n_ids, n_seqs, n_kinds, n_contents, n_ats;
+        return;
+      end if;
       if rp.status = 'complete' then
         return query select 'replay', conv.mode::text, conv.revision, conv.title is null, um.seq - 1,
                             null::uuid, null::bigint, null::text, null::text, null::text,
                             null::bigint[], null::text[], null::text[], null::text[], null::bigint, null::text,
                             um.id, um.seq, um.created_at, rp.id, rp.seq, rp.attempt, rp.created_at, rp.variant,
-                            rp.content, rp.persona_version, rp.personality::text;
+                            rp.content, rp.persona_version, rp.personality::text,
+                            false, n_ids, n_seqs, n_kinds, n_contents, n_ats;
         return;
       end if;
       -- Still being generated: the lease runs and its worker is alive.
@@ -130,7 +199,8 @@ begin
                             null::uuid, null::bigint, null::text, null::text, null::text,
                             null::bigint[], null::text[], null::text[], null::text[], null::bigint, null::text,
                             um.id, um.seq, um.created_at, rp.id, rp.seq, rp.attempt, rp.created_at, rp.variant,
-                            null::text, null::bigint, null::text;
+                            null::text, null::bigint, null::text,
+                            false, n_ids, n_seqs, n_kinds, n_contents, n_ats;
         return;
       end if;
     end if;
@@ -143,6 +213,10 @@ begin
   end if;
 
   is_new := um.id is null;
+  if p_safety is not null then
+    is_minor := coalesce((auth.jwt() -> 'app_metadata' -> 'minor') = 'true'::jsonb, false)
+                or exists (select from public.user_safety s where s.user_id = me and s.minor);
+  end if;
   if not is_new then
     -- The reply failed or its worker is gone: same user message, same seq, new attempt.
     if rp.id is null then
@@ -160,14 +234,56 @@ begin
     select c.revision into conv.revision from public.conversations c where c.id = conv.id;
     upto := um.seq - 1;
   else
+    if p_safety is not null then
+      if verdict is not null then
+        blocked := coalesce((verdict ->> case when is_minor then 'minor_block' else 'block' end)::boolean, false);
+        crisis := coalesce((verdict ->> case when is_minor then 'minor_crisis' else 'crisis' end)::boolean, false);
+      end if;
+      fresh := ia.user_id is null or ia.last_at <= now() - make_interval(secs => (p_safety ->> 'gap_s')::float8);
+      if fresh then
+        ia := row(me, now(), now(), null, null);
+      end if;
+      if p_safety ->> 'disclosure' is not null and (
+        conv.last_seq = 0 or ia.disclosed_at is null
+        or ia.disclosed_at <= now() - make_interval(secs => (p_safety ->> 'every_s')::float8)
+      ) then
+        insert into public.messages (conversation_id, role, content, status, notice_kind)
+        values (conv.id, 'notice', p_safety ->> 'disclosure', 'complete', 'disclosure')
+        returning * into nt;
+        ia.disclosed_at := now();
+        n_ids := n_ids || nt.id; n_seqs := n_seqs || nt.seq; n_kinds := n_kinds || 'disclosure'::text;
+        n_contents := n_contents || nt.content; n_ats := n_ats || nt.created_at;
+      end if;
+      if is_minor and p_safety ->> 'break' is not null
+         and greatest(ia.started_at, ia.reminded_at) <= now() - make_interval(secs => (p_safety ->> 'every_s')::float8) then
+        insert into public.messages (conversation_id, role, content, status, notice_kind)
+        values (conv.id, 'notice', p_safety ->> 'break', 'complete', 'break')
+        returning * into nt;
+        ia.reminded_at := now();
+        n_ids := n_ids || nt.id; n_seqs := n_seqs || nt.seq; n_kinds := n_kinds || 'break'::text;
+        n_contents := n_contents || nt.content; n_ats := n_ats || nt.created_at;
+      end if;
+      ia.last_at := now();
+    end if;
     insert into public.messages (conversation_id, role, content, status, idempotency_key)
-    values (conv.id, 'user', p_content, 'complete', p_idempotency_key)
+    values (conv.id, 'user', p_content, case when blocked then 'blocked' else 'complete' end::public.message_status,
+            p_idempotency_key)
     returning * into um;
-    insert into public.messages (conversation_id, role, content, status, reply_to, lease_expires_at, worker_id)
-    values (conv.id, 'assistant', '', 'streaming', um.id, now() + make_interval(secs => p_lease_s), p_worker_id)
-    returning * into rp;
+    if crisis then
+      insert into public.messages (conversation_id, role, content, status, notice_kind)
+      values (conv.id, 'notice', p_safety ->> 'crisis', 'complete', 'crisis')
+      returning * into nt;
+      crisis_id := nt.id;
+      n_ids := n_ids || nt.id; n_seqs := n_seqs || nt.seq; n_kinds := n_kinds || 'crisis'::text;
+      n_contents := n_contents || nt.content; n_ats := n_ats || nt.created_at;
+    end if;
+    if not blocked and not (crisis and coalesce((p_safety ->> 'crisis_replaces')::boolean, false)) then
+      insert into public.messages (conversation_id, role, content, status, reply_to, lease_expires_at, worker_id)
+      values (conv.id, 'assistant', '', 'streaming', um.id, now() + make_interval(secs => p_lease_s), p_worker_id)
+      returning * into rp;
+    end if;
     upto := conv.last_seq;
-    if conv.title is null then
+    if conv.title is null and not blocked and not crisis then
       -- The first message names the conversation (its first six words, at most 60
       -- characters), in the transaction that saves it: no round trip after the reply.
       update public.conversations c
@@ -182,7 +298,7 @@ begin
   end if;
 
   -- The window, unless the worker's cached one ends exactly here (a retry never uses one).
-  if p_window_limit > 0 and (
+  if rp.id is not null and p_window_limit > 0 and (
     not is_new or (p_known_window_seq, p_known_window_revision) is distinct from (upto, conv.revision)
   ) then
     select coalesce(array_agg(w.seq order by w.seq), '{}'), coalesce(array_agg(w.role::text order by w.seq), '{}'),
@@ -195,12 +311,47 @@ begin
 
   -- The conversation's summary, if it was made at this very revision (no message edited,
   -- deleted or regenerated since): sent unless the worker has it with its window.
-  select s.covers_upto_seq, s.content into s_seq, s_content
-    from public.conversation_summaries s
-   where s.conversation_id = conv.id and s.revision = conv.revision and s.covers_upto_seq <= upto;
-  if (s_seq, conv.revision) is not distinct from (p_known_summary_seq, p_known_window_revision) then
-    s_content := null;
+  if rp.id is not null then
+    select s.covers_upto_seq, s.content into s_seq, s_content
+      from public.conversation_summaries s
+     where s.conversation_id = conv.id and s.revision = conv.revision and s.covers_upto_seq <= upto;
+    if (s_seq, conv.revision) is not distinct from (p_known_summary_seq, p_known_window_revision) then
+      s_content := null;
+    end if;
   end if;
+
+  if p_safety is not null and is_new then
+    -- The user's work is done: the interaction and the events are written as the
+    -- connecting role (users can neither read nor write them).
+    perform set_config('role', 'none', true);
+    insert into avatar_chat.interactions as i (user_id, started_at, last_at, disclosed_at, reminded_at)
+    values (me, ia.started_at, ia.last_at, ia.disclosed_at, ia.reminded_at)
+    on conflict (user_id) do update
+      set started_at = excluded.started_at, last_at = excluded.last_at,
+          disclosed_at = excluded.disclosed_at, reminded_at = excluded.reminded_at;
+    if blocked then
+      perform avatar_chat.record_safety_event(me, conv.id, um.id, 'in', 'block',
+        array(select jsonb_array_elements_text(verdict -> 'categories')), verdict ->> 'provider');
+    end if;
+    if crisis then
+      perform avatar_chat.record_safety_event(me, conv.id, crisis_id, 'in', 'crisis',
+        array(select jsonb_array_elements_text(verdict -> 'categories')), verdict ->> 'provider');
+    end if;
+    if coalesce((verdict ->> 'unchecked')::boolean, false) then
+      perform avatar_chat.record_safety_event(me, conv.id, um.id, 'in', 'unchecked', '{}', verdict ->> 'provider');
+    end if;
+    if rp.id is null then
+      return query select case when crisis then 'notice' else 'blocked' end,
+                          conv.mode::text, conv.revision, conv.title is null, upto,
+                          null::uuid, null::bigint, null::text, null::text, null::text,
+                          null::bigint[], null::text[], null::text[], null::text[], null::bigint, null::text,
+                          um.id, um.seq, um.created_at, null::uuid, null::bigint, null::integer,
+                          null::timestamptz, null::integer, null::text, null::bigint, null::text,
+                          is_minor, n_ids, n_seqs, n_kinds, n_contents, n_ats;
+      return;
+    end if;
+  end if;
+
 
   return query select case when is_new then 'new' else 'retry' end,
                       conv.mode::text, conv.revision, conv.title is null, upto,
@@ -213,16 +364,21 @@ begin
                            then av.backstory end,
                       w_seqs, w_roles, w_contents, w_statuses, s_seq, s_content,
                       um.id, um.seq, um.created_at, rp.id, rp.seq, rp.attempt, rp.created_at, rp.variant,
-                      null::text, null::bigint, null::text;
+                      null::text, null::bigint, null::text,
+                      is_minor, n_ids, n_seqs, n_kinds, n_contents, n_ats;
 end
 $$;
 
 revoke all on function avatar_chat.begin_turn(
-  text, uuid, text, text, double precision, bigint, uuid, bigint, bigint, bigint, integer, bigint
+  text, uuid, text, text, double precision, bigint, uuid, bigint, bigint, bigint, integer, bigint, jsonb
 ) from public, anon, authenticated;
 
 -- finish_turn: settle the reply with what was generated and the persona used. Only the
 -- attempt that still owns the reply may settle it; a superseded one gets no row back.
+-- p_moderation (null: nothing to record) is what moderation of the reply did, recorded as
+-- a safety event once the reply is settled: {"action": "filter" (status filtered, its
+-- content the operator's replacement) or "unchecked" (the provider failed, fail mode
+-- open), "categories": [...], "provider": ...}.
 create function avatar_chat.finish_turn(
   claims text,
   p_reply_id uuid,
@@ -231,7 +387,8 @@ create function avatar_chat.finish_turn(
   p_status public.message_status,
   p_error_code text,
   p_persona_version bigint,
-  p_personality public.personality_type
+  p_personality public.personality_type,
+  p_moderation jsonb
 )
 returns setof public.messages
 language plpgsql
@@ -239,19 +396,30 @@ volatile
 security invoker
 set search_path = ''
 as $$
+declare
+  rp public.messages;
 begin
   perform avatar_chat.act_as(claims);
-  return query
-    update public.messages m
-       set content = p_content, status = p_status, error_code = p_error_code,
-           persona_version = p_persona_version, personality = p_personality, lease_expires_at = null
-     where m.id = p_reply_id and m.attempt = p_attempt and m.status = 'streaming'
-    returning m.*;
+  update public.messages m
+     set content = p_content, status = p_status, error_code = p_error_code,
+         persona_version = p_persona_version, personality = p_personality, lease_expires_at = null
+   where m.id = p_reply_id and m.attempt = p_attempt and m.status = 'streaming'
+  returning m.* into rp;
+  if not found then
+    return;
+  end if;
+  if p_moderation is not null then
+    perform set_config('role', 'none', true);  -- as the connecting role: users cannot write events
+    perform avatar_chat.record_safety_event(rp.user_id, rp.conversation_id, rp.id, 'out', p_moderation ->> 'action',
+      array(select jsonb_array_elements_text(p_moderation -> 'categories')), p_moderation ->> 'provider');
+  end if;
+  return next rp;
 end
 $$;
 
-revoke all on function avatar_chat.finish_turn(text, uuid, integer, text, public.message_status, text, bigint, public.personality_type)
-  from public, anon, authenticated;
+revoke all on function avatar_chat.finish_turn(
+  text, uuid, integer, text, public.message_status, text, bigint, public.personality_type, jsonb
+) from public, anon, authenticated;
 
 -- save_partial: a worker generating a reply saves its text so far (null: keep the saved
 -- text, only renew the lease). Answers stop_requested, or null when the reply is no longer
@@ -445,7 +613,8 @@ returns table (
   reply_variant integer,
   reply_content text,
   reply_persona_version bigint,
-  reply_personality text
+  reply_personality text,
+  minor boolean
 )
 language plpgsql
 volatile
@@ -453,6 +622,7 @@ security invoker
 set search_path = ''
 as $$
 declare
+  is_minor boolean;
   conv public.conversations;
   target public.messages;
   um public.messages;
@@ -467,6 +637,9 @@ declare
   kind text := case when p_new_content is null then 'regenerate' else 'edit' end;
 begin
   perform avatar_chat.act_as(claims);
+  -- A minor's reply is moderated with the minors' actions (docs/safety.md).
+  is_minor := coalesce((auth.jwt() -> 'app_metadata' -> 'minor') = 'true'::jsonb, false)
+              or exists (select from public.user_safety s where s.user_id = (select auth.uid()) and s.minor);
 
   select * into conv from public.conversations c where c.id = p_conversation_id for update;
   if not found then
@@ -488,7 +661,7 @@ begin
                             null::bigint[], null::text[], null::text[], null::text[],
                             um.id, um.seq, um.created_at, um.content,
                             rp.id, rp.seq, rp.attempt, rp.created_at, rp.variant,
-                            rp.content, rp.persona_version, rp.personality::text;
+                            rp.content, rp.persona_version, rp.personality::text, is_minor;
         return;
       end if;
       if rp.status = 'streaming' and rp.lease_expires_at > now()
@@ -498,7 +671,7 @@ begin
                             null::bigint[], null::text[], null::text[], null::text[],
                             um.id, um.seq, um.created_at, um.content,
                             rp.id, rp.seq, rp.attempt, rp.created_at, rp.variant,
-                            null::text, null::bigint, null::text;
+                            null::text, null::bigint, null::text, is_minor;
         return;
       end if;
       -- Failed, stopped or cut off: the same alternative, a new attempt.
@@ -586,7 +759,7 @@ begin
                       w_seqs, w_roles, w_contents, w_statuses,
                       um.id, um.seq, um.created_at, um.content,
                       rp.id, rp.seq, rp.attempt, rp.created_at, rp.variant,
-                      null::text, null::bigint, null::text;
+                      null::text, null::bigint, null::text, is_minor;
 end
 $$;
 
@@ -730,7 +903,7 @@ begin
            coalesce(array_agg(w.content order by w.seq), '{}')
       from (select m.seq, m.role, m.content from public.messages m
              where m.conversation_id = p_conversation_id and m.seq > p_after_seq and m.seq <= p_upto_seq
-               and m.is_current and m.status in ('complete', 'stopped')
+               and m.is_current and m.status in ('complete', 'stopped') and m.role <> 'notice'
              order by m.seq desc limit p_limit) w;
 end
 $$;

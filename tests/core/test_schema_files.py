@@ -183,6 +183,11 @@ EXPECTED_TABLES = {
     "avatar_chat.image_upload_counters",
     "avatar_chat.workers",
     "avatar_chat.summary_claims",
+    "public.user_safety",
+    "avatar_chat.safety_events",
+    "avatar_chat.safety_events_id_seq",
+    "avatar_chat.interactions",
+    "avatar_chat.safety_counts",
 }
 EXPECTED_FUNCTIONS = {
     "avatar_chat.act_as(claims text)",
@@ -190,7 +195,9 @@ EXPECTED_FUNCTIONS = {
     "avatar_chat.begin_turn(claims text, p_conversation_id uuid, p_content text,"
     " p_idempotency_key text, p_lease_s double precision, p_worker_id bigint,"
     " p_known_avatar_id uuid, p_known_avatar_version bigint, p_known_window_seq bigint,"
-    " p_known_window_revision bigint, p_window_limit integer, p_known_summary_seq bigint)",
+    " p_known_window_revision bigint, p_window_limit integer, p_known_summary_seq bigint,"
+    " p_safety jsonb)",
+    "avatar_chat.safety_report(p_year integer)",
     "avatar_chat.messages_enforce_limits()",
 }
 

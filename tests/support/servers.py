@@ -87,6 +87,7 @@ class ServerProcess:
             "RATE_LIMIT_SENDS_PER_MINUTE": "0",
             "MAX_CONCURRENT_STREAMS": "0",
             "RATE_LIMIT_IMAGE_UPLOADS_PER_MINUTE": "0",
+            "SAFETY_DISCLOSURE_NOTICE": "",  # tests of notices (tests/safety) turn it on
             **(env or {}),
         }
         self.proc: asyncio.subprocess.Process | None = None

@@ -16,13 +16,14 @@ from avatar_chat.avatars.persona import AvatarSnapshot, PersonalityType
 from avatar_chat.chat import repository
 from avatar_chat.chat.context import ChatContext
 from avatar_chat.chat.memory import Memory
+from avatar_chat.chat.moderation import Moderation, Verdict
 from avatar_chat.chat.plan import TurnPlan
 from avatar_chat.chat.turn import Turn
 from avatar_chat.chat.window import ConversationWindow
-from avatar_chat.conversations.schemas import MessageRead, MessageRole, MessageStatus
+from avatar_chat.conversations.schemas import MessageRead, MessageRole, MessageStatus, NoticeKind
 from avatar_chat.core.claims import Claims
 from avatar_chat.core.database import Record
-from avatar_chat.core.errors import Conflict, TooManyRequests
+from avatar_chat.core.errors import Conflict, TooManyRequests, ValidationFailed
 
 _IN_PROGRESS = "send_in_progress"
 
@@ -30,8 +31,16 @@ Admitted = tuple[Turn, TurnPlan | None]
 
 
 class Admission:
-    def __init__(self, context: ChatContext, memory: Memory, *, worker_id: Callable[[], int | None]) -> None:
+    def __init__(
+        self,
+        context: ChatContext,
+        memory: Memory,
+        moderation: Moderation,
+        *,
+        worker_id: Callable[[], int | None],
+    ) -> None:
         self._db = context.db
+        self._moderation = moderation
         self._store = context.store
         self._memory = memory
         self._worker_id = worker_id
@@ -42,8 +51,21 @@ class Admission:
         self._lease_s = context.settings.chat_reply_lease_s
 
     async def begin(
-        self, user: Claims, conversation_id: uuid.UUID, content: str, idempotency_key: str | None
+        self,
+        user: Claims,
+        conversation_id: uuid.UUID,
+        content: str,
+        idempotency_key: str | None,
+        accept_language: str | None = None,
     ) -> Admitted:
+        # Moderation in, before anything is written or the model asked (docs/safety.md);
+        # begin_turn writes what its verdict implies in the same round trip.
+        verdict = await self._moderation.check(content, "in")
+        safety = (
+            None
+            if self._moderation.moderator is None and not self._moderation.policy.notices_on
+            else self._moderation.policy.turn_parameters(verdict, accept_language)
+        )
         cached_avatar, cached_window = await self._store.for_turn(user.sub, conversation_id)
         worker_id = self._worker_id()
         row = await repository.begin_turn(
@@ -61,7 +83,13 @@ class Admission:
                 else None
             ),
             window_limit=self._window_size,
+            safety=safety,
         )
+        self._moderation.count_notices(
+            row["notice_kinds"] if row["outcome"] in ("new", "blocked", "notice") else []
+        )
+        if row["outcome"] == "blocked":
+            raise message_blocked(verdict, row["user_message_id"])
         # A replayed key has the same content: begin_turn checked it.
         return await self._accepted(
             user, conversation_id, row, content, cached_avatar, cached_window, worker_id
@@ -75,6 +103,8 @@ class Admission:
         new_content: str | None,
         idempotency_key: str | None,
     ) -> Admitted:
+        if new_content is not None:
+            await self._check_edit(user, conversation_id, message_id, new_content)
         cached_avatar, _ = await self._store.for_turn(user.sub, conversation_id)
         worker_id = self._worker_id()
         row = await repository.begin_regenerate(
@@ -91,6 +121,34 @@ class Admission:
         )
         return await self._accepted(
             user, conversation_id, row, row["user_content"], cached_avatar, None, worker_id
+        )
+
+    async def _check_edit(
+        self, user: Claims, conversation_id: uuid.UUID, message_id: uuid.UUID, content: str
+    ) -> None:
+        """An edit moderation refuses is not applied (422 message_blocked), and it is held to
+        the stricter of the two policies (a minor's): whether the user is a minor is only
+        known in the database. A crisis is answered with the crisis notice in the error's
+        details, and recorded."""
+        verdict = await self._moderation.check(content, "in")
+        if verdict is None or not (verdict.refuses(True) or verdict.unchecked):
+            return
+        crisis = verdict.minor_crisis
+        await repository.record_refusal(
+            self._db,
+            user,
+            conversation_id=conversation_id,
+            message_id=message_id,
+            action="unchecked" if verdict.unchecked else "crisis" if crisis else "block",
+            categories=list(verdict.categories),
+            provider=verdict.provider,
+        )
+        if verdict.unchecked:
+            return
+        if crisis:
+            self._moderation.count_notices(["crisis"])
+        raise message_blocked(
+            verdict, message_id, crisis_notice=self._moderation.policy.crisis_notice if crisis else None
         )
 
     def count_refused(self, exc: Exception) -> None:
@@ -116,7 +174,10 @@ class Admission:
         """What begin_turn or begin_regenerate answered, as the turn the router gets and
         the plan of the generation to run (None for a replay)."""
         user_message = _user_message(row, conversation_id, user_content)
+        notices = _notices(row, conversation_id)
         outcome: str = row["outcome"]
+        if outcome == "notice":  # a crisis notice in place of a reply: nothing to generate
+            return Turn(user_message=user_message, notices=notices), None
         if outcome == "replay":
             replayed = _reply(
                 row,
@@ -126,7 +187,15 @@ class Admission:
                 row["reply_persona_version"],
                 row["reply_personality"],
             )
-            return Turn(user_message=user_message, replayed=replayed, attempt=row["reply_attempt"]), None
+            return (
+                Turn(
+                    user_message=user_message,
+                    replayed=replayed,
+                    attempt=row["reply_attempt"],
+                    notices=notices,
+                ),
+                None,
+            )
         if outcome == "in_progress":
             raise Conflict(
                 "The reply to this Idempotency-Key is still being generated; retry shortly.",
@@ -154,9 +223,12 @@ class Admission:
             summary=summary,
             new_turn=new_turn,
             worker_id=worker_id,
+            minor=bool(row["minor"]),
         )
         reply = _reply(row, conversation_id, "", MessageStatus.streaming)
-        return Turn(user_message=user_message, reply=reply, attempt=row["reply_attempt"]), plan
+        return Turn(
+            user_message=user_message, reply=reply, attempt=row["reply_attempt"], notices=notices
+        ), plan
 
     async def _persona(self, user: Claims, row: Record, cached: AvatarSnapshot | None) -> AvatarSnapshot:
         """The persona at the version begin_turn saw (G1): the cached snapshot when its stamp
@@ -179,6 +251,52 @@ class Admission:
         self._store.note_avatar(cached=cached is not None, matched=False)
         await self._store.put_avatar(avatar)
         return avatar
+
+
+def message_blocked(
+    verdict: Verdict | None, message_id: uuid.UUID, *, crisis_notice: str | None = None
+) -> ValidationFailed:
+    """422 message_blocked: which categories, and the message (saved as blocked, or the
+    edit not applied)."""
+    details: dict[str, object] = {
+        "categories": list(verdict.categories) if verdict is not None else [],
+        "message_id": str(message_id),
+    }
+    if crisis_notice is not None:
+        details["crisis_notice"] = crisis_notice
+    return ValidationFailed(
+        "This message was not sent: it goes against the content guidelines.",
+        code="message_blocked",
+        details=details,
+    )
+
+
+def _notices(row: Record, conversation_id: uuid.UUID) -> list[MessageRead]:
+    ids = row.get("notice_ids")
+    if not ids:
+        return []
+    return [
+        MessageRead(
+            id=id_,
+            conversation_id=conversation_id,
+            seq=seq,
+            role=MessageRole.notice,
+            content=content,
+            status=MessageStatus.complete,
+            persona_version=None,
+            personality=None,
+            notice_kind=NoticeKind(kind),
+            created_at=created_at,
+        )
+        for id_, seq, kind, content, created_at in zip(
+            ids,
+            row["notice_seqs"],
+            row["notice_kinds"],
+            row["notice_contents"],
+            row["notice_created_ats"],
+            strict=True,
+        )
+    ]
 
 
 def _user_message(row: Record, conversation_id: uuid.UUID, content: str) -> MessageRead:

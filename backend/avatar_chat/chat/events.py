@@ -1,8 +1,12 @@
 """The server-sent events of a reply: their names, ids, encoding and OpenAPI schemas.
 
-A send (or regenerate, or edit) streams `user_message`, `assistant_message`, `delta`...,
-then `done` or `error`; following a reply (GET .../stream) streams `reset`, `delta`...,
-then `done` or `error`. Every `delta`, `done` and `reset` carries the SSE id
+A send (or regenerate, or edit) streams `user_message`, `notice`... (safety notices saved
+with it, docs/safety.md), `assistant_message`, `delta`..., then `done`, `filtered` or
+`error`; following a reply (GET .../stream) streams `reset`, `delta`..., then `done`,
+`filtered` or `error`. `filtered`: moderation stopped the reply; its data is the reply as
+saved (status filtered, the operator's replacement text), which replaces what was shown.
+A send answered by a crisis notice alone (SAFETY_CRISIS_MODE=replace) has no
+`assistant_message`: its `done` carries the notice. Every `delta`, `done` and `reset` carries the SSE id
 `<attempt>:<characters so far>`, which a client sends back as `Last-Event-ID` to resume.
 """
 
@@ -16,6 +20,7 @@ from json.encoder import encode_basestring_ascii as _json_string  # what json.du
 from typing import Any, Final
 
 from avatar_chat.chat.turn import Turn
+from avatar_chat.conversations.schemas import MessageStatus
 from avatar_chat.core.errors import AppError, BadRequest, error_payload
 
 MEDIA_TYPE: Final = "text/event-stream"
@@ -73,6 +78,11 @@ def encode_delta(content: str, attempt: int, offset: int) -> str:
 async def turn_events(turn: Turn) -> AsyncIterator[str]:
     """The stream answering a send: the saved messages, the text as it comes, the end."""
     yield encode("user_message", turn.user_message.model_dump(mode="json"))
+    for notice in turn.notices:
+        yield encode("notice", notice.model_dump(mode="json"))
+    if turn.reply is None and turn.replayed is None:  # a crisis notice in place of a reply
+        yield encode("done", turn.notices[-1].model_dump(mode="json"))
+        return
     if turn.reply is not None:
         yield encode("assistant_message", turn.reply.model_dump(mode="json"))
     offset = 0
@@ -84,6 +94,9 @@ async def turn_events(turn: Turn) -> AsyncIterator[str]:
         reply = (await turn.result()).raise_for_failure(turn.user_message)
     except AppError as exc:
         yield encode("error", error_payload(exc.code, exc.message, exc.details)["error"])
+        return
+    if reply.status == MessageStatus.filtered:
+        yield encode("filtered", reply.model_dump(mode="json"))
         return
     yield encode("done", reply.model_dump(mode="json"), event_id(turn.attempt, len(reply.content)))
 
@@ -103,9 +116,12 @@ async def follow_events(events: AsyncIterator[ReplyEvent]) -> AsyncIterator[str]
 
 DOC: Final = (
     "With `Accept: text/event-stream` the answer is an SSE stream instead: `user_message` (the saved "
-    "message), `assistant_message` (the reply being generated: its id and seq, to resume or stop it), "
-    '`delta` ({"content": ...} chunks), then `done` (the saved reply) or `error` '
-    '({"code", "message", "details": {"assistant_message_id", ...}}). Every `delta` and `done` has an '
+    "message), `notice` (a safety notice saved with it: AI disclosure, break reminder, crisis services; "
+    "zero or more), `assistant_message` (the reply being generated: its id and seq, to resume or stop it), "
+    '`delta` ({"content": ...} chunks), then `done` (the saved reply), `filtered` (moderation stopped the '
+    "reply: the saved reply with its replacement text, to show instead of what came) or `error` "
+    '({"code", "message", "details": {"assistant_message_id", ...}}). A crisis notice given in place of '
+    "a reply ends the stream with `done` carrying the notice. Every `delta` and `done` has an "
     "SSE `id` (`<attempt>:<characters so far>`): send the last one as `Last-Event-ID` to "
     "`GET .../messages/{message_id}/stream` to resume on any worker."
 )
@@ -131,9 +147,11 @@ _RESET = {"type": "object", "required": ["attempt"], "properties": {"attempt": {
 TURN_SCHEMA: Final = {
     "oneOf": [
         _schema("user_message", _MESSAGE),
+        _schema("notice", _MESSAGE),
         _schema("assistant_message", _MESSAGE),
         _schema("delta", _DELTA),
         _schema("done", _MESSAGE),
+        _schema("filtered", _MESSAGE),
         _schema("error", _ERROR),
     ]
 }
@@ -142,6 +160,7 @@ FOLLOW_SCHEMA: Final = {
         _schema("reset", _RESET),
         _schema("delta", _DELTA),
         _schema("done", _MESSAGE),
+        _schema("filtered", _MESSAGE),
         _schema("error", _ERROR),
     ]
 }

@@ -18,6 +18,7 @@ from avatar_chat.chat.demand import GeneratingReplies
 from avatar_chat.chat.events import ReplyEvent, event_id, not_completed, parse_event_id
 from avatar_chat.chat.watch import ReplyWatch
 from avatar_chat.chat.window import SHOWN_TO_THE_MODEL
+from avatar_chat.conversations import repository as conversations_repository
 from avatar_chat.conversations.schemas import MessageRead, MessageStatus
 from avatar_chat.core.claims import Claims
 from avatar_chat.core.database import Database, Record
@@ -29,7 +30,13 @@ _WATCHES_BEFORE_SWEEP = 1000
 
 def _reply(row: Record, conversation_id: uuid.UUID, message_id: uuid.UUID, content: str) -> MessageRead:
     """An assistant message from what reply_progress answered (with the text from 0)."""
-    fields = {**dict(row.items()), "id": message_id, "conversation_id": conversation_id, "role": "assistant"}
+    fields = {
+        **dict(row.items()),
+        "id": message_id,
+        "conversation_id": conversation_id,
+        "role": "assistant",
+        "notice_kind": None,
+    }
     return MessageRead.from_row({**fields, "content": content})
 
 
@@ -71,7 +78,17 @@ class ReplyFollower:
             self._detach(user, conversation_id, watch)
         if watch.error is not None or watch.status == MessageStatus.streaming:
             return reply
+        if watch.status == MessageStatus.filtered:
+            return await self._saved(user, conversation_id, message_id) or reply
         return _reply(watch.row, conversation_id, message_id, watch.text)
+
+    async def _saved(
+        self, user: Claims, conversation_id: uuid.UUID, message_id: uuid.UUID
+    ) -> MessageRead | None:
+        """The reply as saved, whole: a filtered reply's text is a replacement, so what a
+        follower read of it so far is no prefix of it."""
+        async with self._db.as_user(user) as conn:
+            return await conversations_repository.get_message(conn, conversation_id, message_id)
 
     async def follow(
         self, user: Claims, conversation_id: uuid.UUID, message_id: uuid.UUID, *, last_event_id: str | None
@@ -152,6 +169,12 @@ class ReplyFollower:
                     attempt, offset = watch.attempt, 0
                     yield ReplyEvent("reset", {"attempt": attempt}, event_id(attempt, 0))
                 attempt = watch.attempt
+                if watch.settled and watch.status == MessageStatus.filtered:
+                    # Moderation stopped it: the client replaces what it showed (docs/safety.md).
+                    saved = await self._saved(user, conversation_id, message_id)
+                    if saved is not None:
+                        yield ReplyEvent("filtered", saved.model_dump(mode="json"), None)
+                    return
                 text = watch.text
                 if len(text) > offset:
                     yield ReplyEvent("delta", {"content": text[offset:]}, event_id(attempt, len(text)))

@@ -13,11 +13,13 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from avatar_chat.chat import repository
 from avatar_chat.chat.context import ChatContext
 from avatar_chat.chat.demand import GeneratingReplies
 from avatar_chat.chat.memory import Memory
+from avatar_chat.chat.moderation import Moderation
 from avatar_chat.chat.plan import TurnPlan
 from avatar_chat.chat.progress import ReplyProgress
 from avatar_chat.chat.prompt import build_request
@@ -44,15 +46,21 @@ class ReplyDraft:
     failure: ProviderFailure | None = None  # the provider could not reply
     error: AppError | None = None  # something else stopped the turn; the client gets it as is
     stopped: bool = False  # a client asked to stop: the text so far is the reply
+    # Moderation of the reply (chat.moderation): its text is replaced by `filtered_text`
+    # when it was flagged; `moderation` is what finish_turn records.
+    filtered_text: str | None = None
+    moderation: dict[str, Any] | None = None
 
     @property
     def content(self) -> str:
-        return "".join(self.parts)
+        return self.filtered_text if self.filtered_text is not None else "".join(self.parts)
 
     @property
     def status(self) -> MessageStatus:
         if self.error_code is not None:
             return MessageStatus.failed
+        if self.filtered_text is not None:
+            return MessageStatus.filtered
         return MessageStatus.stopped if self.stopped else MessageStatus.complete
 
     @property
@@ -63,8 +71,11 @@ class ReplyDraft:
 
 
 class ReplyGenerator:
-    def __init__(self, context: ChatContext, memory: Memory, generating: GeneratingReplies) -> None:
+    def __init__(
+        self, context: ChatContext, memory: Memory, generating: GeneratingReplies, moderation: Moderation
+    ) -> None:
         settings = context.settings
+        self._moderation = moderation
         self._db = context.db
         self._llm = context.llm
         self._memory = memory
@@ -141,6 +152,8 @@ class ReplyGenerator:
         result, never raised, except cancellation (shutdown past its grace period), which
         is saved as `interrupted`."""
         out = ReplyDraft(parts=progress.parts)
+        # Moderation out: text goes to the client and the database only once checked.
+        check = self._moderation.reply_check(minor=plan.minor)
         started = 0.0  # when the provider was asked (metrics: first token, whole reply)
         try:
             async with asyncio.timeout(self._deadline_s):
@@ -162,12 +175,23 @@ class ReplyGenerator:
                         if first:
                             first = False
                             self._metrics.first_token_seconds.observe(time.perf_counter() - started)
-                        progress.add(chunk)
-                        turn.push(chunk)
+                        if check is not None:
+                            chunk = await check.add(chunk)
+                            if check.flagged is not None:
+                                break
+                        if chunk:
+                            progress.add(chunk)
+                            turn.push(chunk)
                         if progress.stop_requested or progress.lost:
                             out.stopped = True
                             break
                 self._metrics.reply_seconds.observe(time.perf_counter() - started)
+                if check is not None and check.flagged is None:
+                    # The whole reply, once: what is still held back goes out if it passes.
+                    rest = await check.finish()
+                    if rest:
+                        progress.add(rest)
+                        turn.push(rest)
         except ProviderFailure as exc:
             out.failure = exc
         except TimeoutError:
@@ -182,6 +206,10 @@ class ReplyGenerator:
         except Exception:
             log.exception("reply generation failed")
             out.failure = ProviderFailure("provider_error", "The reply could not be generated.")
+        if check is not None:
+            if check.flagged is not None:
+                out.filtered_text = self._moderation.policy.filtered_text
+            out.moderation = check.outcome()
         if out.failure is not None:
             self._metrics.provider_failures(out.failure.code).inc()
             if started:
@@ -220,7 +248,9 @@ class ReplyGenerator:
         delay = 0.1
         while True:
             try:
-                return await self._settle(plan, draft.content, draft.status, draft.error_code)
+                return await self._settle(
+                    plan, draft.content, draft.status, draft.error_code, draft.moderation
+                )
             except DatabaseBusy:
                 unreachable_since = None
             except ServiceUnavailable as exc:
@@ -235,7 +265,12 @@ class ReplyGenerator:
             delay = min(delay * 2, 2.0)
 
     async def _settle(
-        self, plan: TurnPlan, content: str, status: str, error_code: str | None
+        self,
+        plan: TurnPlan,
+        content: str,
+        status: str,
+        error_code: str | None,
+        moderation: dict[str, Any] | None = None,
     ) -> MessageRead | None:
         row = await repository.finish_turn(
             self._db,
@@ -247,5 +282,6 @@ class ReplyGenerator:
             error_code=error_code,
             persona_version=plan.avatar.version,
             personality=plan.avatar.personality,
+            moderation=moderation,
         )
         return None if row is None else MessageRead.from_row(row)

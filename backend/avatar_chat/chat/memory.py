@@ -17,7 +17,7 @@ from avatar_chat.chat import repository
 from avatar_chat.chat.context import ChatContext
 from avatar_chat.chat.plan import TurnPlan
 from avatar_chat.chat.window import SHOWN_TO_THE_MODEL, ConversationWindow, WindowMessage, fit_window
-from avatar_chat.conversations.schemas import MessageRead, MessageStatus
+from avatar_chat.conversations.schemas import MessageRead, MessageRole, MessageStatus
 from avatar_chat.core.database import Record
 from avatar_chat.llm.base import PromptMessage, ProviderFailure, SummaryRequest
 
@@ -63,7 +63,7 @@ class Memory:
             for seq, role, content, status in zip(
                 seqs, row["window_roles"], row["window_contents"], statuses, strict=True
             )
-            if status in SHOWN_TO_THE_MODEL
+            if status in SHOWN_TO_THE_MODEL and role != MessageRole.notice  # notices are the operator's words
         ]
         # Replies still generating (or cut off) are left out; a view that holds one is not
         # cached, since it changes when they settle.

@@ -9,6 +9,7 @@ from typing import Final
 
 from prometheus_client import Counter, Histogram
 
+from avatar_chat.chat.moderation import ModerationMetrics
 from avatar_chat.core.metrics import OFF, Incrementer, Labelled, Metrics, Observer
 
 # How a chat turn (a send, regenerate or edit) ended; see ChatService.
@@ -47,6 +48,7 @@ class ChatMetrics:
     first_token_seconds: Observer = OFF
     reply_seconds: Observer = OFF
     provider_failures: Callable[[str], Incrementer] = field(default_factory=lambda: Labelled(None))
+    moderation: ModerationMetrics = field(default_factory=ModerationMetrics)
 
     @classmethod
     def registered(cls, metrics: Metrics) -> ChatMetrics:
@@ -97,4 +99,5 @@ class ChatMetrics:
             first_token_seconds=first_token,
             reply_seconds=reply,
             provider_failures=Labelled(failures),
+            moderation=ModerationMetrics.registered(metrics),
         )

@@ -35,3 +35,5 @@ class TurnPlan:
     # The worker recorded on the reply (None: this worker's liveness was not known, so
     # nobody can find the reply by worker; it is saved as it grows, chat.demand).
     worker_id: int | None
+    # The user is a minor (begin_turn read it): the reply is moderated with the minors' actions.
+    minor: bool = False

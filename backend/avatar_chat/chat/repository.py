@@ -4,6 +4,7 @@ in one round trip (`Database.call_as`); the rest runs inside the caller's unit o
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from avatar_chat.conversations.repository import MESSAGE_COLUMNS
 from avatar_chat.conversations.schemas import MessageRead
@@ -23,6 +24,7 @@ async def begin_turn(
     known_avatar: tuple[uuid.UUID, int] | None,
     known_window: tuple[int, int, int | None] | None,
     window_limit: int,
+    safety: dict[str, Any] | None,
 ) -> Record:
     """Save the user's message and a placeholder reply; see avatar_chat.begin_turn.
 
@@ -38,8 +40,9 @@ async def begin_turn(
         " persona_name, persona_personality, persona_backstory,"
         " window_seqs, window_roles, window_contents, window_statuses, summary_seq, summary_content,"
         " user_message_id, user_seq, user_created_at, reply_id, reply_seq, reply_attempt, reply_created_at,"
-        " reply_variant, reply_content, reply_persona_version, reply_personality"
-        " from avatar_chat.begin_turn($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+        " reply_variant, reply_content, reply_persona_version, reply_personality,"
+        " minor, notice_ids, notice_seqs, notice_kinds, notice_contents, notice_created_ats"
+        " from avatar_chat.begin_turn($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13::jsonb)",
         conversation_id,
         content,
         idempotency_key,
@@ -51,6 +54,7 @@ async def begin_turn(
         window_revision,
         window_limit,
         summary_seq,
+        safety,  # the pool's codec encodes jsonb
     )
     assert row is not None
     return row
@@ -67,12 +71,14 @@ async def finish_turn(
     error_code: str | None,
     persona_version: int | None,
     personality: str | None,
+    moderation: dict[str, Any] | None = None,
 ) -> Record | None:
-    """Settle the reply; no row when a newer attempt took it over."""
+    """Settle the reply; no row when a newer attempt took it over. `moderation`: what
+    moderation of the reply did, recorded as a safety event."""
     return await db.call_as(
         user,
         f"select {MESSAGE_COLUMNS} from avatar_chat.finish_turn("
-        "$1, $2, $3, $4, $5::public.message_status, $6, $7, $8::public.personality_type)",
+        "$1, $2, $3, $4, $5::public.message_status, $6, $7, $8::public.personality_type, $9::jsonb)",
         reply_id,
         attempt,
         content,
@@ -80,6 +86,7 @@ async def finish_turn(
         error_code,
         persona_version,
         personality,
+        moderation,
     )
 
 
@@ -106,7 +113,7 @@ async def begin_regenerate(
         " window_seqs, window_roles, window_contents, window_statuses,"
         " user_message_id, user_seq, user_created_at, user_content,"
         " reply_id, reply_seq, reply_attempt, reply_created_at, reply_variant,"
-        " reply_content, reply_persona_version, reply_personality"
+        " reply_content, reply_persona_version, reply_personality, minor"
         " from avatar_chat.begin_regenerate($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         conversation_id,
         message_id,
@@ -246,3 +253,25 @@ async def save_summary(
     assert row is not None
     stored: bool = row["stored"]
     return stored
+
+
+async def record_refusal(
+    db: Database,
+    user: Claims,
+    *,
+    conversation_id: uuid.UUID,
+    message_id: uuid.UUID,
+    action: str,
+    categories: list[str],
+    provider: str,
+) -> None:
+    """Record that moderation refused an edit of `message_id`; see avatar_chat.record_refusal."""
+    await db.call_as(
+        user,
+        "select avatar_chat.record_refusal($1, $2, $3, $4, $5, $6)",
+        conversation_id,
+        message_id,
+        action,
+        categories,
+        provider,
+    )

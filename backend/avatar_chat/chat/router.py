@@ -27,6 +27,7 @@ from avatar_chat.core.errors import (
     NotFound,
     ProviderError,
     ProviderTimeout,
+    ServiceUnavailable,
     TooManyRequests,
     responses,
 )
@@ -46,6 +47,7 @@ _TURN_ERRORS = (
     TooManyRequests,
     ProviderError,
     ProviderTimeout,
+    ServiceUnavailable,  # moderation_unavailable (MODERATION_FAIL_MODE=closed), database_unavailable
 )
 
 
@@ -131,7 +133,15 @@ async def send_message(
         chat,
         user,
         sse,
-        lambda: chat.send(user, conversation_id, body.content, idempotency_key=key, stream=sse),
+        lambda: chat.send(
+            user,
+            conversation_id,
+            body.content,
+            idempotency_key=key,
+            stream=sse,
+            # Picks the crisis notice's language (SAFETY_CRISIS_NOTICES); only its first tags are read.
+            accept_language=request.headers.get("accept-language"),
+        ),
     )
 
 

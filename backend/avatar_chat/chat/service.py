@@ -35,6 +35,7 @@ from avatar_chat.chat.follow import ReplyFollower
 from avatar_chat.chat.generation import ReplyGenerator
 from avatar_chat.chat.memory import Memory
 from avatar_chat.chat.metrics import ChatMetrics, ChatStats
+from avatar_chat.chat.moderation import Moderation, SafetyPolicy
 from avatar_chat.chat.streams import OpenStreams
 from avatar_chat.chat.turn import Turn
 from avatar_chat.chat.window import ConversationWindow
@@ -45,6 +46,7 @@ from avatar_chat.core.errors import ServiceUnavailable
 from avatar_chat.core.settings import Settings
 from avatar_chat.core.tasks import TaskTracker
 from avatar_chat.llm.base import LLMProvider
+from avatar_chat.safety.base import Moderator
 
 
 class ChatService:
@@ -58,6 +60,7 @@ class ChatService:
         *,
         worker_id: Callable[[], int | None] = lambda: None,
         metrics: ChatMetrics | None = None,
+        moderator: Moderator | None = None,
     ) -> None:
         self._db = db
         self._store = store
@@ -66,7 +69,11 @@ class ChatService:
         self.stats = ChatStats()
         context = ChatContext(db, store, llm, tasks, settings, self._metrics, self.stats)
         memory = Memory(context)
-        self._admission = Admission(context, memory, worker_id=worker_id)
+        # Moderation in and out (docs/safety.md): `moderator` is the provider (None: off).
+        self.moderation = Moderation(
+            moderator, SafetyPolicy.from_settings(settings), self._metrics.moderation
+        )
+        self._admission = Admission(context, memory, self.moderation, worker_id=worker_id)
         self.generating = GeneratingReplies(
             db,
             tasks,
@@ -74,7 +81,7 @@ class ChatService:
             poll_s=settings.chat_demand_poll_ms / 1000,
             lease_s=settings.chat_reply_lease_s,
         )
-        self._generator = ReplyGenerator(context, memory, self.generating)
+        self._generator = ReplyGenerator(context, memory, self.generating, self.moderation)
         self._follower = ReplyFollower(db, self.generating, settings)
         self.streams = OpenStreams(settings.max_open_streams_per_user)
 
@@ -86,12 +93,15 @@ class ChatService:
         *,
         idempotency_key: str | None,
         stream: bool = True,
+        accept_language: str | None = None,
     ) -> Turn:
         """Accept a send. The whole turn runs in a tracked task: a client that goes away
         right after sending (an app sent to the background) still gets its reply saved,
-        instead of leaving a committed message whose reply nobody generates."""
+        instead of leaving a committed message whose reply nobody generates.
+        `accept_language` picks the crisis notice's text (docs/safety.md)."""
         return await self._start(
-            lambda: self._admission.begin(user, conversation_id, content, idempotency_key), stream
+            lambda: self._admission.begin(user, conversation_id, content, idempotency_key, accept_language),
+            stream,
         )
 
     async def regenerate(

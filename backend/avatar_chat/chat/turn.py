@@ -46,8 +46,12 @@ class Turn:
 
     user_message: MessageRead
     replayed: MessageRead | None = None
-    # The reply being generated, as begin_turn saved it (id, seq; no text yet); None for a replay.
+    # The reply being generated, as begin_turn saved it (id, seq; no text yet); None for a
+    # replay, and for a turn answered by a crisis notice alone.
     reply: MessageRead | None = None
+    # Safety notices begin_turn saved with it, in seq order (disclosure, break before the
+    # user's message; crisis after it), shown before the reply.
+    notices: list[MessageRead] = field(default_factory=list)
     # The reply's attempt: with a character offset, the id of each SSE event (resume point).
     attempt: int = 1
     # Whether the client reads the text as it is generated (SSE); a JSON answer needs only the end.
@@ -71,20 +75,28 @@ class Turn:
         self.resolve(TurnResult(reply=None, error=unfinished))
         self.deltas.put_nowait(None)
 
+    @property
+    def settled(self) -> bool:
+        """Nothing is generated: a replay, or a crisis notice in place of a reply."""
+        return self.replayed is not None or self.reply is None
+
     async def result(self) -> TurnResult:
-        if self.replayed is not None:
+        if self.settled:
             return TurnResult(reply=self.replayed)
         # shield: a client that goes away must not cancel anything (the reply is saved anyway)
         return await asyncio.shield(self.outcome)
 
     async def exchange(self) -> Exchange:
+        if self.reply is None and self.replayed is None:
+            return Exchange(user_message=self.user_message, assistant_message=None, notices=self.notices)
         reply = (await self.result()).raise_for_failure(self.user_message)
-        return Exchange(user_message=self.user_message, assistant_message=reply)
+        return Exchange(user_message=self.user_message, assistant_message=reply, notices=self.notices)
 
     async def stream(self) -> AsyncIterator[str]:
         """The reply's text as it is generated (the whole text at once for a replay)."""
-        if self.replayed is not None:
-            yield self.replayed.content
+        if self.settled:
+            if self.replayed is not None:
+                yield self.replayed.content
             return
         while (chunk := await self.deltas.get()) is not None:
             yield chunk

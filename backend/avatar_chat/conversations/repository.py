@@ -13,7 +13,7 @@ CONVERSATION_COLUMNS = "id, user_id, title, mode::text as mode, last_seq, create
 MESSAGE_COLUMNS = (
     "id, conversation_id, seq, role::text as role, content, status::text as status, persona_version,"
     " personality::text as personality, error_code, lease_expires_at, variant, is_current, reply_to,"
-    " created_at"
+    " notice_kind::text as notice_kind, created_at"
 )
 
 

@@ -28,6 +28,13 @@ class ConversationMode(StrEnum):
 class MessageRole(StrEnum):
     user = "user"
     assistant = "assistant"
+    notice = "notice"  # a safety notice the operator wrote (see NoticeKind); never sent to the model
+
+
+class NoticeKind(StrEnum):
+    disclosure = "disclosure"  # you are chatting with an AI, not a person
+    break_reminder = "break"  # a minor has been chatting for a while
+    crisis = "crisis"  # crisis services, after a message showing suicidal ideation or self-harm
 
 
 class MessageStatus(StrEnum):
@@ -36,6 +43,8 @@ class MessageStatus(StrEnum):
     failed = "failed"
     interrupted = "interrupted"
     stopped = "stopped"
+    filtered = "filtered"  # a reply moderation stopped: its content is the operator's replacement text
+    blocked = "blocked"  # a user message moderation refused: never sent to the model
 
 
 class ConversationCreate(StrictModel):
@@ -82,6 +91,7 @@ class MessageRead(RowModel):
     variant: int = Field(default=0, description="Which alternative reply to its user message (0 first).")
     is_current: bool = Field(default=True, description="Whether history shows it and the model is given it.")
     reply_to: uuid.UUID | None = Field(default=None, description="For a reply: the user message it answers.")
+    notice_kind: NoticeKind | None = Field(default=None, description="For a notice: which one.")
     created_at: datetime
 
     @classmethod

@@ -99,18 +99,18 @@ class StoreMetrics:
 
 
 class Labelled:
-    """Children of a one-label family by value, made on first use (values come from our
-    own constants, e.g. provider failure codes, so they stay few)."""
+    """Children of a family by label values, made on first use (values come from our own
+    constants, e.g. provider failure codes or moderation categories, so they stay few)."""
 
     def __init__(self, family: Counter | None) -> None:
         self._family = family
-        self._children: dict[str, Incrementer] = {}
+        self._children: dict[tuple[str, ...], Incrementer] = {}
 
-    def __call__(self, value: str) -> Incrementer:
-        child = self._children.get(value)
+    def __call__(self, *values: str) -> Incrementer:
+        child = self._children.get(values)
         if child is None:
-            child = OFF if self._family is None else self._family.labels(value)
-            self._children[value] = child
+            child = OFF if self._family is None else self._family.labels(*values)
+            self._children[values] = child
         return child
 
 

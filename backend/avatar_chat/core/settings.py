@@ -55,6 +55,38 @@ class LLMProviderName(StrEnum):
     openai = "openai"
 
 
+class ModerationProviderName(StrEnum):
+    """offline: rules, no network (docs/safety.md); openai: POST /moderations; llama-guard: a
+    Llama Guard model behind /chat/completions; none: no moderation (documented as unsafe)."""
+
+    offline = "offline"
+    openai = "openai"
+    llama_guard = "llama-guard"
+    none = "none"
+
+
+class FailMode(StrEnum):
+    """What a moderation provider's failure does: closed refuses (503), open goes on, recorded."""
+
+    closed = "closed"
+    open = "open"
+
+
+class CrisisMode(StrEnum):
+    """precede: the crisis notice, then the avatar's reply; replace: the notice instead of one."""
+
+    precede = "precede"
+    instead = "replace"
+
+
+class OutputMode(StrEnum):
+    """stream: the reply's text goes out as it comes and is checked every
+    MODERATION_OUTPUT_CHECK_CHARS; hold: only text already checked goes out."""
+
+    stream = "stream"
+    hold = "hold"
+
+
 class LogFormat(StrEnum):
     """text: one readable line per record (a terminal); json: one JSON object per line."""
 
@@ -179,6 +211,45 @@ class Settings(BaseSettings):
     # read. Supabase access tokens are 1-2 KB (the token check stops at 16 KiB); nginx
     # accepts 4 x 8 KiB header lines by default (large_client_header_buffers).
     max_header_bytes: Annotated[int, Field(ge=4096, le=1024 * 1024)] = 32 * 1024
+
+    # --- safety: moderation, notices (docs/safety.md) --------------------------------------
+    moderation_provider: ModerationProviderName = ModerationProviderName.offline
+    moderation_base_url: str | None = None  # openai: https://api.openai.com/v1; llama-guard: required
+    moderation_api_key: SecretStr | None = None
+    moderation_model: str | None = None  # omni-moderation-latest / meta-llama/Llama-Guard-4-12B
+    moderation_timeout_s: Annotated[float, Field(gt=0, le=60)] = 5.0
+    moderation_fail_mode: FailMode = FailMode.closed
+    # Per-category actions over the defaults, "category=action,..." (allow, block, crisis).
+    moderation_actions: str = ""
+    # The reply is checked every this many characters as it streams (and once at the end).
+    moderation_output_check_chars: Annotated[int, Field(ge=20, le=100_000)] = 200
+    moderation_output_mode: OutputMode = OutputMode.stream
+    moderation_filtered_text: Annotated[str, Field(min_length=1, max_length=2000)] = (
+        "This reply was withheld because it did not meet our content guidelines."
+    )
+    safety_crisis_mode: CrisisMode = CrisisMode.precede
+    safety_crisis_notice: Annotated[str, Field(min_length=1, max_length=4000)] = (
+        "If you are thinking about suicide or self-harm, you are not alone and help is available now. "
+        "In the US, call or text 988 (the 988 Suicide & Crisis Lifeline) or chat at 988lifeline.org; "
+        "text HOME to 741741 to reach the Crisis Text Line. If you are in immediate danger, call 911 "
+        "or your local emergency number. Outside the US, find a helpline at findahelpline.com."
+    )
+    # The crisis notice per locale, a JSON object {"en-GB": "...", "de": "..."}: the
+    # request's Accept-Language picks one (exact tag, then its language), else the above.
+    safety_crisis_notices: dict[str, Annotated[str, Field(min_length=1, max_length=4000)]] = {}
+    # An empty text turns the notice off (docs/safety.md: the laws that require it).
+    safety_disclosure_notice: Annotated[str, Field(max_length=2000)] = (
+        "You are chatting with an AI, not a person."
+    )
+    safety_break_notice: Annotated[str, Field(max_length=2000)] = (
+        "You have been chatting for a while. Consider taking a break. "
+        "Remember: you are chatting with an AI, not a person."
+    )
+    safety_reminder_interval_minutes: Annotated[float, Field(gt=0, le=7 * 24 * 60)] = 180.0
+    safety_interaction_gap_minutes: Annotated[float, Field(gt=0, le=24 * 60)] = 30.0
+    safety_suitability_notice: Annotated[str, Field(max_length=2000)] = (
+        "AI companions may not be suitable for some minors."
+    )
 
     # --- metrics (Prometheus) --------------------------------------------------------------
     metrics_enabled: bool = True
