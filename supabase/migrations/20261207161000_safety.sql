@@ -1,8 +1,7 @@
 -- Safety for companion apps (issue #19), part 2 (docs/safety.md):
 --
 -- * Notices are messages of their own (role notice, notice_kind disclosure, break or
---   crisis), written only by the chat turn: users cannot write notice_kind, and a row
---   with role notice must have one.
+--   crisis); a row with role notice must have a kind.
 -- * public.user_safety: who is a minor, set by the operator only.
 -- * avatar_chat.interactions: each user's continuing interaction (the cadences of the AI
 --   disclosure and, for minors, the break reminder).
@@ -18,7 +17,10 @@
 alter table public.messages add column notice_kind public.notice_kind;
 alter table public.messages add constraint messages_notice_kind check ((role = 'notice') = (notice_kind is not null));
 comment on column public.messages.notice_kind is
-  'For a notice (role notice), which one; set only by the chat turn (users cannot write it, so cannot forge a notice).';
+  'For a notice (role notice), which one. Written by the chat turn; what counts (safety events, the report) is not derived from these rows.';
+-- begin_turn writes notices as the user, like every message of theirs; a notice a user
+-- writes through the Data API is in their own conversation only, and counts nowhere.
+grant insert (notice_kind) on public.messages to authenticated;
 
 -- Who is a minor: set by the operator (the dashboard, the service role), never by the
 -- user. A user is also a minor when their JWT's app_metadata says "minor": true (which

@@ -108,7 +108,7 @@ comment on column public.messages.stop_requested is
 comment on column public.messages.followed_at is
   'While streaming: when a client first followed the reply; its worker saves the text as it grows from then on.';
 comment on column public.messages.notice_kind is
-  'For a notice (role notice), which one; set only by the chat turn (users cannot write it, so cannot forge a notice).';
+  'For a notice (role notice), which one. Written by the chat turn; what counts (safety events, the report) is not derived from these rows.';
 
 create unique index messages_conversation_id_idempotency_key_key
   on public.messages (conversation_id, idempotency_key) where idempotency_key is not null;
@@ -287,7 +287,8 @@ grant insert (user_id, title, mode) on public.conversations to authenticated;
 grant update (title, mode) on public.conversations to authenticated;
 grant select, delete on public.messages to authenticated;
 grant insert (conversation_id, user_id, role, content, status, reply_to, persona_version, personality,
-              idempotency_key, error_code, lease_expires_at, worker_id, variant, is_current, stop_requested)
+              idempotency_key, error_code, lease_expires_at, worker_id, variant, is_current, stop_requested,
+              notice_kind)
   on public.messages to authenticated;
 grant update (content, status, persona_version, personality, error_code, attempt, lease_expires_at, worker_id,
               is_current, stop_requested, followed_at)

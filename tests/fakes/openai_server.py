@@ -119,6 +119,9 @@ class FakeOpenAIServer:
         self.requests: list[dict[str, Any]] = []
         # Ends every reply with " #<n>" (the request's number): tells regenerations apart.
         self.number_replies = False
+        # When set, every reply is this text instead of the echo (what a model might say
+        # that its user did not: the moderation of replies).
+        self.reply: str | None = None
         # When set, the scenario of every request that is not streamed (the summaries).
         self.complete_scenario: str | None = None
         self.request_headers: list[dict[str, str]] = []
@@ -152,6 +155,7 @@ class FakeOpenAIServer:
     def reset(self) -> None:
         self.default_scenario = "ok"
         self.number_replies = False
+        self.reply = None
         self.complete_scenario = None
         self.requests.clear()
         self.request_headers.clear()
@@ -260,7 +264,7 @@ class FakeOpenAIServer:
             return _error(503, "shutting down")
 
         model = str(body.get("model", "fake-model"))
-        text = reply_text(user_message)
+        text = self.reply if self.reply is not None else reply_text(user_message)
         if self.number_replies:
             text += f" #{len(self.requests)}"
         pieces = re.findall(r"\S+\s*", text)

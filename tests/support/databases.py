@@ -31,14 +31,22 @@ async def as_role(
         await tx.rollback()
 
 
-USER_TABLES = ("avatars", "avatar_history", "conversations", "messages", "conversation_summaries")
+USER_TABLES = (
+    "public.avatars",
+    "public.avatar_history",
+    "public.conversations",
+    "public.messages",
+    "public.conversation_summaries",
+    "public.user_safety",
+    "avatar_chat.interactions",
+    "avatar_chat.safety_events",
+)
 
 
 async def user_rows(owner: asyncpg.Connection, user: User) -> dict[str, int]:
     """How many rows the user has in each of USER_TABLES, and in auth.users (0 or 1)."""
     counts = {
-        t: await owner.fetchval(f"select count(*) from public.{t} where user_id = $1", user.id)
-        for t in USER_TABLES
+        t: await owner.fetchval(f"select count(*) from {t} where user_id = $1", user.id) for t in USER_TABLES
     }
     counts["auth.users"] = await owner.fetchval("select count(*) from auth.users where id = $1", user.id)
     return counts

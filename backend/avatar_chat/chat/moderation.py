@@ -182,7 +182,7 @@ class SafetyPolicy:
             "disclosure": self.disclosure,
             "break": self.break_notice,
             "crisis": self.crisis_text(accept_language),
-            "crisis_replaces": self.crisis_mode is CrisisMode.instead,
+            "crisis_replaces": self.crisis_mode == CrisisMode.instead,
             "every_s": self.every_s,
             "gap_s": self.gap_s,
         }
@@ -265,7 +265,7 @@ class Moderation:
         except ModerationUnavailable:
             self.metrics.seconds.observe(time.perf_counter() - started)
             self.metrics.checks(direction, "unavailable").inc()
-            if self.policy.fail_mode is FailMode.closed:
+            if self.policy.fail_mode == FailMode.closed:
                 raise moderation_unavailable() from None
             return Verdict(provider=self.moderator.name, unchecked=True)
         self.metrics.seconds.observe(time.perf_counter() - started)
@@ -297,7 +297,7 @@ class ReplyCheck:
         self._moderation = moderation
         self._minor = minor
         self._every = moderation.policy.output_check_chars
-        self._hold = moderation.policy.output_mode is OutputMode.hold
+        self._hold = moderation.policy.output_mode == OutputMode.hold
         self._text: list[str] = []
         self._length = 0
         self._checked = 0  # characters of the text checked
@@ -356,9 +356,9 @@ def create_moderator(settings: Settings) -> Moderator | None:
     """The provider MODERATION_PROVIDER names (None for `none`)."""
     provider = settings.moderation_provider
     key = settings.moderation_api_key.get_secret_value() if settings.moderation_api_key else None
-    if provider is ModerationProviderName.none:
+    if provider == ModerationProviderName.none:
         return None
-    if provider is ModerationProviderName.openai:
+    if provider == ModerationProviderName.openai:
         from avatar_chat.safety import openai_moderation
 
         return openai_moderation.OpenAIModerator(
@@ -367,7 +367,7 @@ def create_moderator(settings: Settings) -> Moderator | None:
             model=settings.moderation_model or openai_moderation.DEFAULT_MODEL,
             timeout_s=settings.moderation_timeout_s,
         )
-    if provider is ModerationProviderName.llama_guard:
+    if provider == ModerationProviderName.llama_guard:
         from avatar_chat.safety import llama_guard
 
         if not settings.moderation_base_url:
