@@ -1,4 +1,5 @@
-"""`avatar-chat`: serve the API, migrate a database, mint a local access token."""
+"""`avatar-chat`: serve the API, migrate a database, mint a local access token, print the
+yearly safety report."""
 
 from __future__ import annotations
 
@@ -176,6 +177,45 @@ def _token(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _safety_report(args: argparse.Namespace, settings: Settings) -> int:
+    # Imported here: the chat package imports prometheus_client, which `serve` must not
+    # have imported before it sets PROMETHEUS_MULTIPROC_DIR (see core.metrics).
+    from avatar_chat.chat import safety_report
+
+    try:
+        protocol = safety_report.protocol(settings)  # MODERATION_ACTIONS may not parse: say so first
+    except ValueError as exc:
+        raise SystemExit(f"error: {exc}") from None
+
+    async def run() -> safety_report.SafetyReport:
+        rt = await runtime.prepare(settings)
+        try:
+            conn = await asyncpg.connect(rt.dsn, statement_cache_size=0)
+            try:
+                counts = await safety_report.fetch_counts(conn, args.year)
+            except (asyncpg.UndefinedFunctionError, asyncpg.InvalidSchemaNameError):
+                raise SystemExit(
+                    "error: the database has no avatar_chat.safety_report: run `avatar-chat migrate`"
+                ) from None
+            finally:
+                await conn.close()
+        finally:
+            await rt.close()
+        return safety_report.build_report(args.year, counts, protocol)
+
+    report = asyncio.run(run())
+    render = safety_report.render_json if args.format == "json" else safety_report.render_text
+    print(render(report))
+    return 0
+
+
+def _year(text: str) -> int:
+    year = int(text)
+    if not 1 <= year <= 9998:
+        raise argparse.ArgumentTypeError(f"{text} is not a year between 1 and 9998")
+    return year
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="avatar-chat", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -194,6 +234,14 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--email", required=True)
     token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds (default 3600)")
     token.set_defaults(run=_token)
+
+    report = commands.add_parser(
+        "safety-report",
+        help="print a year's crisis referral notices (by month and category) and the safety protocol",
+    )
+    report.add_argument("--year", type=_year, required=True, help="the calendar year (UTC), e.g. 2026")
+    report.add_argument("--format", choices=("text", "json"), default="text", help="output (default text)")
+    report.set_defaults(run=_safety_report)
     return parser
 
 
