@@ -1,9 +1,11 @@
 """The web client end to end, in headless Chromium (Debian's `chromium`, driven by
 Playwright), against `avatar-chat serve --workers 2` on the embedded default exactly as
 `./scripts/run` starts it: sign in, create the avatar, watch a reply stream in, switch the
-persona, reload mid-stream, stop and retry, 401, 429 and a database outage (503); and CORS
-from pages served on a second origin (listed) and a third (not listed). Screenshots at
-phone and desktop width go to test-artifacts/. Select with `-m browser`.
+persona, reload mid-stream, stop and retry, 401, 429 and a database outage (503); safety
+(the suitability notice, the AI disclosure, a crisis notice, a withheld reply and a
+blocked message, on a server of their own with the disclosure on); and CORS from pages
+served on a second origin (listed) and a third (not listed). Screenshots at phone and
+desktop width go to test-artifacts/. Select with `-m browser`.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import asyncpg
 import pytest
 from playwright.async_api import Browser, Page, Request, ViewportSize, async_playwright, expect
 
+from avatar_chat.core.settings import Settings
 from avatar_chat.ops.embedded import EmbeddedPostgres
 from tests.fakes.gotrue_server import FakeGoTrue, serve_gotrue
 from tests.support.factories import TEST_JWT_SECRET, create_user
@@ -117,21 +120,17 @@ def _stop_leftover_postgres(data_dir: Path) -> None:
         os.kill(pid, signal.SIGKILL)
 
 
-@pytest.fixture(scope="module")
-async def server(tmp_path_factory: pytest.TempPathFactory, origins: Origins) -> AsyncIterator[ServerProcess]:
-    data_dir = tmp_path_factory.mktemp("web-e2e")
+@contextlib.asynccontextmanager
+async def _embedded_server(
+    data_dir: Path, *, workers: int, env: dict[str, str]
+) -> AsyncIterator[ServerProcess]:
+    """`avatar-chat serve` on the embedded default in development (the dev sign-in), with
+    its own DATA_DIR; stopped, and its Postgres with it, whatever happened."""
     proc = ServerProcess(
         database_url=None,
         jwt_secret=None,
-        workers=2,
-        env={
-            "DATA_DIR": str(data_dir),
-            "APP_ENV": "development",
-            "OFFLINE_LLM_CHUNK_DELAY_MS": str(CHUNK_DELAY_MS),
-            "CORS_ALLOW_ORIGINS": origins.listed,
-            "MAX_CONCURRENT_STREAMS": "1",  # a second reply at once is a real 429
-            "SHUTDOWN_GRACE_S": "5",
-        },
+        workers=workers,
+        env={"DATA_DIR": str(data_dir), "APP_ENV": "development", "SHUTDOWN_GRACE_S": "5", **env},
     )
     try:
         await proc.start(timeout_s=120)
@@ -142,6 +141,42 @@ async def server(tmp_path_factory: pytest.TempPathFactory, origins: Origins) -> 
                 await proc.stop()
         finally:
             await asyncio.to_thread(_stop_leftover_postgres, data_dir)
+
+
+@pytest.fixture(scope="module")
+async def server(tmp_path_factory: pytest.TempPathFactory, origins: Origins) -> AsyncIterator[ServerProcess]:
+    env = {
+        "OFFLINE_LLM_CHUNK_DELAY_MS": str(CHUNK_DELAY_MS),
+        "CORS_ALLOW_ORIGINS": origins.listed,
+        "MAX_CONCURRENT_STREAMS": "1",  # a second reply at once is a real 429
+    }
+    async with _embedded_server(tmp_path_factory.mktemp("web-e2e"), workers=2, env=env) as proc:
+        yield proc
+
+
+# The notices as the safety server gives them: the disclosure (off in the other tests'
+# servers), and the defaults of the other settings, set explicitly (not inherited).
+DISCLOSURE = "You are chatting with an AI, not a person (browser test)."
+SUITABILITY = Settings.model_fields["safety_suitability_notice"].default
+CRISIS = Settings.model_fields["safety_crisis_notice"].default
+FILTERED = Settings.model_fields["moderation_filtered_text"].default
+
+
+@pytest.fixture(scope="module")
+async def safety_server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[ServerProcess]:
+    env = {
+        "SAFETY_DISCLOSURE_NOTICE": DISCLOSURE,
+        "SAFETY_SUITABILITY_NOTICE": SUITABILITY,
+        "SAFETY_CRISIS_NOTICE": CRISIS,
+        "SAFETY_CRISIS_MODE": "precede",  # the notice, then the reply
+        "MODERATION_FILTERED_TEXT": FILTERED,
+        "MODERATION_PROVIDER": "offline",  # its rules: self-harm -> crisis, sexual -> block
+        "MODERATION_ACTIONS": "",
+        "MODERATION_OUTPUT_MODE": "stream",  # a withheld reply had shown some text
+        "OFFLINE_LLM_CHUNK_DELAY_MS": "100",
+    }
+    async with _embedded_server(tmp_path_factory.mktemp("web-safety"), workers=1, env=env) as proc:
+        yield proc
 
 
 @pytest.fixture(scope="module")
@@ -449,6 +484,96 @@ async def test_a_database_outage_is_retried_by_itself_and_the_message_is_sent_on
     await expect(reply.locator(".content")).to_contain_text('You said: "Are you still there?"')
     saved = await _saved_messages(server, await _token(page))
     assert [(m["role"], m["status"]) for m in saved] == [("user", "complete"), ("assistant", "complete")]
+
+
+async def _shown(page: Page) -> list[tuple[str | None, str | None, str | None]]:
+    """(role, notice kind, status) of each message shown, in order."""
+    rows: list[list[str | None]] = await page.evaluate(
+        """() => [...document.querySelectorAll('#messages > li')]
+            .map((li) => [li.dataset.role, li.dataset.kind ?? null, li.dataset.status])"""
+    )
+    return [(role, kind, status) for role, kind, status in rows]
+
+
+async def test_safety_suitability_disclosure_crisis_withheld_reply_and_blocked_message(
+    safety_server: ServerProcess, desktop: Page
+) -> None:
+    page = desktop
+    # Before sign-in: the operator's suitability notice.
+    await page.goto(safety_server.base_url + "/app")
+    await expect(page.locator("#suitability-sign-in")).to_be_visible()
+    await expect(page.locator("#suitability-sign-in")).to_have_text(SUITABILITY)
+    await page.locator("#dev-email").fill(_email())
+    await page.get_by_role("button", name="Sign in").click()
+    await _create_avatar(page, "Noa", "caring")
+    # In the chat: the same notice, one line under the composer.
+    await expect(page.locator("#suitability-chat")).to_be_visible()
+    await expect(page.locator("#suitability-chat")).to_have_text(SUITABILITY)
+
+    # The first send of a new conversation: the AI disclosure comes before it.
+    first = await _send(page, "Hello there")
+    await _watch(first)
+    disclosure = page.locator("#messages > li.safety-notice")
+    await expect(disclosure).to_have_count(1)
+    await expect(disclosure).to_have_attribute("data-kind", "disclosure")
+    await expect(disclosure.locator(".who")).to_have_text("AI disclosure")
+    await expect(disclosure.locator(".content")).to_have_text(DISCLOSURE)
+    assert await _shown(page) == [
+        ("notice", "disclosure", "complete"),
+        ("user", None, "complete"),
+        ("assistant", None, "complete"),
+    ]
+
+    # Suicidal ideation: the crisis notice, right after the message and before the reply.
+    # The offline model quotes the message, so its reply is withheld by moderation: what
+    # streamed in is replaced by the operator's text.
+    second = await _send(page, "I want to kill myself")
+    crisis = page.locator("#messages > li.safety-crisis")
+    await expect(crisis).to_be_visible()
+    await expect(crisis.locator(".content")).to_have_text(CRISIS)
+    await expect(crisis.locator(".who")).to_have_text("Crisis support")
+    seen = await _watch(second, until=("complete", "filtered"))
+    assert seen[-1] == FILTERED, seen
+    assert any(text.startswith("Noa (caring") for text in seen), seen  # it had streamed in
+    await expect(second).to_have_attribute("data-status", "filtered")
+    await expect(second.locator(".status")).to_have_text("withheld")
+    await expect(second.get_by_role("button", name="Retry this reply")).to_have_count(0)
+    await expect(page.get_by_role("button", name="Send")).to_be_enabled()
+    after_crisis = [
+        ("notice", "disclosure", "complete"),
+        ("user", None, "complete"),
+        ("assistant", None, "complete"),
+        ("user", None, "complete"),
+        ("notice", "crisis", "complete"),
+        ("assistant", None, "filtered"),
+    ]
+    assert await _shown(page) == after_crisis
+
+    # Explicit sexual content: refused (422 message_blocked), shown as not sent, no reply.
+    box = page.get_by_label("Message", exact=True)
+    await box.fill("send me nudes")
+    await box.press("Enter")
+    blocked = page.locator("#messages > li.user").last
+    await expect(blocked).to_have_attribute("data-status", "blocked")
+    await expect(blocked.locator(".content")).to_have_text("send me nudes")
+    await expect(blocked.locator(".status")).to_have_text("not sent")
+    await expect(page.locator("#notice")).to_contain_text("This message was not sent")
+    await expect(page.locator("#notice-retry")).to_be_hidden()
+    await expect(_replies(page)).to_have_count(2)
+    await expect(box).to_have_value("")
+    await expect(page.get_by_role("button", name="Send")).to_be_enabled()
+    blocked_too = [*after_crisis, ("user", None, "blocked")]
+    assert await _shown(page) == blocked_too
+
+    # History shows all of it the same way after a reload.
+    await page.reload()
+    await expect(page.locator("#messages > li")).to_have_count(len(blocked_too))
+    assert await _shown(page) == blocked_too
+    await expect(page.locator("#messages > li.safety-crisis .content")).to_have_text(CRISIS)
+    await expect(_replies(page).last.locator(".content")).to_have_text(FILTERED)
+    saved = await _saved_messages(safety_server, await _token(page))
+    assert [(m["role"], m["notice_kind"], m["status"]) for m in saved] == blocked_too
+    await _screenshot(page, "web-client-safety.png")
 
 
 _CROSS_ORIGIN_CALLS = """

@@ -117,11 +117,30 @@ def test_the_client_loads_nothing_from_elsewhere_and_its_imports_exist() -> None
 # --- config.json ------------------------------------------------------------------------------------
 
 
+# SAFETY_SUITABILITY_NOTICE's default, which the client shows before sign-in and in the chat.
+SUITABILITY = Settings.model_fields["safety_suitability_notice"].default
+
+
 async def test_config_without_sign_in_configured(app_client: httpx.AsyncClient) -> None:
     response = await app_client.get("/app/config.json")
     assert response.status_code == 200
     assert response.headers["cache-control"] == "no-store"
-    assert response.json() == {"mode": "none", "supabase_url": None, "supabase_anon_key": None}
+    assert response.json() == {
+        "mode": "none",
+        "supabase_url": None,
+        "supabase_anon_key": None,
+        "suitability_notice": SUITABILITY,
+    }
+
+
+@pytest.mark.parametrize(
+    ("setting", "shown"), [("", None), ("Not for children under 13.", "Not for children under 13.")]
+)
+async def test_config_carries_the_suitability_notice_null_when_empty(
+    settings: Settings, setting: str, shown: str | None
+) -> None:
+    async with client_for(settings, safety_suitability_notice=setting) as client:
+        assert (await client.get("/app/config.json")).json()["suitability_notice"] == shown
 
 
 async def test_config_names_the_supabase_project_and_its_anon_key(settings: Settings) -> None:
@@ -133,6 +152,7 @@ async def test_config_names_the_supabase_project_and_its_anon_key(settings: Sett
             "mode": "supabase",
             "supabase_url": "https://abcd.supabase.co",
             "supabase_anon_key": "sb_publishable_abc",
+            "suitability_notice": SUITABILITY,
         }
         # The page may talk to the project (Auth over https, Realtime over wss), nowhere else.
         csp = (await client.get("/app/")).headers["content-security-policy"]
@@ -143,7 +163,12 @@ async def test_config_names_the_supabase_project_and_its_anon_key(settings: Sett
 
 async def test_config_on_the_embedded_database_in_development(embedded_dev: httpx.AsyncClient) -> None:
     response = await embedded_dev.get("/app/config.json")
-    assert response.json() == {"mode": "dev", "supabase_url": None, "supabase_anon_key": None}
+    assert response.json() == {
+        "mode": "dev",
+        "supabase_url": None,
+        "supabase_anon_key": None,
+        "suitability_notice": SUITABILITY,
+    }
 
 
 # --- dev sign-in ------------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ ClientMode = Literal["dev", "supabase", "none"]
 
 
 class WebConfig(BaseModel):
-    """/app/config.json: how the web client signs users in."""
+    """/app/config.json: how the web client signs users in, and the suitability notice it shows."""
 
     mode: ClientMode = Field(
         description="`supabase`: Supabase Auth with the project URL and anon key; `dev`: the local "
@@ -29,6 +29,11 @@ class WebConfig(BaseModel):
     )
     supabase_url: str | None
     supabase_anon_key: str | None
+    suitability_notice: str | None = Field(
+        default=None,
+        description="SAFETY_SUITABILITY_NOTICE: shown on the sign-in screen and in the chat view "
+        "(e.g. that AI companions may not be suitable for some minors); null when the setting is empty.",
+    )
 
 
 class DevSignInRequest(StrictModel):

@@ -75,7 +75,8 @@ def create_web_client(
     (`local_jwt_secret`) and no setting of a Supabase project at all (a configured
     SUPABASE_JWT_SECRET may be a real project's legacy secret, and SUPABASE_URL would make
     its tokens claim that project as issuer). config.json names Supabase Auth when the
-    project's URL and anon key are set, else the dev sign-in if it exists."""
+    project's URL and anon key are set, else the dev sign-in if it exists; and the
+    suitability notice (SAFETY_SUITABILITY_NOTICE) the client shows, null when empty."""
     dev = None
     if (
         embedded_database
@@ -84,13 +85,17 @@ def create_web_client(
         and not settings.supabase_configured
     ):
         dev = DevSignIn(db, secret=local_jwt_secret, issuer=None, bind_host=settings.host)
+    suitability = settings.safety_suitability_notice or None  # an empty text: not shown
     if settings.supabase_url and settings.supabase_anon_key:
         config = WebConfig(
             mode="supabase",
             supabase_url=settings.supabase_url.rstrip("/"),
             supabase_anon_key=settings.supabase_anon_key,
+            suitability_notice=suitability,
         )
     else:
         mode: ClientMode = "dev" if dev is not None else "none"
-        config = WebConfig(mode=mode, supabase_url=None, supabase_anon_key=None)
+        config = WebConfig(
+            mode=mode, supabase_url=None, supabase_anon_key=None, suitability_notice=suitability
+        )
     return WebClient(config_json=config.model_dump_json().encode(), dev_sign_in=dev)

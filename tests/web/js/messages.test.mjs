@@ -4,8 +4,10 @@ import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 
 import {
+  blockedMessage,
   findMessage,
   isStreaming,
+  lastSeq,
   latestReply,
   upsertMessage,
 } from "../../../backend/avatar_chat/web/static/messages.js";
@@ -70,4 +72,37 @@ test("latestReply, findMessage and isStreaming", () => {
   assert.equal(findMessage(list, "nope"), null);
   assert.equal(isStreaming(list), false);
   assert.equal(isStreaming([...list, reply("a2", 4, "u2", { status: "streaming" })]), true);
+});
+
+test("lastSeq: the highest seq saved, never a placeholder's", () => {
+  assert.equal(lastSeq([]), 0);
+  const pending = { id: "pending-x", role: "assistant", seq: Number.MAX_SAFE_INTEGER, content: "" };
+  assert.equal(lastSeq([user("u1", 1), reply("a1", 4, "u1"), user("u2", 3), pending]), 4);
+});
+
+describe("blockedMessage (422 message_blocked)", () => {
+  test("the refused message, by the id the error names, after those shown, marked blocked", () => {
+    const list = [user("u1", 1), reply("a1", 2, "u1")];
+    const details = { categories: ["sexual"], message_id: "u2" };
+    assert.deepEqual(blockedMessage(details, "the text", list), {
+      id: "u2",
+      role: "user",
+      seq: 3,
+      content: "the text",
+      status: "blocked",
+    });
+    assert.deepEqual(
+      upsertMessage(list, blockedMessage(details, "the text", list)).map((m) => [m.id, m.status]),
+      [
+        ["u1", "complete"],
+        ["a1", "complete"],
+        ["u2", "blocked"],
+      ],
+    );
+  });
+
+  test("no id named: nothing to show", () => {
+    assert.equal(blockedMessage(null, "x", []), null);
+    assert.equal(blockedMessage({ categories: [] }, "x", []), null);
+  });
 });

@@ -1,6 +1,6 @@
 // When the client tries again and how long it waits (retry.js): Retry-After, the automatic
-// retries of 503 and 409 send_in_progress, following a cut reply, a 429's countdown, and
-// whether Retry resends or regenerates.
+// retries of 503 (moderation_unavailable too) and 409 send_in_progress, following a cut
+// reply, a 429's countdown, and whether Retry resends or regenerates.
 
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
@@ -59,6 +59,17 @@ describe("automatic retries", () => {
       [1, 2, 3, 4, 5].map((attempt) => automaticRetrySeconds(unavailable, attempt)),
       [1, 2, 4, 8, null],
     );
+  });
+
+  test("503 moderation_unavailable (the provider is down, nothing was sent) is retried like any 503", () => {
+    const err = { status: 503, code: "moderation_unavailable", retryAfter: 2 };
+    assert.ok(retriesByItself(err));
+    assert.deepEqual(
+      [1, 2, 3, 4, 5].map((attempt) => automaticRetrySeconds(err, attempt)),
+      [2, 2, 4, 8, null],
+    );
+    // A message moderation refused is not: sending it again is refused again.
+    assert.ok(!retriesByItself({ status: 422, code: "message_blocked" }));
   });
 
   test("Retry-After when it is longer than the backoff", () => {

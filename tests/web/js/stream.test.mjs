@@ -194,3 +194,160 @@ describe("error", () => {
     assert.deepEqual(s.effects, []);
   });
 });
+
+// --- safety: notices, a withheld reply, a crisis notice instead of a reply ----------------
+
+const notice = (id, seq, kind, content) => ({
+  id,
+  role: "notice",
+  seq,
+  content,
+  status: "complete",
+  notice_kind: kind,
+  reply_to: null,
+});
+const findById = (s, id) => s.messages.find((m) => m.id === id);
+const DISCLOSURE = notice("n1", 1, "disclosure", "You are chatting with an AI, not a person.");
+const CRISIS = notice("n3", 3, "crisis", "Call or text 988.");
+
+describe("notices", () => {
+  test("are shown in seq order, between the message and the reply, and leave the reply streaming", () => {
+    const user = { ...USER, seq: 2 };
+    const reply = { ...REPLY, seq: 4 };
+    const s = run(startStream([]), [
+      { event: "user_message", data: user },
+      { event: "notice", data: DISCLOSURE },
+      { event: "notice", data: CRISIS },
+      { event: "assistant_message", data: reply },
+      { event: "delta", data: { content: "Hi" }, id: "1:2" },
+    ]);
+    assert.deepEqual(
+      s.messages.map((m) => [m.id, m.role, m.notice_kind ?? null]),
+      [
+        ["n1", "notice", "disclosure"],
+        ["u1", "user", null],
+        ["n3", "notice", "crisis"],
+        ["a1", "assistant", null],
+      ],
+    );
+    assert.equal(s.reply.id, "a1");
+    assert.equal(s.outcome, null);
+  });
+
+  test("a notice is rendered and scrolled to, and is not taken for the reply", () => {
+    const s = reduceStream(startStream([USER]), { event: "notice", data: CRISIS, id: null });
+    assert.deepEqual(s.effects, [{ type: "render", id: "n3" }, { type: "scroll" }]);
+    assert.equal(s.reply, null);
+    assert.equal(findById(s, "n3").content, "Call or text 988.");
+  });
+});
+
+describe("filtered: moderation withheld the reply", () => {
+  const saved = {
+    ...REPLY,
+    content: "This reply was withheld because it did not meet our content guidelines.",
+    status: "filtered",
+  };
+
+  test("what was shown is replaced by the saved text, and the stream ends", () => {
+    const s = run(startStream([]), [
+      { event: "user_message", data: USER },
+      { event: "assistant_message", data: REPLY },
+      { event: "delta", data: { content: "Something it should not say" }, id: "1:27" },
+      { event: "filtered", data: saved },
+    ]);
+    assert.deepEqual(findById(s, "a1"), saved);
+    assert.ok(!s.messages.some((m) => m.content.includes("should not")));
+    assert.deepEqual(s.outcome, { type: "filtered", reply: saved });
+    assert.deepEqual(s.effects, [
+      { type: "render", id: "a1" },
+      { type: "drop_progress", id: "a1" },
+      { type: "filtered", id: "a1" },
+    ]);
+  });
+
+  test("ends a followed reply (resume) the same way", () => {
+    const kept = { ...REPLY, content: "Some" };
+    const s = run(startStream([USER, kept], { replyId: "a1", lastEventId: "1:4" }), [
+      { event: "delta", data: { content: " more" }, id: "1:9" },
+      { event: "filtered", data: saved },
+    ]);
+    assert.equal(s.messages.length, 2);
+    assert.equal(findById(s, "a1").status, "filtered");
+    assert.equal(findById(s, "a1").content, saved.content);
+    assert.equal(s.outcome.type, "filtered");
+  });
+
+  test("replaces a replayed send's placeholder", () => {
+    const s = run(startStream([USER], { pendingId: "pending-x" }), [
+      { event: "delta", data: { content: "Hi" }, id: "1:2" },
+      { event: "filtered", data: saved },
+    ]);
+    assert.deepEqual(
+      s.messages.map((m) => [m.id, m.status]),
+      [
+        ["u1", "complete"],
+        ["a1", "filtered"],
+      ],
+    );
+  });
+
+  test("ends a regenerated reply too, which replaces the one before", () => {
+    const old = { ...REPLY, content: "Old", status: "failed" };
+    const fresh = { ...REPLY, id: "a2", seq: 3, is_current: true };
+    const s = run(startStream([USER, old]), [
+      { event: "assistant_message", data: fresh },
+      { event: "delta", data: { content: "New" }, id: "1:3" },
+      { event: "filtered", data: { ...fresh, content: saved.content, status: "filtered" } },
+    ]);
+    assert.deepEqual(
+      s.messages.map((m) => [m.id, m.status]),
+      [
+        ["u1", "complete"],
+        ["a2", "filtered"],
+      ],
+    );
+  });
+});
+
+describe("done carrying a crisis notice (SAFETY_CRISIS_MODE=replace)", () => {
+  test("ends the stream with the notice and no reply: nothing is left streaming", () => {
+    const s = run(startStream([]), [
+      { event: "user_message", data: USER },
+      { event: "notice", data: { ...CRISIS, seq: 2 } },
+      { event: "done", data: { ...CRISIS, seq: 2 } },
+    ]);
+    assert.deepEqual(
+      s.messages.map((m) => [m.id, m.role, m.status]),
+      [
+        ["u1", "user", "complete"],
+        ["n3", "notice", "complete"],
+      ],
+    );
+    assert.deepEqual(s.outcome, { type: "notice", notice: { ...CRISIS, seq: 2 } });
+    assert.equal(s.reply, null);
+    assert.ok(!s.effects.some((e) => e.type === "replied" || e.type === "drop_progress"), s.effects);
+  });
+
+  test("a replayed send's placeholder, had one been shown, is dropped", () => {
+    const s = run(startStream([USER], { pendingId: "pending-x" }), [
+      { event: "delta", data: { content: "?" }, id: "1:1" },
+      { event: "done", data: { ...CRISIS, seq: 2 } },
+    ]);
+    assert.deepEqual(
+      s.messages.map((m) => m.id),
+      ["u1", "n3"],
+    );
+    assert.ok(!s.messages.some((m) => m.status === "streaming"));
+  });
+
+  test("a blocked user message in the stream keeps its status", () => {
+    const blocked = { ...USER, status: "blocked" };
+    const s = run(startStream([]), [
+      { event: "user_message", data: blocked },
+      { event: "notice", data: { ...CRISIS, seq: 2 } },
+      { event: "done", data: { ...CRISIS, seq: 2 } },
+    ]);
+    assert.equal(findById(s, "u1").status, "blocked");
+  });
+});

@@ -5,12 +5,13 @@
 //   auth.js, signin.js  signing in, and what follows it
 //   persona.js        the avatar and its persona (personalities.js: from GET /openapi.json)
 //   conversations.js  the list, opening one, earlier messages
-//   render.js         the messages as shown (messages.js: the list, pure)
+//   render.js         the messages as shown (messages.js: the list, pure; messageview.js:
+//                     what one message shows, safety notices included, pure)
 //   chat.js           send, follow, stop, retry (stream.js: the events, as a reducer;
 //                     progress.js: a streaming reply's progress, for a reload)
 //   notice.js, dom.js errors and statuses; small view helpers
-// The pure modules (sse, retry, messages, stream, progress, personalities) are tested
-// in Node: tests/web/js/.
+// The pure modules (sse, retry, messages, messageview, stream, progress, personalities)
+// are tested in Node: tests/web/js/.
 
 import { Api } from "./api.js";
 import { createAuth } from "./auth.js";
@@ -22,6 +23,15 @@ import { wireAvatar } from "./persona.js";
 import { showSignIn, signedOut, start, wireSignIn } from "./signin.js";
 import { state } from "./state.js";
 
+/** The operator's suitability notice (config.json `suitability_notice`, null: none), shown
+ * on the sign-in screen and under the composer. */
+function showSuitability(text) {
+  for (const id of ["suitability-sign-in", "suitability-chat"]) {
+    $(id).textContent = text || "";
+    $(id).hidden = !text;
+  }
+}
+
 async function main() {
   let config;
   try {
@@ -31,6 +41,7 @@ async function main() {
     notify("Cannot reach the server. Reload the page to try again.");
     return;
   }
+  showSuitability(config.suitability_notice);
   try {
     state.auth = await createAuth(config);
   } catch (err) {

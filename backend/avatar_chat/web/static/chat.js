@@ -1,17 +1,18 @@
 // Chatting: send (the reply streams in), follow a reply after a reload or a cut stream,
-// stop, retry, and the composer's keys. The events are read by the reducer of stream.js;
-// this module carries out what it lists (render, keep progress, announce) and decides what
-// happens on failure (retry.js says when and how long).
+// stop, retry, and the composer's keys; a message moderation refused is shown as not sent.
+// The events are read by the reducer of stream.js; this module carries out what it lists
+// (render, keep progress, announce) and decides what happens on failure (retry.js says
+// when and how long).
 
 import { ApiError, newKey } from "./api.js";
 import { afterReply, newConversation, openConversation } from "./conversations.js";
 import { $, show } from "./dom.js";
-import { findMessage, latestReply, upsertMessage } from "./messages.js";
+import { blockedMessage, findMessage, lastSeq, latestReply, upsertMessage } from "./messages.js";
 import { announce, clearNotice, describe, notify, waitThenAllowRetry } from "./notice.js";
 import { progressStore, resumeFrom } from "./progress.js";
-import { renderMessage, renderMessageById, scrollToEnd } from "./render.js";
+import { renderMessage, renderMessageById, renderMessages, scrollToEnd } from "./render.js";
 import { resumeBackoffMs, retryPlan } from "./retry.js";
-import { state } from "./state.js";
+import { PAGE, state } from "./state.js";
 import { isPending, reduceStream, startStream } from "./stream.js";
 
 const progress = progressStore(() => sessionStorage);
@@ -55,10 +56,14 @@ function carryOut(effect) {
     case "replied":
       announce(`${avatarName("The avatar")} replied.`);
       break;
+    case "filtered":
+      announce(`${avatarName("The avatar")}'s reply was withheld by moderation.`);
+      break;
   }
 }
 
-/** Reads a send's (or regenerate's, or resume's) events into the view; the reply's final state. */
+/** Reads a send's (or regenerate's, or resume's) events into the view; the reply's final
+ * state (complete, or filtered), or the crisis notice given instead of a reply. */
 async function consume(events, conversationId, { replyId = null, lastEventId = null } = {}) {
   let stream = startStream(state.messages, { replyId, lastEventId, pendingId: "pending-" + newKey() });
   for await (const event of events) {
@@ -68,7 +73,8 @@ async function consume(events, conversationId, { replyId = null, lastEventId = n
     state.messages = stream.messages;
     for (const effect of stream.effects) carryOut(effect);
     const outcome = stream.outcome;
-    if (outcome?.type === "done") return outcome.reply;
+    if (outcome?.type === "done" || outcome?.type === "filtered") return outcome.reply;
+    if (outcome?.type === "notice") return outcome.notice;
     if (outcome?.type === "error") {
       const failed = outcome.failed;
       notify(`The reply did not complete: ${outcome.error.message}`, {
@@ -77,7 +83,7 @@ async function consume(events, conversationId, { replyId = null, lastEventId = n
       return null;
     }
   }
-  // Neither `done` nor `error`: the connection was cut (a proxy, a server restart).
+  // Neither `done`, `filtered` nor `error`: the connection was cut (a proxy, a server restart).
   throw new ApiError(0, "stream_cut", "The connection closed before the reply was complete.");
 }
 
@@ -116,6 +122,10 @@ async function send(content, key = newKey()) {
     if (reply) afterReply(conversation);
   } catch (err) {
     if (controller.signal.aborted) return;
+    if (err instanceof ApiError && err.code === "message_blocked" && conversation) {
+      await showBlocked(err, content, conversation.id);
+      return;
+    }
     if (state.streaming?.replyId) {
       // The stream broke after the reply began: follow it from where it was.
       const reply = findMessage(state.messages, state.streaming.replyId);
@@ -128,6 +138,27 @@ async function send(content, key = newKey()) {
   } finally {
     streamEnded(controller);
   }
+}
+
+/** 422 message_blocked: moderation refused the message, which is saved as blocked (never
+ * sent to the model). It is shown as not sent, read back with whatever was saved with it
+ * (a disclosure notice), and the error's message is told; nothing to retry. */
+async function showBlocked(err, content, conversationId) {
+  notify(err.message);
+  announce("Your message was not sent.");
+  try {
+    const after = lastSeq(state.messages);
+    const { body } = await state.api.get(`/conversations/${conversationId}/messages?after=${after}&limit=${PAGE}`);
+    if (state.conversation?.id !== conversationId) return;
+    for (const message of body.items) state.messages = upsertMessage(state.messages, message);
+  } catch {
+    // not read back: the message is shown from the error alone
+  }
+  if (state.conversation?.id !== conversationId) return;
+  const blocked = blockedMessage(err.details, content, state.messages);
+  if (blocked && !findMessage(state.messages, blocked.id)) state.messages = upsertMessage(state.messages, blocked);
+  renderMessages();
+  scrollToEnd(true);
 }
 
 function failedSend(err, content, key) {

@@ -35,3 +35,25 @@ export function latestReply(messages) {
 export function isStreaming(messages) {
   return messages.some((m) => m.status === "streaming");
 }
+
+/** The highest seq of the messages saved (not a reply's placeholder), 0 when none is. */
+export function lastSeq(messages) {
+  let last = 0;
+  for (const m of messages) if (!m.id.startsWith("pending-") && m.seq > last) last = m.seq;
+  return last;
+}
+
+/**
+ * The user's message a 422 message_blocked refused, as shown when it cannot be read back:
+ * `details.message_id` is its id; it goes after the messages shown. Null without an id.
+ */
+export function blockedMessage(details, content, messages) {
+  if (!details?.message_id) return null;
+  return {
+    id: details.message_id,
+    role: "user",
+    seq: lastSeq(messages) + 1,
+    content,
+    status: "blocked",
+  };
+}

@@ -1,18 +1,13 @@
 // The messages of the current conversation as the page shows them: one <li> per message in
 // the aria-live log, who wrote it, the persona a reply was generated with, its status, and
-// Retry on the latest reply when it did not complete.
+// Retry on the latest reply when it did not complete; safety notices as cards of their own
+// (messageview.js decides what each shows). Text is only ever set as textContent.
 
 import { retryReply } from "./chat.js";
 import { $ } from "./dom.js";
+import { messageView } from "./messageview.js";
 import { findMessage, isStreaming, latestReply } from "./messages.js";
 import { state } from "./state.js";
-
-const STATUS_TEXT = {
-  streaming: "replying…",
-  stopped: "stopped",
-  failed: "failed",
-  interrupted: "interrupted",
-};
 
 export function renderMessages() {
   const list = $("messages");
@@ -58,40 +53,43 @@ function messageElement(message) {
 export function renderMessage(message) {
   if (!message) return;
   const item = messageElement(message);
-  item.className = `message ${message.role}`;
+  const view = messageView(message, {
+    avatarName: state.avatar?.name || "Avatar",
+    latest: message.role === "assistant" && latestReply(state.messages)?.id === message.id,
+  });
+  item.className = view.className;
   item.dataset.role = message.role;
   item.dataset.status = message.status;
+  if (view.kind) item.dataset.kind = view.kind;
   const meta = item.querySelector(".meta");
   const content = item.querySelector(".content");
   const actions = item.querySelector(".message-actions");
   meta.replaceChildren();
   const who = document.createElement("span");
   who.className = "who";
-  who.textContent = message.role === "user" ? "You" : state.avatar?.name || "Avatar";
+  who.textContent = view.who;
   meta.append(who);
-  if (message.role === "assistant") {
-    if (message.personality) {
-      const persona = document.createElement("span");
-      persona.className = "persona";
-      persona.dataset.personality = message.personality;
-      persona.dataset.personaVersion = String(message.persona_version);
-      persona.textContent = `${message.personality} · persona v${message.persona_version}`;
-      persona.title = `Generated with the ${message.personality} persona, version ${message.persona_version}`;
-      meta.append(persona);
-    }
-    if (STATUS_TEXT[message.status]) {
-      const status = document.createElement("span");
-      status.className = "status";
-      status.textContent = STATUS_TEXT[message.status] + (message.error_code ? ` (${message.error_code})` : "");
-      meta.append(status);
-    }
+  if (view.persona) {
+    const { personality, version } = view.persona;
+    const persona = document.createElement("span");
+    persona.className = "persona";
+    persona.dataset.personality = personality;
+    persona.dataset.personaVersion = String(version);
+    persona.textContent = `${personality} · persona v${version}`;
+    persona.title = `Generated with the ${personality} persona, version ${version}`;
+    meta.append(persona);
+  }
+  if (view.status) {
+    const status = document.createElement("span");
+    status.className = "status";
+    status.textContent = view.status;
+    meta.append(status);
   }
   content.textContent = message.content;
   item.setAttribute("aria-busy", String(message.status === "streaming"));
 
   actions.replaceChildren();
-  const isLatest = message.role === "assistant" && latestReply(state.messages)?.id === message.id;
-  if (isLatest && message.status !== "streaming" && message.status !== "complete") {
+  if (view.retry) {
     const retry = document.createElement("button");
     retry.type = "button";
     retry.className = "retry";

@@ -4,9 +4,13 @@
 // for chat.js to carry out. Tested in Node (tests/web/js/stream.test.mjs).
 //
 // The events, as POST .../messages (Accept: text/event-stream), POST .../regenerate and
-// GET .../messages/{id}/stream send them: user_message, assistant_message, then delta
-// (text to append) any number of times, with reset (start the text over, when following a
-// reply from an event id the server no longer has), ending with done or error.
+// GET .../messages/{id}/stream send them: user_message, notice (a safety notice saved with
+// the message: AI disclosure, break reminder, crisis services; any number), assistant_message,
+// then delta (text to append) any number of times, with reset (start the text over, when
+// following a reply from an event id the server no longer has), ending with done, filtered
+// (moderation withheld the reply: its data, the reply as saved with the operator's
+// replacement text, replaces what was shown) or error. A crisis notice given in place of a
+// reply: no assistant_message, and done carries the notice (role "notice").
 
 import { findMessage, upsertMessage } from "./messages.js";
 
@@ -26,7 +30,10 @@ export function startStream(messages, { replyId = null, lastEventId = null, pend
     reply: replyId ? findMessage(messages, replyId) : null,
     lastEventId,
     pendingId,
-    outcome: null, // {type: "done", reply} or {type: "error", error, failed}: the stream is over
+    // The stream is over: {type: "done", reply}, {type: "filtered", reply} (the reply as
+    // saved), {type: "notice", notice} (a crisis notice instead of a reply) or
+    // {type: "error", error, failed}.
+    outcome: null,
     effects: [], // what the page does about the last event, in order
   };
 }
@@ -43,10 +50,19 @@ export function reduceStream(state, { event, data, id = null }) {
     s.messages = upsertMessage(s.messages, message);
     s.effects.push({ type: "render", id: message.id });
   };
+  // What `done` or `filtered` names replaces what was shown under another id (a replayed
+  // send's placeholder): nothing is left spinning.
+  const dropOther = (id) => {
+    if (s.reply && s.reply.id !== id) s.messages = s.messages.filter((m) => m.id !== s.reply.id);
+  };
   switch (event) {
     case "user_message":
       put(data);
       s.effects.push({ type: "user_message", id: data.id });
+      return s;
+    case "notice":
+      put(data);
+      s.effects.push({ type: "scroll" });
       return s;
     case "assistant_message":
       s.reply = { ...data };
@@ -77,11 +93,26 @@ export function reduceStream(state, { event, data, id = null }) {
       return s;
     }
     case "done":
-      if (s.reply && s.reply.id !== data.id) s.messages = s.messages.filter((m) => m.id !== s.reply.id);
+      dropOther(data.id);
+      if (data.role === "notice") {
+        // A crisis notice in place of a reply: the conversation goes on with no reply.
+        s.reply = null;
+        put(data);
+        s.effects.push({ type: "scroll" });
+        s.outcome = { type: "notice", notice: data };
+        return s;
+      }
       s.reply = data;
       put(data);
       s.effects.push({ type: "drop_progress", id: data.id }, { type: "replied", id: data.id });
       s.outcome = { type: "done", reply: data };
+      return s;
+    case "filtered":
+      dropOther(data.id);
+      s.reply = data;
+      put(data);
+      s.effects.push({ type: "drop_progress", id: data.id }, { type: "filtered", id: data.id });
+      s.outcome = { type: "filtered", reply: data };
       return s;
     case "error": {
       const failedId = data.details?.assistant_message_id || s.reply?.id;
