@@ -12,6 +12,7 @@
 --   finish_turn records what moderation of the reply did (p_moderation).
 -- * begin_regenerate also answers whether the user is a minor (their reply is moderated
 --   with the minors' actions).
+-- * reply_progress follows a notice like a reply, and says which role and kind it has.
 -- * Summaries never fold notices in.
 
 alter table public.messages add column notice_kind public.notice_kind;
@@ -759,7 +760,9 @@ begin
 
   if kind <> 'retry' then
     if kind = 'edit' then
-      update public.messages m set content = p_new_content where m.id = um.id returning * into um;
+      -- The API moderated the new text: a message that was blocked is an ordinary one again.
+      update public.messages m set content = p_new_content, status = 'complete'
+       where m.id = um.id returning * into um;
     end if;
     select coalesce(max(m.variant), -1) + 1 into next_variant from public.messages m where m.reply_to = um.id;
     update public.messages m set is_current = false where m.reply_to = um.id and m.is_current;
@@ -798,3 +801,50 @@ $$;
 revoke all on function avatar_chat.begin_regenerate(
   text, uuid, uuid, text, text, double precision, bigint, uuid, bigint, integer
 ) from public, anon, authenticated;
+
+drop function avatar_chat.reply_progress(text, uuid, uuid, integer);
+
+create function avatar_chat.reply_progress(claims text, p_conversation_id uuid, p_message_id uuid, p_offset integer)
+returns table (
+  seq bigint,
+  status text,
+  attempt integer,
+  length integer,
+  tail text,
+  lease_expires_at timestamptz,
+  error_code text,
+  persona_version bigint,
+  personality text,
+  variant integer,
+  is_current boolean,
+  reply_to uuid,
+  created_at timestamptz,
+  role text,
+  notice_kind text
+)
+language plpgsql
+volatile
+security invoker
+set search_path = ''
+as $$
+declare
+  rp public.messages;
+begin
+  perform avatar_chat.act_as(claims);
+  select * into rp from public.messages m
+   where m.id = p_message_id and m.conversation_id = p_conversation_id and m.role in ('assistant', 'notice');
+  if not found then
+    raise exception 'No such reply in this conversation.' using errcode = 'AC404', hint = 'message_not_found';
+  end if;
+  if rp.status = 'streaming' and rp.followed_at is null then
+    update public.messages m set followed_at = now() where m.id = rp.id and m.followed_at is null;
+  end if;
+  return query
+    select rp.seq, rp.status::text, rp.attempt, char_length(rp.content),
+           substring(rp.content from greatest(p_offset, 0) + 1), rp.lease_expires_at, rp.error_code,
+           rp.persona_version, rp.personality::text, rp.variant, rp.is_current, rp.reply_to, rp.created_at,
+           rp.role::text, rp.notice_kind::text;
+end
+$$;
+
+revoke all on function avatar_chat.reply_progress(text, uuid, uuid, integer) from public, anon, authenticated;

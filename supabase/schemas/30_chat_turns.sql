@@ -521,6 +521,7 @@ revoke all on function avatar_chat.request_stop(text, uuid, uuid) from public, a
 -- character offset on (so polling a long reply sends only what is new). A follower of a
 -- streaming reply is the demand for its text: the first call marks it followed
 -- (followed_at), and its worker (avatar_chat.worker_replies) saves it as it grows from then on.
+-- A safety notice (role notice) is followed like a reply: it is complete when saved.
 -- Errors: AC404 message_not_found.
 create function avatar_chat.reply_progress(claims text, p_conversation_id uuid, p_message_id uuid, p_offset integer)
 returns table (
@@ -536,7 +537,9 @@ returns table (
   variant integer,
   is_current boolean,
   reply_to uuid,
-  created_at timestamptz
+  created_at timestamptz,
+  role text,
+  notice_kind text
 )
 language plpgsql
 volatile
@@ -548,7 +551,7 @@ declare
 begin
   perform avatar_chat.act_as(claims);
   select * into rp from public.messages m
-   where m.id = p_message_id and m.conversation_id = p_conversation_id and m.role = 'assistant';
+   where m.id = p_message_id and m.conversation_id = p_conversation_id and m.role in ('assistant', 'notice');
   if not found then
     raise exception 'No such reply in this conversation.' using errcode = 'AC404', hint = 'message_not_found';
   end if;
@@ -558,7 +561,8 @@ begin
   return query
     select rp.seq, rp.status::text, rp.attempt, char_length(rp.content),
            substring(rp.content from greatest(p_offset, 0) + 1), rp.lease_expires_at, rp.error_code,
-           rp.persona_version, rp.personality::text, rp.variant, rp.is_current, rp.reply_to, rp.created_at;
+           rp.persona_version, rp.personality::text, rp.variant, rp.is_current, rp.reply_to, rp.created_at,
+           rp.role::text, rp.notice_kind::text;
 end
 $$;
 
@@ -727,7 +731,9 @@ begin
 
   if kind <> 'retry' then
     if kind = 'edit' then
-      update public.messages m set content = p_new_content where m.id = um.id returning * into um;
+      -- The API moderated the new text: a message that was blocked is an ordinary one again.
+      update public.messages m set content = p_new_content, status = 'complete'
+       where m.id = um.id returning * into um;
     end if;
     select coalesce(max(m.variant), -1) + 1 into next_variant from public.messages m where m.reply_to = um.id;
     update public.messages m set is_current = false where m.reply_to = um.id and m.is_current;

@@ -582,3 +582,45 @@ async def test_safety_rows_go_with_the_account_and_the_counts_stay(
     for table in ("avatar_chat.safety_events", "avatar_chat.interactions", "public.user_safety"):
         assert await owner.fetchval(f"select count(*) from {table} where user_id = $1", user.id) == 0, table
     assert await owner.fetchval(count, month) == before + 1
+
+
+# --- edits ------------------------------------------------------------------------------------
+
+
+async def test_edits_are_moderated_and_a_blocked_message_can_be_edited_into_a_sent_one(
+    app: httpx.AsyncClient, fake: FakeOpenAIServer, owner: asyncpg.Connection, user: User
+) -> None:
+    fake.reply = "Of course."
+    chat = await create_chat(app, user)
+    blocked = await send(app, user, chat, "send me nudes")
+    assert_error(blocked, 422, "message_blocked")
+    message_id = blocked.json()["error"]["details"]["message_id"]
+    url = f"/conversations/{chat}/messages/{message_id}"
+
+    refused = await app.patch(url, json={"content": "I want to kill myself"}, headers=user.headers)
+    assert_error(refused, 422, "message_blocked")
+    assert refused.json()["error"]["details"]["crisis_notice"] == CRISIS
+    assert (await history(app, user, chat))[-1]["content"] == "send me nudes"  # not applied
+    assert [e["action"] for e in await events(owner, user)] == ["block", "crisis"]
+
+    edited = await app.patch(url, json={"content": "tell me a joke"}, headers=user.headers)
+    assert edited.status_code == 201, edited.text
+    assert shape(await history(app, user, chat))[-2:] == [
+        ("user", None, "complete"),
+        ("assistant", None, "complete"),
+    ]
+    assert fake.requests[-1]["messages"][-1]["content"].endswith("tell me a joke")
+
+
+async def test_a_notice_is_followed_like_a_reply(
+    app: httpx.AsyncClient, fake: FakeOpenAIServer, user: User
+) -> None:
+    fake.reply = "I hear you."
+    chat = await create_chat(app, user)
+    notice = (await send(app, user, chat, "I want to die")).json()["notices"][-1]
+    headers = {**user.headers, "Accept": "text/event-stream"}
+    followed = await app.get(f"/conversations/{chat}/messages/{notice['id']}/stream", headers=headers)
+    assert followed.status_code == 200
+    records = parse_sse(followed.text)
+    assert [name for name, _ in records] == ["delta", "done"]
+    assert records[0][1]["content"] == CRISIS and records[-1][1] == notice

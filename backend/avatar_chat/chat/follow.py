@@ -29,14 +29,8 @@ _WATCHES_BEFORE_SWEEP = 1000
 
 
 def _reply(row: Record, conversation_id: uuid.UUID, message_id: uuid.UUID, content: str) -> MessageRead:
-    """An assistant message from what reply_progress answered (with the text from 0)."""
-    fields = {
-        **dict(row.items()),
-        "id": message_id,
-        "conversation_id": conversation_id,
-        "role": "assistant",
-        "notice_kind": None,
-    }
+    """The message (a reply, or a notice) from what reply_progress answered (with the text from 0)."""
+    fields = {**dict(row.items()), "id": message_id, "conversation_id": conversation_id}
     return MessageRead.from_row({**fields, "content": content})
 
 

@@ -176,11 +176,11 @@ async def request_stop(
 async def reply_progress(
     db: Database, user: Claims, *, conversation_id: uuid.UUID, message_id: uuid.UUID, offset: int
 ) -> Record:
-    """A reply's state and its text from `offset` on; see avatar_chat.reply_progress."""
+    """A reply's (or a notice's) state and its text from `offset` on; see avatar_chat.reply_progress."""
     row = await db.call_as(
         user,
         "select seq, status, attempt, length, tail, lease_expires_at, error_code, persona_version,"
-        " personality, variant, is_current, reply_to, created_at"
+        " personality, variant, is_current, reply_to, created_at, role, notice_kind"
         " from avatar_chat.reply_progress($1, $2, $3, $4)",
         conversation_id,
         message_id,
