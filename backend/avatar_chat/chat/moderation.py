@@ -298,42 +298,38 @@ class ReplyCheck:
         self._minor = minor
         self._every = moderation.policy.output_check_chars
         self._hold = moderation.policy.output_mode == OutputMode.hold
-        self._text: list[str] = []
+        self._parts: list[str] = []  # the whole text so far, joined only when checked
+        self._held: list[str] = []  # the text not let out yet
         self._length = 0
         self._checked = 0  # characters of the text checked
-        self._released = 0  # characters of the text let out
         self.flagged: Verdict | None = None
         self.unchecked: Verdict | None = None  # a check the provider failed (fail mode open)
 
     async def add(self, chunk: str) -> str:
-        self._text.append(chunk)
+        self._parts.append(chunk)
+        self._held.append(chunk)
         self._length += len(chunk)
         if self._length - self._checked >= self._every:
-            text = "".join(self._text)
-            self._text = [text]
+            text = "".join(self._parts)
+            self._parts = [text]
+            # The new text with the characters before it: a phrase across the boundary is seen.
             if not await self._passes(text[max(0, self._checked - self._every) :]):
                 return ""
             self._checked = self._length
-        if not self._hold:
-            return self._release(self._length)
-        return self._release(self._checked)
+            return self._let_out()
+        return "" if self._hold else self._let_out()
 
     async def finish(self) -> str:
         """Check the whole reply; the text not let out yet, unless it is flagged."""
-        text = "".join(self._text)
-        if self.flagged is not None or not text or not await self._passes(text):
+        if self.flagged is not None or not self._length or not await self._passes("".join(self._parts)):
             return ""
         self._checked = self._length
-        return self._release(self._length)
+        return self._let_out()
 
-    def _release(self, upto: int) -> str:
-        if upto <= self._released:
-            return ""
-        text = "".join(self._text)
-        self._text = [text]
-        out = text[self._released : upto]
-        self._released = upto
-        return out
+    def _let_out(self) -> str:
+        held = self._held
+        self._held = []
+        return held[0] if len(held) == 1 else "".join(held)
 
     async def _passes(self, text: str) -> bool:
         verdict = await self._moderation.check(text, "out", minor=self._minor)
