@@ -20,6 +20,7 @@ from pydantic import SecretStr
 
 from avatar_chat.auth.tokens import mint_access_token
 from avatar_chat.core.settings import Settings
+from tests.fakes.moderation_answers import chat_body, moderation_body
 from tests.fakes.openai_server import FakeOpenAIServer
 from tests.support.apps import own_app
 from tests.support.assertions import assert_error
@@ -247,41 +248,6 @@ def test_a_bad_action_is_refused_at_start() -> None:
 # --- remote providers (respx) and their failures -------------------------------------------
 
 
-def omni_answer(**flags: float) -> dict[str, Any]:
-    categories = [
-        "harassment",
-        "harassment/threatening",
-        "self-harm",
-        "self-harm/intent",
-        "sexual",
-        "violence",
-    ]
-    scores = {c: flags.get(c, 0.0001) for c in categories}
-    return {
-        "id": "modr-1",
-        "model": "omni-moderation-latest",
-        "results": [
-            {
-                "flagged": any(s >= 0.5 for s in scores.values()),
-                "categories": {c: s >= 0.5 for c, s in scores.items()},
-                "category_scores": scores,
-                "category_applied_input_types": {c: ["text"] for c in categories},
-            }
-        ],
-    }
-
-
-def guard_answer(verdict: str) -> dict[str, Any]:
-    return {
-        "id": "chatcmpl-guard",
-        "object": "chat.completion",
-        "model": "meta-llama/Llama-Guard-4-12B",
-        "choices": [
-            {"index": 0, "message": {"role": "assistant", "content": verdict}, "finish_reason": "stop"}
-        ],
-    }
-
-
 @pytest.fixture
 def remote() -> Iterator[respx.MockRouter]:
     # Only the moderation hosts are faked; the fake LLM and the app itself go through.
@@ -301,10 +267,14 @@ async def test_openai_moderation_flags_and_scores(
     def moderate(request: httpx.Request) -> httpx.Response:
         text = json.loads(request.content)["input"]
         if "[[crisis]]" in text:
-            return httpx.Response(200, json=omni_answer(**{"self-harm": 0.93, "self-harm/intent": 0.9}))
+            return httpx.Response(
+                200, json=moderation_body(scores={"self-harm": 0.93, "self-harm/intent": 0.9})
+            )
         if "[[threat]]" in text:
-            return httpx.Response(200, json=omni_answer(**{"harassment/threatening": 0.8, "harassment": 0.9}))
-        return httpx.Response(200, json=omni_answer())
+            return httpx.Response(
+                200, json=moderation_body(scores={"harassment/threatening": 0.8, "harassment": 0.9})
+            )
+        return httpx.Response(200, json=moderation_body())
 
     route = remote.post(f"{MODERATION_URL}/moderations").mock(side_effect=moderate)
     fake.reply = "A calm and kind reply."
@@ -350,13 +320,13 @@ async def test_llama_guard_codes_map_onto_the_same_categories(
         settings, fake, moderation_provider="llama-guard", moderation_base_url=GUARD_URL
     ) as app:
         chat = await create_chat(app, user)
-        route.respond(json=guard_answer("unsafe\nS11"))
+        route.respond(json=chat_body("unsafe\nS11"))
         assert (await send(app, user, chat, "guard says S11")).json()["notices"][-1][
             "notice_kind"
         ] == "crisis"
-        route.respond(json=guard_answer("unsafe\nS12"))
+        route.respond(json=chat_body("unsafe\nS12"))
         assert_error(await send(app, user, chat, "guard says S12"), 422, "message_blocked")
-        route.respond(json=guard_answer("safe"))
+        route.respond(json=chat_body("safe"))
         assert (await send(app, user, chat, "guard says safe")).status_code == 201
 
 

@@ -14,55 +14,11 @@ import respx
 from avatar_chat.safety.base import ModerationUnavailable
 from avatar_chat.safety.llama_guard import LlamaGuardModerator
 from avatar_chat.safety.openai_moderation import OpenAIModerator
+from tests.fakes.moderation_answers import SCORES, chat_body, moderation_body
 
 OPENAI_URL = "https://moderation.test/v1"
 GUARD_URL = "http://guard.test/v1"
 API_KEY = "sk-test-secret-key"
-
-SCORES = {
-    "harassment": 0.0001,
-    "harassment/threatening": 0.0002,
-    "hate": 0.00001,
-    "hate/threatening": 0.000001,
-    "illicit": 0.00003,
-    "illicit/violent": 0.00001,
-    "self-harm": 0.91,
-    "self-harm/intent": 0.88,
-    "self-harm/instructions": 0.002,
-    "sexual": 0.0004,
-    "sexual/minors": 0.00001,
-    "violence": 0.03,
-    "violence/graphic": 0.0001,
-}
-
-
-def moderation_body(*, flagged: bool) -> dict[str, Any]:
-    """An answer as OpenAI's /moderations sends it (omni-moderation-latest)."""
-    on = {"self-harm", "self-harm/intent"} if flagged else set()
-    scores = SCORES if flagged else dict.fromkeys(SCORES, 0.0001)
-    return {
-        "id": "modr-123",
-        "model": "omni-moderation-latest",
-        "results": [
-            {
-                "flagged": flagged,
-                "categories": {category: category in on for category in SCORES},
-                "category_scores": scores,
-                "category_applied_input_types": {category: ["text"] for category in SCORES},
-            }
-        ],
-    }
-
-
-def chat_body(content: Any) -> dict[str, Any]:
-    return {
-        "id": "chatcmpl-1",
-        "object": "chat.completion",
-        "model": "llama-guard3:8b",
-        "choices": [
-            {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}
-        ],
-    }
 
 
 @pytest.fixture
