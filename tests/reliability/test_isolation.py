@@ -40,14 +40,17 @@ async def seed(owner: asyncpg.Connection, user: User) -> dict[str, uuid.UUID]:
         conversation,
         user.id,
     )
+    # Set by the operator (docs/safety.md#minors); users read their own row only.
+    await owner.execute("insert into public.user_safety (user_id, minor) values ($1, true)", user.id)
     # avatar_history: its row for version 1 was written by trigger, keyed by the avatar's id.
-    # conversation_summaries is keyed by its conversation's id.
+    # conversation_summaries is keyed by its conversation's id; user_safety by its user's.
     return {
         "avatars": avatar,
         "avatar_history": avatar,
         "conversations": conversation,
         "messages": message,
         "conversation_summaries": conversation,
+        "user_safety": user.id,
     }
 
 
@@ -57,6 +60,10 @@ def history_writes(victim: User, ids: dict[str, uuid.UUID]) -> list[tuple[str, t
         ("update public.avatar_history set name = 'x' where avatar_id = $1", (ids["avatar_history"],)),
         ("delete from public.avatar_history where avatar_id = $1", (ids["avatar_history"],)),
         ("truncate public.avatar_history", ()),
+        # Nor may anyone mark or unmark a minor through the Data API, themselves included.
+        ("update public.user_safety set minor = false where user_id = $1", (ids["user_safety"],)),
+        ("delete from public.user_safety where user_id = $1", (ids["user_safety"],)),
+        ("insert into public.user_safety (user_id, minor) values ($1, false)", (victim.id,)),
     ]
 
 
@@ -106,6 +113,8 @@ async def test_another_users_claims_see_and_change_nothing(
     for table in ids:
         async with as_role(conn, "authenticated", claims_of(other_user)):
             assert await conn.fetch(f"select * from public.{table}") == [], table
+    async with as_role(conn, "authenticated", claims_of(user)):  # their own: read only
+        assert await conn.fetchval("select minor from public.user_safety") is True
     for sql, args in statements(user, ids):
         async with as_role(conn, "authenticated", claims_of(other_user)):
             status = await conn.execute(sql, *args)
@@ -435,6 +444,11 @@ async def test_private_schema_is_closed_to_api_roles(conn: asyncpg.Connection, u
             "select avatar_chat.request_stop('{}', gen_random_uuid(), gen_random_uuid())",
             "select * from avatar_chat.reply_progress('{}', gen_random_uuid(), gen_random_uuid(), 0)",
             "select avatar_chat.delete_message('{}', gen_random_uuid(), gen_random_uuid())",
+            "select * from avatar_chat.safety_events",
+            "select * from avatar_chat.safety_counts",
+            "select * from avatar_chat.interactions",
+            "select * from avatar_chat.safety_report(2026)",
+            "select avatar_chat.record_refusal('{}', gen_random_uuid(), gen_random_uuid(), 'x', '{}', '')",
             "select * from avatar_chat.workers",
             "select avatar_chat.worker_heartbeat(1, 5, 'h', 1)",
             "select * from avatar_chat.restore_my_avatar('{}', 1, null)",
@@ -460,6 +474,7 @@ async def test_every_public_table_is_covered_here(owner: asyncpg.Connection) -> 
         "conversations",
         "messages",
         "conversation_summaries",
+        "user_safety",
     }, "add new tables to this module"
 
 
@@ -482,3 +497,4 @@ async def assert_untouched(owner: asyncpg.Connection, user: User, ids: dict[str,
         )
         == "secret summary"
     )
+    assert await owner.fetchval("select minor from public.user_safety where user_id = $1", user.id) is True
