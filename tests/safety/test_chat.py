@@ -358,6 +358,37 @@ async def test_fail_closed_refuses_and_writes_nothing(
         assert 'avatar_chat_moderation_checks_total{direction="in",result="unavailable"}' in metrics
 
 
+async def test_fail_closed_stops_a_reply_whose_check_fails(
+    settings: Settings, fake: FakeOpenAIServer, user: User, remote: respx.MockRouter
+) -> None:
+    def moderate(request: httpx.Request) -> httpx.Response:
+        # The user's message passes; every check of the reply finds the provider down.
+        if json.loads(request.content)["input"] == "hello there":
+            return httpx.Response(200, json=moderation_body())
+        return httpx.Response(500)
+
+    remote.post(f"{MODERATION_URL}/moderations").mock(side_effect=moderate)
+    fake.reply = "A reply long enough to be checked while it streams. " * 3
+    provider = {"moderation_provider": "openai", "moderation_base_url": MODERATION_URL}
+    async with worker(settings, fake, **provider) as app:
+        chat = await create_chat(app, user)
+        headers = {**user.headers, "Accept": "text/event-stream"}
+        answer = await app.post(
+            f"/conversations/{chat}/messages", json={"content": "hello there"}, headers=headers
+        )
+        records = parse_sse(answer.text)
+        assert records[-1][0] == "error" and records[-1][1]["code"] == "moderation_unavailable"
+        shown = "".join(d["content"] for name, d in records if name == "delta")
+        # Stopped at the first check (after 40 characters here): what went out before it is kept.
+        assert fake.reply.startswith(shown) and len(shown) < 40 + len("streams. ")
+        reply = (await history(app, user, chat))[-1]
+        assert (reply["status"], reply["error_code"], reply["content"]) == (
+            "failed",
+            "moderation_unavailable",
+            shown,
+        )
+
+
 async def test_fail_open_goes_on_and_is_recorded(
     settings: Settings,
     fake: FakeOpenAIServer,
