@@ -22,6 +22,8 @@ and, for `pooled`, pgbouncer, all stopped at its end):
     abuse                 one token doing every expensive thing at once (followers, 36 MP
                           uploads, regenerations, many streams) while 20 users chat, at the
                           default per-user limits: their turn times with and without it
+    moderation_cost       chat turns with the offline moderation vs none vs safety off (no
+                          notices either): API and Postgres CPU per turn, turns/s
 
 Every scenario prints its figures and a summary table; `all` ends with one table of them
 all. Options are shared; each says which scenarios read it.
@@ -42,6 +44,7 @@ from bench.scenarios import (
     abuse,
     chat_turn_latency,
     chat_turn_throughput,
+    moderation_cost,
     observability,
     partial_saves,
     persona_patch,
@@ -66,6 +69,7 @@ SCENARIOS: dict[str, Callable[[argparse.Namespace], list[Row]]] = {
     "stream_burst": stream_burst.run,
     "turn_statements": turn_statements.run,
     "abuse": abuse.run,
+    "moderation_cost": moderation_cost.run,
 }
 # Names these scenarios had before (two that differed by one letter).
 RENAMED = {"chat_turns": "chat_turn_throughput", "chat_turn": "chat_turn_latency"}

@@ -14,7 +14,10 @@ the tests use):
                                otherwise one `chat.completion` with the whole text at once
     GET  /health               200
 
-    python -m bench.apps.fake_model --port P [--chunks 20] [--interval-ms 500]
+    python -m bench.apps.fake_model --port P [--chunks 20] [--interval-ms 500] [--text-file F]
+
+A reply's chunks are the words of a short built-in text (or of `--text-file`'s), cycled,
+each with a space after it, as a model's tokens.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import asyncio
 import json
 import time
 import uuid
+from pathlib import Path
 
 import uvloop
 
@@ -41,8 +45,9 @@ _CHUNK = (
 
 
 class FakeModel:
-    def __init__(self, chunks: int, interval_s: float) -> None:
-        self.pieces = [_WORDS[i % len(_WORDS)] + " " for i in range(chunks)]
+    def __init__(self, chunks: int, interval_s: float, words: list[str] | None = None) -> None:
+        words = words or _WORDS
+        self.pieces = [words[i % len(words)] + " " for i in range(chunks)]
         self.interval_s = interval_s
 
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -137,7 +142,8 @@ def _whole(fields: dict[str, object], text: str) -> bytes:
 
 
 async def _main(args: argparse.Namespace) -> None:
-    model = FakeModel(args.chunks, args.interval_ms / 1000)
+    words = args.text_file.read_text().split(" ") if args.text_file else None
+    model = FakeModel(args.chunks, args.interval_ms / 1000, words)
     server = await asyncio.start_server(model.serve, args.host, args.port, backlog=4096)
     async with server:
         await server.serve_forever()
@@ -151,6 +157,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--chunks", type=int, default=20, help="content chunks per streamed reply (20)")
     parser.add_argument("--interval-ms", type=int, default=500, help="pause before each chunk (500)")
+    parser.add_argument(
+        "--text-file", type=Path, default=None, help="the words of a reply (cycled) come from this file"
+    )
     uvloop.run(_main(parser.parse_args(argv)))
 
 

@@ -9,7 +9,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 
-_THROUGHPUT = "persona_patch, chat_turn_throughput, pooled"
+_THROUGHPUT = "persona_patch, chat_turn_throughput, pooled, moderation_cost"
 _SEQUENTIAL = "chat_turn_latency, sse_ttfb"
 # flag, type, default, who reads it and what it is
 _OPTIONS: tuple[tuple[str, type[int] | type[float], float, str], ...] = (
@@ -23,7 +23,12 @@ _OPTIONS: tuple[tuple[str, type[int] | type[float], float, str], ...] = (
         f"{_THROUGHPUT}, pgbench_notify: measure each this many times, alternating the order",
     ),
     ("--connections", int, 32, "persona_patch, pooled: open connections for PATCH"),
-    ("--turn-connections", int, 64, "chat_turn_throughput, pooled: open connections for chat turns"),
+    (
+        "--turn-connections",
+        int,
+        64,
+        "chat_turn_throughput, pooled, moderation_cost: open connections for chat turns",
+    ),
     ("--users", int, 64, f"{_THROUGHPUT}, pgbench_notify: distinct users, each with an avatar"),
     (
         "--turns",

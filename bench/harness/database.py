@@ -5,6 +5,7 @@ answers a load client counted."""
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections import Counter
 from collections.abc import Sequence
@@ -63,6 +64,49 @@ def message_counts(dsn: str, conversations: Sequence[str]) -> dict[str, int]:
     )
     rows = asyncio.run(query(dsn, sql, [uuid.UUID(c) for c in conversations]))
     return {row["k"]: int(row["n"]) for row in rows}
+
+
+class ReplyCounter:
+    """Complete replies in a set of conversations, counted once none of their replies is in
+    flight (`throughput.measure(settle=...)`), on one connection kept open for it (polling
+    it forks no backend) on a loop of its own. `close()` when done."""
+
+    _SQL = (
+        "select count(*) filter (where status = 'complete') as complete,"
+        " count(*) filter (where status = 'streaming') as streaming"
+        " from public.messages where conversation_id = any($1::uuid[]) and role = 'assistant'"
+    )
+
+    def __init__(self, dsn: str) -> None:
+        self._loop = asyncio.new_event_loop()
+        try:
+            self._conn: asyncpg.Connection = self._loop.run_until_complete(asyncpg.connect(dsn))
+        except BaseException:
+            self._loop.close()
+            raise
+
+    def settled(self, conversations: Sequence[str], *, quiet_s: float = 0.3, timeout_s: float = 120) -> int:
+        """The complete replies once no reply is `streaming` and their count has not changed
+        for `quiet_s` (a send not yet at begin_turn has no row: the quiet time covers it)."""
+        ids = [uuid.UUID(c) for c in conversations]
+        deadline = time.monotonic() + timeout_s
+        last: int | None = None
+        while True:
+            row = self._loop.run_until_complete(self._conn.fetchrow(self._SQL, ids))
+            assert row is not None  # an aggregate without GROUP BY has one row
+            complete, streaming = int(row["complete"]), int(row["streaming"])
+            if not streaming and complete == last:
+                return complete
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"replies still in flight after {timeout_s:.0f} s ({streaming} streaming)")
+            last = None if streaming else complete
+            time.sleep(quiet_s)
+
+    def close(self) -> None:
+        try:
+            self._loop.run_until_complete(self._conn.close(timeout=5))
+        finally:
+            self._loop.close()
 
 
 def reply_statuses(dsn: str, conversations: Sequence[str]) -> dict[str, str]:

@@ -56,6 +56,10 @@ class Load:
     mean_ms: float
     max_ms: float
     statuses: dict[str, int] | None = None
+    # Requests the server completed for this run, those in flight when the client stopped
+    # included (when the runner waited for them: `throughput.measure(settle=...)`); CPU per
+    # request is then per completed request.
+    completed: int | None = None
     cpu_ms_per_request: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -89,6 +93,7 @@ def aggregate(loads: Sequence[Load]) -> Load:
         p99_ms=sorted(r.p99_ms for r in loads)[mid],
         mean_ms=sum(r.mean_ms * r.requests for r in loads) / max(1, sum(r.requests for r in loads)),
         max_ms=max(r.max_ms for r in loads),
+        completed=None if any(r.completed is None for r in loads) else sum(r.completed or 0 for r in loads),
     )
 
 

@@ -151,10 +151,12 @@ def fmt_load(load: Load) -> str:
     if load.transport_errors:
         errors += f", transport errors {load.transport_errors}"
     cpu = ", ".join(f"{k} {v:.3f}" for k, v in load.cpu_ms_per_request.items())
+    completed = "" if load.completed is None else f", {load.completed} completed"
+    per = "request" if load.completed is None else "completed request"
     return (
         f"{load.rps:8.0f} req/s   p50 {load.p50_ms:6.2f} ms   p99 {load.p99_ms:7.2f} ms"
-        f"   ({load.requests} requests in {load.seconds:.1f} s{errors})"
-        + (f"\n{'':36}CPU ms/request: {cpu}" if cpu else "")
+        f"   ({load.requests} requests in {load.seconds:.1f} s{errors}{completed})"
+        + (f"\n{'':36}CPU ms/{per}: {cpu}" if cpu else "")
     )
 
 

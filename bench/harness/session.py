@@ -145,11 +145,15 @@ class BenchSession:
         """`target` under uvicorn with the settings `avatar-chat serve` uses."""
         return self._start(uvicorn_server(name, target, workers, env, self.tmp / f"{name}.log"), ready)
 
-    def start_fake_model(self, *, chunks: int, interval_ms: int) -> Server:
+    def start_fake_model(self, *, chunks: int, interval_ms: int, text: str | None = None) -> Server:
         """The benchmarks' fake OpenAI-compatible model (`bench.apps.fake_model`): each
-        streamed reply `chunks` chunks, one every `interval_ms`. Its base URL for a client
-        is `<server.base_url>/v1`."""
+        streamed reply `chunks` chunks, one every `interval_ms`, the words of `text` (cycled;
+        default: its own short text). Its base URL for a client is `<server.base_url>/v1`."""
         args = ["--chunks", str(chunks), "--interval-ms", str(interval_ms)]
+        if text is not None:
+            path = self.tmp / "fake-model-reply.txt"
+            path.write_text(text)
+            args += ["--text-file", str(path)]
         return self._start(
             module_server("fake-model", "bench.apps.fake_model", args, self.tmp / "fake-model.log"), "/health"
         )

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -90,9 +91,20 @@ def measure(
     connections: int,
     client: str,
     affinity: bool = False,
+    also_metered: Sequence[Server] = (),
+    settle: Callable[[Target], int] | None = None,
 ) -> Measured:
-    """Warm-up, then the rounds; CPU time per request of every process tree for each run."""
-    meter = session.cpu_meter([t.server for t in targets])
+    """Warm-up, then the rounds; CPU time per request of every process tree for each run
+    (the targets' servers, `also_metered` (e.g. a fake model), pgbouncer, Postgres, the client).
+
+    Without `settle`, a run's CPU is what the processes spent while the client ran, over
+    the answers it got: the requests still in flight when it stopped have cost something
+    and are not counted, and they finish during the next run (another server's). With
+    `settle(target)`, which waits until none of the target's requests is in flight and
+    answers how many it has completed so far (e.g. rows in the database), CPU is counted
+    from a settled start to a settled end, over the requests completed in between
+    (`Load.completed`): nothing of one run spills into the next or goes uncounted."""
+    meter = session.cpu_meter([*(t.server for t in targets), *also_metered])
     scripts: dict[str, Path] = {}
     if client != "python":
         scripts = {
@@ -102,6 +114,7 @@ def measure(
     measured = Measured(targets, {t.key: [] for t in targets})
 
     def once(target: Target, seconds: float) -> Load:
+        done = settle(target) if settle is not None else 0
         before = meter.snapshot()
         if client == "python":
             load = run_python_client(target.requests, target.server.port, seconds, connections)
@@ -109,7 +122,10 @@ def measure(
             load = run_wrk(
                 client, scripts[target.key], target.server.base_url, seconds, connections, affinity=affinity
             )
-        load.cpu_ms_per_request = meter.per_request_ms(before, meter.snapshot(), load.requests)
+        if settle is not None:
+            load.completed = settle(target) - done
+        count = load.requests if load.completed is None else load.completed
+        load.cpu_ms_per_request = meter.per_request_ms(before, meter.snapshot(), count)
         return load
 
     if args.warmup > 0:

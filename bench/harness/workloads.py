@@ -76,9 +76,11 @@ def persona_requests(kind: Kind, users: Sequence[User]) -> RequestSet:
     ]
 
 
-def turn_requests(kind: Kind, users: Sequence[User], conversations: Sequence[str]) -> RequestSet:
+def turn_requests(
+    kind: Kind, users: Sequence[User], conversations: Sequence[str], texts: Sequence[str] = MESSAGES
+) -> RequestSet:
     """A JSON send to each user's conversation (`conversations[i]` is user i's), a few
-    message texts alternating; no Idempotency-Key."""
+    message texts (`texts`) alternating; no Idempotency-Key."""
     return [
         [
             HttpRequest(
@@ -87,7 +89,7 @@ def turn_requests(kind: Kind, users: Sequence[User], conversations: Sequence[str
                 _headers(kind, user),
                 _body({"content": text}),
             )
-            for text in MESSAGES
+            for text in texts
         ]
         for user, conversation in zip(users, conversations, strict=True)
     ]

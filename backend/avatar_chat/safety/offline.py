@@ -5,9 +5,10 @@ It looks for two things only, in English: self-harm and suicidal ideation (`self
 (`sexual`). Every other category is left to a real model (`openai`, `llama-guard`).
 
 How it decides: the text is lower-cased, curly apostrophes made straight and whitespace
-collapsed; then each rule (`RULES`, compiled once at import) is tried only when the text
-holds one of the rule's key words (a plain substring test: most texts skip every regex).
-A match scores the rule's categories 1.0; everything else scores 0.0.
+collapsed (to single spaces: the rules are only ever run on such text); then each rule
+(`RULES`, compiled once at import) is tried only when the text holds one of the rule's key
+words (a plain substring test: most texts skip every regex). A match scores the rule's
+categories 1.0; everything else scores 0.0.
 
 - `self-harm/intent` (and `self-harm`): first-person intent or ideation. "kill myself"
   (not "...laughing", "...trying to", "...at work"), "unalive myself", cutting / hurting /
@@ -35,9 +36,16 @@ education". tests/safety/test_offline.py holds both lists; a phrase added to eit
 is the way to change a rule.
 
 It is a safety net, not a classifier of record: it misses paraphrases a model catches, and
-does not read other languages. Cost (timeit, CPython 3.11, one core of the development
-machine): ~60-80 us for a 1,000-character text, flagged or not, ~3 us for a short chat
-message; so it can run on every message and on the accumulated text of a streaming reply.
+does not read other languages. Cost (CPython 3.11, one core of the development machine):
+~40-60 us for a 1,000-character reply, ~10-15 us for a chat message of 200 characters;
+most of it is the key word tests (~0.5 us each per 1,000 characters) and the
+normalisation. A regex that runs costs ~13-30 us per 1,000 characters when it begins
+with `\b` (the engine tries it at every position) and under 1 us when it begins with a
+literal word (the engine jumps to its occurrences): so the rules whose key words
+everyday text holds ("yourself", "life", "self") begin with a literal, the word boundary
+put after it as a look-behind (`self(?<=\bself)`), and key words are as specific as the
+rule allows ("cum " rather than "cum", which "document" holds). `bench.scenarios.
+moderation_cost` measures what it adds to a chat turn (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -67,6 +75,12 @@ _ASK = (
     r"could\s+(?:we|you)|will\s+you|would\s+you|please|gonna|going\s+to|i'll|i\s+will)"
 )
 _GENITALS = r"(?:cock|dick|penis|pussy|clit|tits|boobs|nipples|crotch|balls)"
+# Asking how to end one's life, after "how do I..." or "the best way to...".
+_SELF_HARM_OBJECT = (
+    r"(?:kill\s+(?:myself|yourself|oneself)|commit\s+suicide|end\s+(?:my|your|one's)\s+(?:own\s+)?life|"
+    r"overdose|hang\s+(?:myself|yourself|oneself)|slit\s+(?:my|your)\s+wrists?)\b"
+)
+_WAYS = ("best", "easiest", "quickest", "fastest", "surest", "painless", "least painful")
 
 # Each rule: the words one of which any text it matches contains (a cheap `in` test that
 # skips the regex for most texts), and the regex.
@@ -137,17 +151,21 @@ _INTENT: tuple[_Rule, ...] = (
         r"(?:off|from|in\s+front\s+of)\s+(?:a|the|this|that)\s+(?:bridge|roof|building|cliff|train)\b",
     ),
 )
+# Both begin with a literal word (see the module's docstring): "how", or "way" after one of
+# _WAYS (a look-behind each, with single spaces: the text is normalised).
 _INSTRUCTIONS: tuple[_Rule, ...] = (
     (
         ("myself", "yourself", "oneself", "suicide", "life", "overdose", "wrist"),
-        r"\b(?:how\s+(?:do\s+i|can\s+i|could\s+i|should\s+i|would\s+i|to|do\s+you|does\s+one)|"
-        r"(?:best|easiest|quickest|fastest|surest|painless|least\s+painful)\s+way\s+to)\s+"
-        r"(?:kill\s+(?:myself|yourself|oneself)|commit\s+suicide|end\s+(?:my|your|one's)\s+(?:own\s+)?life|"
-        r"overdose|hang\s+(?:myself|yourself|oneself)|slit\s+(?:my|your)\s+wrists?)\b",
+        r"how(?<=\bhow)\s+(?:do\s+i|can\s+i|could\s+i|should\s+i|would\s+i|to|do\s+you|does\s+one)\s+"
+        + _SELF_HARM_OBJECT,
+    ),
+    (
+        ("myself", "yourself", "oneself", "suicide", "life", "overdose", "wrist"),
+        r"way(?:" + "|".join(rf"(?<=\b{way} way)" for way in _WAYS) + r")\s+to\s+" + _SELF_HARM_OBJECT,
     ),
 )
 _MENTION: tuple[_Rule, ...] = (
-    (("self",), r"\bself[-\s]?(?:harm|injur)\w*"),
+    (("self",), r"self(?<=\bself)[-\s]?(?:harm|injur)\w*"),
     (("suicid",), r"\bsuicidal\b|\bsuicide\s+(?:attempt|note|ideation|plan)s?\b"),
     (("himself", "herself", "themsel"), r"\bkill(?:ed|s|ing)?\s+(?:himself|herself|themselves|themself)\b"),
     (("wrist",), r"\bslit\s+(?:my|his|her|their)\s+wrists?\b"),
@@ -194,8 +212,10 @@ _SEXUAL: tuple[_Rule, ...] = (
             "sexting",
             "dildo",
             "jerk",
-            "cum",
-            "dirty",
+            "cum ",
+            "cumming ",
+            "talk dirty",
+            "dirty talk",
             "erotic",
         ),
         r"\b(?:blow\s?jobs?|hand\s?jobs?|masturbat\w*|orgasm\w*|horny|sexting|dildos?|jerk(?:ing)?\s+off|"
@@ -220,7 +240,10 @@ _APOSTROPHES: Final = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'"
 
 def classify(text: str) -> frozenset[str]:
     """The categories `text` falls in; empty for none. Plain CPU work, no I/O."""
-    normalized = " ".join(text.lower().translate(_APOSTROPHES).split())
+    lowered = text.lower()
+    if "\u2019" in lowered or "\u2018" in lowered or "\u02bc" in lowered or "`" in lowered:
+        lowered = lowered.translate(_APOSTROPHES)  # a translation costs ~4 us per 1,000 chars
+    normalized = " ".join(lowered.split())
     present = {keyword for keyword in _KEYWORDS if keyword in normalized}
     found: set[str] = set()
     if not present:
