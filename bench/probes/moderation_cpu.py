@@ -2,7 +2,7 @@
 microseconds, with nothing else around it: the user's message checked
 (`Moderation.check`, direction in), then the reply's chunks through `ReplyCheck.add` as
 `chat.generation` feeds them (the check every MODERATION_OUTPUT_CHECK_CHARS characters),
-`finish` (the whole reply once) and `outcome`; less the same loop over the chunks without
+`finish` (what is left) and `outcome`; less the same loop over the chunks without
 moderation (MODERATION_PROVIDER=none: no check object). The texts are
 `bench.harness.chat_texts`' (a message of ~200 characters, a reply of ~1,060 characters
 in one-word chunks), the settings the defaults, the metrics on, in multiprocess mode as
@@ -40,8 +40,9 @@ async def _with(moderation: Moderation, turns: int) -> float:
         check = moderation.reply_check(minor=False)
         out = []
         for chunk in REPLY_CHUNKS:
-            if check is not None:
-                chunk = await check.add(chunk)
+            if check is not None:  # as chat.generation feeds it
+                taken = check.take(chunk)
+                chunk = await check.checked() if taken is None else taken
                 if check.flagged is not None:
                     break
             if chunk:

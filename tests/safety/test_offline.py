@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from avatar_chat.safety.offline import CATEGORIES, RULES, OfflineModerator, classify
+from avatar_chat.safety.offline import CATEGORIES, CONTEXT_CHARS, RULES, OfflineModerator, classify, normalize
 
 SELF_HARM_INTENT = [
     "I want to kill myself",
@@ -156,3 +156,12 @@ def test_a_rule_that_matches_has_its_key_word_in_the_text(text: str) -> None:
     for _categories, keywords, pattern in RULES:
         if pattern.search(normalized):
             assert any(keyword in normalized for keyword in keywords), pattern.pattern
+
+
+@pytest.mark.parametrize("text", SELF_HARM_INTENT + SELF_HARM_INSTRUCTIONS + SELF_HARM_MENTION + SEXUAL)
+def test_every_rule_matches_a_short_phrase(text: str) -> None:
+    """ReplyCheck reads a streaming reply in parts overlapping by CONTEXT_CHARS: a rule must
+    match phrases well within that (80 characters here, with room for longer words)."""
+    normalized = normalize(text)
+    spans = [m.end() - m.start() for _, _, pattern in RULES if (m := pattern.search(normalized))]
+    assert spans and max(spans) <= 80 < CONTEXT_CHARS

@@ -18,17 +18,20 @@ from avatar_chat.safety.offline import OfflineModerator
 
 
 class CountingModerator(OfflineModerator):
-    def __init__(self) -> None:
+    def __init__(self, context_chars: int | None = OfflineModerator.context_chars) -> None:
         self.texts: list[str] = []
+        self.context_chars = context_chars  # None: as a model, which reads a reply whole at its end
 
     async def check(self, text: str) -> ModerationResult:
         self.texts.append(text)
         return await super().check(text)
 
 
-def check_of(every: int, mode: OutputMode, *, minor: bool = False) -> tuple[ReplyCheck, CountingModerator]:
+def check_of(
+    every: int, mode: OutputMode, *, minor: bool = False, context_chars: int | None = 120
+) -> tuple[ReplyCheck, CountingModerator]:
     settings = Settings(_env_file=None, moderation_output_check_chars=every, moderation_output_mode=mode)
-    moderator = CountingModerator()
+    moderator = CountingModerator(context_chars)
     moderation = Moderation(moderator, SafetyPolicy.from_settings(settings), ModerationMetrics())
     check = moderation.reply_check(minor=minor)
     assert check is not None
@@ -45,16 +48,27 @@ async def feed(check: ReplyCheck, chunks: list[str]) -> list[str]:
 CLEAN = [f"word{n} " for n in range(30)]  # 6-7 characters each
 
 
-async def test_stream_mode_lets_each_chunk_out_at_once_and_checks_every_n_characters() -> None:
-    check, moderator = check_of(50, OutputMode.stream)
+@pytest.mark.parametrize("context_chars", [None, 120, 30])
+async def test_stream_mode_lets_each_chunk_out_at_once_and_checks_every_n_characters(
+    context_chars: int | None,
+) -> None:
+    check, moderator = check_of(50, OutputMode.stream, context_chars=context_chars)
     out = await feed(check, CLEAN)
     assert out[:-1] == CLEAN and out[-1] == ""
     text = "".join(CLEAN)
-    # Once at least 50 new characters are in (at 54, 108, 162 of 200), then the whole.
-    assert len(moderator.texts) == 4
-    assert moderator.texts[-1] == text
-    # Each check reads the new text and the 50 characters before it.
-    assert all(len(t) <= 100 + 7 for t in moderator.texts[:-1])
+    # Once at least 50 new characters are in, then at the end.
+    points, length, checked = [], 0, 0
+    for chunk in CLEAN:
+        length += len(chunk)
+        if length - checked >= 50:
+            points.append(length)
+            checked = length
+    assert points == [54, 109, 165]
+    overlap = 50 if context_chars is None else min(50, context_chars)
+    starts = [0, *(max(0, p - overlap) for p in points)]
+    assert moderator.texts[:3] == [text[a:b] for a, b in zip(starts, points, strict=False)]
+    # A model reads the whole reply at the end; local rules read what is left, with the overlap.
+    assert moderator.texts[3] == (text if context_chars is None else text[165 - overlap :])
 
 
 async def test_hold_mode_lets_out_only_checked_text() -> None:

@@ -176,7 +176,8 @@ class ReplyGenerator:
                             first = False
                             self._metrics.first_token_seconds.observe(time.perf_counter() - started)
                         if check is not None:
-                            chunk = await check.add(chunk)
+                            taken = check.take(chunk)  # no coroutine unless a check is due
+                            chunk = await check.checked() if taken is None else taken
                             if check.flagged is not None:
                                 break
                         if chunk:

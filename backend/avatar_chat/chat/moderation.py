@@ -8,7 +8,7 @@ user's message before the model is asked, and the check of the reply as it strea
   begin_turn, which writes what it implies (a blocked message, a crisis notice, the
   safety events) in its one round trip: no extra statement for the check.
 - `ReplyCheck`: the reply is checked every MODERATION_OUTPUT_CHECK_CHARS characters as
-  it streams and once whole at the end; a flagged reply stops, is saved as `filtered`
+  it streams and at the end (whole, for a model); a flagged reply stops, is saved as `filtered`
   with the operator's replacement text (its flagged text is kept nowhere) and the client
   is told to replace what it showed. MODERATION_OUTPUT_MODE=hold lets only checked text
   out, at the cost of text arriving in steps of that many characters.
@@ -20,6 +20,7 @@ FailMode.open goes on and the event is recorded (`unchecked`).
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -107,6 +108,12 @@ class Verdict:
         }
 
 
+@functools.cache
+def _clean(provider: str) -> Verdict:
+    """The verdict on a text nothing was flagged in: one per provider, shared."""
+    return Verdict(provider=provider)
+
+
 @dataclass(frozen=True, slots=True)
 class SafetyPolicy:
     actions: Mapping[str, Action]
@@ -152,6 +159,8 @@ class SafetyPolicy:
         return stricter if _SEVERITY[stricter] > _SEVERITY[general] else general
 
     def verdict(self, result: ModerationResult) -> Verdict:
+        if not result.flagged_categories:
+            return _clean(result.provider)
         flagged = tuple(sorted(result.flagged_categories))
         adult = {self.action(category, minor=False) for category in flagged}
         minor = {self.action(category, minor=True) for category in flagged}
@@ -286,17 +295,25 @@ class Moderation:
 
 class ReplyCheck:
     """Checks a streaming reply every `output_check_chars` characters (the new text with the
-    characters before it, so a phrase across the boundary is seen) and whole at the end.
+    characters before it, so a phrase across the boundary is seen) and at the end: the whole
+    reply for a provider that judges texts as a whole (a model), the rest for one whose
+    verdict is the union of its verdicts on overlapping parts (the offline rules: parts
+    overlap by its `context_chars`, so each character is read about once).
 
-    `add` answers the text that may go out now, `finish` the rest once the whole reply
-    passed. With OutputMode.stream text goes out as it comes (a flagged reply has shown at
-    most about `output_check_chars` unchecked characters, which the client then replaces);
-    with OutputMode.hold only checked text goes out. Once `flagged` is set nothing more does."""
+    `take` answers the text that may go out now, or None when a check is due (then await
+    `checked`): no coroutine per chunk. `finish` answers the rest once the reply passed.
+    With OutputMode.stream text goes out as it comes (a flagged reply has shown at most
+    about `output_check_chars` unchecked characters, which the client then replaces); with
+    OutputMode.hold only checked text goes out. Once `flagged` is set nothing more does."""
 
     def __init__(self, moderation: Moderation, *, minor: bool) -> None:
+        assert moderation.moderator is not None
         self._moderation = moderation
         self._minor = minor
         self._every = moderation.policy.output_check_chars
+        context = moderation.moderator.context_chars
+        self._overlap = self._every if context is None else min(self._every, context)
+        self._whole_at_end = context is None
         self._hold = moderation.policy.output_mode == OutputMode.hold
         self._parts: list[str] = []  # the whole text so far, joined only when checked
         self._held: list[str] = []  # the text not let out yet
@@ -305,23 +322,38 @@ class ReplyCheck:
         self.flagged: Verdict | None = None
         self.unchecked: Verdict | None = None  # a check the provider failed (fail mode open)
 
-    async def add(self, chunk: str) -> str:
+    def take(self, chunk: str) -> str | None:
         self._parts.append(chunk)
         self._held.append(chunk)
         self._length += len(chunk)
         if self._length - self._checked >= self._every:
-            text = "".join(self._parts)
-            self._parts = [text]
-            # The new text with the characters before it: a phrase across the boundary is seen.
-            if not await self._passes(text[max(0, self._checked - self._every) :]):
-                return ""
-            self._checked = self._length
-            return self._let_out()
+            return None
         return "" if self._hold else self._let_out()
 
+    async def checked(self) -> str:
+        """Run the check `take` said is due; the text that may go out ("" when flagged)."""
+        text = "".join(self._parts)
+        self._parts = [text]
+        if not await self._passes(text[max(0, self._checked - self._overlap) :]):
+            return ""
+        self._checked = self._length
+        return self._let_out()
+
+    async def add(self, chunk: str) -> str:
+        """`take`, then `checked` when a check is due."""
+        out = self.take(chunk)
+        return await self.checked() if out is None else out
+
     async def finish(self) -> str:
-        """Check the whole reply; the text not let out yet, unless it is flagged."""
-        if self.flagged is not None or not self._length or not await self._passes("".join(self._parts)):
+        """The last check; the text not let out yet, unless it is flagged."""
+        if self.flagged is not None or not self._length:
+            return ""
+        text = "".join(self._parts)
+        if not self._whole_at_end:
+            if self._checked == self._length:
+                return self._let_out()
+            text = text[max(0, self._checked - self._overlap) :]
+        if not await self._passes(text):
             return ""
         self._checked = self._length
         return self._let_out()

@@ -70,6 +70,11 @@ class ModerationUnavailable(Exception):
 
 class Moderator(Protocol):
     name: str
+    # None: the provider judges a text as a whole (a model), so a streaming reply is checked
+    # whole at its end. A number: its verdict on a text is the union of its verdicts on
+    # parts that overlap by this many characters (local rules matching phrases no longer
+    # than that), so every part of a reply needs reading only once.
+    context_chars: int | None
 
     async def check(self, text: str) -> ModerationResult:
         """The verdict on `text`; raises `ModerationUnavailable` when there is none."""

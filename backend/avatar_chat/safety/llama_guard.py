@@ -77,6 +77,7 @@ _MAX_TOKENS = 20
 
 class LlamaGuardModerator:
     name: str = "llama-guard"
+    context_chars: int | None = None
 
     def __init__(
         self,

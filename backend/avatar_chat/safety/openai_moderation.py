@@ -20,6 +20,7 @@ DEFAULT_MODEL: Final = "omni-moderation-latest"
 
 class OpenAIModerator:
     name: str = "openai"
+    context_chars: int | None = None
 
     def __init__(
         self,
