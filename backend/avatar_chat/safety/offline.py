@@ -52,6 +52,8 @@ from __future__ import annotations
 
 import re
 from types import MappingProxyType
+
+import ahocorasick
 from typing import Final
 
 from avatar_chat.safety.base import (
@@ -237,6 +239,12 @@ RULES: Final = tuple(
     for keywords, pattern in rules
 )
 _KEYWORDS: Final = tuple(sorted({keyword for _, keywords, _ in RULES for keyword in keywords}))
+# All key words found in one pass over the text (an Aho-Corasick automaton, in C): ~3x
+# cheaper than a substring test per key word, which was most of classify's time.
+_FIND_KEYWORDS: Final = ahocorasick.Automaton()
+for _keyword in _KEYWORDS:
+    _FIND_KEYWORDS.add_word(_keyword, _keyword)
+_FIND_KEYWORDS.make_automaton()
 _APOSTROPHES: Final = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'", "`": "'"})
 
 
@@ -251,7 +259,7 @@ def normalize(text: str) -> str:
 def classify(text: str) -> frozenset[str]:
     """The categories `text` falls in; empty for none. Plain CPU work, no I/O."""
     normalized = normalize(text)
-    present = {keyword for keyword in _KEYWORDS if keyword in normalized}
+    present = {keyword for _, keyword in _FIND_KEYWORDS.iter(normalized)}
     found: set[str] = set()
     if not present:
         return frozenset()
