@@ -52,9 +52,9 @@ from __future__ import annotations
 
 import re
 from types import MappingProxyType
+from typing import Final
 
 import ahocorasick
-from typing import Final
 
 from avatar_chat.safety.base import (
     SELF_HARM,
