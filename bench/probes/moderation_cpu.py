@@ -52,7 +52,7 @@ async def _with(moderation: Moderation, turns: int) -> float:
             if rest:
                 out.append(rest)
         if check is not None:
-            check.outcome()
+            check.finished()
         if "".join(out) != "".join(REPLY_CHUNKS):
             raise RuntimeError("the reply did not come through whole")
     return (time.process_time() - started) / turns * 1e6

@@ -26,6 +26,7 @@ from tests.support.apps import own_app
 from tests.support.assertions import assert_error
 from tests.support.databases import as_role, claims_of
 from tests.support.factories import TEST_JWT_SECRET, User, create_chat, create_user, history, send
+from tests.support.metrics import metric, metric_samples
 from tests.support.sse import parse_sse
 
 DISCLOSURE = "You are chatting with an AI, not a person. [test]"
@@ -308,6 +309,14 @@ async def test_openai_moderation_flags_and_scores(
             'avatar_chat_moderation_flags_total{action="block",category="harassment/threatening",direction="in"}'
             in metrics
         )
+        samples = metric_samples(metrics)
+        # Every check of the replies was clean, counted once a reply ended; each one timed.
+        replies_checked = len([c for c in route.calls if "calm" in json.loads(c.request.content)["input"]])
+        assert (
+            metric(samples, "avatar_chat_moderation_checks_total", direction="out", result="clean")
+            == replies_checked
+        )
+        assert metric(samples, "avatar_chat_moderation_seconds_count") == len(route.calls)
     recorded = await events(owner, user)
     assert [(e["action"], e["provider"]) for e in recorded] == [("crisis", "openai"), ("block", "openai")]
 

@@ -210,7 +210,7 @@ class ReplyGenerator:
         if check is not None:
             if check.flagged is not None:
                 out.filtered_text = self._moderation.policy.filtered_text
-            out.moderation = check.outcome()
+            out.moderation = check.finished()
         if out.failure is not None:
             self._metrics.provider_failures(out.failure.code).inc()
             if started:

@@ -263,23 +263,34 @@ class Moderation:
         self.policy = policy
         self.metrics = metrics
 
-    async def check(self, text: str, direction: str, *, minor: bool | None = None) -> Verdict | None:
+    async def check(
+        self, text: str, direction: str, *, minor: bool | None = None, count_clean: bool = True
+    ) -> Verdict | None:
         """The verdict on `text` (None: moderation is off). A failed provider raises 503
-        moderation_unavailable when the fail mode is closed, else answers `unchecked`."""
-        if self.moderator is None:
+        moderation_unavailable when the fail mode is closed, else answers `unchecked`.
+        `count_clean=False`: the caller counts clean checks itself (a reply's, once at its end)."""
+        moderator = self.moderator
+        if moderator is None:
             return None
-        started = time.perf_counter()
+        # A model's latency is worth a histogram; local rules' is CPU time (bench/).
+        timed = moderator.context_chars is None
+        started = time.perf_counter() if timed else 0.0
         try:
-            result = await self.moderator.check(text)
+            result = await moderator.check(text)
         except ModerationUnavailable:
-            self.metrics.seconds.observe(time.perf_counter() - started)
+            if timed:
+                self.metrics.seconds.observe(time.perf_counter() - started)
             self.metrics.checks(direction, "unavailable").inc()
             if self.policy.fail_mode == FailMode.closed:
                 raise moderation_unavailable() from None
-            return Verdict(provider=self.moderator.name, unchecked=True)
-        self.metrics.seconds.observe(time.perf_counter() - started)
+            return Verdict(provider=moderator.name, unchecked=True)
+        if timed:
+            self.metrics.seconds.observe(time.perf_counter() - started)
         verdict = self.policy.verdict(result)
-        self.metrics.checks(direction, "flagged" if verdict.categories else "clean").inc()
+        if verdict.categories:
+            self.metrics.checks(direction, "flagged").inc()
+        elif count_clean:
+            self.metrics.checks(direction, "clean").inc()
         for category in verdict.categories:
             action = self.policy.action(category, minor=bool(minor))
             self.metrics.categories(direction, category, str(action)).inc()
@@ -321,6 +332,8 @@ class ReplyCheck:
         self._checked = 0  # characters of the text checked
         self.flagged: Verdict | None = None
         self.unchecked: Verdict | None = None  # a check the provider failed (fail mode open)
+        self._checks = 0
+        self._counted = 0
 
     def take(self, chunk: str) -> str | None:
         self._parts.append(chunk)
@@ -364,7 +377,10 @@ class ReplyCheck:
         return held[0] if len(held) == 1 else "".join(held)
 
     async def _passes(self, text: str) -> bool:
-        verdict = await self._moderation.check(text, "out", minor=self._minor)
+        self._checks += 1
+        verdict = await self._moderation.check(text, "out", minor=self._minor, count_clean=False)
+        if verdict is not None and (verdict.unchecked or verdict.categories):
+            self._counted += 1  # Moderation.check counted it (flagged, unavailable)
         if verdict is not None and verdict.unchecked:
             self.unchecked = verdict
         elif verdict is not None and verdict.refuses(self._minor):
@@ -372,8 +388,12 @@ class ReplyCheck:
             return False
         return True
 
-    def outcome(self) -> dict[str, Any] | None:
-        """finish_turn's p_moderation: what to record of this reply."""
+    def finished(self) -> dict[str, Any] | None:
+        """The reply ended: count its clean checks (once, not a metric write per check), and
+        answer finish_turn's p_moderation, what to record of it."""
+        clean = self._checks - self._counted
+        if clean > 0:
+            self._moderation.metrics.checks("out", "clean").inc(clean)
         verdict, action = (self.flagged, "filter") if self.flagged else (self.unchecked, "unchecked")
         if verdict is None:
             return None
