@@ -161,7 +161,7 @@ def test_a_rule_that_matches_has_its_key_word_in_the_text(text: str) -> None:
 @pytest.mark.parametrize("text", SELF_HARM_INTENT + SELF_HARM_INSTRUCTIONS + SELF_HARM_MENTION + SEXUAL)
 def test_every_rule_matches_a_short_phrase(text: str) -> None:
     """ReplyCheck reads a streaming reply in parts overlapping by CONTEXT_CHARS: a rule must
-    match phrases well within that (80 characters here, with room for longer words)."""
+    match phrases well within that (40 characters here, with room for longer words)."""
     normalized = normalize(text)
     spans = [m.end() - m.start() for _, _, pattern in RULES if (m := pattern.search(normalized))]
-    assert spans and max(spans) <= 80 < CONTEXT_CHARS
+    assert spans and max(spans) <= 40 < CONTEXT_CHARS

@@ -337,11 +337,14 @@ class ReplyCheck:
 
     def take(self, chunk: str) -> str | None:
         self._parts.append(chunk)
-        self._held.append(chunk)
         self._length += len(chunk)
         if self._length - self._checked >= self._every:
+            self._held.append(chunk)  # out only once the check passed
             return None
-        return "" if self._hold else self._let_out()
+        if self._hold:
+            self._held.append(chunk)
+            return ""
+        return chunk  # stream mode: the common case, nothing held, nothing allocated
 
     async def checked(self) -> str:
         """Run the check `take` said is due; the text that may go out ("" when flagged)."""

@@ -65,7 +65,7 @@ from avatar_chat.safety.base import (
 )
 
 CATEGORIES: Final = (SELF_HARM, SELF_HARM_INTENT, SELF_HARM_INSTRUCTIONS, SEXUAL)
-CONTEXT_CHARS: Final = 120
+CONTEXT_CHARS: Final = 64
 
 # Words after "...myself" that make "cutting myself" or "burning myself" everyday speech.
 _NOT_SELF_HARM_OBJECT = r"(?!\s+(?:a|an|some|another|out|off|free|loose|short|up|down)\b)"
@@ -280,7 +280,8 @@ _CLEAN: Final = ModerationResult(
 class OfflineModerator:
     name: str = "offline"
     # Every rule matches a phrase of at most about this many characters (a test holds the
-    # rules to 80 on every phrase they must catch): a reply is read in parts overlapping by this.
+    # rules to 40 on every phrase they must catch, the longest 27): a reply is read in
+    # parts overlapping by this.
     context_chars: int | None = CONTEXT_CHARS
 
     async def check(self, text: str) -> ModerationResult:
