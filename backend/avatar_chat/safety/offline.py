@@ -39,8 +39,9 @@ It is a safety net, not a classifier of record: it misses paraphrases a model ca
 does not read other languages. Cost (CPython 3.11, one core of the development machine):
 ~20 us for a 1,000-character reply, ~5 us for a chat message of 230 characters, ~1 us
 for a short one: the key words are found in one pass (an Aho-Corasick automaton), then
-only the rules whose key words are there run, and the normalisation. A regex that runs costs ~13-30 us per 1,000 characters when it begins
-with `\b` (the engine tries it at every position) and under 1 us when it begins with a
+only the rules whose key words are there run, and the normalisation. A regex that runs
+costs ~13-30 us per 1,000 characters when it begins with `\b` (the engine tries it at
+every position) and under 1 us when it begins with a
 literal word (the engine jumps to its occurrences): so the rules whose key words
 everyday text holds ("yourself", "life", "self") begin with a literal, the word boundary
 put after it as a look-behind (`self(?<=\bself)`), and key words are as specific as the
