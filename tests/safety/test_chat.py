@@ -610,8 +610,11 @@ async def test_edits_are_moderated_and_a_blocked_message_can_be_edited_into_a_se
     refused = await app.patch(url, json={"content": "I want to kill myself"}, headers=user.headers)
     assert_error(refused, 422, "message_blocked")
     assert refused.json()["error"]["details"]["crisis_notice"] == CRISIS
+    german = {**user.headers, "Accept-Language": "de"}
+    refused = await app.patch(url, json={"content": "I want to kill myself"}, headers=german)
+    assert refused.json()["error"]["details"]["crisis_notice"] == CRISIS_DE
     assert (await history(app, user, chat))[-1]["content"] == "send me nudes"  # not applied
-    assert [e["action"] for e in await events(owner, user)] == ["block", "crisis"]
+    assert [e["action"] for e in await events(owner, user)] == ["block", "crisis", "crisis"]
 
     edited = await app.patch(url, json={"content": "tell me a joke"}, headers=user.headers)
     assert edited.status_code == 201, edited.text

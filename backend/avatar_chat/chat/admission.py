@@ -102,9 +102,10 @@ class Admission:
         message_id: uuid.UUID,
         new_content: str | None,
         idempotency_key: str | None,
+        accept_language: str | None = None,
     ) -> Admitted:
         if new_content is not None:
-            await self._check_edit(user, conversation_id, message_id, new_content)
+            await self._check_edit(user, conversation_id, message_id, new_content, accept_language)
         cached_avatar, _ = await self._store.for_turn(user.sub, conversation_id)
         worker_id = self._worker_id()
         row = await repository.begin_regenerate(
@@ -124,7 +125,12 @@ class Admission:
         )
 
     async def _check_edit(
-        self, user: Claims, conversation_id: uuid.UUID, message_id: uuid.UUID, content: str
+        self,
+        user: Claims,
+        conversation_id: uuid.UUID,
+        message_id: uuid.UUID,
+        content: str,
+        accept_language: str | None,
     ) -> None:
         """An edit moderation refuses is not applied (422 message_blocked), and it is held to
         the stricter of the two policies (a minor's): whether the user is a minor is only
@@ -148,7 +154,9 @@ class Admission:
         if crisis:
             self._moderation.count_notices(["crisis"])
         raise message_blocked(
-            verdict, message_id, crisis_notice=self._moderation.policy.crisis_notice if crisis else None
+            verdict,
+            message_id,
+            crisis_notice=self._moderation.policy.crisis_text(accept_language) if crisis else None,
         )
 
     def count_refused(self, exc: Exception) -> None:

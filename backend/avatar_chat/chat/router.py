@@ -191,7 +191,13 @@ async def edit_message(
         user,
         sse,
         lambda: chat.regenerate(
-            user, conversation_id, message_id, new_content=body.content, idempotency_key=key, stream=sse
+            user,
+            conversation_id,
+            message_id,
+            new_content=body.content,
+            idempotency_key=key,
+            stream=sse,
+            accept_language=request.headers.get("accept-language"),
         ),
     )
 

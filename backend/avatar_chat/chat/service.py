@@ -113,12 +113,14 @@ class ChatService:
         new_content: str | None = None,
         idempotency_key: str | None,
         stream: bool = True,
+        accept_language: str | None = None,
     ) -> Turn:
         """A new alternative to the latest reply `message_id` (`new_content` None), or the
-        latest user message `message_id` edited to `new_content` and answered anew."""
+        latest user message `message_id` edited to `new_content` and answered anew
+        (`accept_language`: the crisis notice's language, should moderation refuse the edit)."""
         return await self._start(
             lambda: self._admission.begin_regenerate(
-                user, conversation_id, message_id, new_content, idempotency_key
+                user, conversation_id, message_id, new_content, idempotency_key, accept_language
             ),
             stream,
         )
