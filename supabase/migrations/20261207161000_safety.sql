@@ -48,9 +48,10 @@ grant all on public.user_safety to service_role;
 
 -- A user's continuing interaction: it started at started_at and goes on while messages
 -- follow each other with gaps shorter than the configured gap (30 minutes by default);
--- last_at is their latest message. disclosed_at and reminded_at: the latest AI disclosure
--- and break reminder of this interaction (null: none yet). Read under a row lock at the
--- start of begin_turn, so a user's turns on every worker decide one after the other.
+-- last_at is their latest message (to the minute: written when a minute old). disclosed_at
+-- and reminded_at: the latest AI disclosure and break reminder of this interaction (null:
+-- none yet). Read at the start of begin_turn under a transaction-scoped advisory lock on
+-- the user, so a user's turns on every worker decide one after the other.
 create table avatar_chat.interactions (
   user_id uuid not null,
   started_at timestamptz not null,
@@ -263,6 +264,7 @@ declare
   blocked boolean := false;
   crisis boolean := false;
   fresh boolean;
+  ia_changed boolean := false;
   n_ids uuid[] := '{}';
   n_seqs bigint[] := '{}';
   n_kinds text[] := '{}';
@@ -275,18 +277,13 @@ begin
     live_workers := array(select w.id from avatar_chat.workers w where w.expires_at > now());
   end if;
   if p_safety is not null then
-    -- The user's interaction, locked before anything else: their turns on every worker
-    -- decide the cadences one after the other, and hold no other lock while they wait
-    -- here. A first turn makes the row (as if its last message were long ago); act_as
-    -- checks the claims next, and an error rolls all of it back.
+    -- The user's interaction, before anything else is locked: their turns on every worker
+    -- decide the cadences one after the other (a transaction-scoped advisory lock: held
+    -- in memory, nothing written to take it), holding no other lock while they wait here.
+    -- act_as checks the claims next, and an error rolls all of it back.
     me := (claims::jsonb ->> 'sub')::uuid;
-    select * into ia from avatar_chat.interactions i where i.user_id = me for update;
-    if not found then
-      insert into avatar_chat.interactions (user_id, started_at, last_at)
-      select me, now(), '-infinity' where exists (select from auth.users u where u.id = me)  -- else act_as says so
-      on conflict (user_id) do nothing;
-      select * into ia from avatar_chat.interactions i where i.user_id = me for update;
-    end if;
+    perform pg_advisory_xact_lock(hashtextextended('avatar_chat.interactions:' || me::text, 0));
+    select * into ia from avatar_chat.interactions i where i.user_id = me;
   end if;
   perform avatar_chat.act_as(claims);
   me := (select auth.uid());
@@ -382,6 +379,7 @@ begin
       fresh := ia.user_id is null or ia.last_at <= now() - make_interval(secs => (p_safety ->> 'gap_s')::float8);
       if fresh then
         ia := row(me, now(), now(), null, null);
+        ia_changed := true;
       end if;
       if p_safety ->> 'disclosure' is not null and (
         conv.last_seq = 0 or ia.disclosed_at is null
@@ -391,6 +389,7 @@ begin
         values (conv.id, 'notice', p_safety ->> 'disclosure', 'complete', 'disclosure')
         returning * into nt;
         ia.disclosed_at := now();
+        ia_changed := true;
         n_ids := n_ids || nt.id; n_seqs := n_seqs || nt.seq; n_kinds := n_kinds || 'disclosure'::text;
         n_contents := n_contents || nt.content; n_ats := n_ats || nt.created_at;
       end if;
@@ -400,10 +399,16 @@ begin
         values (conv.id, 'notice', p_safety ->> 'break', 'complete', 'break')
         returning * into nt;
         ia.reminded_at := now();
+        ia_changed := true;
         n_ids := n_ids || nt.id; n_seqs := n_seqs || nt.seq; n_kinds := n_kinds || 'break'::text;
         n_contents := n_contents || nt.content; n_ats := n_ats || nt.created_at;
       end if;
-      ia.last_at := now();
+      -- The interaction's latest message, kept to the minute: a user's every turn need not
+      -- write it (the gap that ends an interaction is counted in tens of minutes).
+      if ia_changed or ia.last_at < now() - interval '1 minute' then
+        ia.last_at := now();
+        ia_changed := true;
+      end if;
     end if;
     insert into public.messages (conversation_id, role, content, status, idempotency_key)
     values (conv.id, 'user', p_content, case when blocked then 'blocked' else 'complete' end::public.message_status,
@@ -464,11 +469,13 @@ begin
     -- The user's work is done: the interaction and the events are written as the
     -- connecting role (users can neither read nor write them).
     perform set_config('role', 'none', true);
-    insert into avatar_chat.interactions as i (user_id, started_at, last_at, disclosed_at, reminded_at)
-    values (me, ia.started_at, ia.last_at, ia.disclosed_at, ia.reminded_at)
-    on conflict (user_id) do update
-      set started_at = excluded.started_at, last_at = excluded.last_at,
-          disclosed_at = excluded.disclosed_at, reminded_at = excluded.reminded_at;
+    if ia_changed then
+      insert into avatar_chat.interactions as i (user_id, started_at, last_at, disclosed_at, reminded_at)
+      values (me, ia.started_at, ia.last_at, ia.disclosed_at, ia.reminded_at)
+      on conflict (user_id) do update
+        set started_at = excluded.started_at, last_at = excluded.last_at,
+            disclosed_at = excluded.disclosed_at, reminded_at = excluded.reminded_at;
+    end if;
     if blocked then
       perform avatar_chat.record_safety_event(me, conv.id, um.id, 'in', 'block',
         array(select jsonb_array_elements_text(verdict -> 'categories')), verdict ->> 'provider');

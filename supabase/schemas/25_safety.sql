@@ -36,9 +36,10 @@ grant all on public.user_safety to service_role;
 
 -- A user's continuing interaction: it started at started_at and goes on while messages
 -- follow each other with gaps shorter than the configured gap (30 minutes by default);
--- last_at is their latest message. disclosed_at and reminded_at: the latest AI disclosure
--- and break reminder of this interaction (null: none yet). Read under a row lock at the
--- start of begin_turn, so a user's turns on every worker decide one after the other.
+-- last_at is their latest message (to the minute: written when a minute old). disclosed_at
+-- and reminded_at: the latest AI disclosure and break reminder of this interaction (null:
+-- none yet). Read at the start of begin_turn under a transaction-scoped advisory lock on
+-- the user, so a user's turns on every worker decide one after the other.
 create table avatar_chat.interactions (
   user_id uuid not null,
   started_at timestamptz not null,
