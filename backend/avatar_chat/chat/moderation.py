@@ -185,12 +185,14 @@ class SafetyPolicy:
         return self.crisis_notice
 
     def turn_parameters(self, verdict: Verdict | None, accept_language: str | None) -> dict[str, Any]:
-        """begin_turn's p_safety."""
+        """begin_turn's p_safety. The crisis notice's text only with a crisis verdict: the
+        only turn that can use it (the hot path of every other turn neither picks nor sends it)."""
+        crisis = verdict is not None and (verdict.crisis or verdict.minor_crisis)
         return {
             "verdict": verdict.as_json() if verdict is not None and verdict.recorded else None,
             "disclosure": self.disclosure,
             "break": self.break_notice,
-            "crisis": self.crisis_text(accept_language),
+            "crisis": self.crisis_text(accept_language) if crisis else None,
             "crisis_replaces": self.crisis_mode == CrisisMode.instead,
             "every_s": self.every_s,
             "gap_s": self.gap_s,
