@@ -9,9 +9,11 @@
 //                     what one message shows, safety notices included, pure)
 //   chat.js           send, follow, stop, retry (stream.js: the events, as a reducer;
 //                     progress.js: a streaming reply's progress, for a reload)
+//   meter.js          the usage meter (usage.js: what it shows, and what a used-up
+//                     quota says, pure)
 //   notice.js, dom.js errors and statuses; small view helpers
-// The pure modules (sse, retry, messages, messageview, stream, progress, personalities)
-// are tested in Node: tests/web/js/.
+// The pure modules (sse, retry, messages, messageview, stream, progress, personalities,
+// usage) are tested in Node: tests/web/js/.
 
 import { Api } from "./api.js";
 import { createAuth } from "./auth.js";

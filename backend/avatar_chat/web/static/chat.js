@@ -8,7 +8,8 @@ import { ApiError, newKey } from "./api.js";
 import { afterReply, newConversation, openConversation } from "./conversations.js";
 import { $, show } from "./dom.js";
 import { blockedMessage, findMessage, lastSeq, latestReply, upsertMessage } from "./messages.js";
-import { announce, clearNotice, describe, notify, waitThenAllowRetry } from "./notice.js";
+import { refreshUsage } from "./meter.js";
+import { announce, clearNotice, describe, notify, tooManyRequests } from "./notice.js";
 import { progressStore, resumeFrom } from "./progress.js";
 import { renderMessage, renderMessageById, renderMessages, scrollToEnd } from "./render.js";
 import { resumeBackoffMs, retryPlan } from "./retry.js";
@@ -92,10 +93,12 @@ function setComposerBusy(isBusy) {
   $("composer-input").readOnly = isBusy;
 }
 
+/** A turn is over (done, error, stopped, or refused): the usage meter is read again. */
 function streamEnded(controller) {
   if (state.streaming?.controller === controller) state.streaming = null;
   setComposerBusy(false);
   renderMessage(latestReply(state.messages));
+  refreshUsage();
 }
 
 /** Sends `content` (again, with the same key, for a retry); the reply streams in. */
@@ -173,7 +176,7 @@ function failedSend(err, content, key) {
     return;
   }
   if (err.status === 429) {
-    waitThenAllowRetry(err, () => send(content, key));
+    tooManyRequests(err, () => send(content, key));
     return;
   }
   notify(describe(err, "Sending"), { retry: () => send(content, key) });
@@ -248,7 +251,7 @@ export async function retryReply(reply) {
     await consume(events, conversationId);
   } catch (err) {
     if (controller.signal.aborted) return;
-    if (err instanceof ApiError && err.status === 429) waitThenAllowRetry(err, () => retryReply(reply));
+    if (err instanceof ApiError && err.status === 429) tooManyRequests(err, () => retryReply(reply));
     else if (err.status !== 401) notify(describe(err, "Retrying"), { retry: () => retryReply(reply) });
   } finally {
     streamEnded(controller);

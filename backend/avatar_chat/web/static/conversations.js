@@ -3,6 +3,7 @@
 
 import { abortStream, resume } from "./chat.js";
 import { $, busy, show } from "./dom.js";
+import { refreshUsage } from "./meter.js";
 import { describe, notify } from "./notice.js";
 import { renderMessages, scrollToEnd } from "./render.js";
 import { PAGE, state } from "./state.js";
@@ -122,9 +123,11 @@ export function afterReply(conversation) {
     .catch(() => {});
 }
 
-/** The chat view: the conversation the address names, else the newest, else none yet. */
+/** The chat view: the conversation the address names, else the newest, else none yet;
+ * the usage meter read alongside. */
 export async function openChat() {
   show("view-chat");
+  refreshUsage();
   await loadConversations();
   const wanted = conversationIdFromHash();
   let conversation = state.conversations.find((c) => c.id === wanted) ?? null;

@@ -1,15 +1,16 @@
 // Errors and statuses: the notice bar (with Retry), the screen-reader status line, and a
-// 429's Retry-After countdown with Send held back.
+// 429: a quota used up (when it resets), or Retry-After counted down with Send held back.
 
 import { ApiError } from "./api.js";
 import { $ } from "./dom.js";
 import { countdownSeconds, countdownView } from "./retry.js";
 import { state } from "./state.js";
+import { quotaMessage } from "./usage.js";
 
 export function notify(text, { retry = null, kind = "error" } = {}) {
   const notice = $("notice");
   notice.dataset.kind = kind;
-  notice.setAttribute("role", kind === "error" ? "alert" : "status");
+  notice.setAttribute("role", kind === "error" || kind === "quota" ? "alert" : "status");
   $("notice-text").textContent = text;
   state.retryAction = retry;
   $("notice-retry").hidden = !retry;
@@ -43,8 +44,20 @@ export function describe(err, what) {
   return `${what} failed: ${err?.message || err}`;
 }
 
+/** 429: a plan's quota used up (quota_exceeded) is told as which one and when it resets,
+ * with no Retry and no countdown (hours away; Send stays usable, the plan may change
+ * meanwhile); too fast or too many replies at once waits Retry-After, then offers `retry`. */
+export function tooManyRequests(err, retry) {
+  if (err.code === "quota_exceeded") {
+    stopCountdown();
+    notify(quotaMessage(err.details, { retryAfter: err.retryAfter, fallback: err.message }), { kind: "quota" });
+    return;
+  }
+  waitThenAllowRetry(err, retry);
+}
+
 /** 429: say so, count Retry-After down with Send held back, then offer the retry. */
-export function waitThenAllowRetry(err, retry) {
+function waitThenAllowRetry(err, retry) {
   let left = countdownSeconds(err.retryAfter);
   const tick = () => {
     const view = countdownView(err.code, left);

@@ -4,6 +4,7 @@
 import { abortStream } from "./chat.js";
 import { openChat } from "./conversations.js";
 import { $, busy, show } from "./dom.js";
+import { clearUsage } from "./meter.js";
 import { clearNotice, describe, notify } from "./notice.js";
 import { loadAvatar, loadPersonalities } from "./persona.js";
 import { state } from "./state.js";
@@ -15,6 +16,7 @@ export async function signedOut(message = "") {
 
 export function showSignIn(message = "") {
   abortStream();
+  clearUsage();
   state.avatar = null;
   state.conversation = null;
   $("account").hidden = true;

@@ -21,6 +21,8 @@ export function createState() {
     lastSend: null, // {conversationId, content, key, userMessageId}: what Retry resends
     countdown: null, // a 429's interval timer while Send is held back
     retryAction: null, // what the notice's Retry button does
+    usage: null, // GET /me/usage: the plan, and what was used of it (meter.js)
+    usageRead: null, // {again} while GET /me/usage is under way; again: read once more after
   };
 }
 
