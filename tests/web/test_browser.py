@@ -1,7 +1,8 @@
 """The web client end to end, in headless Chromium (Debian's `chromium`, driven by
 Playwright), against `avatar-chat serve --workers 2` on the embedded default exactly as
 `./scripts/run` starts it: sign in, create the avatar, watch a reply stream in, switch the
-persona, reload mid-stream, stop and retry, 401, 429 and a database outage (503); safety
+persona, reload mid-stream, stop and retry, 401, 429, a plan's quota (the usage meter,
+429 quota_exceeded) and a database outage (503); safety
 (the suitability notice, the AI disclosure, a crisis notice, a withheld reply and a
 blocked message, on a server of their own with the disclosure on); and CORS from pages
 served on a second origin (listed) and a third (not listed). Screenshots at phone and
@@ -22,12 +23,14 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import asyncpg
 import pytest
-from playwright.async_api import Browser, Page, Request, ViewportSize, async_playwright, expect
+from playwright.async_api import Browser, Page, Request, Response, ViewportSize, async_playwright, expect
 
 from avatar_chat.core.settings import Settings
 from avatar_chat.ops.embedded import EmbeddedPostgres
@@ -286,6 +289,22 @@ async def _saved_messages(server: ServerProcess, token: str) -> list[dict[str, A
         return items
 
 
+@contextlib.asynccontextmanager
+async def _database(server: ServerProcess) -> AsyncIterator[asyncpg.Connection]:
+    """A connection, as the database owner, to the cluster `serve` started in its DATA_DIR
+    (attached to, and let go of, never stopped)."""
+    cluster = EmbeddedPostgres(server.data_dir, stop_on_exit=False)
+    dsn = await asyncio.to_thread(cluster.start)
+    try:
+        connection = await asyncpg.connect(dsn)
+        try:
+            yield connection
+        finally:
+            await connection.close()
+    finally:
+        cluster.release()
+
+
 # --- the tests --------------------------------------------------------------------------------------
 
 
@@ -452,6 +471,85 @@ async def test_a_429_waits_retry_after_then_the_retry_goes_through(
     await expect(reply).to_have_attribute("data-status", "complete", timeout=20_000)
     await expect(page.locator("#messages > li.user")).to_have_count(1)
     await expect(notice).to_be_hidden()
+
+
+def _reset_phrase(resets_at: str, zone: str) -> str:
+    """How the page (en-US) says when a daily quota resets to a user in `zone`: "today at
+    9:00 AM" or "tomorrow at 9:00 AM"."""
+    when = datetime.fromisoformat(resets_at).astimezone(ZoneInfo(zone))
+    today = datetime.now(ZoneInfo(zone)).date()
+    time_of_day = f"{when.hour % 12 or 12}:{when.minute:02d} {'AM' if when.hour < 12 else 'PM'}"
+    day = {today: "today", today + timedelta(days=1): "tomorrow"}[when.date()]
+    return f"{day} at {time_of_day}"
+
+
+async def test_a_plans_quota_the_meter_counts_up_and_the_send_over_it_says_when_it_resets(
+    server: ServerProcess, browser: Browser
+) -> None:
+    """A user on a plan of 2 messages a day, at phone width in Tokyo: the meter shows 0/2,
+    1/2, 2/2; the third send is refused (429 quota_exceeded, Retry-After) and told as which
+    quota and when it resets in the user's time, with the text kept; a reload still shows 2/2."""
+    zone = "Asia/Tokyo"  # the plan's day is UTC's: its midnight is 9 AM here
+    phone = {"device_scale_factor": 2, "is_mobile": True, "has_touch": True}
+    async with _page(browser, PHONE, **phone, locale="en-US", timezone_id=zone) as page:
+        refused: list[Response] = []
+        page.on("response", lambda r: refused.append(r) if r.status == 429 else None)
+        await _sign_in(page, server, _email())
+        await _create_avatar(page, "Quinn", "friendly")
+        # The default plan (free) limits nothing: no meter.
+        await expect(page.locator("#usage")).to_be_hidden()
+        user_id = await page.evaluate(f"JSON.parse(localStorage.getItem('{DEV_SESSION}')).user.id")
+        async with _database(server) as owner:
+            await owner.execute(
+                "insert into public.plans (name, messages_per_day) values ('tiny', 2)"
+                " on conflict (name) do nothing"
+            )
+            await owner.execute(
+                "insert into public.user_plans (user_id, plan) values ($1, 'tiny')", uuid.UUID(user_id)
+            )
+        await page.reload()
+        meter = page.get_by_role("meter", name="Messages today")
+        await expect(meter).to_have_attribute("aria-valuenow", "0")
+        await expect(meter).to_have_text("0 / 2 messages")
+        await expect(page.get_by_role("meter")).to_have_count(1)  # only what the plan limits
+        await expect(meter).to_have_attribute("aria-valuemax", "2")
+
+        await _watch(await _send(page, "First of two"))
+        await expect(meter).to_have_attribute("aria-valuenow", "1")
+        await expect(meter).to_have_text("1 / 2 messages")
+        await expect(meter).to_have_attribute("data-level", "ok")
+        await _watch(await _send(page, "Second of two"))
+        await expect(meter).to_have_attribute("aria-valuenow", "2")
+        await expect(meter).to_have_text("2 / 2 messages")
+        await expect(meter).to_have_attribute("data-level", "full")
+
+        box = page.get_by_label("Message", exact=True)
+        await box.fill("And a third?")
+        await box.press("Enter")
+        notice = page.locator("#notice")
+        await expect(notice).to_contain_text("You have used today's 2 messages on the tiny plan.")
+        async with server.client() as client:
+            usage = await client.get("/me/usage", headers={"Authorization": f"Bearer {await _token(page)}"})
+        assert usage.status_code == 200, usage.text
+        told = (await page.locator("#notice-text").inner_text()).replace("\u202f", " ")
+        phrase = _reset_phrase(usage.json()["day"]["resets_at"], zone)
+        expected = f"You have used today's 2 messages on the tiny plan. You can send again {phrase}."
+        assert told == expected, told
+        await expect(notice).to_have_attribute("role", "alert")
+        await expect(notice).to_have_attribute("data-kind", "quota")
+        await expect(page.locator("#notice-retry")).to_be_hidden()  # it would be refused until then
+        await expect(box).to_have_value("And a third?")  # nothing typed is lost
+        await expect(page.get_by_role("button", name="Send")).to_be_enabled()
+        await expect(page.locator("#messages > li.user")).to_have_count(2)
+        await expect(meter).to_have_text("2 / 2 messages")
+        assert [r.url.rsplit("/", 1)[-1] for r in refused] == ["messages"], [r.url for r in refused]
+        assert int(refused[0].headers["retry-after"]) > 0, refused[0].headers
+        await _screenshot(page, "web-client-quota.png")
+
+        await page.reload()
+        await expect(meter).to_have_attribute("aria-valuenow", "2")
+        await expect(meter).to_have_text("2 / 2 messages")
+        await expect(meter).to_have_attribute("data-level", "full")
 
 
 async def test_a_database_outage_is_retried_by_itself_and_the_message_is_sent_once(
