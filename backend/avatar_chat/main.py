@@ -26,6 +26,7 @@ from avatar_chat.core.settings import Settings
 from avatar_chat.health.router import router as health_router
 from avatar_chat.state import open_app_state
 from avatar_chat.storage.router import router as storage_router
+from avatar_chat.usage.router import router as usage_router
 from avatar_chat.web.router import PREFIX as WEB_PREFIX
 from avatar_chat.web.router import ClientFiles
 from avatar_chat.web.router import router as web_router
@@ -56,6 +57,7 @@ ROUTERS = (
     avatars_router,
     conversations_router,
     accounts_router,
+    usage_router,
     storage_router,
     health_router,
     web_router,

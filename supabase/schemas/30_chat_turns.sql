@@ -44,8 +44,13 @@
 -- no reply), notice (a crisis notice and no reply). Its notices come back as arrays (a
 -- replay gets its crisis notice again). Then, as the connecting role, the interaction is
 -- recorded and each safety event (record_safety_event).
+-- p_safety.usage is what moderating the message cost (record_usage's JSON), recorded then.
+-- The user's plan comes back (its name, the models and reply length it allows); its
+-- quotas are enforced by the messages_enforce_limits trigger (40_limits.sql), whose AC429
+-- quota_exceeded rolls the whole turn back.
 -- Errors: AC404 conversation_not_found (no such conversation, or not yours),
--- AC409 avatar_required, AC422 idempotency_key_reused (same key, different content).
+-- AC409 avatar_required, AC422 idempotency_key_reused (same key, different content),
+-- AC429 rate_limited, too_many_streams, quota_exceeded.
 create function avatar_chat.begin_turn(
   claims text,
   p_conversation_id uuid,
@@ -94,7 +99,10 @@ returns table (
   notice_seqs bigint[],
   notice_kinds text[],
   notice_contents text[],
-  notice_created_ats timestamptz[]
+  notice_created_ats timestamptz[],
+  plan_name text,
+  plan_models text[],
+  plan_max_reply_tokens integer
 )
 language plpgsql
 volatile
@@ -130,7 +138,13 @@ declare
   n_contents text[] := '{}';
   n_ats timestamptz[] := '{}';
   crisis_id uuid;
+  pl record;
 begin
+  -- The user's plan, read here at every turn (a dashboard edit holds at once): the models
+  -- and the reply length it allows. Read before acting as the user (the default plan is
+  -- the API's); the messages_enforce_limits trigger holds the turn to its quotas.
+  me := (claims::jsonb ->> 'sub')::uuid;
+  select * into pl from avatar_chat.plan_of(me, claims::jsonb -> 'app_metadata' ->> 'plan');
   if p_idempotency_key is not null then
     -- Read before acting as the user: the API roles cannot see avatar_chat.workers.
     live_workers := array(select w.id from avatar_chat.workers w where w.expires_at > now());
@@ -140,7 +154,6 @@ begin
     -- decide the cadences one after the other (a transaction-scoped advisory lock: held
     -- in memory, nothing written to take it), holding no other lock while they wait here.
     -- act_as checks the claims next, and an error rolls all of it back.
-    me := (claims::jsonb ->> 'sub')::uuid;
     perform pg_advisory_xact_lock(hashtextextended('avatar_chat.interactions:' || me::text, 0));
     select * into ia from avatar_chat.interactions i where i.user_id = me;
   end if;
@@ -176,7 +189,8 @@ begin
                             null::bigint[], null::text[], null::text[], null::text[], null::bigint, null::text,
                             um.id, um.seq, um.created_at, null::uuid, null::bigint, null::integer,
                             null::timestamptz, null::integer, null::text, null::bigint, null::text,
-                            false, n_ids, n_seqs, n_kinds, n_contents, n_ats;
+                            false, n_ids, n_seqs, n_kinds, n_contents, n_ats,
+                            (pl.plan).name, (pl.plan).models, (pl.plan).max_reply_tokens;
         return;
       end if;
       if rp.status = 'complete' then
@@ -185,7 +199,8 @@ begin
                             null::bigint[], null::text[], null::text[], null::text[], null::bigint, null::text,
                             um.id, um.seq, um.created_at, rp.id, rp.seq, rp.attempt, rp.created_at, rp.variant,
                             rp.content, rp.persona_version, rp.personality::text,
-                            false, n_ids, n_seqs, n_kinds, n_contents, n_ats;
+                            false, n_ids, n_seqs, n_kinds, n_contents, n_ats,
+                            (pl.plan).name, (pl.plan).models, (pl.plan).max_reply_tokens;
         return;
       end if;
       -- Still being generated: the lease runs and its worker is alive.
@@ -196,7 +211,8 @@ begin
                             null::bigint[], null::text[], null::text[], null::text[], null::bigint, null::text,
                             um.id, um.seq, um.created_at, rp.id, rp.seq, rp.attempt, rp.created_at, rp.variant,
                             null::text, null::bigint, null::text,
-                            false, n_ids, n_seqs, n_kinds, n_contents, n_ats;
+                            false, n_ids, n_seqs, n_kinds, n_contents, n_ats,
+                            (pl.plan).name, (pl.plan).models, (pl.plan).max_reply_tokens;
         return;
       end if;
     end if;
@@ -346,6 +362,8 @@ begin
     if coalesce((verdict ->> 'unchecked')::boolean, false) then
       perform avatar_chat.record_safety_event(me, conv.id, um.id, 'in', 'unchecked', '{}', verdict ->> 'provider');
     end if;
+    -- What moderating the message cost (remote providers), recorded as the user's.
+    perform avatar_chat.record_usage(me, conv.id, um.id, p_safety -> 'usage', (pl.plan).name);
     if rp.id is null then
       return query select case when crisis then 'notice' else 'blocked' end,
                           conv.mode::text, conv.revision, conv.title is null, upto,
@@ -353,7 +371,8 @@ begin
                           null::bigint[], null::text[], null::text[], null::text[], null::bigint, null::text,
                           um.id, um.seq, um.created_at, null::uuid, null::bigint, null::integer,
                           null::timestamptz, null::integer, null::text, null::bigint, null::text,
-                          is_minor, n_ids, n_seqs, n_kinds, n_contents, n_ats;
+                          is_minor, n_ids, n_seqs, n_kinds, n_contents, n_ats,
+                            (pl.plan).name, (pl.plan).models, (pl.plan).max_reply_tokens;
       return;
     end if;
   end if;
@@ -371,7 +390,8 @@ begin
                       w_seqs, w_roles, w_contents, w_statuses, s_seq, s_content,
                       um.id, um.seq, um.created_at, rp.id, rp.seq, rp.attempt, rp.created_at, rp.variant,
                       null::text, null::bigint, null::text,
-                      is_minor, n_ids, n_seqs, n_kinds, n_contents, n_ats;
+                      is_minor, n_ids, n_seqs, n_kinds, n_contents, n_ats,
+                            (pl.plan).name, (pl.plan).models, (pl.plan).max_reply_tokens;
 end
 $$;
 
@@ -384,7 +404,9 @@ revoke all on function avatar_chat.begin_turn(
 -- p_moderation (null: nothing to record) is what moderation of the reply did, recorded as
 -- a safety event once the reply is settled: {"action": "filter" (status filtered, its
 -- content the operator's replacement) or "unchecked" (the provider failed, fail mode
--- open), "categories": [...], "provider": ...}.
+-- open), "categories": [...], "provider": ...}. p_usage (record_usage's JSON) is what the
+-- attempt spent, the model call and its moderation: recorded whether or not it still owned
+-- the reply (a superseded attempt spent it too).
 create function avatar_chat.finish_turn(
   claims text,
   p_reply_id uuid,
@@ -394,7 +416,8 @@ create function avatar_chat.finish_turn(
   p_error_code text,
   p_persona_version bigint,
   p_personality public.personality_type,
-  p_moderation jsonb
+  p_moderation jsonb,
+  p_usage jsonb
 )
 returns setof public.messages
 language plpgsql
@@ -404,6 +427,7 @@ set search_path = ''
 as $$
 declare
   rp public.messages;
+  settled boolean;
 begin
   perform avatar_chat.act_as(claims);
   update public.messages m
@@ -411,20 +435,27 @@ begin
          persona_version = p_persona_version, personality = p_personality, lease_expires_at = null
    where m.id = p_reply_id and m.attempt = p_attempt and m.status = 'streaming'
   returning m.* into rp;
-  if not found then
-    return;
+  settled := found;
+  if not settled and p_usage is not null then
+    select * into rp from public.messages m where m.id = p_reply_id;
   end if;
-  if p_moderation is not null then
-    perform set_config('role', 'none', true);  -- as the connecting role: users cannot write events
-    perform avatar_chat.record_safety_event(rp.user_id, rp.conversation_id, rp.id, 'out', p_moderation ->> 'action',
-      array(select jsonb_array_elements_text(p_moderation -> 'categories')), p_moderation ->> 'provider');
+  if (settled and p_moderation is not null) or p_usage is not null then
+    -- As the connecting role: users can write neither events nor usage.
+    perform set_config('role', 'none', true);
+    if settled and p_moderation is not null then
+      perform avatar_chat.record_safety_event(rp.user_id, rp.conversation_id, rp.id, 'out', p_moderation ->> 'action',
+        array(select jsonb_array_elements_text(p_moderation -> 'categories')), p_moderation ->> 'provider');
+    end if;
+    perform avatar_chat.record_usage((claims::jsonb ->> 'sub')::uuid, rp.conversation_id, p_reply_id, p_usage, null);
   end if;
-  return next rp;
+  if settled then
+    return next rp;
+  end if;
 end
 $$;
 
 revoke all on function avatar_chat.finish_turn(
-  text, uuid, integer, text, public.message_status, text, bigint, public.personality_type, jsonb
+  text, uuid, integer, text, public.message_status, text, bigint, public.personality_type, jsonb, jsonb
 ) from public, anon, authenticated;
 
 -- save_partial: a worker generating a reply saves its text so far (null: keep the saved
@@ -584,7 +615,9 @@ revoke all on function avatar_chat.reply_progress(text, uuid, uuid, integer) fro
 -- Errors: AC404 conversation_not_found, message_not_found; AC409 not_latest (only the
 -- latest exchange can be regenerated or edited), reply_in_progress, avatar_required;
 -- AC422 not_editable (only a user message can be edited, only a reply regenerated),
--- idempotency_key_reused.
+-- idempotency_key_reused; AC429 rate_limited, too_many_streams, quota_exceeded. p_usage
+-- (record_usage's JSON) is what moderating the edit cost. The plan comes back as from
+-- begin_turn.
 create function avatar_chat.begin_regenerate(
   claims text,
   p_conversation_id uuid,
@@ -595,7 +628,8 @@ create function avatar_chat.begin_regenerate(
   p_worker_id bigint,
   p_known_avatar_id uuid,
   p_known_avatar_version bigint,
-  p_window_limit integer
+  p_window_limit integer,
+  p_usage jsonb
 )
 returns table (
   outcome text,
@@ -624,7 +658,10 @@ returns table (
   reply_content text,
   reply_persona_version bigint,
   reply_personality text,
-  minor boolean
+  minor boolean,
+  plan_name text,
+  plan_models text[],
+  plan_max_reply_tokens integer
 )
 language plpgsql
 volatile
@@ -645,7 +682,12 @@ declare
   w_contents text[];
   w_statuses text[];
   kind text := case when p_new_content is null then 'regenerate' else 'edit' end;
+  pl record;
 begin
+  -- The user's plan, as begin_turn reads it; what moderating an edit cost is recorded.
+  select * into pl from avatar_chat.plan_of((claims::jsonb ->> 'sub')::uuid, claims::jsonb -> 'app_metadata' ->> 'plan');
+  perform avatar_chat.record_usage((claims::jsonb ->> 'sub')::uuid, p_conversation_id, p_message_id, p_usage,
+                                   (pl.plan).name);
   perform avatar_chat.act_as(claims);
   -- A minor's reply is moderated with the minors' actions (docs/safety.md).
   is_minor := coalesce((auth.jwt() -> 'app_metadata' -> 'minor') = 'true'::jsonb, false)
@@ -671,7 +713,8 @@ begin
                             null::bigint[], null::text[], null::text[], null::text[],
                             um.id, um.seq, um.created_at, um.content,
                             rp.id, rp.seq, rp.attempt, rp.created_at, rp.variant,
-                            rp.content, rp.persona_version, rp.personality::text, is_minor;
+                            rp.content, rp.persona_version, rp.personality::text, is_minor,
+                            (pl.plan).name, (pl.plan).models, (pl.plan).max_reply_tokens;
         return;
       end if;
       if rp.status = 'streaming' and rp.lease_expires_at > now()
@@ -681,7 +724,8 @@ begin
                             null::bigint[], null::text[], null::text[], null::text[],
                             um.id, um.seq, um.created_at, um.content,
                             rp.id, rp.seq, rp.attempt, rp.created_at, rp.variant,
-                            null::text, null::bigint, null::text, is_minor;
+                            null::text, null::bigint, null::text, is_minor,
+                      (pl.plan).name, (pl.plan).models, (pl.plan).max_reply_tokens;
         return;
       end if;
       -- Failed, stopped or cut off: the same alternative, a new attempt.
@@ -771,12 +815,13 @@ begin
                       w_seqs, w_roles, w_contents, w_statuses,
                       um.id, um.seq, um.created_at, um.content,
                       rp.id, rp.seq, rp.attempt, rp.created_at, rp.variant,
-                      null::text, null::bigint, null::text, is_minor;
+                      null::text, null::bigint, null::text, is_minor,
+                      (pl.plan).name, (pl.plan).models, (pl.plan).max_reply_tokens;
 end
 $$;
 
 revoke all on function avatar_chat.begin_regenerate(
-  text, uuid, uuid, text, text, double precision, bigint, uuid, bigint, integer
+  text, uuid, uuid, text, text, double precision, bigint, uuid, bigint, integer, jsonb
 ) from public, anon, authenticated;
 
 -- delete_message: delete a message of yours (a user message takes its replies with it).
@@ -924,14 +969,16 @@ revoke all on function avatar_chat.begin_summary(text, uuid, bigint, bigint, int
   from public, anon, authenticated;
 
 -- end_summary: the summary of begin_summary's claim is saved or has failed: release the
--- claim (if it is still this one). Run by the API's own connection.
-create function avatar_chat.end_summary(p_conversation_id uuid, p_claim uuid)
+-- claim (if it is still this one) and record what making it cost (p_usage, record_usage's
+-- JSON, the user's). Run by the API's own connection.
+create function avatar_chat.end_summary(p_conversation_id uuid, p_claim uuid, p_user_id uuid, p_usage jsonb)
 returns void
 language sql
 volatile
 set search_path = ''
 as $$
   delete from avatar_chat.summary_claims s where s.conversation_id = p_conversation_id and s.token = p_claim;
+  select avatar_chat.record_usage(p_user_id, p_conversation_id, null, p_usage, null);
 $$;
 
-revoke all on function avatar_chat.end_summary(uuid, uuid) from public, anon, authenticated;
+revoke all on function avatar_chat.end_summary(uuid, uuid, uuid, jsonb) from public, anon, authenticated;

@@ -19,12 +19,16 @@ create table avatar_chat.limits (
   max_concurrent_streams integer not null default 0,
   image_uploads_per_minute integer not null default 0,
   updated_at timestamptz not null default now(),
+  default_plan text,
   constraint limits_pkey primary key (id),
   constraint limits_single_row check (id),
   constraint limits_nonnegative check (sends_per_minute >= 0 and max_concurrent_streams >= 0),
-  constraint limits_image_uploads_nonnegative check (image_uploads_per_minute >= 0)
+  constraint limits_image_uploads_nonnegative check (image_uploads_per_minute >= 0),
+  constraint limits_default_plan_fkey foreign key (default_plan) references public.plans (name) on update cascade
 );
 comment on table avatar_chat.limits is 'Abuse limits (one row), written by the API from its settings at start-up.';
+comment on column avatar_chat.limits.default_plan is
+  'The plan of users who have none (USAGE_DEFAULT_PLAN); a plan in use as the default cannot be deleted.';
 
 create table avatar_chat.send_counters (
   user_id uuid not null,
@@ -37,19 +41,29 @@ comment on table avatar_chat.send_counters is 'Per-user send count in the curren
 
 revoke all on avatar_chat.limits, avatar_chat.send_counters from public, anon, authenticated;
 
--- Raises AC429 with the reason as HINT (rate_limited, too_many_streams) and the seconds
--- to wait as DETAIL {"retry_after": n}. A refused send rolls back with its statement, so
--- it neither counts nor leaves a row behind. A row that messages_assign_seq left
--- unnumbered is about to be refused by RLS: nothing is counted or locked for it, least
--- of all for the user its user_id names.
+-- Raises AC429 with the reason as HINT (rate_limited, too_many_streams, quota_exceeded)
+-- and the seconds to wait as DETAIL {"retry_after": n} (quota_exceeded adds the plan, the
+-- limit, what it allows, what was used and when it resets). A refused send rolls back with
+-- its statement, so it neither counts nor leaves a row behind. A row that
+-- messages_assign_seq left unnumbered is about to be refused by RLS: nothing is counted or
+-- locked for it, least of all for the user its user_id names.
 --
--- Every model call a user asks for counts once against sends_per_minute: a user message
--- (its reply, inserted in the same transaction, is not counted again: the message's id is
--- remembered in the transaction-local setting avatar_chat.counted_send), a streaming reply
--- to a message sent before (regenerate, edit: begin_regenerate), and a reply taken up
--- again as a new attempt (a retry with the same Idempotency-Key after it failed, was
--- stopped or its worker died: messages_enforce_limits_on_retry). A replay of a complete
--- reply, or joining one still being generated, writes no row and counts nothing.
+-- Every model call a user asks for counts once, against sends_per_minute and the plan's
+-- messages_per_day: a user message (its reply, inserted in the same transaction, is not
+-- counted again: the message's id is remembered in the transaction-local setting
+-- avatar_chat.counted_send), a streaming reply to a message sent before (regenerate,
+-- edit: begin_regenerate), and a reply taken up again as a new attempt (a retry with the
+-- same Idempotency-Key after it failed, was stopped or its worker died:
+-- messages_enforce_limits_on_retry). A replay of a complete reply, or joining one still
+-- being generated, writes no row and counts nothing.
+--
+-- The limits are the user's plan's (avatar_chat.plan_of, read here: a plan edited in the
+-- dashboard holds from the next call on), its null ones the deployment's. Quotas: the
+-- call is refused when the day's calls would pass messages_per_day, or when the day's or
+-- the month's tokens (record_usage adds them as replies end) have reached tokens_per_day
+-- or tokens_per_month. The user's usage_counters row is locked by the count, so calls
+-- from every worker are admitted one after the other. A reply already admitted is never
+-- cut: the tokens it spends may take the total a little past the limit.
 create function avatar_chat.messages_enforce_limits() returns trigger
 language plpgsql
 security definer
@@ -57,46 +71,93 @@ set search_path = ''
 as $$
 declare
   lim avatar_chat.limits;
+  pl record;
+  counted boolean;
+  per_minute integer;
+  max_streams integer;
   sent integer;
   window_start timestamptz := date_trunc('minute', now());
   streaming integer;
+  local_now timestamp;
+  c avatar_chat.usage_counters;
+  quota text;
+  allowed bigint;
+  used bigint;
+  resets timestamptz;
 begin
   if new.seq is null then
     return new;
   end if;
-  select * into lim from avatar_chat.limits where id;
-  if not found then
+  counted := new.role = 'user'
+             or (new.role = 'assistant' and new.status = 'streaming'
+                 and new.reply_to is distinct from nullif(current_setting('avatar_chat.counted_send', true), '')::uuid);
+  if not counted and not (new.role = 'assistant' and new.status = 'streaming') then
     return new;
   end if;
-  if lim.sends_per_minute > 0 and (
-    new.role = 'user'
-    or (new.role = 'assistant' and new.status = 'streaming'
-        and new.reply_to is distinct from nullif(current_setting('avatar_chat.counted_send', true), '')::uuid)
-  ) then
+  select * into lim from avatar_chat.limits where id;
+  select * into pl from avatar_chat.plan_of(new.user_id, (select auth.jwt()) -> 'app_metadata' ->> 'plan');
+  per_minute := coalesce((pl.plan).sends_per_minute, lim.sends_per_minute, 0);
+  max_streams := coalesce((pl.plan).max_concurrent_streams, lim.max_concurrent_streams, 0);
+  if counted then
     if new.role = 'user' then
       perform set_config('avatar_chat.counted_send', new.id::text, true);
     end if;
-    insert into avatar_chat.send_counters as c (user_id, window_start, sends)
-    values (new.user_id, window_start, 1)
+    if per_minute > 0 then
+      insert into avatar_chat.send_counters as sc (user_id, window_start, sends)
+      values (new.user_id, window_start, 1)
+      on conflict (user_id) do update
+        set sends = case when sc.window_start = excluded.window_start then sc.sends + 1 else 1 end,
+            window_start = excluded.window_start
+      returning sc.sends into sent;
+      if sent > per_minute then
+        raise exception 'Too many messages this minute; retry later.'
+          using errcode = 'AC429', hint = 'rate_limited',
+                detail = json_build_object(
+                  'retry_after',
+                  greatest(1, ceil(extract(epoch from (window_start + interval '1 minute' - now()))))::integer
+                )::text;
+      end if;
+    end if;
+    local_now := now() at time zone pl.time_zone;
+    insert into avatar_chat.usage_counters as u (user_id, time_zone, day, day_messages, month, month_messages)
+    values (new.user_id, pl.time_zone, local_now::date, 1, date_trunc('month', local_now)::date, 1)
     on conflict (user_id) do update
-      set sends = case when c.window_start = excluded.window_start then c.sends + 1 else 1 end,
-          window_start = excluded.window_start
-    returning c.sends into sent;
-    if sent > lim.sends_per_minute then
-      raise exception 'Too many messages this minute; retry later.'
-        using errcode = 'AC429', hint = 'rate_limited',
+      set time_zone = excluded.time_zone,
+          day_messages = case when u.day = excluded.day then u.day_messages + 1 else 1 end,
+          day_tokens = case when u.day = excluded.day then u.day_tokens else 0 end,
+          day = excluded.day,
+          month_messages = case when u.month = excluded.month then u.month_messages + 1 else 1 end,
+          month_tokens = case when u.month = excluded.month then u.month_tokens else 0 end,
+          month = excluded.month
+    returning u.* into c;
+    if c.day_messages > (pl.plan).messages_per_day then
+      quota := 'messages_per_day'; allowed := (pl.plan).messages_per_day; used := c.day_messages - 1;
+    elsif c.day_tokens >= (pl.plan).tokens_per_day then
+      quota := 'tokens_per_day'; allowed := (pl.plan).tokens_per_day; used := c.day_tokens;
+    elsif c.month_tokens >= (pl.plan).tokens_per_month then
+      quota := 'tokens_per_month'; allowed := (pl.plan).tokens_per_month; used := c.month_tokens;
+    end if;
+    if quota is not null then
+      resets := case when quota = 'tokens_per_month'
+                     then (c.month + interval '1 month')::timestamp at time zone pl.time_zone
+                     else (c.day + 1)::timestamp at time zone pl.time_zone end;
+      raise exception '%', case quota when 'messages_per_day' then 'You have used this plan''s messages for today.'
+                                      when 'tokens_per_day' then 'You have used this plan''s tokens for today.'
+                                      else 'You have used this plan''s tokens for this month.' end
+        using errcode = 'AC429', hint = 'quota_exceeded',
               detail = json_build_object(
-                'retry_after',
-                greatest(1, ceil(extract(epoch from (window_start + interval '1 minute' - now()))))::integer
+                'retry_after', greatest(1, ceil(extract(epoch from (resets - now()))))::bigint,
+                'plan', (pl.plan).name, 'limit', quota, 'allowed', allowed, 'used', used,
+                'resets_at', resets
               )::text;
     end if;
   end if;
-  if new.role = 'assistant' and new.status = 'streaming' and lim.max_concurrent_streams > 0 then
+  if new.role = 'assistant' and new.status = 'streaming' and max_streams > 0 then
     select count(*) into streaming from public.messages m
      where m.user_id = new.user_id and m.status = 'streaming' and m.lease_expires_at > now()
        and (m.worker_id is null
             or exists (select from avatar_chat.workers w where w.id = m.worker_id and w.expires_at > now()));
-    if streaming >= lim.max_concurrent_streams then
+    if streaming >= max_streams then
       raise exception 'Too many replies are being generated at once; retry when one finishes.'
         using errcode = 'AC429', hint = 'too_many_streams', detail = '{"retry_after": 2}';
     end if;
@@ -135,6 +196,24 @@ as $$
 $$;
 
 revoke all on function avatar_chat.configure_limits(integer, integer) from public, anon, authenticated;
+
+-- The plan of users who have none (USAGE_DEFAULT_PLAN): created without limits if it is
+-- missing (the operator sets them in the dashboard), and named in avatar_chat.limits.
+-- Writes only what changes, so N workers starting do not churn the rows.
+create function avatar_chat.configure_default_plan(p_name text)
+returns void
+language sql
+set search_path = ''
+as $$
+  insert into public.plans (name) values (p_name) on conflict (name) do nothing;
+  insert into avatar_chat.limits as l (id, default_plan)
+  values (true, p_name)
+  on conflict (id) do update
+    set default_plan = excluded.default_plan, updated_at = now()
+    where l.default_plan is distinct from excluded.default_plan;
+$$;
+
+revoke all on function avatar_chat.configure_default_plan(text) from public, anon, authenticated;
 
 -- Image uploads: the API counts one, as the user, before it decodes the image (PUT
 -- /avatars/me/image, through begin_my_image_upload in 10_avatars.sql), so a refused

@@ -188,6 +188,14 @@ EXPECTED_TABLES = {
     "avatar_chat.safety_events_id_seq",
     "avatar_chat.interactions",
     "avatar_chat.safety_counts",
+    "public.plans",
+    "public.user_plans",
+    "public.usage_records",
+    "public.usage_records_id_seq",
+    "avatar_chat.usage_counters",
+    "avatar_chat.usage_by_day",
+    "avatar_chat.usage_by_model",
+    "avatar_chat.usage_by_plan",
 }
 EXPECTED_FUNCTIONS = {
     "avatar_chat.act_as(claims text)",
@@ -197,6 +205,14 @@ EXPECTED_FUNCTIONS = {
     " p_known_avatar_id uuid, p_known_avatar_version bigint, p_known_window_seq bigint,"
     " p_known_window_revision bigint, p_window_limit integer, p_known_summary_seq bigint,"
     " p_safety jsonb)",
+    "avatar_chat.finish_turn(claims text, p_reply_id uuid, p_attempt integer, p_content text,"
+    " p_status public.message_status, p_error_code text, p_persona_version bigint,"
+    " p_personality public.personality_type, p_moderation jsonb, p_usage jsonb)",
+    "avatar_chat.plan_of(p_user_id uuid, p_token_plan text, OUT plan_source text, OUT time_zone text,"
+    " OUT plan public.plans)",
+    "avatar_chat.record_usage(p_user_id uuid, p_conversation_id uuid, p_message_id uuid, p_usage jsonb,"
+    " p_plan text)",
+    "avatar_chat.my_usage(claims text)",
     "avatar_chat.safety_report(p_year integer)",
     "avatar_chat.messages_enforce_limits()",
 }

@@ -24,6 +24,7 @@ from avatar_chat.conversations.schemas import MessageRead, MessageRole, MessageS
 from avatar_chat.core.claims import Claims
 from avatar_chat.core.database import Record
 from avatar_chat.core.errors import Conflict, TooManyRequests, ValidationFailed
+from avatar_chat.usage.records import ModerationSpend
 
 _IN_PROGRESS = "send_in_progress"
 
@@ -46,6 +47,7 @@ class Admission:
         self._worker_id = worker_id
         self._metrics = context.metrics
         self._window_size = context.settings.chat_window_messages
+        self._default_model = context.settings.llm_model
         # Short and renewed while the reply is generated (chat.demand): a reply whose
         # worker is gone can be retried within seconds.
         self._lease_s = context.settings.chat_reply_lease_s
@@ -60,12 +62,16 @@ class Admission:
     ) -> Admitted:
         # Moderation in, before anything is written or the model asked (docs/safety.md);
         # begin_turn writes what its verdict implies in the same round trip.
-        verdict = await self._moderation.check(content, "in")
+        spend = ModerationSpend()
+        verdict = await self._moderation.check(content, "in", spend=spend)
         safety = (
             None
             if self._moderation.moderator is None and not self._moderation.policy.notices_on
             else self._moderation.policy.turn_parameters(verdict, accept_language)
         )
+        moderation_usage = spend.entry(None)  # its plan is the one begin_turn reads
+        if safety is not None and moderation_usage is not None:
+            safety["usage"] = [moderation_usage]
         cached_avatar, cached_window = await self._store.for_turn(user.sub, conversation_id)
         worker_id = self._worker_id()
         row = await repository.begin_turn(
@@ -85,6 +91,8 @@ class Admission:
             window_limit=self._window_size,
             safety=safety,
         )
+        if moderation_usage is not None and row["outcome"] in ("new", "blocked", "notice"):
+            self._metrics.usage.count([moderation_usage])
         self._moderation.count_notices(
             row["notice_kinds"] if row["outcome"] in ("new", "blocked", "notice") else []
         )
@@ -104,8 +112,10 @@ class Admission:
         idempotency_key: str | None,
         accept_language: str | None = None,
     ) -> Admitted:
+        spend = ModerationSpend()
         if new_content is not None:
-            await self._check_edit(user, conversation_id, message_id, new_content, accept_language)
+            await self._check_edit(user, conversation_id, message_id, new_content, accept_language, spend)
+        moderation_usage = spend.entry(None)  # its plan is the one begin_regenerate reads
         cached_avatar, _ = await self._store.for_turn(user.sub, conversation_id)
         worker_id = self._worker_id()
         row = await repository.begin_regenerate(
@@ -119,7 +129,10 @@ class Admission:
             worker_id=worker_id,
             known_avatar=(cached_avatar.id, cached_avatar.version) if cached_avatar else None,
             window_limit=self._window_size,
+            usage=None if moderation_usage is None else [moderation_usage],
         )
+        if moderation_usage is not None:
+            self._metrics.usage.count([moderation_usage])
         return await self._accepted(
             user, conversation_id, row, row["user_content"], cached_avatar, None, worker_id
         )
@@ -131,12 +144,13 @@ class Admission:
         message_id: uuid.UUID,
         content: str,
         accept_language: str | None,
+        spend: ModerationSpend,
     ) -> None:
         """An edit moderation refuses is not applied (422 message_blocked), and it is held to
         the stricter of the two policies (a minor's): whether the user is a minor is only
         known in the database. A crisis is answered with the crisis notice in the error's
         details, and recorded."""
-        verdict = await self._moderation.check(content, "in")
+        verdict = await self._moderation.check(content, "in", spend=spend)
         if verdict is None or not (verdict.refuses(True) or verdict.unchecked):
             return
         crisis = verdict.minor_crisis
@@ -232,11 +246,19 @@ class Admission:
             new_turn=new_turn,
             worker_id=worker_id,
             minor=bool(row["minor"]),
+            plan_name=row["plan_name"],
+            model=self._model(row["plan_models"]),
+            max_tokens=row["plan_max_reply_tokens"],
         )
         reply = _reply(row, conversation_id, "", MessageStatus.streaming)
         return Turn(
             user_message=user_message, reply=reply, attempt=row["reply_attempt"], notices=notices
         ), plan
+
+    def _model(self, allowed: list[str] | None) -> str | None:
+        """The model the plan's replies use: LLM_MODEL (None) when the plan allows it or lists
+        none, else the first it lists."""
+        return None if not allowed or self._default_model in allowed else allowed[0]
 
     async def _persona(self, user: Claims, row: Record, cached: AvatarSnapshot | None) -> AvatarSnapshot:
         """The persona at the version begin_turn saw (G1): the cached snapshot when its stamp

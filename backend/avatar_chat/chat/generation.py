@@ -19,7 +19,7 @@ from avatar_chat.chat import repository
 from avatar_chat.chat.context import ChatContext
 from avatar_chat.chat.demand import GeneratingReplies
 from avatar_chat.chat.memory import Memory
-from avatar_chat.chat.moderation import Moderation
+from avatar_chat.chat.moderation import Moderation, ReplyCheck
 from avatar_chat.chat.plan import TurnPlan
 from avatar_chat.chat.progress import ReplyProgress
 from avatar_chat.chat.prompt import build_request
@@ -27,7 +27,8 @@ from avatar_chat.chat.turn import Turn, TurnResult
 from avatar_chat.conversations import repository as conversations_repository
 from avatar_chat.conversations.schemas import MessageRead, MessageStatus
 from avatar_chat.core.errors import AppError, Conflict, DatabaseBusy, ServiceUnavailable
-from avatar_chat.llm.base import ProviderFailure
+from avatar_chat.llm.base import ChatRequest, ProviderFailure
+from avatar_chat.usage.records import usage_entry
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,8 @@ class ReplyDraft:
     # when it was flagged; `moderation` is what finish_turn records.
     filtered_text: str | None = None
     moderation: dict[str, Any] | None = None
+    # What the attempt cost (usage records): the model call, its moderation.
+    usage: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def content(self) -> str:
@@ -155,6 +158,8 @@ class ReplyGenerator:
         # Moderation out: text goes to the client and the database only once checked.
         check = self._moderation.reply_check(minor=plan.minor)
         started = 0.0  # when the provider was asked (metrics: first token, whole reply)
+        request: ChatRequest | None = None
+        received = 0  # characters the provider sent (what the reply cost, when it says nothing)
         try:
             async with asyncio.timeout(self._deadline_s):
                 request = build_request(
@@ -165,6 +170,8 @@ class ReplyGenerator:
                     summary=plan.summary,
                     summary_seq=plan.summary_seq,
                     budget_tokens=self._context_tokens.get(plan.mode),
+                    model=plan.model,
+                    max_tokens=plan.max_tokens,
                 )
                 started = time.perf_counter()
                 first = True
@@ -172,6 +179,7 @@ class ReplyGenerator:
                 # connection now, not whenever the generator is collected.
                 async with contextlib.aclosing(self._llm.stream(request)) as stream:
                     async for chunk in stream:
+                        received += len(chunk)
                         if first:
                             first = False
                             self._metrics.first_token_seconds.observe(time.perf_counter() - started)
@@ -202,7 +210,10 @@ class ReplyGenerator:
         except AppError as exc:  # the database or the avatar, not the provider: keep it as is
             out.error = exc
         except asyncio.CancelledError:
-            await asyncio.shield(self._settle(plan, out.content, MessageStatus.interrupted, "shutdown"))
+            usage = self._spent(plan, request, received, MessageStatus.interrupted, check)
+            await asyncio.shield(
+                self._settle(plan, out.content, MessageStatus.interrupted, "shutdown", usage=usage)
+            )
             raise
         except Exception:
             log.exception("reply generation failed")
@@ -217,7 +228,40 @@ class ReplyGenerator:
                 self._metrics.reply_seconds.observe(time.perf_counter() - started)
         if progress.stop_requested and out.failure is None and out.error is None:
             out.stopped = True  # asked to stop before the first chunk, or after the last
+        out.usage = self._spent(plan, request, received, out.status, check)
         return out
+
+    def _spent(
+        self,
+        plan: TurnPlan,
+        request: ChatRequest | None,
+        received: int,
+        status: str,
+        check: ReplyCheck | None,
+    ) -> list[dict[str, Any]]:
+        """What the attempt cost, counted in the metrics: the model call (the provider's
+        figures, else estimated from the prompt and the text it sent; nothing when it sent
+        nothing and reported nothing) and the reply's moderation calls."""
+        entries: list[dict[str, Any]] = []
+        if request is not None and (received or request.usage.reported is not None):
+            reported = request.usage.reported
+            entries.append(
+                usage_entry(
+                    "reply",
+                    self._llm.model_of(request.model),
+                    plan.plan_name,
+                    reported=None
+                    if reported is None
+                    else (reported.prompt_tokens, reported.completion_tokens),
+                    prompt_chars=sum(len(m.content) for m in request.messages),
+                    completion_chars=received,
+                    status=str(status),
+                )
+            )
+        if check is not None and (moderation := check.spend.entry(plan.plan_name)) is not None:
+            entries.append(moderation)
+        self._metrics.usage.count(entries)
+        return entries
 
     async def _current(self, plan: TurnPlan) -> MessageRead | None:
         """The reply as it now is, when this attempt could no longer settle it: stopped
@@ -250,7 +294,7 @@ class ReplyGenerator:
         while True:
             try:
                 return await self._settle(
-                    plan, draft.content, draft.status, draft.error_code, draft.moderation
+                    plan, draft.content, draft.status, draft.error_code, draft.moderation, draft.usage
                 )
             except DatabaseBusy:
                 unreachable_since = None
@@ -272,6 +316,7 @@ class ReplyGenerator:
         status: str,
         error_code: str | None,
         moderation: dict[str, Any] | None = None,
+        usage: list[dict[str, Any]] | None = None,
     ) -> MessageRead | None:
         row = await repository.finish_turn(
             self._db,
@@ -284,5 +329,6 @@ class ReplyGenerator:
             persona_version=plan.avatar.version,
             personality=plan.avatar.personality,
             moderation=moderation,
+            usage=usage,
         )
         return None if row is None else MessageRead.from_row(row)

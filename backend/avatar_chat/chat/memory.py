@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 from avatar_chat.chat import repository
 from avatar_chat.chat.context import ChatContext
@@ -20,6 +21,7 @@ from avatar_chat.chat.window import SHOWN_TO_THE_MODEL, ConversationWindow, Wind
 from avatar_chat.conversations.schemas import MessageRead, MessageRole, MessageStatus
 from avatar_chat.core.database import Record
 from avatar_chat.llm.base import PromptMessage, ProviderFailure, SummaryRequest
+from avatar_chat.usage.records import usage_entry
 
 log = logging.getLogger(__name__)
 
@@ -139,26 +141,58 @@ class Memory:
             self._stats.summaries_skipped += 1
             return
         claim, rows = claimed
+        request = self._request(plan, rows)
         try:
-            await self._fold(plan, target, rows)
+            if request is not None:
+                await self._fold(plan, target, request)
         finally:
-            await repository.end_summary(self._db, conversation_id=plan.conversation_id, claim=claim)
+            await repository.end_summary(
+                self._db,
+                conversation_id=plan.conversation_id,
+                claim=claim,
+                user_id=plan.user.sub,
+                usage=None if request is None else self._spent(plan, request),
+            )
 
-    async def _fold(self, plan: TurnPlan, target: int, rows: list[tuple[int, str, str]]) -> None:
+    def _spent(self, plan: TurnPlan, request: SummaryRequest) -> list[dict[str, Any]]:
+        """What the summary cost (usage records): the provider's figures, else estimated
+        from what it was sent and, when it answered, the summary."""
+        reported = request.usage.reported
+        answered = request.usage.answered_chars
+        if reported is None and answered is None:
+            return []  # the provider answered nothing: nothing is known to be spent
+        entries = [
+            usage_entry(
+                "summary",
+                self._llm.model_of(request.model),
+                plan.plan_name,
+                reported=None if reported is None else (reported.prompt_tokens, reported.completion_tokens),
+                prompt_chars=len(request.previous) + sum(len(m.content) for m in request.messages),
+                completion_chars=answered or 0,
+            )
+        ]
+        self._metrics.usage.count(entries)
+        return entries
+
+    def _request(self, plan: TurnPlan, rows: list[tuple[int, str, str]]) -> SummaryRequest | None:
         if not rows:
-            return
-        request = SummaryRequest(
+            return None
+        return SummaryRequest(
             avatar=plan.avatar,
             previous=plan.summary,  # "" when there is none
             messages=tuple(
                 PromptMessage("user" if role == "user" else "assistant", content) for _, role, content in rows
             ),
             max_chars=self._summary_chars,
+            model=plan.model,
         )
+
+    async def _fold(self, plan: TurnPlan, target: int, request: SummaryRequest) -> None:
         try:
             # The provider's own deadlines end it sooner; this keeps it within its claim.
             async with asyncio.timeout(self._summary_lease_s - _SUMMARY_LEASE_MARGIN_S):
                 content = await self._llm.summarize(request)
+            request.usage.answered_chars = len(content)
         except ProviderFailure as exc:
             self._metrics.provider_failures(exc.code).inc()
             log.warning("could not summarize conversation %s: %s", plan.conversation_id, exc.code)

@@ -11,6 +11,7 @@ from prometheus_client import Counter, Histogram
 
 from avatar_chat.chat.moderation import ModerationMetrics
 from avatar_chat.core.metrics import OFF, Incrementer, Labelled, Metrics, Observer
+from avatar_chat.usage.records import UsageMetrics
 
 # How a chat turn (a send, regenerate or edit) ended; see ChatService.
 TURN_OUTCOMES: Final = (
@@ -24,7 +25,7 @@ TURN_OUTCOMES: Final = (
     "in_progress",  # 409 send_in_progress: that key's reply is still being generated
     "refused",  # begin_turn refused it (404, 409, 422, 429, 503...)
 )
-RATE_LIMIT_CODES: Final = ("rate_limited", "too_many_streams")
+RATE_LIMIT_CODES: Final = ("rate_limited", "too_many_streams", "quota_exceeded")
 
 _FIRST_TOKEN_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30)
 _REPLY_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120)
@@ -49,6 +50,7 @@ class ChatMetrics:
     reply_seconds: Observer = OFF
     provider_failures: Callable[[str], Incrementer] = field(default_factory=lambda: Labelled(None))
     moderation: ModerationMetrics = field(default_factory=ModerationMetrics)
+    usage: UsageMetrics = field(default_factory=UsageMetrics)
 
     @classmethod
     def registered(cls, metrics: Metrics) -> ChatMetrics:
@@ -100,4 +102,5 @@ class ChatMetrics:
             reply_seconds=reply,
             provider_failures=Labelled(failures),
             moderation=ModerationMetrics.registered(metrics),
+            usage=UsageMetrics.registered(metrics),
         )

@@ -34,6 +34,7 @@ from avatar_chat.core.metrics import OFF, Labelled, Metrics, Observer
 from avatar_chat.core.settings import CrisisMode, FailMode, ModerationProviderName, OutputMode, Settings
 from avatar_chat.safety import base as c
 from avatar_chat.safety.base import ModerationResult, ModerationUnavailable, Moderator
+from avatar_chat.usage.records import ModerationSpend
 
 
 class Action(StrEnum):
@@ -266,11 +267,18 @@ class Moderation:
         self.metrics = metrics
 
     async def check(
-        self, text: str, direction: str, *, minor: bool | None = None, count_clean: bool = True
+        self,
+        text: str,
+        direction: str,
+        *,
+        minor: bool | None = None,
+        count_clean: bool = True,
+        spend: ModerationSpend | None = None,
     ) -> Verdict | None:
         """The verdict on `text` (None: moderation is off). A failed provider raises 503
         moderation_unavailable when the fail mode is closed, else answers `unchecked`.
-        `count_clean=False`: the caller counts clean checks itself (a reply's, once at its end)."""
+        `count_clean=False`: the caller counts clean checks itself (a reply's, once at its end).
+        `spend` adds what a model call cost (usage records)."""
         moderator = self.moderator
         if moderator is None:
             return None
@@ -288,6 +296,8 @@ class Moderation:
             return Verdict(provider=moderator.name, unchecked=True)
         if timed:
             self.metrics.seconds.observe(time.perf_counter() - started)
+        if spend is not None and result.model is not None:
+            spend.add(result.model, result.usage, len(text))
         verdict = self.policy.verdict(result)
         if verdict.categories:
             self.metrics.checks(direction, "flagged").inc()
@@ -336,6 +346,7 @@ class ReplyCheck:
         self.unchecked: Verdict | None = None  # a check the provider failed (fail mode open)
         self._checks = 0
         self._counted = 0
+        self.spend = ModerationSpend()  # what the checks cost (a remote provider's calls)
 
     def take(self, chunk: str) -> str | None:
         self._parts.append(chunk)
@@ -383,7 +394,9 @@ class ReplyCheck:
 
     async def _passes(self, text: str) -> bool:
         self._checks += 1
-        verdict = await self._moderation.check(text, "out", minor=self._minor, count_clean=False)
+        verdict = await self._moderation.check(
+            text, "out", minor=self._minor, count_clean=False, spend=self.spend
+        )
         if verdict is not None and (verdict.unchecked or verdict.categories):
             self._counted += 1  # Moderation.check counted it (flagged, unavailable)
         if verdict is not None and verdict.unchecked:

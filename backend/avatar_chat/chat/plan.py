@@ -37,3 +37,8 @@ class TurnPlan:
     worker_id: int | None
     # The user is a minor (begin_turn read it): the reply is moderated with the minors' actions.
     minor: bool = False
+    # The user's plan as begin_turn read it (docs/usage.md): its name (recorded with what the
+    # reply cost), the model asked for (None: LLM_MODEL) and the reply's token cap (None: LLM_MAX_TOKENS).
+    plan_name: str | None = None
+    model: str | None = None
+    max_tokens: int | None = None

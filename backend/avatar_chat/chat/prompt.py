@@ -39,6 +39,8 @@ def build_request(
     summary: str = "",
     summary_seq: int | None = None,
     budget_tokens: int | None = None,
+    model: str | None = None,
+    max_tokens: int | None = None,
 ) -> ChatRequest:
     """System prompt, the summary of what came before the window (if any), then as many of
     the most recent window messages after the summary as fit `budget_tokens`."""
@@ -52,4 +54,4 @@ def build_request(
     for message in recent:
         messages.append(PromptMessage("user" if message.role == "user" else "assistant", message.content))
     messages.append(PromptMessage("user", user_message))
-    return ChatRequest(avatar=avatar, mode=mode, messages=tuple(messages))
+    return ChatRequest(avatar=avatar, mode=mode, messages=tuple(messages), model=model, max_tokens=max_tokens)

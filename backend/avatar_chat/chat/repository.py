@@ -41,7 +41,8 @@ async def begin_turn(
         " window_seqs, window_roles, window_contents, window_statuses, summary_seq, summary_content,"
         " user_message_id, user_seq, user_created_at, reply_id, reply_seq, reply_attempt, reply_created_at,"
         " reply_variant, reply_content, reply_persona_version, reply_personality,"
-        " minor, notice_ids, notice_seqs, notice_kinds, notice_contents, notice_created_ats"
+        " minor, notice_ids, notice_seqs, notice_kinds, notice_contents, notice_created_ats,"
+        " plan_name, plan_models, plan_max_reply_tokens"
         " from avatar_chat.begin_turn($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13::jsonb)",
         conversation_id,
         content,
@@ -72,13 +73,16 @@ async def finish_turn(
     persona_version: int | None,
     personality: str | None,
     moderation: dict[str, Any] | None = None,
+    usage: list[dict[str, Any]] | None = None,
 ) -> Record | None:
     """Settle the reply; no row when a newer attempt took it over. `moderation`: what
-    moderation of the reply did, recorded as a safety event."""
+    moderation of the reply did, recorded as a safety event; `usage`: what the attempt
+    spent (avatar_chat.record_usage), recorded either way."""
     return await db.call_as(
         user,
         f"select {MESSAGE_COLUMNS} from avatar_chat.finish_turn("
-        "$1, $2, $3, $4, $5::public.message_status, $6, $7, $8::public.personality_type, $9::jsonb)",
+        "$1, $2, $3, $4, $5::public.message_status, $6, $7, $8::public.personality_type,"
+        " $9::jsonb, $10::jsonb)",
         reply_id,
         attempt,
         content,
@@ -87,6 +91,7 @@ async def finish_turn(
         persona_version,
         personality,
         moderation,
+        usage or None,
     )
 
 
@@ -102,9 +107,11 @@ async def begin_regenerate(
     worker_id: int | None,
     known_avatar: tuple[uuid.UUID, int] | None,
     window_limit: int,
+    usage: list[dict[str, Any]] | None = None,
 ) -> Record:
     """A new alternative reply (`new_content` None) or an edit of the latest user message;
-    see avatar_chat.begin_regenerate. Answers as begin_turn, plus the user message's text."""
+    see avatar_chat.begin_regenerate. Answers as begin_turn, plus the user message's text.
+    `usage`: what moderating the edit cost."""
     avatar_id, avatar_version = known_avatar or (None, None)
     row = await db.call_as(
         user,
@@ -113,8 +120,9 @@ async def begin_regenerate(
         " window_seqs, window_roles, window_contents, window_statuses,"
         " user_message_id, user_seq, user_created_at, user_content,"
         " reply_id, reply_seq, reply_attempt, reply_created_at, reply_variant,"
-        " reply_content, reply_persona_version, reply_personality, minor"
-        " from avatar_chat.begin_regenerate($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        " reply_content, reply_persona_version, reply_personality, minor,"
+        " plan_name, plan_models, plan_max_reply_tokens"
+        " from avatar_chat.begin_regenerate($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::jsonb)",
         conversation_id,
         message_id,
         new_content,
@@ -124,6 +132,7 @@ async def begin_regenerate(
         avatar_id,
         avatar_version,
         window_limit,
+        usage or None,
     )
     assert row is not None
     return row
@@ -226,10 +235,24 @@ async def begin_summary(
     return claim, list(zip(row["seqs"], row["roles"], row["contents"], strict=True))
 
 
-async def end_summary(db: Database, *, conversation_id: uuid.UUID, claim: uuid.UUID) -> None:
-    """Release a claim of begin_summary (if it is still that one), on the API's own connection."""
+async def end_summary(
+    db: Database,
+    *,
+    conversation_id: uuid.UUID,
+    claim: uuid.UUID,
+    user_id: uuid.UUID,
+    usage: list[dict[str, Any]] | None,
+) -> None:
+    """Release a claim of begin_summary (if it is still that one) and record what the
+    summary cost the user, on the API's own connection."""
     async with db.connection() as conn:
-        await conn.execute("select avatar_chat.end_summary($1, $2)", conversation_id, claim)
+        await conn.execute(
+            "select avatar_chat.end_summary($1, $2, $3, $4::jsonb)",
+            conversation_id,
+            claim,
+            user_id,
+            usage or None,
+        )
 
 
 async def save_summary(

@@ -169,6 +169,9 @@ class Settings(BaseSettings):
     llm_stall_timeout_s: Annotated[float, Field(gt=0, le=600)] = 20.0
     llm_max_retries: Annotated[int, Field(ge=0, le=5)] = 2
     llm_max_tokens: Annotated[int, Field(ge=1, le=32_000)] = 1024
+    # Ask a streamed completion for its usage chunk (`stream_options.include_usage`); turn off
+    # for a server that refuses the option (each reply's tokens are then estimated).
+    llm_stream_usage: bool = True
     offline_llm_chunk_delay_ms: Annotated[int, Field(ge=0, le=5000)] = 20
 
     # --- chat -----------------------------------------------------------------------------
@@ -197,6 +200,11 @@ class Settings(BaseSettings):
     chat_stream_poll_ms: Annotated[int, Field(ge=10, le=10_000)] = 100
     # POST .../stop waits this long for the generating worker to save the reply as stopped.
     chat_stop_wait_s: Annotated[float, Field(ge=0, le=60)] = 3.0
+
+    # --- usage and plans (docs/usage.md) ---------------------------------------------------
+    # The plan of users the operator gave none (public.user_plans, app_metadata.plan):
+    # created without limits when missing; its limits are edited in public.plans.
+    usage_default_plan: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,39}$")] = "free"
 
     # --- abuse limits (held in Postgres, so they hold across workers) --------------------
     rate_limit_sends_per_minute: Annotated[int, Field(ge=0)] = 30  # 0 disables

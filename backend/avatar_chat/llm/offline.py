@@ -70,5 +70,8 @@ class OfflineProvider:
     async def summarize(self, request: SummaryRequest) -> str:
         return offline_summary(request)
 
+    def model_of(self, requested: str | None) -> str:
+        return self.name  # whatever the plan names: nothing is billed for it
+
     async def aclose(self) -> None:
         return None

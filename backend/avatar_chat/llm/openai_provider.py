@@ -32,7 +32,8 @@ from openai.types.chat import (
 )
 
 from avatar_chat.core.settings import Settings
-from avatar_chat.llm.base import ChatRequest, ProviderFailure, SummaryRequest
+from avatar_chat.core.tokens import reported_tokens
+from avatar_chat.llm.base import ChatRequest, ProviderFailure, SummaryRequest, TokenUsage
 
 # Local servers (Ollama, llama.cpp) ignore the key, but the SDK refuses to run without one.
 _PLACEHOLDER_API_KEY = "not-needed"
@@ -55,6 +56,9 @@ class OpenAIProvider:
         self._secret = key
         self._model = settings.llm_model
         self._max_tokens = settings.llm_max_tokens
+        # Ask for the usage chunk (OpenAI, vLLM, Ollama, llama.cpp send it); a server that
+        # refuses the option can be told not to (LLM_STREAM_USAGE=false): usage is then estimated.
+        self._stream_options = {"include_usage": True} if settings.llm_stream_usage else None
         self._first_token_timeout_s = settings.llm_timeout_s
         self._stall_timeout_s = settings.llm_stall_timeout_s
         read_timeout_s = (
@@ -72,6 +76,9 @@ class OpenAIProvider:
     async def aclose(self) -> None:
         await self._client.close()
 
+    def model_of(self, requested: str | None) -> str:
+        return requested or self._model
+
     async def stream(self, request: ChatRequest) -> AsyncGenerator[str, None]:
         first_token_deadline = asyncio.get_running_loop().time() + self._first_token_timeout_s
         phase: _Phase = "connect"
@@ -82,6 +89,9 @@ class OpenAIProvider:
             got_text = False
             finish_reason: str | None = None
             while (chunk := await self._next_chunk(stream, got_text, first_token_deadline)) is not None:
+                # OpenAI sends it in a last chunk without choices; some servers in every chunk.
+                if (usage := _usage(chunk)) is not None:
+                    request.usage.reported = usage
                 choice = _first_choice(chunk)
                 if choice is None:
                     continue
@@ -117,12 +127,17 @@ class OpenAIProvider:
         What `chat.completions.create(stream=True)` sends (the same body, headers and
         retries), through the client's `post`: the SDK's transform of the typed parameters
         and its chunk models are left out (see the module docstring)."""
-        body = {
-            "model": self._model,
+        max_tokens = (
+            self._max_tokens if request.max_tokens is None else min(self._max_tokens, request.max_tokens)
+        )
+        body: dict[str, object] = {
+            "model": request.model or self._model,
             "stream": True,
             "messages": [{"role": m.role, "content": m.content} for m in request.messages],
-            "max_tokens": self._max_tokens,
+            "max_tokens": max_tokens,
         }
+        if self._stream_options is not None:
+            body["stream_options"] = self._stream_options
         try:
             async with asyncio.timeout_at(first_token_deadline):
                 return await self._client.post(
@@ -181,7 +196,9 @@ class OpenAIProvider:
         try:
             async with asyncio.timeout(self._first_token_timeout_s + self._stall_timeout_s):
                 completion = await self._client.chat.completions.create(
-                    model=self._model, messages=messages, max_tokens=max(64, request.max_chars // 3)
+                    model=request.model or self._model,
+                    messages=messages,
+                    max_tokens=max(64, request.max_chars // 3),
                 )
         except TimeoutError:
             raise self._timed_out() from None
@@ -189,6 +206,10 @@ class OpenAIProvider:
             raise self._translate(exc, "connect") from _safe_cause(exc)
         except (httpx.HTTPError, httpx2.HTTPError) as exc:
             raise _connection_failure("connect") from exc
+        usage = getattr(completion, "usage", None)
+        tokens = reported_tokens(usage.model_dump()) if usage is not None else None
+        if tokens is not None:
+            request.usage.reported = TokenUsage(*tokens)
         choices = getattr(completion, "choices", None)
         text = choices[0].message.content if choices else None
         if not isinstance(text, str) or not text.strip():
@@ -255,6 +276,12 @@ def _first_choice(chunk: object) -> dict[str, object] | None:
     if not isinstance(choice, dict):
         raise ProviderFailure("provider_bad_response", "The provider sent a malformed choice.")
     return choice
+
+
+def _usage(chunk: object) -> TokenUsage | None:
+    """The usage a chunk carries (`stream_options.include_usage`), if well formed."""
+    tokens = reported_tokens(chunk.get("usage")) if isinstance(chunk, dict) else None
+    return None if tokens is None else TokenUsage(*tokens)
 
 
 def _delta_text(choice: dict[str, object]) -> str:

@@ -1,6 +1,6 @@
 """The per-user limits: sends and streams enforced by Postgres triggers (so they hold
 across workers, machines and Data API writers), image uploads counted in Postgres before
-each decode; configured from the settings at start-up."""
+each decode, and the default plan (docs/usage.md); configured from the settings at start-up."""
 
 from __future__ import annotations
 
@@ -20,10 +20,12 @@ async def configure_database_limits(db: Database, settings: Settings) -> None:
     try:
         async with db.connection() as conn:
             await conn.execute(
-                "select avatar_chat.configure_limits($1, $2), avatar_chat.configure_image_upload_rate($3)",
+                "select avatar_chat.configure_limits($1, $2), avatar_chat.configure_image_upload_rate($3),"
+                " avatar_chat.configure_default_plan($4)",
                 settings.rate_limit_sends_per_minute,
                 settings.max_concurrent_streams,
                 settings.rate_limit_image_uploads_per_minute,
+                settings.usage_default_plan,
             )
     except ServiceUnavailable:
         log.warning("could not write the abuse limits: the database is unavailable")

@@ -50,12 +50,17 @@ class ModerationResult:
     `categories` holds every category the provider scored, flagged or not (score 0..1);
     `flagged_categories` those the provider itself flagged (for OpenAI its per-category
     booleans, which use thresholds of its own, so a flagged score may be low). `flagged`
-    is the provider's overall verdict."""
+    is the provider's overall verdict. `model` and `usage`: what the check cost (usage
+    records, docs/usage.md)."""
 
     flagged: bool
     categories: Mapping[str, float]
     provider: str
     flagged_categories: frozenset[str] = field(default_factory=frozenset)
+    # The model a remote provider called (None: local rules, no model call) and the
+    # (prompt, completion) tokens it reported (None: none reported; the caller estimates).
+    model: str | None = None
+    usage: tuple[int, int] | None = None
 
 
 class ModerationUnavailable(Exception):

@@ -36,9 +36,11 @@ without any code, raises `ModerationUnavailable`.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from typing import Final
 
+from avatar_chat.core.tokens import reported_tokens
 from avatar_chat.safety.base import (
     HATE,
     ILLICIT,
@@ -105,7 +107,11 @@ class LlamaGuardModerator:
                 "stream": False,
             },
         )
-        return self.parse(_content(answer, self._http))
+        return dataclasses.replace(
+            self.parse(_content(answer, self._http)),
+            model=self._model,
+            usage=reported_tokens(answer.get("usage") if isinstance(answer, dict) else None),
+        )
 
     def parse(self, verdict: str) -> ModerationResult:
         """The result a Llama Guard verdict (`safe`, `unsafe\\nS1,S11`) stands for."""

@@ -60,4 +60,5 @@ class OpenAIModerator:
             categories=categories,
             provider=self.name,
             flagged_categories=flagged_categories,
+            model=self._model,  # the API reports no tokens: they are estimated from the text
         )
