@@ -15,7 +15,15 @@ import pytest
 
 from avatar_chat.auth.tokens import mint_access_token
 from tests.support.assertions import assert_error
-from tests.support.factories import TEST_JWT_SECRET, User, create_avatar, create_conversation, history, send
+from tests.support.factories import (
+    TEST_JWT_SECRET,
+    User,
+    away_from_minute_boundary,
+    create_avatar,
+    create_conversation,
+    history,
+    send,
+)
 from tests.support.servers import ServerProcess, server_pair
 from tests.usage.conftest import MakePlan, assign
 
@@ -188,8 +196,6 @@ async def test_a_plan_sets_the_sends_per_minute_and_the_streams(
     await assign(owner, user, plan)
     await create_avatar(app_client, user)
     chat = (await create_conversation(app_client, user))["id"]
-    from tests.support.factories import away_from_minute_boundary
-
     await away_from_minute_boundary()
     for text in ("one", "two"):
         assert (await send(app_client, user, chat, text)).status_code == 201
@@ -199,21 +205,25 @@ async def test_a_plan_sets_the_sends_per_minute_and_the_streams(
 async def test_bad_plan_data_is_refused_by_constraints(owner: asyncpg.Connection, user: User) -> None:
     """What an operator may type in the dashboard is checked by the table itself, with a
     constraint that names what is wrong; nothing is written."""
-    bad_plans = {
-        "plans_name_format": "insert into public.plans (name) values ('Not A Name!')",
-        "plans_messages_per_day_nonnegative": "insert into public.plans (name, messages_per_day) values ('x1', -1)",
-        "plans_tokens_per_day_nonnegative": "insert into public.plans (name, tokens_per_day) values ('x2', -5)",
-        "plans_tokens_per_month_nonnegative": "insert into public.plans (name, tokens_per_month) values ('x3', -5)",
-        "plans_max_reply_tokens_range": "insert into public.plans (name, max_reply_tokens) values ('x4', 0)",
-        "plans_models_listed": "insert into public.plans (name, models) values ('x5', '{}')",
-        "plans_max_concurrent_streams_nonnegative": (
-            "insert into public.plans (name, max_concurrent_streams) values ('x6', -1)"
-        ),
-        "plans_sends_per_minute_nonnegative": "insert into public.plans (name, sends_per_minute) values ('x7', -1)",
+    bad_plans = {  # constraint: (column, value)
+        "plans_name_format": ("name", "Not A Name!"),
+        "plans_messages_per_day_nonnegative": ("messages_per_day", -1),
+        "plans_tokens_per_day_nonnegative": ("tokens_per_day", -5),
+        "plans_tokens_per_month_nonnegative": ("tokens_per_month", -5),
+        "plans_max_reply_tokens_range": ("max_reply_tokens", 0),
+        "plans_models_listed": ("models", []),
+        "plans_max_concurrent_streams_nonnegative": ("max_concurrent_streams", -1),
+        "plans_sends_per_minute_nonnegative": ("sends_per_minute", -1),
     }
-    for constraint, sql in bad_plans.items():
+    for constraint, (column, value) in bad_plans.items():
+        name, extra = (value, None) if column == "name" else ("x1", value)
+        columns = "name" if column == "name" else f"name, {column}"
+        values = "$1" if column == "name" else "$1, $2"
         with pytest.raises(asyncpg.CheckViolationError) as caught:
-            await owner.execute(sql)
+            await owner.execute(
+                f"insert into public.plans ({columns}) values ({values})",
+                *([name] if extra is None else [name, extra]),
+            )
         assert caught.value.constraint_name == constraint
     for models in ([""], ["gpt-4o", None]):
         with pytest.raises(asyncpg.CheckViolationError):
@@ -255,23 +265,23 @@ async def test_the_default_plan_comes_from_the_settings(
     limits) when missing, and the operator's limits on it then hold."""
     name = f"d-{uuid.uuid4().hex[:8]}"
     try:
-        async with ServerProcess(database_url=database_url, env={"USAGE_DEFAULT_PLAN": name}) as server:
-            async with server.client() as client:
-                usage = await _usage(client, user)
-                assert usage["plan"] == {
-                    "name": name,
-                    "messages_per_day": None,
-                    "tokens_per_day": None,
-                    "tokens_per_month": None,
-                    "max_reply_tokens": None,
-                    "models": None,
-                    "max_concurrent_streams": None,
-                    "sends_per_minute": None,
-                }
-                await owner.execute("update public.plans set messages_per_day = 0 where name = $1", name)
-                await create_avatar(client, user)
-                chat = (await create_conversation(client, user))["id"]
-                _quota(await send(client, user, chat, "hello"), "messages_per_day")
+        env = {"USAGE_DEFAULT_PLAN": name}
+        async with ServerProcess(database_url=database_url, env=env) as server, server.client() as client:
+            usage = await _usage(client, user)
+            assert usage["plan"] == {
+                "name": name,
+                "messages_per_day": None,
+                "tokens_per_day": None,
+                "tokens_per_month": None,
+                "max_reply_tokens": None,
+                "models": None,
+                "max_concurrent_streams": None,
+                "sends_per_minute": None,
+            }
+            await owner.execute("update public.plans set messages_per_day = 0 where name = $1", name)
+            await create_avatar(client, user)
+            chat = (await create_conversation(client, user))["id"]
+            _quota(await send(client, user, chat, "hello"), "messages_per_day")
     finally:
         await owner.execute("select avatar_chat.configure_default_plan('free')")
         await owner.execute("delete from public.plans where name = $1", name)
