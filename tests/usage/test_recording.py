@@ -51,9 +51,14 @@ async def worker(
     settings: Settings, fake: FakeOpenAIServer, **overrides: object
 ) -> AsyncIterator[httpx.AsyncClient]:
     configured = settings.model_copy(
-        update={"llm_base_url": fake.base_url, "llm_api_key": SecretStr("test-key"), "llm_max_retries": 0}
+        update={
+            "llm_base_url": fake.base_url,
+            "llm_api_key": SecretStr("test-key"),
+            "llm_max_retries": 0,
+            **overrides,
+        }
     )
-    async with own_app(configured, **overrides) as (client, _):
+    async with own_app(configured) as (client, _):
         yield client
 
 
@@ -313,6 +318,7 @@ async def test_the_operators_views(
         " where plan = $1 and day = (now() at time zone 'UTC')::date and kind = 'reply'",
         plan,
     )
+    assert by_plan is not None
     assert dict(by_plan) == {
         "calls": 1,
         "prompt_tokens": record["prompt_tokens"],
