@@ -42,6 +42,14 @@ async def seed(owner: asyncpg.Connection, user: User) -> dict[str, uuid.UUID]:
     )
     # Set by the operator (docs/safety.md#minors); users read their own row only.
     await owner.execute("insert into public.user_safety (user_id, minor) values ($1, true)", user.id)
+    # Likewise the user's plan (docs/usage.md), and what their model calls cost.
+    await owner.execute("select avatar_chat.configure_default_plan('free')")
+    await owner.execute("insert into public.user_plans (user_id, plan) values ($1, 'free')", user.id)
+    await owner.execute(
+        "insert into public.usage_records (user_id, kind, model, prompt_tokens, completion_tokens, source)"
+        " values ($1, 'reply', 'm', 10, 5, 'provider')",
+        user.id,
+    )
     # avatar_history: its row for version 1 was written by trigger, keyed by the avatar's id.
     # conversation_summaries is keyed by its conversation's id; user_safety by its user's.
     return {
@@ -51,6 +59,8 @@ async def seed(owner: asyncpg.Connection, user: User) -> dict[str, uuid.UUID]:
         "messages": message,
         "conversation_summaries": conversation,
         "user_safety": user.id,
+        "user_plans": user.id,
+        "usage_records": user.id,
     }
 
 
@@ -64,6 +74,20 @@ def history_writes(victim: User, ids: dict[str, uuid.UUID]) -> list[tuple[str, t
         ("update public.user_safety set minor = false where user_id = $1", (ids["user_safety"],)),
         ("delete from public.user_safety where user_id = $1", (ids["user_safety"],)),
         ("insert into public.user_safety (user_id, minor) values ($1, false)", (victim.id,)),
+        # Nor choose their plan, nor write what they spent.
+        ("update public.user_plans set plan = null where user_id = $1", (ids["user_plans"],)),
+        ("delete from public.user_plans where user_id = $1", (ids["user_plans"],)),
+        ("insert into public.user_plans (user_id) values ($1)", (victim.id,)),
+        ("update public.usage_records set prompt_tokens = 0 where user_id = $1", (ids["usage_records"],)),
+        ("delete from public.usage_records where user_id = $1", (ids["usage_records"],)),
+        (
+            "insert into public.usage_records (user_id, kind, model, prompt_tokens, completion_tokens, source)"
+            " values ($1, 'reply', 'm', 0, 0, 'provider')",
+            (victim.id,),
+        ),
+        ("update public.plans set messages_per_day = null", ()),
+        ("delete from public.plans", ()),
+        ("insert into public.plans (name) values ('mine')", ()),
     ]
 
 
@@ -115,6 +139,11 @@ async def test_another_users_claims_see_and_change_nothing(
             assert await conn.fetch(f"select * from public.{table}") == [], table
     async with as_role(conn, "authenticated", claims_of(user)):  # their own: read only
         assert await conn.fetchval("select minor from public.user_safety") is True
+        assert await conn.fetchval("select plan from public.user_plans") == "free"
+        assert await conn.fetchval("select prompt_tokens from public.usage_records") == 10
+    for claims_owner in (user, other_user):  # the plans themselves: anyone signed in reads them
+        async with as_role(conn, "authenticated", claims_of(claims_owner)):
+            assert await conn.fetchval("select count(*) from public.plans where name = 'free'") == 1
     for sql, args in statements(user, ids):
         async with as_role(conn, "authenticated", claims_of(other_user)):
             status = await conn.execute(sql, *args)
@@ -447,6 +476,14 @@ async def test_private_schema_is_closed_to_api_roles(conn: asyncpg.Connection, u
             "select * from avatar_chat.safety_events",
             "select * from avatar_chat.safety_counts",
             "select * from avatar_chat.interactions",
+            "select * from avatar_chat.usage_counters",
+            "select * from avatar_chat.usage_by_day",
+            "select * from avatar_chat.usage_by_model",
+            "select * from avatar_chat.usage_by_plan",
+            "select avatar_chat.my_usage('{}')",
+            "select avatar_chat.record_usage(gen_random_uuid(), null, null, '[]', null)",
+            "select * from avatar_chat.plan_of(gen_random_uuid(), null)",
+            "select avatar_chat.configure_default_plan('x')",
             "select * from avatar_chat.safety_report(2026)",
             "select avatar_chat.record_refusal('{}', gen_random_uuid(), gen_random_uuid(), 'x', '{}', '')",
             "select * from avatar_chat.workers",
@@ -475,6 +512,9 @@ async def test_every_public_table_is_covered_here(owner: asyncpg.Connection) -> 
         "messages",
         "conversation_summaries",
         "user_safety",
+        "plans",
+        "user_plans",
+        "usage_records",
     }, "add new tables to this module"
 
 

@@ -38,6 +38,9 @@ USER_TABLES = (
     "public.messages",
     "public.conversation_summaries",
     "public.user_safety",
+    "public.user_plans",
+    "public.usage_records",
+    "avatar_chat.usage_counters",
     "avatar_chat.interactions",
     "avatar_chat.safety_events",
 )

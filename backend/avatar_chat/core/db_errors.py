@@ -23,6 +23,8 @@ Nothing Postgres prints (DETAIL, HINT, CONTEXT lines) ever reaches a client.
 | AC422    | not_editable             | begin_regenerate (regenerating a user message, editing a reply)|
 | AC429    | rate_limited             | the messages_enforce_limits trigger (DETAIL retry_after)       |
 | AC429    | too_many_streams         | the messages_enforce_limits trigger (DETAIL retry_after)       |
+| AC429    | quota_exceeded           | the messages_enforce_limits trigger (DETAIL retry_after, plan, |
+|          |                          | limit, allowed, used, resets_at)                               |
 | AC429    | image_rate_limited       | count_image_upload, through begin_my_image_upload              |
 |          |                          | (DETAIL retry_after)                                           |
 
