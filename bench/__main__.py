@@ -24,6 +24,8 @@ and, for `pooled`, pgbouncer, all stopped at its end):
                           default per-user limits: their turn times with and without it
     moderation_cost       chat turns with the offline moderation vs none vs safety off (no
                           notices either): API and Postgres CPU per turn, turns/s
+    quota_cost            chat turns of users on a plan with every quota set vs users on a
+                          plan with none (one server): turns/s, API and Postgres CPU per turn
 
 Every scenario prints its figures and a summary table; `all` ends with one table of them
 all. Options are shared; each says which scenarios read it.
@@ -51,6 +53,7 @@ from bench.scenarios import (
     pgbench_act_as,
     pgbench_notify,
     pooled,
+    quota_cost,
     sse_ttfb,
     stream_burst,
     turn_statements,
@@ -70,6 +73,7 @@ SCENARIOS: dict[str, Callable[[argparse.Namespace], list[Row]]] = {
     "turn_statements": turn_statements.run,
     "abuse": abuse.run,
     "moderation_cost": moderation_cost.run,
+    "quota_cost": quota_cost.run,
 }
 # Names these scenarios had before (two that differed by one letter).
 RENAMED = {"chat_turns": "chat_turn_throughput", "chat_turn": "chat_turn_latency"}

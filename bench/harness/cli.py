@@ -9,7 +9,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 
-_THROUGHPUT = "persona_patch, chat_turn_throughput, pooled, moderation_cost"
+_THROUGHPUT = "persona_patch, chat_turn_throughput, pooled, moderation_cost, quota_cost"
 _SEQUENTIAL = "chat_turn_latency, sse_ttfb"
 # flag, type, default, who reads it and what it is
 _OPTIONS: tuple[tuple[str, type[int] | type[float], float, str], ...] = (
@@ -27,7 +27,7 @@ _OPTIONS: tuple[tuple[str, type[int] | type[float], float, str], ...] = (
         "--turn-connections",
         int,
         64,
-        "chat_turn_throughput, pooled, moderation_cost: open connections for chat turns",
+        "chat_turn_throughput, pooled, moderation_cost, quota_cost: open connections for chat turns",
     ),
     ("--users", int, 64, f"{_THROUGHPUT}, pgbench_notify: distinct users, each with an avatar"),
     (
