@@ -81,7 +81,8 @@ def history_writes(victim: User, ids: dict[str, uuid.UUID]) -> list[tuple[str, t
         ("update public.usage_records set prompt_tokens = 0 where user_id = $1", (ids["usage_records"],)),
         ("delete from public.usage_records where user_id = $1", (ids["usage_records"],)),
         (
-            "insert into public.usage_records (user_id, kind, model, prompt_tokens, completion_tokens, source)"
+            "insert into public.usage_records"
+            " (user_id, kind, model, prompt_tokens, completion_tokens, source)"
             " values ($1, 'reply', 'm', 0, 0, 'provider')",
             (victim.id,),
         ),
