@@ -363,6 +363,7 @@ alter table avatar_chat.limits add constraint limits_default_plan_fkey
   foreign key (default_plan) references public.plans (name) on update cascade;
 comment on column avatar_chat.limits.default_plan is
   'The plan of users who have none (USAGE_DEFAULT_PLAN); a plan in use as the default cannot be deleted.';
+create index limits_default_plan_idx on avatar_chat.limits (default_plan);
 
 -- Raises AC429 with the reason as HINT (rate_limited, too_many_streams, quota_exceeded)
 -- and the seconds to wait as DETAIL {"retry_after": n} (quota_exceeded adds the plan, the

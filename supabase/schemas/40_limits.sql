@@ -29,6 +29,7 @@ create table avatar_chat.limits (
 comment on table avatar_chat.limits is 'Abuse limits (one row), written by the API from its settings at start-up.';
 comment on column avatar_chat.limits.default_plan is
   'The plan of users who have none (USAGE_DEFAULT_PLAN); a plan in use as the default cannot be deleted.';
+create index limits_default_plan_idx on avatar_chat.limits (default_plan);
 
 create table avatar_chat.send_counters (
   user_id uuid not null,
