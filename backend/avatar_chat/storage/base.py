@@ -40,6 +40,10 @@ class ObjectStore(Protocol):
 
     async def upload(self, path: str, data: bytes, content_type: str) -> None: ...
 
+    async def download(self, path: str) -> bytes:
+        """The object's bytes; ObjectMissing when it is not in the store."""
+        ...
+
     async def remove(self, paths: Sequence[str]) -> None:
         """Every one of them (in as many requests as the backend takes); missing ones are fine."""
         ...

@@ -19,7 +19,7 @@ import jwt
 
 from avatar_chat.core.errors import BadRequest
 from avatar_chat.ops.secret_files import read_or_create
-from avatar_chat.storage.base import check_path, storage_unavailable
+from avatar_chat.storage.base import ObjectMissing, check_path, storage_unavailable
 
 _KEY_FILE = ".signing-key"
 
@@ -49,6 +49,15 @@ class LocalObjectStore:
         target = self.file_of(path)
         try:
             await asyncio.to_thread(_write_atomically, target, data, self._root)
+        except OSError as exc:
+            raise storage_unavailable() from exc
+
+    async def download(self, path: str) -> bytes:
+        target = self.file_of(path)
+        try:
+            return await asyncio.to_thread(target.read_bytes)
+        except FileNotFoundError:
+            raise ObjectMissing() from None
         except OSError as exc:
             raise storage_unavailable() from exc
 

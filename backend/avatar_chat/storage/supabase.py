@@ -42,6 +42,16 @@ class SupabaseObjectStore:
         async with _failures("upload", path):
             await self._files().upload(check_path(path), data, options)
 
+    async def download(self, path: str) -> bytes:
+        try:
+            async with _failures("download", path):
+                data: bytes = await self._files().download(check_path(path))
+        except Exception as exc:
+            if _not_found(exc.__cause__):
+                raise ObjectMissing() from exc
+            raise
+        return data
+
     async def remove(self, paths: Sequence[str]) -> None:
         checked = [check_path(p) for p in paths]
         for start in range(0, len(checked), _REMOVE_BATCH):
@@ -80,6 +90,13 @@ class SupabaseObjectStore:
                 raise ObjectMissing()
             urls.append(str(item["signedURL"]))
         return urls
+
+
+def _not_found(exc: BaseException | None) -> bool:
+    """Storage's answer for an object that is not there (404, or 400 with a not_found code)."""
+    if not isinstance(exc, StorageApiError):
+        return False
+    return str(exc.status) == "404" or str(exc.code).lower() in {"not_found", "nosuchkey", "404"}
 
 
 @asynccontextmanager
