@@ -24,6 +24,7 @@ from avatar_chat.core.metrics import Metrics
 from avatar_chat.core.observability import ObservedFastAPI, RequestObserver
 from avatar_chat.core.settings import Settings
 from avatar_chat.health.router import router as health_router
+from avatar_chat.portability.router import router as portability_router
 from avatar_chat.state import open_app_state
 from avatar_chat.storage.router import router as storage_router
 from avatar_chat.usage.router import router as usage_router
@@ -58,6 +59,7 @@ ROUTERS = (
     conversations_router,
     accounts_router,
     usage_router,
+    portability_router,
     storage_router,
     health_router,
     web_router,

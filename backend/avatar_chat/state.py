@@ -38,6 +38,7 @@ from avatar_chat.ops import runtime
 from avatar_chat.ops.limits import configure_database_limits
 from avatar_chat.ops.migrate import expected_version
 from avatar_chat.ops.workers import WorkerHeartbeat
+from avatar_chat.portability.service import PortabilityService
 from avatar_chat.storage.base import ObjectStore
 from avatar_chat.storage.factory import create_store
 from avatar_chat.web.service import WebClient, create_web_client
@@ -58,6 +59,7 @@ class AppState:
     images: ObjectStore
     avatars: AvatarService
     accounts: AccountService
+    portability: PortabilityService
     conversations: ConversationService
     chat: ChatService
     schema_version: str  # the newest migration this build ships; /ready checks for it
@@ -111,6 +113,7 @@ async def open_app_state(
         images=images,
         avatars=avatars,
         accounts=AccountService(db, store, images, service_client),
+        portability=PortabilityService(db, images, settings, worker_id=heartbeat.live_id),
         conversations=ConversationService(db, store),
         chat=ChatService(
             db,

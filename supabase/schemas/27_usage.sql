@@ -144,6 +144,8 @@ comment on column public.usage_records.status is 'For a reply: how it ended (com
 comment on column public.usage_records.message_id is 'The reply (or checked message) it was spent on; may name a message deleted since.';
 create index usage_records_user_id_created_at_idx on public.usage_records (user_id, created_at);
 create index usage_records_created_at_idx on public.usage_records using brin (created_at);
+-- A conversation's records by message: what its export reads with each message.
+create index usage_records_conversation_id_message_id_idx on public.usage_records (conversation_id, message_id);
 
 alter table public.usage_records enable row level security;
 create policy usage_records_select_own on public.usage_records

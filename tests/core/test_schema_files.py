@@ -196,6 +196,7 @@ EXPECTED_TABLES = {
     "avatar_chat.usage_by_day",
     "avatar_chat.usage_by_model",
     "avatar_chat.usage_by_plan",
+    "avatar_chat.exports",
 }
 EXPECTED_FUNCTIONS = {
     "avatar_chat.act_as(claims text)",

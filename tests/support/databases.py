@@ -41,6 +41,7 @@ USER_TABLES = (
     "public.user_plans",
     "public.usage_records",
     "avatar_chat.usage_counters",
+    "avatar_chat.exports",
     "avatar_chat.interactions",
     "avatar_chat.safety_events",
 )

@@ -35,13 +35,15 @@ Record: TypeAlias = asyncpg.Record
 Connection: TypeAlias = "asyncpg.Connection[Record] | PoolConnectionProxy[Record]"
 
 
-def begin_as_user_sql(claims: Claims) -> str:
-    """`BEGIN` plus `avatar_chat.act_as(claims)`, as one simple-protocol round trip.
+def begin_as_user_sql(claims: Claims, *, snapshot: bool = False) -> str:
+    """`BEGIN` plus `avatar_chat.act_as(claims)`, as one simple-protocol round trip;
+    `snapshot`: a read-only transaction that sees one snapshot throughout (repeatable read).
 
     The claims travel base64-encoded, so nothing in them can break out of the literal.
     """
     encoded = base64.b64encode(claims.as_json().encode()).decode("ascii")
-    return f"begin; select avatar_chat.act_as(convert_from(decode('{encoded}', 'base64'), 'utf8'))"
+    begin = "begin isolation level repeatable read read only" if snapshot else "begin"
+    return f"{begin}; select avatar_chat.act_as(convert_from(decode('{encoded}', 'base64'), 'utf8'))"
 
 
 async def _rollback_or_discard(conn: Connection) -> None:
@@ -159,13 +161,14 @@ class Database:
                 await self.pool.release(conn)
 
     @asynccontextmanager
-    async def as_user(self, user: Claims) -> AsyncIterator[Connection]:
+    async def as_user(self, user: Claims, *, snapshot: bool = False) -> AsyncIterator[Connection]:
         """One transaction as the user: committed on success, rolled back on any error.
         Three round trips at least (begin and act_as, the statements, commit): for a
-        single statement, `call_as` takes one."""
+        single statement, `call_as` takes one. `snapshot`: read-only, one snapshot
+        (repeatable read) for every statement in it."""
         async with self.connection() as conn:
             try:
-                await conn.execute(begin_as_user_sql(user))
+                await conn.execute(begin_as_user_sql(user, snapshot=snapshot))
             except BaseException:
                 await _rollback_or_discard(conn)  # act_as refused: the transaction is open, aborted
                 raise

@@ -206,6 +206,14 @@ class Settings(BaseSettings):
     # created without limits when missing; its limits are edited in public.plans.
     usage_default_plan: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,39}$")] = "free"
 
+    # --- data portability (docs/portability.md) -----------------------------------------
+    # Exports one worker makes at once (each holds a pooled connection while it streams;
+    # one more: 503 busy), exports per user per UTC day (0: no limit), and the longest one
+    # may take (its client reading slowly included).
+    exports_per_worker: Annotated[int, Field(ge=1, le=64)] = 2
+    exports_per_day: Annotated[int, Field(ge=0, le=1000)] = 5
+    export_timeout_s: Annotated[float, Field(ge=10, le=86_400)] = 600.0
+
     # --- abuse limits (held in Postgres, so they hold across workers) --------------------
     rate_limit_sends_per_minute: Annotated[int, Field(ge=0)] = 30  # 0 disables
     max_concurrent_streams: Annotated[int, Field(ge=0)] = 3  # per user; 0 disables
