@@ -24,6 +24,7 @@ from avatar_chat.core.metrics import Metrics
 from avatar_chat.core.observability import ObservedFastAPI, RequestObserver
 from avatar_chat.core.settings import Settings
 from avatar_chat.health.router import router as health_router
+from avatar_chat.portability.router import IMPORT_PATH
 from avatar_chat.portability.router import router as portability_router
 from avatar_chat.state import open_app_state
 from avatar_chat.storage.router import router as storage_router
@@ -95,7 +96,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(
         BodySizeLimitMiddleware,
         max_bytes=settings.max_body_bytes,
-        overrides={("PUT", IMAGE_PATH): settings.avatar_image_max_bytes},
+        overrides={
+            ("PUT", IMAGE_PATH): settings.avatar_image_max_bytes,
+            ("POST", IMPORT_PATH): settings.import_max_bytes,
+        },
     )
     for router in ROUTERS:
         _add_routes(app, router)

@@ -151,8 +151,12 @@ begin
     raise foreign_key_violation using
       message = 'conversation does not exist', constraint = 'messages_conversation_id_fkey';
   end if;
-  new.created_at := now();
-  new.updated_at := now();
+  -- An import (avatar_chat.begin_import; no API role can mark a transaction so) keeps the
+  -- archive's times.
+  if current_setting('avatar_chat.importing', true) is distinct from 'on' or new.created_at is null then
+    new.created_at := now();
+    new.updated_at := now();
+  end if;
   return new;
 end
 $$;
@@ -210,7 +214,10 @@ language plpgsql
 set search_path = ''
 as $$
 begin
-  new.updated_at := now();
+  -- An import (avatar_chat.begin_import) sets the archive's last activity itself.
+  if current_setting('avatar_chat.importing', true) is distinct from 'on' then
+    new.updated_at := now();
+  end if;
   new.created_at := old.created_at;
   return new;
 end

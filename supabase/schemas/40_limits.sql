@@ -56,7 +56,8 @@ revoke all on avatar_chat.limits, avatar_chat.send_counters from public, anon, a
 -- edit: begin_regenerate), and a reply taken up again as a new attempt (a retry with the
 -- same Idempotency-Key after it failed, was stopped or its worker died:
 -- messages_enforce_limits_on_retry). A replay of a complete reply, or joining one still
--- being generated, writes no row and counts nothing.
+-- being generated, writes no row and counts nothing; nor does an import (its messages are
+-- no model calls).
 --
 -- The limits are the user's plan's (avatar_chat.plan_of, read here: a plan edited in the
 -- dashboard holds from the next call on), its null ones the deployment's. Quotas: the
@@ -86,7 +87,8 @@ declare
   used bigint;
   resets timestamptz;
 begin
-  if new.seq is null then
+  -- An imported message (avatar_chat.begin_import) is no model call.
+  if new.seq is null or current_setting('avatar_chat.importing', true) = 'on' then
     return new;
   end if;
   counted := new.role = 'user'

@@ -85,3 +85,232 @@ as $$
   update avatar_chat.exports e set expires_at = now() where e.user_id = p_user_id and e.token = p_token;
 $$;
 revoke all on function avatar_chat.end_export(uuid, uuid) from public, anon, authenticated;
+
+-- Imports (POST /me/import): each archive an account took, by its SHA-256, with what the
+-- import did: the same archive again changes nothing and gets the same answer.
+create table avatar_chat.imports (
+  user_id uuid not null,
+  archive_sha256 text not null,
+  imported_at timestamptz not null default now(),
+  result jsonb not null,
+  constraint imports_pkey primary key (user_id, archive_sha256),
+  constraint imports_user_id_fkey foreign key (user_id) references auth.users (id) on delete cascade,
+  constraint imports_archive_sha256_format check (archive_sha256 ~ '^[0-9a-f]{64}$')
+);
+comment on table avatar_chat.imports is 'The archives each account imported (once each), and what each import did.';
+revoke all on avatar_chat.imports from public, anon, authenticated;
+
+-- An import runs in one transaction as the API's connecting role, after act_as checked the
+-- user: begin_import, import_avatar, import_conversation for each conversation,
+-- import_usage, finish_import; any error rolls all of it back. The transaction is marked
+-- (the transaction-local setting avatar_chat.importing, which no API role can set): the
+-- stamping triggers then keep the archive's times, and the limits trigger counts no
+-- model call (an imported message is not one). Every id is new; pg_temp.import_ids maps
+-- the archive's ids to them for the usage records, and is dropped at commit.
+
+-- begin_import: whether this account imported this archive before (its result), else null
+-- and the import goes on, serialised per user (a transaction-scoped advisory lock: two
+-- imports of one archive do not both run).
+create function avatar_chat.begin_import(claims text, p_sha256 text)
+returns jsonb
+language plpgsql
+volatile
+set search_path = ''
+as $$
+declare
+  me uuid;
+  earlier jsonb;
+begin
+  perform avatar_chat.act_as(claims);
+  me := (select auth.uid());
+  perform set_config('role', 'none', true);
+  perform pg_advisory_xact_lock(hashtextextended('avatar_chat.imports:' || me::text, 0));
+  select i.result || jsonb_build_object('imported_at', i.imported_at) into earlier
+    from avatar_chat.imports i where i.user_id = me and i.archive_sha256 = p_sha256;
+  if earlier is not null then
+    return earlier;
+  end if;
+  perform set_config('avatar_chat.importing', 'on', true);
+  create temp table import_ids (old uuid primary key, new uuid not null) on commit drop;
+  return null;
+end
+$$;
+revoke all on function avatar_chat.begin_import(text, text) from public, anon, authenticated;
+
+-- import_avatar: the archive's avatar (avatar.json: its fields and history) into the
+-- account: when it has none, its versions are written in order (so the history and
+-- persona_version numbers follow them, each with its time); with p_replace, the account's
+-- avatar takes the archive's current name, personality and backstory as a new version
+-- (its own history kept). Answers imported, replaced or kept.
+create function avatar_chat.import_avatar(claims text, p_avatar jsonb, p_replace boolean)
+returns text
+language plpgsql
+volatile
+set search_path = ''
+as $$
+declare
+  me uuid;
+  mine public.avatars;
+  v record;
+begin
+  perform avatar_chat.act_as(claims);
+  me := (select auth.uid());
+  perform set_config('role', 'none', true);
+  select * into mine from public.avatars a where a.user_id = me for update;
+  if found and not p_replace then
+    return 'kept';
+  end if;
+  if found then
+    update public.avatars a
+       set name = p_avatar ->> 'name', personality = (p_avatar ->> 'personality')::public.personality_type,
+           backstory = p_avatar ->> 'backstory'
+     where a.id = mine.id;
+    return 'replaced';
+  end if;
+  for v in select h.* from jsonb_to_recordset(p_avatar -> 'history')
+             as h(version bigint, name text, personality public.personality_type, backstory text,
+                  changed_at timestamptz)
+            order by h.version
+  loop
+    if mine.id is null then
+      insert into public.avatars (user_id, name, personality, backstory)
+      values (me, v.name, v.personality, v.backstory)
+      returning * into mine;
+    else
+      update public.avatars a set name = v.name, personality = v.personality, backstory = v.backstory
+       where a.id = mine.id returning * into mine;
+    end if;
+    -- The version's own time (the stamping trigger wrote now).
+    update public.avatar_history h set changed_at = v.changed_at where h.avatar_id = mine.id and h.version = mine.version;
+  end loop;
+  if mine.id is null then  -- an archive with no history: its current fields as version 1
+    insert into public.avatars (user_id, name, personality, backstory)
+    values (me, p_avatar ->> 'name', (p_avatar ->> 'personality')::public.personality_type, p_avatar ->> 'backstory');
+  end if;
+  return 'imported';
+end
+$$;
+revoke all on function avatar_chat.import_avatar(text, jsonb, boolean) from public, anon, authenticated;
+
+-- import_conversation: one conversations/<id>.json: a new conversation with its messages in
+-- the archive's seq order (numbered 1, 2... again), variants, statuses and times kept (a
+-- reply still streaming when exported is interrupted), and its summary (the seq it covers
+-- renumbered with them). Every reply_to must name a message of the same file.
+-- Errors: AC422 archive_invalid (a duplicate id, a reply_to naming no message of it).
+-- Answers how many messages it wrote.
+create function avatar_chat.import_conversation(claims text, p_conversation jsonb)
+returns integer
+language plpgsql
+volatile
+set search_path = ''
+as $$
+declare
+  me uuid;
+  conv uuid := gen_random_uuid();
+  problem text;
+  written integer;
+begin
+  perform avatar_chat.act_as(claims);
+  me := (select auth.uid());
+  perform set_config('role', 'none', true);
+  create temp table import_messages on commit drop as
+  select x.*, gen_random_uuid() as new_id
+    from jsonb_to_recordset(p_conversation -> 'messages') as x(
+      id uuid, seq bigint, role public.message_role, content text, status public.message_status, reply_to uuid,
+      variant integer, is_current boolean, persona_version bigint, personality public.personality_type,
+      notice_kind public.notice_kind, error_code text, attempt integer, created_at timestamptz,
+      updated_at timestamptz);
+  select case
+           when count(distinct m.id) <> count(*) or count(distinct m.seq) <> count(*) then 'a message id or seq appears twice'
+           when bool_or(m.reply_to is not null and not exists (select from pg_temp.import_messages r where r.id = m.reply_to))
+             then 'a reply names a message that is not in its conversation'
+         end
+    into problem from pg_temp.import_messages m;
+  if problem is not null then
+    raise exception 'The archive''s conversation % is not valid: %.', p_conversation ->> 'id', problem
+      using errcode = 'AC422', hint = 'archive_invalid',
+            detail = json_build_object('file', 'conversations/' || (p_conversation ->> 'id') || '.json',
+                                       'problem', problem)::text;
+  end if;
+  insert into public.conversations (id, user_id, title, mode, created_at, updated_at)
+  values (conv, me, p_conversation ->> 'title', (p_conversation ->> 'mode')::public.conversation_mode,
+          (p_conversation ->> 'created_at')::timestamptz, (p_conversation ->> 'updated_at')::timestamptz);
+  insert into pg_temp.import_ids (old, new) values ((p_conversation ->> 'id')::uuid, conv);
+  insert into public.messages (id, conversation_id, user_id, role, content, status, reply_to, variant, is_current,
+                               persona_version, personality, notice_kind, error_code, attempt, created_at, updated_at)
+  select m.new_id, conv, me, m.role, m.content,
+         case when m.status = 'streaming' then 'interrupted' else m.status end::public.message_status,
+         r.new_id, m.variant, m.is_current, m.persona_version, m.personality, m.notice_kind, m.error_code, m.attempt,
+         m.created_at, m.updated_at
+    from pg_temp.import_messages m left join pg_temp.import_messages r on r.id = m.reply_to
+   order by m.seq;
+  get diagnostics written = row_count;
+  insert into pg_temp.import_ids (old, new) select m.id, m.new_id from pg_temp.import_messages m;
+  if p_conversation -> 'summary' is not null and jsonb_typeof(p_conversation -> 'summary') = 'object' then
+    insert into public.conversation_summaries (conversation_id, user_id, covers_upto_seq, revision, content,
+                                               updated_at)
+    select conv, me,
+           (select count(*) from pg_temp.import_messages m
+             where m.seq <= (p_conversation -> 'summary' ->> 'covers_upto_seq')::bigint),
+           0, p_conversation -> 'summary' ->> 'content', (p_conversation -> 'summary' ->> 'updated_at')::timestamptz;
+  end if;
+  -- The archive's last activity, which the inserts above moved to now.
+  update public.conversations c set updated_at = (p_conversation ->> 'updated_at')::timestamptz where c.id = conv;
+  drop table pg_temp.import_messages;
+  return written;
+end
+$$;
+revoke all on function avatar_chat.import_conversation(text, jsonb) from public, anon, authenticated;
+
+-- import_usage: usage.json's records, their conversation and message ids mapped to the
+-- imported ones (an id the archive does not hold, a row deleted before the export, maps to
+-- null: a record never names a row it did not come with). Not added to the quota windows:
+-- what was spent elsewhere is not spent here.
+create function avatar_chat.import_usage(claims text, p_records jsonb)
+returns integer
+language plpgsql
+volatile
+set search_path = ''
+as $$
+declare
+  me uuid;
+  added integer;
+begin
+  perform avatar_chat.act_as(claims);
+  me := (select auth.uid());
+  perform set_config('role', 'none', true);
+  insert into public.usage_records (user_id, conversation_id, message_id, kind, model, plan, calls, prompt_tokens,
+                                    completion_tokens, source, status, created_at)
+  select me, c.new, m.new, u.kind, u.model, u.plan, u.calls, u.prompt_tokens, u.completion_tokens, u.source,
+         u.status, u.created_at
+    from jsonb_to_recordset(p_records) as u(kind text, model text, plan text, calls integer, prompt_tokens integer,
+                                             completion_tokens integer, source text, status text,
+                                             created_at timestamptz, conversation_id uuid, message_id uuid)
+    left join pg_temp.import_ids c on c.old = u.conversation_id
+    left join pg_temp.import_ids m on m.old = u.message_id;
+  get diagnostics added = row_count;
+  return added;
+end
+$$;
+revoke all on function avatar_chat.import_usage(text, jsonb) from public, anon, authenticated;
+
+-- finish_import: record that this account imported this archive, and what it did.
+create function avatar_chat.finish_import(claims text, p_sha256 text, p_result jsonb)
+returns timestamptz
+language plpgsql
+volatile
+set search_path = ''
+as $$
+declare
+  me uuid;
+  at timestamptz;
+begin
+  perform avatar_chat.act_as(claims);
+  me := (select auth.uid());
+  perform set_config('role', 'none', true);
+  insert into avatar_chat.imports (user_id, archive_sha256, result) values (me, p_sha256, p_result)
+  returning imported_at into at;
+  return at;
+end
+$$;
+revoke all on function avatar_chat.finish_import(text, text, jsonb) from public, anon, authenticated;

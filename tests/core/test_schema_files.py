@@ -197,6 +197,7 @@ EXPECTED_TABLES = {
     "avatar_chat.usage_by_model",
     "avatar_chat.usage_by_plan",
     "avatar_chat.exports",
+    "avatar_chat.imports",
 }
 EXPECTED_FUNCTIONS = {
     "avatar_chat.act_as(claims text)",

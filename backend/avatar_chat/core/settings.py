@@ -213,6 +213,11 @@ class Settings(BaseSettings):
     exports_per_worker: Annotated[int, Field(ge=1, le=64)] = 2
     exports_per_day: Annotated[int, Field(ge=0, le=1000)] = 5
     export_timeout_s: Annotated[float, Field(ge=10, le=86_400)] = 600.0
+    # POST /me/import: the largest archive (the request body), the largest file in it once
+    # unpacked, and all of its files unpacked; one import at a time per worker.
+    import_max_bytes: Annotated[int, Field(ge=1024, le=1024 * 1024 * 1024)] = 64 * 1024 * 1024
+    import_max_file_bytes: Annotated[int, Field(ge=1024, le=1024 * 1024 * 1024)] = 64 * 1024 * 1024
+    import_max_unpacked_bytes: Annotated[int, Field(ge=1024, le=8 * 1024 * 1024 * 1024)] = 512 * 1024 * 1024
 
     # --- abuse limits (held in Postgres, so they hold across workers) --------------------
     rate_limit_sends_per_minute: Annotated[int, Field(ge=0)] = 30  # 0 disables

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Any
 
 from avatar_chat.core.claims import Claims
 from avatar_chat.core.database import Connection, Database
@@ -106,3 +107,40 @@ async def usage_records(conn: Connection, *, after: int, limit: int) -> list[tup
         limit,
     )
     return [(r["id"], r["entry"]) for r in rows]
+
+
+async def begin_import(conn: Connection, user: Claims, sha256: str) -> dict[str, Any] | None:
+    """None: go on importing; else what importing this archive did before."""
+    earlier: dict[str, Any] | None = await conn.fetchval(
+        "select avatar_chat.begin_import($1, $2)", user.as_json(), sha256
+    )
+    return earlier
+
+
+async def import_avatar(conn: Connection, user: Claims, avatar_json: str, *, replace: bool) -> str:
+    outcome: str = await conn.fetchval(
+        "select avatar_chat.import_avatar($1, $2::text::jsonb, $3)", user.as_json(), avatar_json, replace
+    )
+    return outcome
+
+
+async def import_conversation(conn: Connection, user: Claims, conversation_json: str) -> int:
+    """A new conversation of the archive's; how many messages it wrote."""
+    written: int = await conn.fetchval(
+        "select avatar_chat.import_conversation($1, $2::text::jsonb)", user.as_json(), conversation_json
+    )
+    return written
+
+
+async def import_usage(conn: Connection, user: Claims, usage_json: str) -> int:
+    added: int = await conn.fetchval(
+        "select avatar_chat.import_usage($1, ($2::text::jsonb) -> 'records')", user.as_json(), usage_json
+    )
+    return added
+
+
+async def finish_import(conn: Connection, user: Claims, sha256: str, result: dict[str, Any]) -> datetime:
+    at: datetime = await conn.fetchval(
+        "select avatar_chat.finish_import($1, $2, $3)", user.as_json(), sha256, result
+    )
+    return at

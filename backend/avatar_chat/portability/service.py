@@ -13,6 +13,7 @@ ends); so does EXPORT_TIMEOUT_S.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import uuid
@@ -27,7 +28,8 @@ from avatar_chat.core.errors import ServiceUnavailable
 from avatar_chat.core.settings import Settings
 from avatar_chat.portability import repository
 from avatar_chat.portability.archive import ZipStream
-from avatar_chat.portability.schemas import FILE_MODELS, FORMAT, VERSION
+from avatar_chat.portability.reading import Archive, Limits
+from avatar_chat.portability.schemas import FILE_MODELS, FORMAT, VERSION, ImportResult
 from avatar_chat.storage.base import ObjectMissing, ObjectStore
 
 log = logging.getLogger(__name__)
@@ -61,6 +63,10 @@ class PortabilityService:
         self._per_day = settings.exports_per_day
         self._timeout_s = settings.export_timeout_s
         self._running = 0
+        self._import_limits = Limits(
+            member_bytes=settings.import_max_file_bytes, total_bytes=settings.import_max_unpacked_bytes
+        )
+        self._importing = 0
 
     @property
     def exports_running(self) -> int:
@@ -85,6 +91,50 @@ class PortabilityService:
             self._running -= 1
             raise
         return self._archive(user, token)
+
+    async def import_archive(self, user: Claims, data: bytes, *, replace_avatar: bool) -> ImportResult:
+        """Take an archive into the account, all of it or nothing, once per archive.
+
+        One import at a time per worker (each may hold the archive, a file of it and its
+        parse in memory: 503 busy beyond). The archive is checked whole before the
+        transaction opens; each conversation is parsed and written one after the other."""
+        if self._importing >= 1:
+            raise ServiceUnavailable(
+                "This server is busy importing another archive; retry shortly.", code="busy", retry_after_s=5
+            )
+        self._importing += 1
+        try:
+            sha256 = await asyncio.to_thread(lambda: hashlib.sha256(data).hexdigest())
+            archive = await asyncio.to_thread(Archive, data, self._import_limits)
+            await asyncio.to_thread(archive.manifest)
+            avatar = await asyncio.to_thread(archive.avatar)
+            usage = await asyncio.to_thread(archive.usage)
+            async with self._db.connection() as conn, conn.transaction():
+                earlier = await repository.begin_import(conn, user, sha256)
+                if earlier is not None:
+                    return ImportResult.model_validate({**earlier, "already_imported": True})
+                outcome = "none"
+                if avatar is not None:
+                    outcome = await repository.import_avatar(conn, user, avatar[1], replace=replace_avatar)
+                messages = 0
+                names = archive.conversation_files()
+                for name in names:
+                    text = await asyncio.to_thread(archive.conversation, name)
+                    messages += await repository.import_conversation(conn, user, text)
+                records = 0 if usage is None else await repository.import_usage(conn, user, usage[1])
+                result = {
+                    "archive_sha256": sha256,
+                    "conversations": len(names),
+                    "messages": messages,
+                    "usage_records": records,
+                    "avatar": outcome,
+                }
+                imported_at = await repository.finish_import(conn, user, sha256, result)
+            return ImportResult.model_validate(
+                {**result, "imported_at": imported_at, "already_imported": False}
+            )
+        finally:
+            self._importing -= 1
 
     async def _archive(self, user: Claims, token: uuid.UUID) -> AsyncIterator[bytes]:
         try:
