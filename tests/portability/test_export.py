@@ -26,6 +26,7 @@ from avatar_chat.portability.schemas import (
 from tests.support.apps import own_app
 from tests.support.assertions import assert_error
 from tests.support.factories import User, create_avatar, create_conversation, history, send
+from tests.support.images import image_bytes
 
 
 def _archive(response: httpx.Response) -> zipfile.ZipFile:
@@ -149,3 +150,21 @@ async def test_a_busy_worker_answers_503(settings: Settings, user: User) -> None
 @pytest.mark.parametrize("path", ["/me/export"])
 async def test_anonymous_is_refused(app_client: httpx.AsyncClient, path: str) -> None:
     assert_error(await app_client.get(path), 401, "missing_token")
+
+
+async def test_the_avatar_image_is_in_the_archive(app_client: httpx.AsyncClient, user: User) -> None:
+    await create_avatar(app_client, user)
+    uploaded = await app_client.put(
+        "/avatars/me/image",
+        content=image_bytes("PNG", (600, 600)),
+        headers={**user.headers, "Content-Type": "image/png", "If-Match": '"1"'},
+    )
+    assert uploaded.status_code == 200, uploaded.text
+    urls = (await app_client.get("/avatars/me/image", headers=user.headers)).json()
+    stored = await app_client.get(urls["urls"]["512"])
+    assert stored.status_code == 200
+    archive = _archive(await app_client.get("/me/export", headers=user.headers))
+    assert Manifest.model_validate(_json(archive, "export.json")).avatar_image == "avatar.webp"
+    image = archive.read("avatar.webp")
+    assert image[:4] == b"RIFF" and image[8:12] == b"WEBP"
+    assert image == stored.content
