@@ -16,11 +16,13 @@ import contextlib
 import http.server
 import json
 import os
+import re
 import shutil
 import signal
 import threading
 import time
 import uuid
+import zipfile
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -672,6 +674,92 @@ async def test_safety_suitability_disclosure_crisis_withheld_reply_and_blocked_m
     saved = await _saved_messages(safety_server, await _token(page))
     assert [(m["role"], m["notice_kind"], m["status"]) for m in saved] == blocked_too
     await _screenshot(page, "web-client-safety.png")
+
+
+# --- data portability ------------------------------------------------------------------------------
+
+
+async def _user_id(page: Page) -> str:
+    user_id: str = await page.evaluate(f"JSON.parse(localStorage.getItem('{DEV_SESSION}')).user.id")
+    return user_id
+
+
+def _conversation_id(page: Page) -> str:
+    match = re.search(r"#/c/([0-9a-f-]{36})$", page.url)
+    assert match, page.url
+    return match.group(1)
+
+
+async def _open_account_menu(page: Page) -> None:
+    """The account menu, opened with the keyboard: its summary focused, Enter."""
+    await page.locator("#account-menu > summary").focus()
+    await page.keyboard.press("Enter")
+    await expect(page.get_by_role("button", name="Export my data")).to_be_visible()
+
+
+async def _export(page: Page, folder: Path) -> Path:
+    """Export my data, from the account menu with the keyboard; the archive saved."""
+    await _open_account_menu(page)
+    await page.keyboard.press("Tab")
+    await expect(page.get_by_role("button", name="Export my data")).to_be_focused()
+    async with page.expect_download() as info:
+        await page.keyboard.press("Enter")
+    download = await info.value
+    path = folder / download.suggested_filename
+    await download.save_as(path)
+    return path
+
+
+async def test_export_my_data_downloads_the_archive_and_says_when_to_retry(
+    server: ServerProcess, desktop: Page, tmp_path: Path
+) -> None:
+    page = desktop
+    await _sign_in(page, server, _email())
+    await _create_avatar(page, "Ivy", "witty")
+    await _watch(await _send(page, "Remember this for the archive"))
+    conversation_id = _conversation_id(page)
+    user_id = await _user_id(page)
+
+    # Another export of this user's is under way (its lease, as a worker of any server
+    # would hold it): refused, told when to try again, Retry offered.
+    async with _database(server) as owner:
+        await owner.execute(
+            "insert into avatar_chat.exports (user_id, expires_at, day)"
+            " values ($1, now() + interval '90 seconds', (now() at time zone 'UTC')::date)",
+            uuid.UUID(user_id),
+        )
+    await _open_account_menu(page)
+    await page.get_by_role("button", name="Export my data").click()
+    notice = page.locator("#notice")
+    await expect(notice).to_contain_text("An export of your data is already being made")
+    await expect(notice).to_contain_text("Try again once it is done (at the latest in 2 minutes).")
+    await expect(notice).to_have_attribute("role", "alert")
+    await expect(page.locator("#account-menu")).not_to_have_attribute("open", "")  # closed after the choice
+    async with _database(server) as owner:
+        await owner.execute("delete from avatar_chat.exports where user_id = $1", uuid.UUID(user_id))
+
+    # Retry: the archive, fetched with the bearer token and saved as the API names it.
+    async with page.expect_download() as info:
+        await page.get_by_role("button", name="Retry", exact=True).click()
+    download = await info.value
+    name = download.suggested_filename
+    assert re.fullmatch(r"avatar-chat-export-\d{8}-\d{6}\.zip", name), name
+    await expect(notice).to_have_text(re.compile(f"Your data was saved as {re.escape(name)}\\."))
+    await expect(notice).to_have_attribute("data-kind", "info")
+
+    # Again, with the keyboard only.
+    path = await _export(page, tmp_path)
+    with zipfile.ZipFile(path) as archive:
+        names = archive.namelist()
+        manifest = json.loads(archive.read("export.json"))
+        conversation = json.loads(archive.read(f"conversations/{conversation_id}.json"))
+    assert manifest["user"]["id"] == user_id, manifest
+    assert manifest["counts"]["conversations"] == 1, manifest
+    assert f"conversations/{conversation_id}.json" in names, names
+    assert "avatar.json" in names, names
+    assert conversation["id"] == conversation_id, conversation
+    # The object URL was let go of (not kept for the page's life); nothing left in the DOM.
+    await expect(page.locator("a[download]")).to_have_count(0)
 
 
 _CROSS_ORIGIN_CALLS = """

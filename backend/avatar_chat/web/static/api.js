@@ -77,19 +77,24 @@ export class Api {
     this.base = base;
   }
 
-  /** The Response of one call, retried by itself on 503 with backoff; throws ApiError. */
-  async fetch(method, path, { json, headers = {}, signal, accept = "application/json" } = {}) {
+  /**
+   * The Response of one call, retried by itself on 503 with backoff; throws ApiError. The
+   * body is `json` (sent as JSON), or `body` (a Blob or File, sent as it is, as
+   * `contentType`: an archive, a character card).
+   */
+  async fetch(method, path, { json, body, contentType, headers = {}, signal, accept = "application/json" } = {}) {
     for (let attempt = 1; ; attempt++) {
       const token = await this.token();
       const sent = { Accept: accept, ...headers };
       if (token) sent.Authorization = `Bearer ${token}`;
       if (json !== undefined) sent["Content-Type"] = "application/json";
+      else if (body !== undefined && contentType) sent["Content-Type"] = contentType;
       let response;
       try {
         response = await fetch(this.base + path, {
           method,
           headers: sent,
-          body: json === undefined ? undefined : JSON.stringify(json),
+          body: json === undefined ? body : JSON.stringify(json),
           signal,
           cache: "no-store",
         });
@@ -132,6 +137,11 @@ export class Api {
 
   patch(path, json, options = {}) {
     return this.json("PATCH", path, { ...options, json });
+  }
+
+  /** POSTs a file's bytes as they are (`contentType`: the file's media type); its JSON answer. */
+  upload(path, file, contentType, options = {}) {
+    return this.json("POST", path, { ...options, body: file, contentType });
   }
 
   /** An SSE answer: yields {event, data (parsed JSON), id} as they arrive. */

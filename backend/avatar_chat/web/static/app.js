@@ -4,6 +4,9 @@
 //   api.js, sse.js    HTTP calls and the event-stream format; retry.js: when to try again
 //   auth.js, signin.js  signing in, and what follows it
 //   persona.js        the avatar and its persona (personalities.js: from GET /openapi.json)
+//   cards.js          the avatar as a character card: export it, create one from it
+//   account.js        the account menu: export all my data, import an archive
+//                     (portability.js: file names, what an import did, errors; pure)
 //   conversations.js  the list, opening one, earlier messages
 //   render.js         the messages as shown (messages.js: the list, pure; messageview.js:
 //                     what one message shows, safety notices included, pure)
@@ -13,10 +16,12 @@
 //                     quota says, pure)
 //   notice.js, dom.js errors and statuses; small view helpers
 // The pure modules (sse, retry, messages, messageview, stream, progress, personalities,
-// usage) are tested in Node: tests/web/js/.
+// usage, portability) are tested in Node: tests/web/js/.
 
+import { wireAccount } from "./account.js";
 import { Api } from "./api.js";
 import { createAuth } from "./auth.js";
+import { wireCards } from "./cards.js";
 import { wireComposer } from "./chat.js";
 import { wireConversations } from "./conversations.js";
 import { $ } from "./dom.js";
@@ -65,6 +70,8 @@ async function main() {
   state.auth.onSignedOut?.(() => showSignIn("You are signed out."));
   wireSignIn();
   wireAvatar();
+  wireCards();
+  wireAccount();
   wireConversations();
   wireComposer();
   const panel = $("conversations-panel");

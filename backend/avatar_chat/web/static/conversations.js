@@ -33,7 +33,7 @@ function renderConversations() {
   $("more-conversations").hidden = !state.nextCursor;
 }
 
-async function loadConversations({ more = false } = {}) {
+export async function loadConversations({ more = false } = {}) {
   const cursor = more && state.nextCursor ? `&cursor=${encodeURIComponent(state.nextCursor)}` : "";
   const { body } = await state.api.get(`/conversations?limit=20${cursor}`);
   state.conversations = more ? [...state.conversations, ...body.items] : body.items;

@@ -17,3 +17,20 @@ export async function busy(button, work) {
     button.disabled = false;
   }
 }
+
+/** Saves `blob` as a file named `name` (a temporary <a download> on an object URL). The
+ * URL is let go of once the browser has taken the file. */
+export function saveFile(blob, name) {
+  const url = URL.createObjectURL(blob);
+  const link = document.createElement("a");
+  link.href = url;
+  link.download = name;
+  link.hidden = true;
+  document.body.append(link);
+  try {
+    link.click();
+  } finally {
+    link.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 10_000);
+  }
+}

@@ -28,7 +28,8 @@ function fillPersonalities(select, selected) {
   );
 }
 
-function setAvatar(avatar, response) {
+/** Shows `avatar` (an answer of the API, `response` with its ETag) as the user's. */
+export function setAvatar(avatar, response) {
   state.avatar = avatar;
   state.etag = response?.headers.get("ETag") ?? `"${avatar.version}"`;
   $("avatar-name-heading").textContent = avatar.name;

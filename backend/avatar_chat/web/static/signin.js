@@ -19,6 +19,8 @@ export function showSignIn(message = "") {
   clearUsage();
   state.avatar = null;
   state.conversation = null;
+  for (const dialog of document.querySelectorAll("dialog[open]")) dialog.close();
+  $("account-menu").open = false;
   $("account").hidden = true;
   $("sign-in-message").textContent = message;
   $("dev-sign-in").hidden = state.auth.mode !== "dev";
@@ -81,6 +83,7 @@ export async function start() {
   if (!session) return signedOut();
   $("account").hidden = false;
   $("account-email").textContent = session.email;
+  $("account-menu-email").textContent = session.email;
   show("view-loading");
   try {
     await loadPersonalities();
