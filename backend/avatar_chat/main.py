@@ -12,7 +12,8 @@ from fastapi import APIRouter, FastAPI
 from fastapi.routing import APIRoute
 
 from avatar_chat.accounts.router import router as accounts_router
-from avatar_chat.avatars.router import IMAGE_PATH
+from avatar_chat.avatars.card import CARD_MAX_BYTES
+from avatar_chat.avatars.router import CARD_PATH, IMAGE_PATH
 from avatar_chat.avatars.router import router as avatars_router
 from avatar_chat.chat.metrics import ChatMetrics
 from avatar_chat.chat.router import router as chat_router
@@ -98,6 +99,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_bytes=settings.max_body_bytes,
         overrides={
             ("PUT", IMAGE_PATH): settings.avatar_image_max_bytes,
+            # A card as JSON (CARD_MAX_BYTES) or as a PNG (an image); the route checks which.
+            ("POST", CARD_PATH): max(settings.avatar_image_max_bytes, CARD_MAX_BYTES),
             ("POST", IMPORT_PATH): settings.import_max_bytes,
         },
     )

@@ -4,8 +4,10 @@ Only what this backend calls, answering as the real services do (supabase/storag
 src/http/routes/object/*.ts, src/storage/object.ts, src/http/error-handler.ts;
 supabase/auth internal/api/admin.go, errors.go):
 
-- Storage (/storage/v1): POST /object/{bucket}/{name} (multipart: the `file` part, its
-  content type the object's mimetype, form field `cacheControl` stored as max-age=<it>;
+- Storage (/storage/v1): GET /object/{bucket}/{name} (the object's bytes, with its
+  mimetype; 404 NoSuchKey "Object not found" when it is not there), POST
+  /object/{bucket}/{name} (multipart: the `file` part, its content type the object's
+  mimetype, form field `cacheControl` stored as max-age=<it>;
   without `x-upsert: true` an existing name is refused as Duplicate), DELETE
   /object/{bucket} {prefixes} (exact names; answers the objects deleted, [] for none),
   POST /object/list/{bucket} {prefix, limit, offset, sortBy} (one level below `prefix`,
@@ -54,7 +56,7 @@ from tests.support.images import image_bytes
 PROJECT_REF = "abcdefghijklmnopqrst"
 SUPABASE_URL = f"https://{PROJECT_REF}.supabase.co"
 
-Operation = Literal["upload", "remove", "list", "sign", "delete_user"]
+Operation = Literal["upload", "download", "remove", "list", "sign", "delete_user"]
 
 # What the migration creates (supabase/migrations/20261201180000_avatar_images.sql).
 BUCKET_FILE_SIZE_LIMIT = 1_048_576
@@ -263,6 +265,8 @@ class FakeSupabase:
                 return "remove", self._remove, (first,)
             if method == "POST" and first not in {"sign", "list"} and tail:
                 return "upload", self._upload, (first, tail)
+            if method == "GET" and first not in {"sign", "public", "authenticated", "info"} and tail:
+                return "download", self._download, (first, tail)
             return None
         admin = "/auth/v1/admin/users/"
         if method == "DELETE" and path.startswith(admin) and "/" not in path[len(admin) :].rstrip("/"):
@@ -329,6 +333,15 @@ class FakeSupabase:
         )
         self.objects[name] = stored
         return self._answer(recorded, 200, {"Id": stored.id, "Key": f"{bucket}/{name}"})
+
+    async def _download(self, recorded: Recorded, bucket: str, name: str) -> httpx.Response:
+        if (denied := self._storage_denies(recorded) or self._no_bucket(recorded, bucket)) is not None:
+            return denied
+        stored = self.objects.get(name)
+        if stored is None:
+            return self.storage_error(recorded, "404", "NoSuchKey", "Object not found", "not_found")
+        recorded.status = 200
+        return httpx.Response(200, content=stored.data, headers={"content-type": stored.mimetype})
 
     async def _remove(self, recorded: Recorded, bucket: str) -> httpx.Response:
         if (denied := self._storage_denies(recorded) or self._no_bucket(recorded, bucket)) is not None:

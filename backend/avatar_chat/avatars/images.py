@@ -15,11 +15,15 @@ import io
 import math
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 from PIL import ExifTags, Image, ImageFile, JpegImagePlugin, PngImagePlugin, UnidentifiedImageError
 from PIL import _imaging as pillow_core  # Image.core
 
 from avatar_chat.core.errors import AppError, ServiceUnavailable, UnsupportedMediaType, ValidationFailed
+
+_In = TypeVar("_In")
+_Out = TypeVar("_Out")
 
 # The renditions every image gets, largest first: <folder>/<size>.webp.
 SIZES = (512, 128)
@@ -246,6 +250,13 @@ class ImageDecodes:
     async def normalise(
         self, data: bytes, *, admit: Callable[[], Awaitable[object]] | None = None
     ) -> list[bytes]:
+        return await self.run(normalise, data, admit=admit)
+
+    async def run(
+        self, work: Callable[[_In], _Out], data: _In, *, admit: Callable[[], Awaitable[object]] | None = None
+    ) -> _Out:
+        """`work(data)` on a decode thread, under the same bound as `normalise` (any other
+        work with images: a character card's PNG is drawn here)."""
         if self._free == 0:
             raise ServiceUnavailable(
                 "Too many images are being processed right now; retry shortly.", code="busy", retry_after_s=1
@@ -254,7 +265,7 @@ class ImageDecodes:
         try:
             if admit is not None:
                 await admit()
-            decode = asyncio.get_running_loop().run_in_executor(self._threads, normalise, data)
+            decode = asyncio.get_running_loop().run_in_executor(self._threads, work, data)
         except BaseException:
             self._free += 1
             raise
@@ -263,7 +274,7 @@ class ImageDecodes:
         # Shielded: a cancelled caller does not mark the decode done while its thread runs.
         return await asyncio.shield(decode)
 
-    def _release(self, decode: asyncio.Future[list[bytes]]) -> None:
+    def _release(self, decode: asyncio.Future[Any]) -> None:
         self._free += 1
         self._running -= 1
         if not decode.cancelled():

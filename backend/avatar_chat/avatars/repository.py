@@ -23,6 +23,12 @@ _SET_IMAGE = f"select {_COLUMNS}, previous_image_path from avatar_chat.set_my_av
 _BEGIN_IMAGE_UPLOAD = f"select {_COLUMNS} from avatar_chat.begin_my_image_upload($1, $2)"
 _UPDATE = f"select {_COLUMNS} from avatar_chat.update_my_avatar($1, $2::jsonb, $3)"
 _RESTORE = f"select {_COLUMNS} from avatar_chat.restore_my_avatar($1, $2, $3)"
+# A character card's write and the check before its image is decoded (10_avatars.sql).
+_WRITE_CARD = (
+    f"select {_COLUMNS}, previous_image_path from avatar_chat.write_my_avatar_card"
+    "($1, $2, $3, $4::public.personality_type, $5, $6::jsonb, $7, $8)"
+)
+_BEGIN_CARD_IMAGE = "select avatar_chat.begin_my_card_image($1, $2, $3) as has_avatar"
 # Newest first; RLS adds `user_id = auth.uid()`, and avatar_history_user_id_version_key
 # answers both conditions and the order, so a page reads only its own rows.
 _HISTORY_FIRST = (
@@ -51,6 +57,47 @@ async def insert(conn: Connection, *, name: str, personality: str, backstory: st
 async def get_mine(conn: Connection) -> AvatarRead | None:
     row = await conn.fetchrow(f"select {_COLUMNS} from public.avatars where user_id = (select auth.uid())")
     return None if row is None else AvatarRead.from_row(row)
+
+
+async def get_card_mine(conn: Connection) -> tuple[AvatarRead, Any] | None:
+    """The avatar and what was kept of the card it came from (None: none), or None when
+    the user has no avatar."""
+    row = await conn.fetchrow(
+        f"select {_COLUMNS}, card from public.avatars where user_id = (select auth.uid())"
+    )
+    return None if row is None else (AvatarRead.from_row(row), row["card"])
+
+
+async def begin_card_image_mine(
+    db: Database, user: Claims, *, replace: bool, if_match: list[int] | None
+) -> bool:
+    """Whether the user has an avatar; when that is what the import needs (one to replace,
+    or none to create), one image upload is counted against their rate. A stale
+    `if_match` raises AC412, an upload over the rate AC429 image_rate_limited."""
+    row = await db.call_as(user, _BEGIN_CARD_IMAGE, replace, if_match)
+    assert row is not None
+    return bool(row["has_avatar"])
+
+
+async def write_card_mine(
+    db: Database,
+    user: Claims,
+    *,
+    replace: bool,
+    name: str,
+    personality: str,
+    backstory: str,
+    card: dict[str, Any],
+    image_path: str | None,
+    if_match: list[int] | None,
+) -> tuple[AvatarRead, str | None] | None:
+    """The avatar as committed and the image folder it no longer points at; None when
+    there is nothing to write to (`replace`: no avatar; else: the user already has one).
+    A stale `if_match` raises AC412."""
+    row = await db.call_as(
+        user, _WRITE_CARD, replace, name, personality, backstory, card, image_path, if_match
+    )
+    return None if row is None else (AvatarRead.from_row(row), row["previous_image_path"])
 
 
 async def delete_mine(conn: Connection) -> tuple[bool, str | None]:

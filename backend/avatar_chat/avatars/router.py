@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
-from typing import Annotated
+from typing import Annotated, Any, Literal
+from urllib.parse import quote
 
-from fastapi import APIRouter, Path, Request, Response, status
+from fastapi import APIRouter, Path, Query, Request, Response, status
 from fastapi.types import DecoratedCallable
+from pydantic import TypeAdapter
 
 from avatar_chat.auth.dependencies import CurrentUser
-from avatar_chat.avatars.dependencies import Avatars, avatar_service
+from avatar_chat.avatars.card import CARD_MAX_BYTES, encoded
+from avatar_chat.avatars.card_png import is_png
+from avatar_chat.avatars.dependencies import AppSettings, Avatars, avatar_service
 from avatar_chat.avatars.schemas import (
     HISTORY_PAGE_MAX,
     VERSION_MAX,
@@ -18,6 +23,7 @@ from avatar_chat.avatars.schemas import (
     AvatarImage,
     AvatarRead,
     AvatarUpdate,
+    CharacterCard,
     PersonaUpdateRequest,
 )
 from avatar_chat.core.errors import (
@@ -30,6 +36,7 @@ from avatar_chat.core.errors import (
     PreconditionFailed,
     TooManyRequests,
     UnsupportedMediaType,
+    ValidationFailed,
     responses,
 )
 from avatar_chat.core.http import etag, header_parameter, page_cursor, page_limit, parse_if_match, read_header
@@ -209,3 +216,118 @@ async def get_image(user: CurrentUser, service: Avatars, request: Request) -> Av
 )
 async def delete_image(user: CurrentUser, service: Avatars, request: Request) -> Response:
     return _answer(await service.delete_image(user, if_match=_if_match(request)))
+
+
+CARD_PATH = "/avatars/me/card"
+_BINARY = {"schema": {"type": "string", "format": "binary"}}
+_JSON_TYPE = re.compile(r"application/(?:[\w.+-]+\+)?json", re.IGNORECASE)
+
+
+def _card_schema() -> dict[str, Any]:
+    schema: dict[str, Any] = TypeAdapter(CharacterCard).json_schema(
+        ref_template="#/components/schemas/{model}"
+    )
+    # The models it names are in the schema's components already (GET's response_model).
+    schema.pop("$defs", None)
+    return schema
+
+
+@router.get(
+    "/me/card",
+    response_model=CharacterCard,
+    responses={
+        **responses(*AUTHENTICATED_ERRORS, NotFound),
+        200: {
+            "description": "The card as JSON, or with `format=png` a PNG with the card in its tEXt chunks.",
+            "content": {"image/png": _BINARY},
+        },
+    },
+    summary="My avatar as a character card (V2 or V3; JSON or PNG)",
+    description="The avatar as a Character Card V2, or V3 when it was made from a V3 card, with "
+    "everything the card it came from held (docs/api.md#character-cards). `format=png`: the avatar's "
+    "image (its 512-pixel rendition; a placeholder with its initial without one) as PNG, the card "
+    "base64 in a tEXt chunk `chara` (a V3 card in `ccv3`, and as V2 in `chara`). 404 "
+    "`image_not_found` when the image's files are gone from storage, 503 `busy` while this worker "
+    "already draws IMAGE_DECODES_PER_WORKER images.",
+)
+async def get_card(
+    user: CurrentUser,
+    service: Avatars,
+    format: Annotated[Literal["json", "png"], Query(description="`json` (the default) or `png`.")] = "json",
+) -> Response:
+    if format == "png":
+        avatar, png = await service.card_png(user)
+        return Response(
+            png,
+            media_type="image/png",
+            headers={"ETag": etag(avatar.version), "Content-Disposition": _attachment(avatar.name, "png")},
+        )
+    avatar, card = await service.card(user)
+    return Response(encoded(card), media_type="application/json", headers={"ETag": etag(avatar.version)})
+
+
+def _attachment(name: str, extension: str) -> str:
+    """A Content-Disposition that saves the file under the avatar's name."""
+    plain = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "card"
+    return f"attachment; filename=\"{plain}.{extension}\"; filename*=UTF-8''{quote(f'{name}.{extension}')}"
+
+
+@router.post(
+    "/me/card",
+    status_code=status.HTTP_201_CREATED,
+    response_model=AvatarRead,
+    responses={
+        200: {"model": AvatarRead, "description": "With If-Match: the avatar, overwritten by the card."},
+        **responses(
+            *AUTHENTICATED_ERRORS,
+            BadRequest,
+            PayloadTooLarge,
+            UnsupportedMediaType,
+            NotFound,
+            Conflict,
+            PreconditionFailed,
+            TooManyRequests,
+        ),
+    },
+    summary="Create (or with If-Match overwrite) my avatar from a character card",
+    description="The body is a Character Card V2 or V3: its JSON (`Content-Type: application/json`, "
+    f"at most {CARD_MAX_BYTES} bytes) or a PNG with the card in a tEXt chunk `ccv3` or `chara` (at "
+    "most AVATAR_IMAGE_MAX_BYTES; the PNG becomes the avatar's image). 201 with the new avatar; "
+    "with If-Match (the avatar's ETag, or `*`) 200 with the avatar overwritten, 404 without one, 412 "
+    "when stale; 409 `avatar_exists` without If-Match when there is one. 422 for a card that cannot "
+    "be taken, each with its code: `card_malformed`, `card_unsupported_spec`, `card_invalid`, "
+    "`card_backstory_too_long`, `card_not_found`, `card_undecodable`, `card_too_large`, and the "
+    "image's `image_undecodable`, `image_too_many_pixels` (docs/api.md#character-cards).",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "description": "A character card: its JSON, or a PNG holding it.",
+            "content": {"application/json": {"schema": _card_schema()}, "image/png": _BINARY},
+        },
+        **_IF_MATCH,
+    },
+)
+async def import_card(
+    user: CurrentUser, service: Avatars, settings: AppSettings, request: Request
+) -> Response:
+    header = read_header(request, "If-Match", max_length=_IF_MATCH_MAX)
+    replace = header is not None  # `*` too: overwrite whatever version is there
+    body = await request.body()
+    media_type = request.headers.get("content-type", "").split(";")[0].strip()
+    if is_png(body):
+        png, limit = True, settings.avatar_image_max_bytes
+    elif media_type.lower() == "image/png":
+        raise ValidationFailed("The body is not a PNG image.", code="image_undecodable")
+    elif _JSON_TYPE.fullmatch(media_type):
+        png, limit = False, CARD_MAX_BYTES
+    else:
+        raise UnsupportedMediaType(
+            "Send a character card as JSON (Content-Type: application/json) or as a PNG.",
+            code="unsupported_card_type",
+        )
+    if len(body) > limit:
+        raise PayloadTooLarge(f"A character card {'PNG' if png else 'JSON'} may have at most {limit} bytes.")
+    avatar = await service.import_card(user, body, png=png, replace=replace, if_match=parse_if_match(header))
+    if replace:
+        return _answer(avatar)
+    return _answer(avatar, status.HTTP_201_CREATED, Location="/avatars/me")

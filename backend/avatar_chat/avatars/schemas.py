@@ -1,12 +1,13 @@
-"""Avatar payloads: Create / Update / Read, the persona switch, and the persona history."""
+"""Avatar payloads: Create / Update / Read, the persona switch, the persona history, and
+the character cards."""
 
 from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from avatar_chat.avatars.persona import PersonalityType
 from avatar_chat.core.schemas import NextCursor, PartialUpdate, RowModel, StrictModel
@@ -79,3 +80,71 @@ class AvatarVersion(RowModel):
 class AvatarHistoryPage(BaseModel):
     items: list[AvatarVersion] = Field(description="Newest version first.")
     next_cursor: NextCursor
+
+
+# --- character cards (avatars/card.py reads and writes them) ----------------------------------
+
+
+class _CardModel(BaseModel):
+    """Part of a character card: the fields the spec names are checked (strictly: no
+    conversions); any other field is kept as the card had it."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+
+
+class CardAsset(_CardModel):
+    """A V3 asset: `uri` is a URL, `embeded://<path>`, `ccdefault:` (the PNG's own image) or a
+    data URI."""
+
+    type: str
+    uri: str
+    name: str
+    ext: str
+
+
+class CardDataV2(_CardModel):
+    """A Character Card V2's `data` (malfoy/character-card-spec-v2). Fields left out are
+    read as empty; a field sent as null is read as left out."""
+
+    name: str
+    description: str = ""
+    personality: str = ""
+    scenario: str = ""
+    first_mes: str = ""
+    mes_example: str = ""
+    creator_notes: str = ""
+    system_prompt: str = ""
+    post_history_instructions: str = ""
+    alternate_greetings: list[str] = Field(default_factory=list)
+    character_book: dict[str, Any] | None = None
+    tags: list[str] = Field(default_factory=list)
+    creator: str = ""
+    character_version: str = ""
+    extensions: dict[str, Any] = Field(default_factory=dict)
+
+
+class CardDataV3(CardDataV2):
+    """A Character Card V3's `data` (kwaroran/character-card-spec-v3): V2's fields and these."""
+
+    assets: list[CardAsset] | None = None
+    nickname: str | None = None
+    creator_notes_multilingual: dict[str, str] | None = None
+    source: list[str] | None = None
+    group_only_greetings: list[str] = Field(default_factory=list)
+    creation_date: int | float | None = Field(default=None, description="Unix time, seconds.")
+    modification_date: int | float | None = Field(default=None, description="Unix time, seconds.")
+
+
+class CharacterCardV2(_CardModel):
+    spec: Literal["chara_card_v2"]
+    spec_version: str = Field(description='"2.0"')
+    data: CardDataV2
+
+
+class CharacterCardV3(_CardModel):
+    spec: Literal["chara_card_v3"]
+    spec_version: str = Field(description='"3.0"')
+    data: CardDataV3
+
+
+CharacterCard = Annotated[CharacterCardV2 | CharacterCardV3, Field(discriminator="spec")]

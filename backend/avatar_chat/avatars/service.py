@@ -6,9 +6,11 @@ import asyncio
 import logging
 import re
 import uuid
+from functools import partial
 from typing import Any
 
-from avatar_chat.avatars import repository, schemas
+from avatar_chat.avatars import card_png, repository, schemas
+from avatar_chat.avatars.card import SPEC_V3, ImportedCard, card_of, encoded, parse_json, read_card, v2_of
 from avatar_chat.avatars.images import CONTENT_TYPE, SIZES, ImageDecodes
 from avatar_chat.cache.store import SessionStore
 from avatar_chat.core.claims import Claims
@@ -24,6 +26,30 @@ _NO_AVATAR = "You have no avatar yet; create one with POST /avatars/me."
 
 def _not_found() -> NotFound:
     return NotFound(_NO_AVATAR, code="avatar_not_found")
+
+
+def _card_target_missing(replace: bool) -> AppError:
+    """A card import with nothing to write to: no avatar to replace, or one already there."""
+    if replace:
+        return _not_found()
+    return Conflict(
+        "You already have an avatar; send the card with If-Match (its ETag) to replace it.",
+        code="avatar_exists",
+    )
+
+
+def _read_json_card(body: bytes) -> tuple[ImportedCard, bytes | None]:
+    """A JSON card and the image of its V3 icon, if embedded. CPU work: a decode thread."""
+    imported = read_card(parse_json(body, code="card_malformed", where="the body"))
+    return imported, imported.icon
+
+
+def _read_png_card(body: bytes) -> tuple[ImportedCard, bytes | None]:
+    """A PNG's card (`ccv3` over `chara`) and the PNG as its image. CPU work: a decode thread."""
+    found = card_png.read(body)
+    keyword = next(k for k in card_png.CARD_KEYWORDS if k in found.cards)
+    where = f"the PNG's {keyword} chunk"
+    return read_card(parse_json(found.cards[keyword], code="card_undecodable", where=where)), found.image
 
 
 _CURSOR = re.compile(r"[0-9]{1,16}")
@@ -147,6 +173,24 @@ class AvatarService:
                 raise _not_found()
 
         renditions = await self._decodes.normalise(data, admit=admit)
+        folder = await self._upload(user, renditions)
+        try:
+            result = await self._set_image_path(user, folder, if_match)
+        except AppError as exc:
+            if exc.status_code < 500:  # refused: nothing points at the new objects
+                self._remove_later(folder)
+            # Else the outcome is unknown (the commit may have happened): leave them.
+            raise
+        if result is None:
+            self._remove_later(folder)
+            raise _not_found()
+        avatar, previous = result
+        self._remove_later(previous)
+        return avatar
+
+    async def _upload(self, user: Claims, renditions: list[bytes]) -> str:
+        """The renditions stored under a new folder of the user's (removed again when an
+        upload fails); the folder."""
         folder = f"{user.sub}/{uuid.uuid4().hex}"
         files = image_files(folder)
         try:
@@ -161,19 +205,7 @@ class AvatarService:
         except BaseException:
             self._remove_later(folder)
             raise
-        try:
-            result = await self._set_image_path(user, folder, if_match)
-        except AppError as exc:
-            if exc.status_code < 500:  # refused: nothing points at the new objects
-                self._remove_later(folder)
-            # Else the outcome is unknown (the commit may have happened): leave them.
-            raise
-        if result is None:
-            self._remove_later(folder)
-            raise _not_found()
-        avatar, previous = result
-        self._remove_later(previous)
-        return avatar
+        return folder
 
     async def delete_image(self, user: Claims, *, if_match: list[int] | None) -> schemas.AvatarRead:
         """The avatar without an image (a new version; none if it had none)."""
@@ -199,6 +231,77 @@ class AvatarService:
             urls={str(size): url for size, url in zip(SIZES, urls, strict=True)},
             expires_in=self._signed_url_ttl_s,
         )
+
+    # --- character cards (card.py: the mapping; card_png.py: the PNG) -------------------------
+
+    async def card(self, user: Claims) -> tuple[schemas.AvatarRead, dict[str, Any]]:
+        """The avatar and its character card (V2, or V3 when it came from a V3 card)."""
+        async with self._db.as_user(user) as conn:
+            found = await repository.get_card_mine(conn)
+        if found is None:
+            raise _not_found()
+        avatar, kept = found
+        return avatar, card_of(avatar.name, avatar.personality, avatar.backstory, kept)
+
+    async def card_png(self, user: Claims) -> tuple[schemas.AvatarRead, bytes]:
+        """The card in a PNG of the avatar's image (its 512-pixel rendition), or of a
+        placeholder when it has none: a V2 card as `chara`; a V3 card as `ccv3`, and as V2
+        in `chara` for older readers. Drawn on a decode thread (503 busy when none is free)."""
+        avatar, card = await self.card(user)
+        image = None
+        if avatar.image_path is not None:
+            image = await self._images.download(image_files(avatar.image_path)[0])
+        cards = {"chara": encoded(card)}
+        if card["spec"] == SPEC_V3:
+            cards = {"chara": encoded(v2_of(card)), "ccv3": encoded(card)}
+        png = await self._decodes.run(partial(card_png.render, name=avatar.name, cards=cards), image)
+        return avatar, png
+
+    async def import_card(
+        self, user: Claims, body: bytes, *, png: bool, replace: bool, if_match: list[int] | None
+    ) -> schemas.AvatarRead:
+        """A new avatar from a character card (JSON, or a PNG with its card chunk), or with
+        `replace` the user's avatar overwritten by one (If-Match honoured). The card is read
+        and its image decoded before anything is written; the image (the PNG's, or a V3
+        icon embedded as a data URI) is stored as PUT /avatars/me/image stores one, counted
+        against the same rate. Without an image a replaced avatar keeps its own."""
+        imported, image = await self._decodes.run(_read_png_card if png else _read_json_card, body)
+        folder = None
+        if image is not None:
+
+            async def admit() -> None:
+                # Fail before decoding when the write would be refused anyway; counts the upload.
+                has_avatar = await repository.begin_card_image_mine(
+                    self._db, user, replace=replace, if_match=if_match
+                )
+                if has_avatar is not replace:
+                    raise _card_target_missing(replace)
+
+            folder = await self._upload(user, await self._decodes.normalise(image, admit=admit))
+        try:
+            result = await repository.write_card_mine(
+                self._db,
+                user,
+                replace=replace,
+                name=imported.name,
+                personality=imported.personality.value,
+                backstory=imported.backstory,
+                card=imported.kept,
+                image_path=folder,
+                if_match=if_match,
+            )
+        except AppError as exc:
+            if exc.status_code < 500:  # refused: nothing points at the new objects
+                self._remove_later(folder)
+            raise
+        finally:
+            await self._store.clear_avatar_cache(user.sub)
+        if result is None:
+            self._remove_later(folder)
+            raise _card_target_missing(replace)
+        avatar, previous = result
+        self._remove_later(previous)
+        return avatar
 
     async def _set_image_path(
         self, user: Claims, folder: str | None, if_match: list[int] | None

@@ -9,7 +9,8 @@ Nothing Postgres prints (DETAIL, HINT, CONTEXT lines) ever reaches a client.
 
 | SQLSTATE | HINT (code)              | raised by (functions in avatar_chat)                           |
 |----------|--------------------------|----------------------------------------------------------------|
-| AC401    | user_not_found           | act_as, begin_my_image_upload (the token's user is gone)       |
+| AC401    | user_not_found           | act_as, begin_my_image_upload, begin_my_card_image (the        |
+|          |                          | token's user is gone)                                          |
 | AC404    | conversation_not_found   | begin_turn, begin_regenerate, delete_message                   |
 | AC404    | avatar_version_not_found | restore_my_avatar                                              |
 | AC404    | message_not_found        | begin_regenerate, delete_message, request_stop, reply_progress |
@@ -18,15 +19,18 @@ Nothing Postgres prints (DETAIL, HINT, CONTEXT lines) ever reaches a client.
 |          |                          | exchange)                                                      |
 | AC409    | reply_in_progress        | begin_regenerate, delete_message (a reply is being generated)  |
 | AC412    | precondition_failed      | update_my_avatar, restore_my_avatar, set_my_avatar_image,      |
-|          |                          | begin_my_image_upload (DETAIL etag)                            |
+|          |                          | begin_my_image_upload, begin_my_card_image,                    |
+|          |                          | write_my_avatar_card (DETAIL etag)                             |
 | AC422    | idempotency_key_reused   | begin_turn, begin_regenerate                                   |
 | AC422    | not_editable             | begin_regenerate (regenerating a user message, editing a reply)|
+| AC422    | card_invalid             | the avatars_check_card trigger (a card that is not an object)  |
+| AC422    | card_too_large           | the avatars_check_card trigger (over 2 MiB as JSON text)       |
 | AC429    | rate_limited             | the messages_enforce_limits trigger (DETAIL retry_after)       |
 | AC429    | too_many_streams         | the messages_enforce_limits trigger (DETAIL retry_after)       |
 | AC429    | quota_exceeded           | the messages_enforce_limits trigger (DETAIL retry_after, plan, |
 |          |                          | limit, allowed, used, resets_at)                               |
-| AC429    | image_rate_limited       | count_image_upload, through begin_my_image_upload              |
-|          |                          | (DETAIL retry_after)                                           |
+| AC429    | image_rate_limited       | count_image_upload, through begin_my_image_upload and          |
+|          |                          | begin_my_card_image (DETAIL retry_after)                       |
 
 begin_regenerate serves both regenerate and edit. tests/core/test_error_codes.py keeps this
 table and the codes raised in supabase/schemas/*.sql the same set.
