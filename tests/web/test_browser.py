@@ -12,6 +12,7 @@ desktop width go to test-artifacts/. Select with `-m browser`.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import http.server
 import json
@@ -32,6 +33,7 @@ from zoneinfo import ZoneInfo
 
 import asyncpg
 import pytest
+from PIL import Image
 from playwright.async_api import Browser, Page, Request, Response, ViewportSize, async_playwright, expect
 
 from avatar_chat.core.settings import Settings
@@ -760,6 +762,114 @@ async def test_export_my_data_downloads_the_archive_and_says_when_to_retry(
     assert conversation["id"] == conversation_id, conversation
     # The object URL was let go of (not kept for the page's life); nothing left in the DOM.
     await expect(page.locator("a[download]")).to_have_count(0)
+
+
+async def _card_menu(page: Page) -> None:
+    menu = page.locator("#card-menu")
+    if await menu.get_attribute("open") is None:
+        await menu.locator("summary").click()
+    await expect(page.get_by_role("button", name="Export as character card")).to_be_visible()
+
+
+async def _send_card(page: Page, card: Path, *, submit: str) -> None:
+    """The card dialog (open): choose the file, press the submit button (its name says
+    whether it creates or replaces)."""
+    dialog = page.get_by_role("dialog", name="Create from character card")
+    await expect(dialog).to_be_visible()
+    await dialog.get_by_label("Character card (.png or .json)").set_input_files(card)
+    await dialog.get_by_role("button", name=submit, exact=True).click()
+
+
+async def test_the_avatar_as_a_character_card_exported_and_made_from_one(
+    server: ServerProcess, browser: Browser, tmp_path: Path
+) -> None:
+    # One user exports their avatar as a card (a PNG with the card in `chara`, and JSON).
+    async with _page(browser, DESKTOP) as page:
+        await _sign_in(page, server, _email())
+        await _create_avatar(page, "Ava", "witty")
+        await _card_menu(page)
+        async with page.expect_download() as info:
+            await page.get_by_role("button", name="Export as character card").click()
+        download = await info.value
+        assert download.suggested_filename == "Ava.png", download.suggested_filename
+        png = tmp_path / "Ava.png"
+        await download.save_as(png)
+        await expect(page.locator("#persona-status")).to_have_text("The character card was saved as Ava.png.")
+        async with page.expect_download() as info:
+            await page.get_by_role("button", name="Export as JSON").click()
+        download = await info.value
+        assert download.suggested_filename == "Ava.json", download.suggested_filename
+        await download.save_as(tmp_path / "Ava.json")
+    with Image.open(png) as image:
+        assert image.format == "PNG"
+        texts: dict[str, str] = image.text  # type: ignore[attr-defined]
+    card = json.loads(base64.b64decode(texts["chara"]))
+    assert (card["spec"], card["spec_version"]) == ("chara_card_v2", "2.0"), card
+    assert card["data"]["name"] == "Ava", card
+    assert json.loads((tmp_path / "Ava.json").read_text())["data"]["name"] == "Ava"
+
+    # Another, at phone width with none yet, makes theirs from that PNG.
+    phone = {"device_scale_factor": 2, "is_mobile": True, "has_touch": True}
+    async with _page(browser, PHONE, **phone) as page:
+        await _sign_in(page, server, _email())
+        await expect(page.get_by_role("heading", name="Create your avatar")).to_be_visible()
+        await page.get_by_role("button", name="Create from character card…").click()
+        await expect(page.locator("#card-replace-warning")).to_be_hidden()
+        await _send_card(page, png, submit="Create avatar")
+        await expect(page.locator("#avatar-name-heading")).to_have_text("Ava")
+        await expect(page.get_by_label("Persona", exact=True)).to_have_value("witty")
+        await expect(page.get_by_role("dialog")).to_have_count(0)
+        await expect(page.get_by_label("Message", exact=True)).to_be_focused()
+
+        # Then replaces it with a JSON card, confirming: the dialog says what it replaces.
+        mira = tmp_path / "Mira.json"
+        mira.write_text(
+            json.dumps(
+                {
+                    "spec": "chara_card_v2",
+                    "spec_version": "2.0",
+                    "data": {
+                        "name": "Mira",
+                        "description": "A lighthouse keeper who talks to the gulls.",
+                        "personality": "gentle, caring and patient",
+                        "scenario": "",
+                        "first_mes": "Hello, traveller.",
+                        "mes_example": "",
+                    },
+                }
+            )
+        )
+        await _card_menu(page)
+        await page.get_by_role("button", name="Create from character card…").click()
+        await expect(page.locator("#card-replace-warning")).to_contain_text("This replaces Ava")
+        # Meanwhile, the persona is switched on another device: this page's ETag is stale.
+        async with server.client() as client:
+            switched = await client.patch(
+                "/avatars/me/persona",
+                json={"personality": "playful"},
+                headers={"Authorization": f"Bearer {await _token(page)}", "If-Match": '"1"'},
+            )
+        assert switched.status_code == 200, switched.text
+        await _send_card(page, mira, submit="Replace my avatar")
+        message = page.locator("#card-message")
+        await expect(message).to_contain_text("Your avatar was changed elsewhere")
+        await expect(message).to_have_attribute("role", "alert")
+        await expect(page.locator("#avatar-version")).to_have_text("2")  # as it is now
+        await _send_card(page, mira, submit="Replace my avatar")
+        await expect(page.locator("#avatar-name-heading")).to_have_text("Mira")
+        await expect(page.get_by_label("Persona", exact=True)).to_have_value("caring")
+        await expect(page.locator("#avatar-version")).to_have_text("3")
+        await expect(page.locator("#persona-status")).to_have_text("Now Mira, from the card (version 3).")
+
+        # A file that is no card: the API's own message, the avatar as it was.
+        junk = tmp_path / "junk.json"
+        junk.write_text('{"hello": "world"}')
+        await page.get_by_role("button", name="Create from character card…").click()
+        await _send_card(page, junk, submit="Replace my avatar")
+        await expect(message).to_contain_text("This character card cannot be used: ")
+        await page.get_by_role("button", name="Cancel").click()
+        await expect(page.get_by_role("dialog")).to_have_count(0)
+        await expect(page.locator("#avatar-name-heading")).to_have_text("Mira")
 
 
 _CROSS_ORIGIN_CALLS = """

@@ -329,7 +329,8 @@ describe("cards", () => {
   test("the warning before a card replaces the avatar; none when there is none", () => {
     assert.equal(
       cardReplaceWarning("Ava"),
-      "This replaces Ava (name, personality and backstory) with the card's. Your conversations stay.",
+      "This replaces Ava with the card's character: name, personality, backstory, and the image when the " +
+        "card has one. Your conversations stay.",
     );
     assert.equal(cardReplaceWarning(null), null);
     assert.equal(cardReplaceWarning(""), null);
@@ -349,6 +350,10 @@ describe("cards", () => {
       "Choose a character card: a .png with a card in it, or a .json.",
     );
     assert.equal(cardFailure(apiError(0, "network_error", "Cannot reach the server.")), "Cannot reach the server.");
+    assert.equal(
+      cardFailure(apiError(429, "image_rate_limited", "Too many image uploads", { retryAfter: 40 })),
+      "Too many image uploads. You can try again in 40 seconds.",
+    );
     assert.equal(
       cardFailure(apiError(500, "internal_error", "Something broke.")),
       "Creating the avatar from the card failed: Something broke.",

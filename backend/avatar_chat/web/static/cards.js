@@ -82,13 +82,20 @@ async function createFromCard() {
     setAvatar(body, response);
     $("card-dialog").close();
     clearNotice();
-    if (!replacing) {
-      await openChat();
+    if ($("view-chat").hidden) {
+      await openChat(); // made from the card on the screen that creates one
       return;
     }
     $("persona-status").textContent = `Now ${body.name}, from the card (version ${body.version}).`;
   } catch (err) {
     if (err.status === 401) return;
+    if (err instanceof ApiError && err.code === "avatar_not_found" && replacing) {
+      // Deleted elsewhere: the card makes a new one.
+      state.avatar = null;
+      showReplacing();
+      cardMessage("Your avatar was deleted elsewhere. Send the card again to create one from it.", "error");
+      return;
+    }
     if (err instanceof ApiError && (err.status === 412 || err.code === "avatar_exists")) {
       // Changed (or made) elsewhere: show it as it is now, and ask again.
       await loadAvatar().catch(() => {});

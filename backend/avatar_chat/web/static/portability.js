@@ -240,11 +240,16 @@ export function importResultText(result) {
 /** What the card dialog says before a card replaces the avatar `name` (null: there is none). */
 export function cardReplaceWarning(name) {
   if (!name) return null;
-  return `This replaces ${name} (name, personality and backstory) with the card's. Your conversations stay.`;
+  return (
+    `This replaces ${name} with the card's character: name, personality, backstory, and the image ` +
+    "when the card has one. Your conversations stay."
+  );
 }
 
 /**
- * What a refused or failed card upload says (412, a stale avatar, is told by cards.js).
+ * What a refused or failed card upload says: the API's message (422 card_malformed,
+ * card_invalid, card_backstory_too_long, image_undecodable, ...); 412 and 409 (the avatar
+ * changed or made elsewhere) are told by cards.js.
  * @returns {string}
  */
 export function cardFailure(err) {
@@ -252,5 +257,8 @@ export function cardFailure(err) {
   if (err.status === 413) return `This card is too large. ${sentence(err.message)}`;
   if (err.status === 415) return "Choose a character card: a .png with a card in it, or a .json.";
   if (err.status === 422 || err.status === 400) return `This character card cannot be used: ${sentence(err.message)}`;
-  return `Creating the avatar from the card failed: ${err.message}`;
+  if (err.status === 429) {
+    const wait = waitPhrase(retryAfterOf(err));
+    return `${sentence(err.message)}${wait ? ` You can try again ${wait}.` : ""}`;
+  }  return `Creating the avatar from the card failed: ${err.message}`;
 }
