@@ -10,9 +10,11 @@ import base64
 import copy
 import io
 import json
+import re
 import struct
 import zlib
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -21,7 +23,7 @@ import httpx
 import pytest
 from PIL import Image, PngImagePlugin
 
-from avatar_chat.avatars.card import CARD_MAX_BYTES, backstory_of, persona_line, personality_of
+from avatar_chat.avatars.card import CARD_MAX_BYTES, KEYWORDS, backstory_of, persona_line, personality_of
 from avatar_chat.avatars.persona import PersonalityType
 from avatar_chat.core.settings import Settings
 from avatar_chat.state import AppState
@@ -450,6 +452,12 @@ async def test_a_card_image_counts_against_the_upload_rate(
 )
 def test_the_personality_keywords(data: dict[str, Any], expected: str) -> None:
     assert personality_of({"name": "X", **data}) == PersonalityType(expected)
+
+
+def test_the_keywords_are_the_documented_ones() -> None:
+    api = (Path(__file__).resolve().parents[2] / "docs" / "api.md").read_text()
+    documented = dict(re.findall(r"^  \| `(\w+)` \| ([^|]+) \|$", api, re.MULTILINE))
+    assert documented == {p.value: ", ".join(words) for p, words in KEYWORDS.items()}
 
 
 def test_the_backstory_joins_description_and_personality() -> None:
