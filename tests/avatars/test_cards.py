@@ -27,6 +27,7 @@ from avatar_chat.avatars.card import CARD_MAX_BYTES, KEYWORDS, backstory_of, per
 from avatar_chat.avatars.persona import PersonalityType
 from avatar_chat.core.settings import Settings
 from avatar_chat.state import AppState
+from avatar_chat.storage.local import LocalObjectStore
 from tests.fakes.supabase import on_supabase
 from tests.support.assertions import assert_error
 from tests.support.databases import as_role, claims_of
@@ -530,6 +531,15 @@ async def test_the_card_is_bounded_in_the_database_not_versioned_and_private(
     async with as_role(conn, "anon"):
         with pytest.raises(asyncpg.InsufficientPrivilegeError):
             await conn.fetch("select card from public.avatars")
+    # The card's functions take claims: no API role may call them (or anyone could act as anyone).
+    for call in (
+        "select avatar_chat.begin_my_card_image('{}', false, null)",
+        "select * from avatar_chat.write_my_avatar_card('{}', false, 'x', 'friendly', '', null, null, null)",
+    ):
+        for role in ("anon", "authenticated"):
+            async with as_role(conn, role, claims_of(user)):
+                with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                    await conn.fetch(call)
 
 
 # --- bad input -----------------------------------------------------------------------------------
@@ -720,6 +730,22 @@ async def test_a_bad_format_and_no_token(app_client: httpx.AsyncClient, user: Us
     )
     assert (await app_client.get(URL)).status_code == 401
     assert (await app_client.post(URL, json=V2_CARD)).status_code == 401
+
+
+async def test_a_stored_image_that_does_not_decode_gives_the_placeholder(
+    app_client: httpx.AsyncClient, app_state: AppState, user: User
+) -> None:
+    await create_avatar(app_client, user, name="Ava")
+    placeholder = (await _card(app_client, user, format="png")).content
+    response = await app_client.put("/avatars/me/image", content=image_bytes(), headers=user.headers)
+    folder = response.json()["image_path"]
+    store = app_state.images
+    assert isinstance(store, LocalObjectStore)
+    # Damaged in storage (a disk fault, a hand edit): the card still goes out.
+    store.file_of(f"{folder}/512.webp").write_bytes(b"RIFF\0\0\0\0WEBPVP8 damaged")
+    damaged = await _card(app_client, user, format="png")
+    assert decoded(damaged.content).tobytes() == decoded(placeholder).tobytes()
+    assert card_in(damaged.content, "chara")["data"]["name"] == "Ava"
 
 
 # --- Supabase Storage -----------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+import logging
 import struct
 import unicodedata
 import zlib
@@ -25,6 +26,8 @@ from PIL import Image, ImageDraw, ImageFont
 
 from avatar_chat.avatars.card import CARD_MAX_BYTES, card_error
 from avatar_chat.core.errors import ValidationFailed
+
+log = logging.getLogger(__name__)
 
 SIGNATURE: Final = b"\x89PNG\r\n\x1a\n"
 # The card chunks a reader looks for, in the order it prefers them.
@@ -123,17 +126,25 @@ def with_cards(png: bytes, cards: Mapping[str, bytes]) -> bytes:
 
 
 def render(image: bytes | None, *, name: str, cards: Mapping[str, bytes]) -> bytes:
-    """A card's PNG: `image` (the avatar's stored WebP rendition) as PNG, or without one a
-    placeholder for `name`; with the cards' chunks. CPU work: run on a decode thread."""
-    if image is None:
-        picture = placeholder(name)
-    else:
-        with Image.open(io.BytesIO(image), formats=["WEBP"]) as opened:
-            opened.load()
-            picture = opened.copy()
+    """A card's PNG: `image` (the avatar's stored WebP rendition) as PNG, or without one (or
+    when it does not decode) a placeholder for `name`; with the cards' chunks. CPU work:
+    run on a decode thread."""
+    picture = placeholder(name) if image is None else _stored(image) or placeholder(name)
     out = io.BytesIO()
     picture.save(out, format="PNG", compress_level=6)
     return with_cards(out.getvalue(), cards)
+
+
+def _stored(image: bytes) -> Image.Image | None:
+    """A stored rendition (WebP, 512 pixels a side, written by images.py), decoded; None
+    when it does not decode (damaged in storage: the card still goes out, logged)."""
+    try:
+        with Image.open(io.BytesIO(image), formats=["WEBP"]) as opened:
+            opened.load()
+            return opened.copy()
+    except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as exc:
+        log.warning("a stored avatar image does not decode (%s): the card's PNG has the placeholder", exc)
+        return None
 
 
 def placeholder(name: str) -> Image.Image:
