@@ -146,6 +146,11 @@ def parse_json(raw: bytes, *, code: str, where: str) -> Any:
         raise card_error(code, f"The character card in {where} cannot be read: {reason}.") from None
 
 
+def read_json_card(body: bytes) -> ImportedCard:
+    """The avatar a card sent as JSON makes. CPU work: run on a decode thread."""
+    return read_card(parse_json(body, code="card_malformed", where="the body"))
+
+
 def read_card(card: Any) -> ImportedCard:
     """The avatar a parsed card makes; 422 for anything but a V2 or V3 card the avatar can hold."""
     if not isinstance(card, dict):

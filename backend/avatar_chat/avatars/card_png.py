@@ -24,7 +24,8 @@ from typing import Final
 
 from PIL import Image, ImageDraw, ImageFont
 
-from avatar_chat.avatars.card import CARD_MAX_BYTES, card_error
+from avatar_chat.avatars import card
+from avatar_chat.avatars.card import CARD_MAX_BYTES, ImportedCard, card_error, parse_json
 from avatar_chat.core.errors import ValidationFailed
 
 log = logging.getLogger(__name__)
@@ -91,6 +92,15 @@ def read(png: bytes) -> CardPng:
     return CardPng({name: _decoded(name, text) for name, text in texts.items()}, b"".join(kept))
 
 
+def read_card(png: bytes) -> tuple[ImportedCard, bytes]:
+    """The avatar a PNG card makes (`ccv3` read over `chara`), and the PNG as its image,
+    without its text chunks. CPU work: run on a decode thread."""
+    found = read(png)
+    keyword = next(k for k in CARD_KEYWORDS if k in found.cards)
+    where = f"the PNG's {keyword} chunk"
+    return card.read_card(parse_json(found.cards[keyword], code="card_undecodable", where=where)), found.image
+
+
 def _undecodable(name: str, why: str) -> ValidationFailed:
     return card_error("card_undecodable", f"The PNG's {name} chunk is not a character card: {why}.")
 
@@ -117,8 +127,8 @@ def with_cards(png: bytes, cards: Mapping[str, bytes]) -> bytes:
     """`png` (as Pillow wrote it: IEND last) with a tEXt chunk per card (keyword -> JSON,
     written base64) before its IEND."""
     chunks = b""
-    for keyword, card in cards.items():
-        body = b"tEXt" + keyword.encode("latin-1") + b"\0" + base64.b64encode(card)
+    for keyword, card_json in cards.items():
+        body = b"tEXt" + keyword.encode("latin-1") + b"\0" + base64.b64encode(card_json)
         chunks += struct.pack(">I", len(body) - 4) + body + struct.pack(">I", zlib.crc32(body))
     iend = len(png) - 12
     assert png[iend + 4 : iend + 8] == b"IEND"

@@ -10,7 +10,7 @@ from functools import partial
 from typing import Any
 
 from avatar_chat.avatars import card_png, repository, schemas
-from avatar_chat.avatars.card import SPEC_V3, ImportedCard, card_of, encoded, parse_json, read_card, v2_of
+from avatar_chat.avatars.card import SPEC_V3, card_of, encoded, read_json_card, v2_of
 from avatar_chat.avatars.images import CONTENT_TYPE, SIZES, ImageDecodes
 from avatar_chat.cache.store import SessionStore
 from avatar_chat.core.claims import Claims
@@ -36,20 +36,6 @@ def _card_target_missing(replace: bool) -> AppError:
         "You already have an avatar; send the card with If-Match (its ETag) to replace it.",
         code="avatar_exists",
     )
-
-
-def _read_json_card(body: bytes) -> tuple[ImportedCard, bytes | None]:
-    """A JSON card and the image of its V3 icon, if embedded. CPU work: a decode thread."""
-    imported = read_card(parse_json(body, code="card_malformed", where="the body"))
-    return imported, imported.icon
-
-
-def _read_png_card(body: bytes) -> tuple[ImportedCard, bytes | None]:
-    """A PNG's card (`ccv3` over `chara`) and the PNG as its image. CPU work: a decode thread."""
-    found = card_png.read(body)
-    keyword = next(k for k in card_png.CARD_KEYWORDS if k in found.cards)
-    where = f"the PNG's {keyword} chunk"
-    return read_card(parse_json(found.cards[keyword], code="card_undecodable", where=where)), found.image
 
 
 _CURSOR = re.compile(r"[0-9]{1,16}")
@@ -265,7 +251,11 @@ class AvatarService:
         and its image decoded before anything is written; the image (the PNG's, or a V3
         icon embedded as a data URI) is stored as PUT /avatars/me/image stores one, counted
         against the same rate. Without an image a replaced avatar keeps its own."""
-        imported, image = await self._decodes.run(_read_png_card if png else _read_json_card, body)
+        if png:
+            imported, image = await self._decodes.run(card_png.read_card, body)
+        else:
+            imported = await self._decodes.run(read_json_card, body)
+            image = imported.icon
         folder = None
         if image is not None:
 
