@@ -764,6 +764,95 @@ async def test_export_my_data_downloads_the_archive_and_says_when_to_retry(
     await expect(page.locator("a[download]")).to_have_count(0)
 
 
+async def _import(page: Page, archive: Path, *, replace_avatar: bool = False) -> Any:
+    """Import data…, from the account menu: the archive chosen, Import pressed; the dialog."""
+    await _open_account_menu(page)
+    await page.get_by_role("button", name="Import data…").click()
+    return await _import_in_dialog(page, archive, replace_avatar=replace_avatar)
+
+
+async def _import_in_dialog(page: Page, archive: Path, *, replace_avatar: bool = False) -> Any:
+    dialog = page.get_by_role("dialog", name="Import data")
+    await expect(dialog).to_be_visible()
+    await expect(dialog.get_by_label("Archive (.zip)")).to_be_focused()
+    await dialog.get_by_label("Archive (.zip)").set_input_files(archive)
+    await dialog.get_by_label("Replace my avatar with the archive's").set_checked(replace_avatar)
+    await dialog.get_by_role("button", name="Import", exact=True).click()
+    return dialog
+
+
+async def test_import_an_export_into_another_account_once(
+    server: ServerProcess, browser: Browser, tmp_path: Path
+) -> None:
+    # What is imported: one user's two conversations (three turns), exported.
+    async with _page(browser, DESKTOP) as page:
+        await _sign_in(page, server, _email())
+        await _create_avatar(page, "Nell", "playful")
+        await _watch(await _send(page, "The first conversation"))
+        await _watch(await _send(page, "Still the first one"))
+        await page.get_by_role("button", name="New conversation").click()
+        await expect(page.locator("#conversation-list > li")).to_have_count(2)
+        await expect(page.locator("#messages > li")).to_have_count(0)
+        await _watch(await _send(page, "The second conversation"))
+        archive = await _export(page, tmp_path)
+    with zipfile.ZipFile(archive) as opened:
+        counts = json.loads(opened.read("export.json"))["counts"]
+    assert (counts["conversations"], counts["messages"]) == (2, 6), counts
+
+    # Another user, with an avatar of their own and no conversations: imported, theirs kept.
+    async with _page(browser, DESKTOP) as page:
+        await _sign_in(page, server, _email())
+        await _create_avatar(page, "Bo", "caring")
+        conversations = page.locator("#conversation-list > li")
+        await expect(conversations).to_have_count(0)
+        dialog = await _import(page, archive)
+        message = dialog.locator("#import-message")
+        await expect(message).to_have_text("Imported 2 conversations, 6 messages; your own avatar was kept.")
+        await expect(message).to_have_attribute("role", "status")
+        await _screenshot(page, "web-client-import.png")
+        await dialog.get_by_role("button", name="Close").click()
+        await expect(dialog).to_be_hidden()
+        await expect(page.locator("#account-menu > summary")).to_be_focused()  # back where it was opened
+        await expect(conversations).to_have_count(2)  # the list read again
+        await expect(page.locator("#avatar-name-heading")).to_have_text("Bo")
+        await conversations.last.get_by_role("button").click()
+        await expect(page.locator("#messages > li.user")).to_have_count(2)
+        await expect(page.locator("#messages > li.user").first).to_contain_text("The first conversation")
+
+        # The same archive again (replace asked for this time): nothing changes.
+        dialog = await _import(page, archive, replace_avatar=True)
+        await expect(message).to_have_text("This archive was already imported; nothing changed.")
+        await dialog.get_by_role("button", name="Close").click()
+        await expect(conversations).to_have_count(2)
+        await expect(page.locator("#avatar-name-heading")).to_have_text("Bo")
+
+        # A file that is no archive: the API's reason, as an alert.
+        not_a_zip = tmp_path / "not-an-archive.zip"
+        not_a_zip.write_bytes(b"hello, I am not a zip")
+        dialog = await _import(page, not_a_zip)
+        await expect(message).to_have_text("This archive cannot be imported. This is not a zip archive.")
+        await expect(message).to_have_attribute("role", "alert")
+        await page.keyboard.press("Escape")
+        await expect(dialog).to_be_hidden()
+
+    # A new user with no avatar yet, at phone width: imported from the screen that creates
+    # one, the archive's avatar comes too, and the chat opens.
+    phone = {"device_scale_factor": 2, "is_mobile": True, "has_touch": True}
+    async with _page(browser, PHONE, **phone) as page:
+        await _sign_in(page, server, _email())
+        await expect(page.get_by_role("heading", name="Create your avatar")).to_be_visible()
+        await page.get_by_role("button", name="Import an archive…").click()
+        dialog = await _import_in_dialog(page, archive)
+        await expect(dialog.locator("#import-message")).to_have_text(
+            "Imported 2 conversations, 6 messages and the archive's avatar."
+        )
+        await dialog.get_by_role("button", name="Close").click()
+        await expect(page.locator("#avatar-name-heading")).to_have_text("Nell")
+        await expect(page.get_by_label("Persona", exact=True)).to_have_value("playful")
+        await page.locator("#conversations-panel > summary").click()
+        await expect(page.locator("#conversation-list > li")).to_have_count(2)
+
+
 async def _card_menu(page: Page) -> None:
     menu = page.locator("#card-menu")
     if await menu.get_attribute("open") is None:

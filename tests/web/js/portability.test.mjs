@@ -232,22 +232,27 @@ describe("importFailure", () => {
         }),
       ),
       {
-        text: "This archive cannot be imported: A conversation file is not valid JSON (conversations/1.json).",
+        text: "This archive cannot be imported. A conversation file is not valid JSON (conversations/1.json).",
         retry: false,
       },
     );
     assert.equal(
       importFailure(apiError(422, "archive_unsafe", "The archive holds a path outside it.")).text,
-      "This archive cannot be imported: The archive holds a path outside it.",
+      "This archive cannot be imported. The archive holds a path outside it.",
     );
+    // The file named once only.
+    const named = apiError(422, "archive_invalid", "export.json is not JSON.", { details: { file: "export.json" } });
+    assert.equal(importFailure(named).text, "This archive cannot be imported. export.json is not JSON.");
   });
 
-  test("another format version: said so", () => {
-    const failure = importFailure(apiError(422, "archive_version_unsupported", "Version 2 is not supported"));
+  test("another format version: the API's message", () => {
+    const message = "This archive is of format version 2; this server reads version 1.";
+    const failure = importFailure(
+      apiError(422, "archive_version_unsupported", message, { details: { version: 2, supported: [1] } }),
+    );
     assert.equal(
       failure.text,
-      "This archive was made by another version of avatar-chat and cannot be imported here. " +
-        "Version 2 is not supported.",
+      "This archive cannot be imported. This archive is of format version 2; this server reads version 1.",
     );
     assert.equal(failure.retry, false);
   });

@@ -158,7 +158,10 @@ export function wireAccount() {
   });
   $("import-close").addEventListener("click", () => $("import-dialog").close());
   $("import-dialog").addEventListener("close", () => {
-    // Opened from the menu, which closed: focus goes back to the menu's button.
-    if (document.activeElement === document.body && !$("account").hidden) menu.querySelector("summary").focus();
+    // Opened from the menu, which closed: focus goes back to the menu's button (once the
+    // browser has tried the hidden menu item it was opened from).
+    setTimeout(() => {
+      if (document.activeElement === document.body && !$("account").hidden) menu.querySelector("summary").focus();
+    });
   });
 }

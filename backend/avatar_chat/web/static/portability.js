@@ -171,10 +171,10 @@ export function exportFailure(err) {
   return { text: `Exporting your data failed: ${err.message}`, retry: err.status >= 500 };
 }
 
-/** Where in an archive or card the problem is, when the error's details say. */
+/** Which file of an archive the problem is in, when the error's details say ("" if not). */
 function whereIn(details) {
-  const file = details?.file ?? details?.path ?? details?.entry ?? null;
-  return typeof file === "string" && file ? ` (${file})` : "";
+  const file = details?.file ?? null;
+  return typeof file === "string" ? file : "";
 }
 
 /** A sentence ends with a full stop (the API's messages mostly do already). */
@@ -195,15 +195,13 @@ export function importFailure(err) {
   if (err.status === 415) {
     return { text: "This is not an export archive: choose the .zip that “Export my data” saved.", retry: false };
   }
-  if (err.code === "archive_version_unsupported") {
-    const text = "This archive was made by another version of avatar-chat and cannot be imported here.";
-    return { text: `${text} ${sentence(err.message)}`, retry: false };
-  }
-  if (err.code === "archive_invalid" || err.code === "archive_unsafe" || err.status === 422) {
-    const where = whereIn(err.details);
+  if (err.status === 422) {
+    // archive_invalid, archive_unsafe, archive_version_unsupported: the API's message says
+    // what is wrong, the details which file (added when the message does not name it).
     const message = sentence(err.message);
-    const text = where ? `${message.replace(/[.!?…]$/, "")}${where}.` : message;
-    return { text: `This archive cannot be imported: ${text}`, retry: false };
+    const file = whereIn(err.details);
+    const text = file && !message.includes(file) ? `${message.replace(/[.!?…]$/, "")} (${file}).` : message;
+    return { text: `This archive cannot be imported. ${text}`, retry: false };
   }
   if (err.status === 503) {
     const wait = waitPhrase(retryAfterOf(err));
