@@ -2,7 +2,9 @@
 Playwright), against `avatar-chat serve --workers 2` on the embedded default exactly as
 `./scripts/run` starts it: sign in, create the avatar, watch a reply stream in, switch the
 persona, reload mid-stream, stop and retry, 401, 429, a plan's quota (the usage meter,
-429 quota_exceeded) and a database outage (503); safety
+429 quota_exceeded) and a database outage (503); data portability (export my data as a zip,
+import it into another account once, the avatar as a character card PNG and JSON and made
+from one, a stale ETag); safety
 (the suitability notice, the AI disclosure, a crisis notice, a withheld reply and a
 blocked message, on a server of their own with the disclosure on); and CORS from pages
 served on a second origin (listed) and a third (not listed). Screenshots at phone and
