@@ -218,6 +218,9 @@ class Settings(BaseSettings):
     import_max_bytes: Annotated[int, Field(ge=1024, le=1024 * 1024 * 1024)] = 64 * 1024 * 1024
     import_max_file_bytes: Annotated[int, Field(ge=1024, le=1024 * 1024 * 1024)] = 64 * 1024 * 1024
     import_max_unpacked_bytes: Annotated[int, Field(ge=1024, le=8 * 1024 * 1024 * 1024)] = 512 * 1024 * 1024
+    # The longest an import's transaction may take (its statements are not held to
+    # DB_STATEMENT_TIMEOUT_MS: a large conversation is written in one).
+    import_timeout_s: Annotated[float, Field(ge=10, le=86_400)] = 600.0
 
     # --- abuse limits (held in Postgres, so they hold across workers) --------------------
     rate_limit_sends_per_minute: Annotated[int, Field(ge=0)] = 30  # 0 disables

@@ -117,24 +117,39 @@ async def begin_import(conn: Connection, user: Claims, sha256: str) -> dict[str,
     return earlier
 
 
-async def import_avatar(conn: Connection, user: Claims, avatar_json: str, *, replace: bool) -> str:
+async def import_avatar(
+    conn: Connection, user: Claims, avatar_json: str, *, replace: bool, within_s: float
+) -> str:
     outcome: str = await conn.fetchval(
-        "select avatar_chat.import_avatar($1, $2::text::jsonb, $3)", user.as_json(), avatar_json, replace
+        "select avatar_chat.import_avatar($1, $2::text::jsonb, $3)",
+        user.as_json(),
+        avatar_json,
+        replace,
+        timeout=within_s,
     )
     return outcome
 
 
-async def import_conversation(conn: Connection, user: Claims, conversation_json: str) -> int:
-    """A new conversation of the archive's; how many messages it wrote."""
+async def import_conversation(
+    conn: Connection, user: Claims, conversation_json: str, *, within_s: float
+) -> int:
+    """A new conversation of the archive's; how many messages it wrote. `within_s`: a large
+    conversation may take longer than DB_STATEMENT_TIMEOUT_MS (the import has its own)."""
     written: int = await conn.fetchval(
-        "select avatar_chat.import_conversation($1, $2::text::jsonb)", user.as_json(), conversation_json
+        "select avatar_chat.import_conversation($1, $2::text::jsonb)",
+        user.as_json(),
+        conversation_json,
+        timeout=within_s,
     )
     return written
 
 
-async def import_usage(conn: Connection, user: Claims, usage_json: str) -> int:
+async def import_usage(conn: Connection, user: Claims, usage_json: str, *, within_s: float) -> int:
     added: int = await conn.fetchval(
-        "select avatar_chat.import_usage($1, ($2::text::jsonb) -> 'records')", user.as_json(), usage_json
+        "select avatar_chat.import_usage($1, ($2::text::jsonb) -> 'records')",
+        user.as_json(),
+        usage_json,
+        timeout=within_s,
     )
     return added
 

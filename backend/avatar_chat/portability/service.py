@@ -67,6 +67,7 @@ class PortabilityService:
             member_bytes=settings.import_max_file_bytes, total_bytes=settings.import_max_unpacked_bytes
         )
         self._importing = 0
+        self._import_timeout_s = settings.import_timeout_s
 
     @property
     def exports_running(self) -> int:
@@ -109,19 +110,26 @@ class PortabilityService:
             await asyncio.to_thread(archive.manifest)
             avatar = await asyncio.to_thread(archive.avatar)
             usage = await asyncio.to_thread(archive.usage)
-            async with self._db.connection() as conn, conn.transaction():
+            deadline = self._import_timeout_s
+            async with asyncio.timeout(deadline), self._db.connection() as conn, conn.transaction():
                 earlier = await repository.begin_import(conn, user, sha256)
                 if earlier is not None:
                     return ImportResult.model_validate({**earlier, "already_imported": True})
                 outcome = "none"
                 if avatar is not None:
-                    outcome = await repository.import_avatar(conn, user, avatar[1], replace=replace_avatar)
+                    outcome = await repository.import_avatar(
+                        conn, user, avatar[1], replace=replace_avatar, within_s=deadline
+                    )
                 messages = 0
                 names = archive.conversation_files()
                 for name in names:
                     text = await asyncio.to_thread(archive.conversation, name)
-                    messages += await repository.import_conversation(conn, user, text)
-                records = 0 if usage is None else await repository.import_usage(conn, user, usage[1])
+                    messages += await repository.import_conversation(conn, user, text, within_s=deadline)
+                records = (
+                    0
+                    if usage is None
+                    else await repository.import_usage(conn, user, usage[1], within_s=deadline)
+                )
                 result = {
                     "archive_sha256": sha256,
                     "conversations": len(names),
