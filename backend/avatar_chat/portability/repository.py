@@ -99,10 +99,13 @@ async def messages(
 
 
 async def usage_records(conn: Connection, *, after: int, limit: int) -> list[tuple[int, str]]:
+    """The page's rows are chosen first (no index has the user's records in id order: the
+    scan reads all of them and sorts), so only they are built into JSON, not every record
+    of the user at every page (bench/README.md, export_memory)."""
     rows = await conn.fetch(
         f"select u.id, json_build_object({_USAGE}, 'conversation_id', u.conversation_id,"
-        " 'message_id', u.message_id)::text as entry from public.usage_records u"
-        " where u.id > $1 order by u.id limit $2",
+        " 'message_id', u.message_id)::text as entry from"
+        " (select * from public.usage_records u where u.id > $1 order by u.id limit $2) u order by u.id",
         after,
         limit,
     )
