@@ -26,6 +26,8 @@ and, for `pooled`, pgbouncer, all stopped at its end):
                           notices either): API and Postgres CPU per turn, turns/s
     quota_cost            chat turns of users on a plan with every quota set vs users on a
                           plan with none (one server): turns/s, API and Postgres CPU per turn
+    export_memory         GET /me/export of a 100,000-message account vs a 1,000-message one
+                          (one worker): worker RSS growth, first byte, time, CPU per message
 
 Every scenario prints its figures and a summary table; `all` ends with one table of them
 all. Options are shared; each says which scenarios read it.
@@ -46,6 +48,7 @@ from bench.scenarios import (
     abuse,
     chat_turn_latency,
     chat_turn_throughput,
+    export_memory,
     moderation_cost,
     observability,
     partial_saves,
@@ -74,6 +77,7 @@ SCENARIOS: dict[str, Callable[[argparse.Namespace], list[Row]]] = {
     "abuse": abuse.run,
     "moderation_cost": moderation_cost.run,
     "quota_cost": quota_cost.run,
+    "export_memory": export_memory.run,
 }
 # Names these scenarios had before (two that differed by one letter).
 RENAMED = {"chat_turns": "chat_turn_throughput", "chat_turn": "chat_turn_latency"}

@@ -20,7 +20,7 @@ _OPTIONS: tuple[tuple[str, type[int] | type[float], float, str], ...] = (
         "--rounds",
         int,
         2,
-        f"{_THROUGHPUT}, pgbench_notify: measure each this many times, alternating the order",
+        f"{_THROUGHPUT}, pgbench_notify, export_memory: measure each this many times, alternating the order",
     ),
     ("--connections", int, 32, "persona_patch, pooled: open connections for PATCH"),
     (
@@ -60,6 +60,9 @@ _OPTIONS: tuple[tuple[str, type[int] | type[float], float, str], ...] = (
     ("--statement-streams", int, 10, "turn_statements: conversations whose turns run at once"),
     ("--pgbench-seconds", float, 10, "pgbench_notify: seconds per pgbench run"),
     ("--pgbench-clients", int, 32, "pgbench_notify: pgbench clients (-c)"),
+    ("--export-messages", int, 100_000, "export_memory: messages of the large account"),
+    ("--export-small", int, 1000, "export_memory: messages of the small account (the baseline)"),
+    ("--export-per-conversation", int, 1000, "export_memory: messages per conversation"),
 )
 
 
