@@ -98,18 +98,28 @@ async def messages(
     return [(r["seq"], r["entry"]) for r in rows]
 
 
-async def usage_records(conn: Connection, *, after: int, limit: int) -> list[tuple[int, str]]:
-    """The page's rows are chosen first (no index has the user's records in id order: the
-    scan reads all of them and sorts), so only they are built into JSON, not every record
-    of the user at every page (bench/README.md, export_memory)."""
+UsageKey = tuple[datetime, int]
+
+
+async def usage_records(
+    conn: Connection, *, after: UsageKey | None, limit: int
+) -> list[tuple[UsageKey, str]]:
+    """The user's records in (created_at, id) order, a page after `after`: an index range
+    scan of usage_records (user_id, created_at) from the page's start, whatever the size of
+    the account or of the table (ids are not in any per-user index: paging by them read all
+    of the user's records, or everyone's, at every page). Only the page's rows are built
+    into JSON."""
     rows = await conn.fetch(
-        f"select u.id, json_build_object({_USAGE}, 'conversation_id', u.conversation_id,"
+        f"select u.created_at, u.id, json_build_object({_USAGE}, 'conversation_id', u.conversation_id,"
         " 'message_id', u.message_id)::text as entry from"
-        " (select * from public.usage_records u where u.id > $1 order by u.id limit $2) u order by u.id",
-        after,
+        " (select * from public.usage_records u where u.user_id = (select auth.uid())"
+        "   and ($1::timestamptz is null or (u.created_at >= $1 and (u.created_at, u.id) > ($1, $2)))"
+        "   order by u.created_at, u.id limit $3) u order by u.created_at, u.id",
+        None if after is None else after[0],
+        None if after is None else after[1],
         limit,
     )
-    return [(r["id"], r["entry"]) for r in rows]
+    return [((r["created_at"], r["id"]), r["entry"]) for r in rows]
 
 
 async def begin_import(conn: Connection, user: Claims, sha256: str) -> dict[str, Any] | None:

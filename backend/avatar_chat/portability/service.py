@@ -243,7 +243,8 @@ class _Writer:
     async def _usage(self) -> AsyncIterator[bytes]:
         self._zip.begin("usage.json")
         self._zip.write('{"records":[')
-        after, first = 0, True
+        after: repository.UsageKey | None = None
+        first = True
         while page := await repository.usage_records(self._conn, after=after, limit=_PAGE * 4):
             for _, entry in page:
                 self._zip.write(entry if first else "," + entry)
