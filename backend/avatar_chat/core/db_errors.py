@@ -29,6 +29,9 @@ Nothing Postgres prints (DETAIL, HINT, CONTEXT lines) ever reaches a client.
 | AC429    | too_many_streams         | the messages_enforce_limits trigger (DETAIL retry_after)       |
 | AC429    | quota_exceeded           | the messages_enforce_limits trigger (DETAIL retry_after, plan, |
 |          |                          | limit, allowed, used, resets_at)                               |
+| AC429    | export_in_progress       | begin_export (DETAIL retry_after)                              |
+| AC429    | export_limited           | begin_export (DETAIL retry_after, allowed)                     |
+| AC422    | archive_invalid          | import_conversation (DETAIL file, problem)                     |
 | AC429    | image_rate_limited       | count_image_upload, through begin_my_image_upload and          |
 |          |                          | begin_my_card_image (DETAIL retry_after)                       |
 
