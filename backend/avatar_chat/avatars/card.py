@@ -332,7 +332,8 @@ def card_of(name: str, personality: PersonalityType, backstory: str, kept: Any) 
         data["description"] = backstory
         data["personality"] = persona_line(personality)
     extensions = data["extensions"] if isinstance(data["extensions"], dict) else {}
-    ours = extensions.get(EXTENSION) if isinstance(extensions.get(EXTENSION), dict) else {}
+    ours = extensions.get(EXTENSION)
+    ours = ours if isinstance(ours, dict) else {}
     data["extensions"] = {**extensions, EXTENSION: {**ours, "personality": personality.value}}
     return {"spec": spec, "spec_version": kept.get("spec_version") or SPEC_VERSIONS[spec], "data": data}
 

@@ -251,6 +251,7 @@ class AvatarService:
         and its image decoded before anything is written; the image (the PNG's, or a V3
         icon embedded as a data URI) is stored as PUT /avatars/me/image stores one, counted
         against the same rate. Without an image a replaced avatar keeps its own."""
+        image: bytes | None
         if png:
             imported, image = await self._decodes.run(card_png.read_card, body)
         else:
