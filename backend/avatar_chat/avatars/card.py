@@ -4,7 +4,7 @@ SillyTavern and other front-ends exchange characters, alone or inside a PNG (car
 
 Reading a card (POST /avatars/me/card), the avatar takes from its `data`:
 
-- `name`: `name`, trimmed, 1-80 characters.
+- `name`: `name`, at most 80 characters and not only spaces; trimmed.
 - `personality`: `extensions.avatar_chat.personality` when it is one of ours (a card this
   API wrote); else the keywords of KEYWORDS found in the card's `personality` text, else in
   its `tags`, else in its `description` (the first of these with any: the personality

@@ -106,7 +106,9 @@ class CardDataV2(_CardModel):
     """A Character Card V2's `data` (malfoy/character-card-spec-v2). Fields left out are
     read as empty; a field sent as null is read as left out."""
 
-    name: str
+    name: str = Field(
+        min_length=1, max_length=NAME_MAX, pattern=r"\S", description="Trimmed, 1-80 characters."
+    )
     description: str = ""
     personality: str = ""
     scenario: str = ""
@@ -137,13 +139,13 @@ class CardDataV3(CardDataV2):
 
 class CharacterCardV2(_CardModel):
     spec: Literal["chara_card_v2"]
-    spec_version: str = Field(description='"2.0"')
+    spec_version: str = Field(pattern=r"^2\.", description='"2.0"')
     data: CardDataV2
 
 
 class CharacterCardV3(_CardModel):
     spec: Literal["chara_card_v3"]
-    spec_version: str = Field(description='"3.0"')
+    spec_version: str = Field(pattern=r"^3\.", description='"3.0"')
     data: CardDataV3
 
 
