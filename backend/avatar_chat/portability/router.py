@@ -75,7 +75,11 @@ async def export_my_data(user: CurrentUser, portability: Portability) -> Streami
     openapi_extra={
         "requestBody": {
             "required": True,
-            "content": {_ZIP: {"schema": {"type": "string", "format": "binary"}}},
+            "description": "The archive itself.",
+            "content": {
+                media: {"schema": {"type": "string", "format": "binary"}}
+                for media in (_ZIP, "application/octet-stream")
+            },
         }
     },
 )
