@@ -235,7 +235,8 @@ revoke all on avatar_chat.image_upload_counters from public, anon, authenticated
 
 -- Counts one image upload of this user in the current minute; raises AC429
 -- image_rate_limited with DETAIL {"retry_after": n} beyond limits.image_uploads_per_minute.
--- Called by begin_my_image_upload only (its owner's privileges, for the user it checked).
+-- Called by begin_my_image_upload and begin_my_card_image only (their owner's privileges, for
+-- the user they checked).
 create function avatar_chat.count_image_upload(p_user_id uuid) returns void
 language plpgsql
 set search_path = ''
