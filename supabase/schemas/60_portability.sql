@@ -137,7 +137,7 @@ end
 $$;
 revoke all on function avatar_chat.begin_import(text, text) from public, anon, authenticated;
 
--- import_avatar: the archive's avatar (avatar.json: its fields and history) into the
+-- import_avatar: the archive's avatar (avatar.json: its fields, card and history) into the
 -- account: when it has none, its versions are written in order (so the history and
 -- persona_version numbers follow them, each with its time); with p_replace, the account's
 -- avatar takes the archive's current name, personality and backstory as a new version
@@ -163,7 +163,7 @@ begin
   if found then
     update public.avatars a
        set name = p_avatar ->> 'name', personality = (p_avatar ->> 'personality')::public.personality_type,
-           backstory = p_avatar ->> 'backstory'
+           backstory = p_avatar ->> 'backstory', card = nullif(p_avatar -> 'card', 'null'::jsonb)
      where a.id = mine.id;
     return 'replaced';
   end if;
@@ -173,8 +173,9 @@ begin
             order by h.version
   loop
     if mine.id is null then
-      insert into public.avatars (user_id, name, personality, backstory)
-      values (me, v.name, v.personality, v.backstory)
+      -- The card (not versioned) comes with the first version: later ones carry it along.
+      insert into public.avatars (user_id, name, personality, backstory, card)
+      values (me, v.name, v.personality, v.backstory, nullif(p_avatar -> 'card', 'null'::jsonb))
       returning * into mine;
     else
       update public.avatars a set name = v.name, personality = v.personality, backstory = v.backstory
@@ -184,8 +185,9 @@ begin
     update public.avatar_history h set changed_at = v.changed_at where h.avatar_id = mine.id and h.version = mine.version;
   end loop;
   if mine.id is null then  -- an archive with no history: its current fields as version 1
-    insert into public.avatars (user_id, name, personality, backstory)
-    values (me, p_avatar ->> 'name', (p_avatar ->> 'personality')::public.personality_type, p_avatar ->> 'backstory');
+    insert into public.avatars (user_id, name, personality, backstory, card)
+    values (me, p_avatar ->> 'name', (p_avatar ->> 'personality')::public.personality_type, p_avatar ->> 'backstory',
+            nullif(p_avatar -> 'card', 'null'::jsonb));
   end if;
   return 'imported';
 end

@@ -278,3 +278,37 @@ async def test_sizes_and_media_type(
         imported = await client.post("/me/import", content=_zip(small), headers={**other_user.headers, **ZIP})
         assert imported.status_code == 201, imported.text
         assert imported.json()["avatar"] == "none" and imported.json()["conversations"] == 0
+
+
+async def test_an_avatar_made_from_a_character_card_keeps_its_card(
+    app_client: httpx.AsyncClient, owner: asyncpg.Connection, user: User, other_user: User
+) -> None:
+    card = {
+        "spec": "chara_card_v2",
+        "spec_version": "2.0",
+        "data": {
+            "name": "Seraphina",
+            "description": "A guardian of the forest glade.",
+            "personality": "caring, gentle",
+            "scenario": "You wake up in her glade.",
+            "first_mes": "*She smiles.* You're safe now.",
+            "mes_example": "",
+            "creator_notes": "",
+            "system_prompt": "",
+            "post_history_instructions": "",
+            "alternate_greetings": ["Welcome back."],
+            "tags": ["fantasy", "caring"],
+            "creator": "someone",
+            "character_version": "1.2",
+            "extensions": {"talkativeness": "0.5"},
+        },
+    }
+    created = await app_client.post("/avatars/me/card", json=card, headers=user.headers)
+    assert created.status_code == 201, created.text
+    before = (await app_client.get("/avatars/me/card", headers=user.headers)).json()
+    archive = await _export(app_client, user)
+    imported = await app_client.post("/me/import", content=archive, headers={**other_user.headers, **ZIP})
+    assert imported.status_code == 201, imported.text
+    after = (await app_client.get("/avatars/me/card", headers=other_user.headers)).json()
+    assert after == before
+    assert after["data"]["alternate_greetings"] == ["Welcome back."]

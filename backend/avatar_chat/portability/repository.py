@@ -42,7 +42,7 @@ async def avatar(conn: Connection) -> tuple[str, str | None] | None:
     row = await conn.fetchrow(
         "select json_build_object('id', a.id, 'name', a.name, 'personality', a.personality,"
         " 'backstory', a.backstory, 'version', a.version, 'created_at', a.created_at,"
-        " 'updated_at', a.updated_at)::text as head, a.image_path from public.avatars a"
+        " 'updated_at', a.updated_at, 'card', a.card)::text as head, a.image_path from public.avatars a"
     )
     return None if row is None else (row["head"], row["image_path"])
 

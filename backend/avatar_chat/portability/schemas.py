@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import uuid
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -70,6 +70,10 @@ class AvatarFile(_File):
     version: Annotated[int, Field(ge=1)]
     created_at: datetime
     updated_at: datetime
+    card: dict[str, Any] | None = Field(
+        default=None,
+        description="The character card the avatar was made from, beyond its persona (GET /avatars/me/card).",
+    )
     history: list[AvatarVersion]
 
 
