@@ -474,6 +474,7 @@ async def test_private_schema_is_closed_to_api_roles(conn: asyncpg.Connection, u
             "select avatar_chat.request_stop('{}', gen_random_uuid(), gen_random_uuid())",
             "select * from avatar_chat.reply_progress('{}', gen_random_uuid(), gen_random_uuid(), 0)",
             "select avatar_chat.delete_message('{}', gen_random_uuid(), gen_random_uuid())",
+            "select * from avatar_chat.choose_reply('{}', gen_random_uuid(), gen_random_uuid())",
             "select * from avatar_chat.safety_events",
             "select * from avatar_chat.safety_counts",
             "select * from avatar_chat.interactions",

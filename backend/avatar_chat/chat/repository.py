@@ -205,6 +205,20 @@ async def delete_message(
     await db.call_as(user, "select avatar_chat.delete_message($1, $2, $3)", conversation_id, message_id)
 
 
+async def choose_reply(
+    db: Database, user: Claims, *, conversation_id: uuid.UUID, message_id: uuid.UUID
+) -> MessageRead:
+    """Make the reply the current alternative of its exchange; see avatar_chat.choose_reply."""
+    row = await db.call_as(
+        user,
+        f"select {MESSAGE_COLUMNS} from avatar_chat.choose_reply($1, $2, $3)",
+        conversation_id,
+        message_id,
+    )
+    assert row is not None
+    return MessageRead.from_row(row)
+
+
 async def begin_summary(
     db: Database,
     user: Claims,

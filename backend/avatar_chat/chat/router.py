@@ -202,6 +202,23 @@ async def edit_message(
     )
 
 
+@router.put(
+    "/{conversation_id}/messages/{message_id}/current",
+    response_model=MessageRead,
+    responses=responses(*AUTHENTICATED_ERRORS, NotFound, Conflict),
+    summary="Choose which alternative reply is current",
+    description="The reply `message_id` becomes the current alternative of its exchange: history "
+    "shows it, and the model reads it in the turns that follow (its other alternatives stay, listed "
+    "by GET .../variants). Choosing the current one changes nothing. 404 `message_not_found` when "
+    "it is not a reply of this conversation; 409 `reply_in_progress` while a reply to the same "
+    "message is still being generated.",
+)
+async def choose_reply(
+    conversation_id: uuid.UUID, message_id: uuid.UUID, user: CurrentUser, chat: Chat
+) -> MessageRead:
+    return await chat.choose_reply(user, conversation_id, message_id)
+
+
 @router.delete(
     "/{conversation_id}/messages/{message_id}",
     status_code=status.HTTP_204_NO_CONTENT,

@@ -163,6 +163,17 @@ class ChatService:
     ) -> AsyncIterator[ReplyEvent]:
         return await self._follower.follow(user, conversation_id, message_id, last_event_id=last_event_id)
 
+    async def choose_reply(
+        self, user: Claims, conversation_id: uuid.UUID, message_id: uuid.UUID
+    ) -> MessageRead:
+        """The reply becomes its exchange's current alternative (what the model reads next)."""
+        try:
+            return await repository.choose_reply(
+                self._db, user, conversation_id=conversation_id, message_id=message_id
+            )
+        finally:
+            await self._store.invalidate_conversation(conversation_id)
+
     async def delete_message(self, user: Claims, conversation_id: uuid.UUID, message_id: uuid.UUID) -> None:
         try:
             await repository.delete_message(

@@ -11,13 +11,15 @@ Nothing Postgres prints (DETAIL, HINT, CONTEXT lines) ever reaches a client.
 |----------|--------------------------|----------------------------------------------------------------|
 | AC401    | user_not_found           | act_as, begin_my_image_upload, begin_my_card_image (the        |
 |          |                          | token's user is gone)                                          |
-| AC404    | conversation_not_found   | begin_turn, begin_regenerate, delete_message                   |
+| AC404    | conversation_not_found   | begin_turn, begin_regenerate, delete_message, choose_reply     |
 | AC404    | avatar_version_not_found | restore_my_avatar                                              |
-| AC404    | message_not_found        | begin_regenerate, delete_message, request_stop, reply_progress |
+| AC404    | message_not_found        | begin_regenerate, delete_message, request_stop, reply_progress,|
+|          |                          | choose_reply                                                   |
 | AC409    | avatar_required          | begin_turn, begin_regenerate                                   |
 | AC409    | not_latest               | begin_regenerate (not the current reply, or not the latest     |
 |          |                          | exchange)                                                      |
-| AC409    | reply_in_progress        | begin_regenerate, delete_message (a reply is being generated)  |
+| AC409    | reply_in_progress        | begin_regenerate, delete_message, choose_reply (a reply is     |
+|          |                          | being generated)                                               |
 | AC412    | precondition_failed      | update_my_avatar, restore_my_avatar, set_my_avatar_image,      |
 |          |                          | begin_my_image_upload, begin_my_card_image,                    |
 |          |                          | write_my_avatar_card (DETAIL etag)                             |
