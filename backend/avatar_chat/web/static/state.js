@@ -12,6 +12,12 @@ export function createState() {
     personalities: null, // {values, initial}: PersonalityType from GET /openapi.json, read once
     avatar: null,
     etag: null, // the avatar's ETag: If-Match of a persona switch
+    // The avatar's image: {url128, url512, expiresAt (ms)} from GET /avatars/me/image (signed
+    // URLs, renewed before they expire), null: none. Every change is told as a
+    // document "avatar-image" event whose detail is this (avatarimage.js).
+    avatarImage: null,
+    imageRenewal: null, // {path, seq, refresh, expire}: which image is shown, its timers (avatarimage.js)
+    history: null, // the persona history dialog: {items, nextCursor, seq} (history.js)
     conversations: [], // newest first
     nextCursor: null,
     conversation: null,
