@@ -25,6 +25,8 @@ export function createState() {
     hasEarlier: false,
     streaming: null, // {replyId, controller} while a reply streams in
     lastSend: null, // {conversationId, content, key, userMessageId}: what Retry resends
+    variants: {}, // by user message id: its replies' alternatives, {items, current_id} (exchanges.js)
+    editing: null, // the id of the message whose edit form is open
     countdown: null, // a 429's interval timer while Send is held back
     retryAction: null, // what the notice's Retry button does
     usage: null, // GET /me/usage: the plan, and what was used of it (meter.js)
