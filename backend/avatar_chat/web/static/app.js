@@ -10,13 +10,16 @@
 //   conversations.js  the list, opening one, earlier messages
 //   render.js         the messages as shown (messages.js: the list, pure; messageview.js:
 //                     what one message shows, safety notices included, pure)
-//   chat.js           send, follow, stop, retry (stream.js: the events, as a reducer;
-//                     progress.js: a streaming reply's progress, for a reload)
+//   chat.js           send, follow, stop, retry, regenerate, edit (stream.js: the events,
+//                     as a reducer; progress.js: a streaming reply's progress, for a reload)
+//   messagetools.js   the tools on the messages: Regenerate, ‹ 2/3 › between alternative
+//                     replies, Edit, Delete, the persona button, the avatar's image
+//                     (exchanges.js: which, and what they say; pure)
 //   meter.js          the usage meter (usage.js: what it shows, and what a used-up
 //                     quota says, pure)
 //   notice.js, dom.js errors and statuses; small view helpers
 // The pure modules (sse, retry, messages, messageview, stream, progress, personalities,
-// usage, portability) are tested in Node: tests/web/js/.
+// usage, portability, exchanges) are tested in Node: tests/web/js/.
 
 import { wireAccount } from "./account.js";
 import { Api } from "./api.js";
@@ -25,6 +28,7 @@ import { wireCards } from "./cards.js";
 import { wireComposer } from "./chat.js";
 import { wireConversations } from "./conversations.js";
 import { $ } from "./dom.js";
+import { wireMessageTools } from "./messagetools.js";
 import { clearNotice, describe, notify } from "./notice.js";
 import { wireAvatar } from "./persona.js";
 import { showSignIn, signedOut, start, wireSignIn } from "./signin.js";
@@ -74,6 +78,7 @@ async function main() {
   wireAccount();
   wireConversations();
   wireComposer();
+  wireMessageTools();
   const panel = $("conversations-panel");
   const wide = matchMedia("(min-width: 48rem)");
   panel.open = wide.matches;

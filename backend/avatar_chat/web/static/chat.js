@@ -1,5 +1,6 @@
 // Chatting: send (the reply streams in), follow a reply after a reload or a cut stream,
-// stop, retry, and the composer's keys; a message moderation refused is shown as not sent.
+// stop, retry, regenerate and edit (streamed like a send), and the composer's keys; a
+// message moderation refused is shown as not sent.
 // The events are read by the reducer of stream.js; this module carries out what it lists
 // (render, keep progress, announce) and decides what happens on failure (retry.js says
 // when and how long).
@@ -7,11 +8,12 @@
 import { ApiError, newKey } from "./api.js";
 import { afterReply, newConversation, openConversation } from "./conversations.js";
 import { $, show } from "./dom.js";
-import { blockedMessage, findMessage, lastSeq, latestReply, upsertMessage } from "./messages.js";
+import { toolFailure } from "./exchanges.js";
+import { blockedMessage, findMessage, lastSeq, upsertMessage } from "./messages.js";
 import { refreshUsage } from "./meter.js";
 import { announce, clearNotice, describe, notify, tooManyRequests } from "./notice.js";
 import { progressStore, resumeFrom } from "./progress.js";
-import { renderMessage, renderMessageById, renderMessages, scrollToEnd } from "./render.js";
+import { renderAll, renderMessageById, renderMessages, scrollToEnd } from "./render.js";
 import { resumeBackoffMs, retryPlan } from "./retry.js";
 import { PAGE, state } from "./state.js";
 import { isPending, reduceStream, startStream } from "./stream.js";
@@ -40,9 +42,11 @@ function carryOut(effect) {
       break;
     case "user_message":
       if (state.lastSend && !state.lastSend.userMessageId) state.lastSend.userMessageId = effect.id;
+      renderAll(); // the latest message changed: Edit and Regenerate move
       break;
     case "replying":
       if (state.streaming) state.streaming.replyId = effect.id;
+      renderAll();
       announce(`${avatarName("The avatar")} is replying.`);
       break;
     case "save_progress":
@@ -97,7 +101,7 @@ function setComposerBusy(isBusy) {
 function streamEnded(controller) {
   if (state.streaming?.controller === controller) state.streaming = null;
   setComposerBusy(false);
-  renderMessage(latestReply(state.messages));
+  renderAll(); // Retry, Regenerate and Edit are offered again
   refreshUsage();
 }
 
@@ -239,20 +243,85 @@ export async function retryReply(reply) {
   if (retryPlan(state.lastSend, state.conversation?.id, reply) === "resend") {
     return send(state.lastSend.content, state.lastSend.key);
   }
+  return regenerate(reply, { what: "Retrying" });
+}
+
+/** Another reply to the message the latest reply answers (POST .../regenerate), streamed
+ * like a send; it replaces the one shown, which stays as an alternative (‹ 1/2 ›). The
+ * same Idempotency-Key on Retry: one alternative, however often it is tried. */
+export function regenerate(reply, { what = "Regenerating the reply", key = newKey() } = {}) {
+  return streamTurn("POST", `/conversations/${state.conversation.id}/messages/${reply.id}/regenerate`, {
+    key,
+    what,
+    again: () => regenerate(reply, { what, key }),
+  });
+}
+
+/** The user's latest message edited to `content` (PATCH .../messages/{id}), answered again:
+ * the new reply streams in like a send's. `onAccepted` is told when the API took the edit
+ * (its first event); a refusal (422 message_blocked: the API's own words; 409 not_latest)
+ * leaves the message as it was. True when the edit was taken. */
+export function editMessage(message, content, { onAccepted = null, key = newKey() } = {}) {
+  return streamTurn("PATCH", `/conversations/${state.conversation.id}/messages/${message.id}`, {
+    json: { content },
+    key,
+    what: "Editing the message",
+    onAccepted,
+    again: () => editMessage(message, content, { key }),
+  });
+}
+
+/** The events of `events`, telling `onFirst` when the first one came. */
+async function* tellFirst(events, onFirst) {
+  let first = true;
+  for await (const event of events) {
+    if (first) {
+      first = false;
+      onFirst?.();
+    }
+    yield event;
+  }
+}
+
+/** A regenerate or an edit: its events read as a send's (consume); a stream cut after the
+ * reply began is followed (resume). True when the API took it. */
+async function streamTurn(method, path, { json, key, what, again, onAccepted = null }) {
+  clearNotice();
   const conversationId = state.conversation.id;
   const controller = new AbortController();
+  state.lastSend = null; // its reply is retried with a regenerate, never by sending again
   state.streaming = { controller, replyId: null };
   setComposerBusy(true);
+  renderAll(); // no Edit or Regenerate while it streams
+  let accepted = false;
   try {
-    const events = state.api.events("POST", `/conversations/${conversationId}/messages/${reply.id}/regenerate`, {
-      headers: { "Idempotency-Key": newKey() },
+    const events = state.api.events(method, path, {
+      json,
+      headers: { "Idempotency-Key": key },
       signal: controller.signal,
     });
-    await consume(events, conversationId);
+    const reply = await consume(
+      tellFirst(events, () => {
+        accepted = true;
+        onAccepted?.();
+      }),
+      conversationId,
+    );
+    if (reply) afterReply(state.conversation);
+    return true;
   } catch (err) {
-    if (controller.signal.aborted) return;
-    if (err instanceof ApiError && err.status === 429) tooManyRequests(err, () => retryReply(reply));
-    else if (err.status !== 401) notify(describe(err, "Retrying"), { retry: () => retryReply(reply) });
+    if (controller.signal.aborted) return accepted;
+    const reply = state.streaming?.replyId ? findMessage(state.messages, state.streaming.replyId) : null;
+    if (reply) {
+      await resume(reply); // the stream broke after the reply began: follow it
+      return true;
+    }
+    if (err instanceof ApiError && err.status === 429) tooManyRequests(err, again);
+    else if (err.status !== 401) {
+      const final = err instanceof ApiError && ["message_blocked", "not_latest", "message_not_found"].includes(err.code);
+      notify(err instanceof ApiError ? toolFailure(err, what) : describe(err, what), { retry: final ? null : again });
+    }
+    return accepted;
   } finally {
     streamEnded(controller);
   }

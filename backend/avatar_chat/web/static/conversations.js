@@ -85,6 +85,8 @@ export async function openConversation(conversation) {
   $("chat-title").textContent = conversationLabel(conversation);
   renderConversations();
   state.messages = [];
+  state.variants = {};
+  state.editing = null;
   renderMessages();
   const { body } = await state.api.get(
     `/conversations/${conversation.id}/messages?before=${conversation.last_seq + 1}&limit=${PAGE}`,

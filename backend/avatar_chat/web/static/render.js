@@ -1,12 +1,15 @@
 // The messages of the current conversation as the page shows them: one <li> per message in
 // the aria-live log, who wrote it, the persona a reply was generated with, its status, and
 // Retry on the latest reply when it did not complete; safety notices as cards of their own
-// (messageview.js decides what each shows). Text is only ever set as textContent.
+// (messageview.js decides what each shows); the tools on each message (Regenerate, ‹ 2/3 ›,
+// Edit, Delete, the persona button, the avatar's image: messagetools.js). Text is only
+// ever set as textContent.
 
 import { retryReply } from "./chat.js";
 import { $ } from "./dom.js";
 import { messageView } from "./messageview.js";
 import { findMessage, isStreaming, latestReply } from "./messages.js";
+import { avatarThumb, ensureVariants, personaButton, renderEditing, toolButtons } from "./messagetools.js";
 import { state } from "./state.js";
 
 export function renderMessages() {
@@ -14,6 +17,12 @@ export function renderMessages() {
   list.replaceChildren();
   for (const message of state.messages) renderMessage(message);
   $("earlier-messages").hidden = !state.hasEarlier;
+}
+
+/** Renders every message again in place (what each offers changed: a turn began or
+ * ended, the latest message changed), keeping the focus where it was. */
+export function renderAll() {
+  for (const message of state.messages) renderMessage(message);
 }
 
 /** Renders the message with this id, as it is in the state now. */
@@ -64,21 +73,16 @@ export function renderMessage(message) {
   const meta = item.querySelector(".meta");
   const content = item.querySelector(".content");
   const actions = item.querySelector(".message-actions");
+  // A control of this message that has the focus gets it back once it is built again.
+  const focused = item.contains(document.activeElement) ? document.activeElement.dataset.tool : null;
+  const thumb = avatarThumb(message, meta.querySelector(".avatar-thumb"));
   meta.replaceChildren();
+  if (thumb) meta.append(thumb);
   const who = document.createElement("span");
   who.className = "who";
   who.textContent = view.who;
   meta.append(who);
-  if (view.persona) {
-    const { personality, version } = view.persona;
-    const persona = document.createElement("span");
-    persona.className = "persona";
-    persona.dataset.personality = personality;
-    persona.dataset.personaVersion = String(version);
-    persona.textContent = `${personality} · persona v${version}`;
-    persona.title = `Generated with the ${personality} persona, version ${version}`;
-    meta.append(persona);
-  }
+  if (view.persona) meta.append(personaButton(view.persona));
   if (view.status) {
     const status = document.createElement("span");
     status.className = "status";
@@ -86,6 +90,7 @@ export function renderMessage(message) {
     meta.append(status);
   }
   content.textContent = message.content;
+  content.hidden = renderEditing(item, message);
   item.setAttribute("aria-busy", String(message.status === "streaming"));
 
   actions.replaceChildren();
@@ -95,9 +100,13 @@ export function renderMessage(message) {
     retry.className = "retry";
     retry.textContent = "Retry";
     retry.setAttribute("aria-label", "Retry this reply");
+    retry.dataset.tool = "retry";
     retry.addEventListener("click", () => retryReply(message));
     actions.append(retry);
   }
+  actions.append(...toolButtons(message));
+  if (focused) item.querySelector(`[data-tool="${focused}"]:not(:disabled)`)?.focus();
+  ensureVariants(message);
   const streamingNow = isStreaming(state.messages);
   $("stop").hidden = !streamingNow;
   $("messages").setAttribute("aria-busy", String(streamingNow));
