@@ -17,7 +17,7 @@ export function createState() {
     // document "avatar-image" event whose detail is this (avatarimage.js).
     avatarImage: null,
     imageRenewal: null, // {path, seq, refresh, expire}: which image is shown, its timers (avatarimage.js)
-    history: null, // the persona history dialog: {items, nextCursor, seq} (history.js)
+    history: null, // the persona history dialog, open: {items, nextCursor, highlight, opener} (history.js)
     conversations: [], // newest first
     nextCursor: null,
     conversation: null,
