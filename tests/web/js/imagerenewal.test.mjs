@@ -6,6 +6,7 @@ import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 
 import {
+  MAX_RETRY_MS,
   MIN_RENEW_MS,
   RETRY_RENEW_MS,
   imageFromAnswer,
@@ -65,11 +66,16 @@ describe("renewalDelays", () => {
 });
 
 describe("retryDelay", () => {
-  test("a failed renewal is tried again while the URLs still hold", () => {
-    const image = imageFromAnswer(answer(3600), 0);
-    assert.equal(retryDelay(image, 2_880_000), RETRY_RENEW_MS);
-    assert.equal(retryDelay(image, 3_600_000 - RETRY_RENEW_MS), null);
-    assert.equal(retryDelay(null, 0), null);
+  test("a failed renewal is tried again after 30 s, then twice as long, at most 5 min", () => {
+    assert.deepEqual([1, 2, 3, 4, 5, 6, 20].map(retryDelay), [
+      RETRY_RENEW_MS,
+      60_000,
+      120_000,
+      240_000,
+      MAX_RETRY_MS,
+      MAX_RETRY_MS,
+      MAX_RETRY_MS,
+    ]);
   });
 });
 

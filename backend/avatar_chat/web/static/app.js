@@ -4,9 +4,14 @@
 //   api.js, sse.js    HTTP calls and the event-stream format; retry.js: when to try again
 //   auth.js, signin.js  signing in, and what follows it
 //   persona.js        the avatar and its persona (personalities.js: from GET /openapi.json)
+//   avatarimage.js    the avatar's image: shown (signed URLs renewed before they expire:
+//                     imagerenewal.js, pure), uploaded from a file or the camera, removed
+//   history.js        the persona history: versions, what changed (personadiff.js, pure), restore
 //   cards.js          the avatar as a character card: export it, create one from it
 //   account.js        the account menu: export all my data, import an archive
-//                     (portability.js: file names, what an import did, errors; pure)
+//                     (portability.js: file names, what an import did, errors; pure);
+//                     deleteaccount.js: delete my account (avatarwords.js: what the avatar
+//                     panel and the account say; pure)
 //   conversations.js  the list, opening one, earlier messages
 //   render.js         the messages as shown (messages.js: the list, pure; messageview.js:
 //                     what one message shows, safety notices included, pure)
@@ -19,15 +24,19 @@
 //                     quota says, pure)
 //   notice.js, dom.js errors and statuses; small view helpers
 // The pure modules (sse, retry, messages, messageview, stream, progress, personalities,
-// usage, portability, exchanges) are tested in Node: tests/web/js/.
+// usage, portability, exchanges, imagerenewal, personadiff, avatarwords) are tested in
+// Node: tests/web/js/.
 
 import { wireAccount } from "./account.js";
 import { Api } from "./api.js";
 import { createAuth } from "./auth.js";
+import { wireImage } from "./avatarimage.js";
 import { wireCards } from "./cards.js";
 import { wireComposer } from "./chat.js";
 import { wireConversations } from "./conversations.js";
+import { wireDeleteAccount } from "./deleteaccount.js";
 import { $ } from "./dom.js";
+import { wireHistory } from "./history.js";
 import { wireMessageTools } from "./messagetools.js";
 import { clearNotice, describe, notify } from "./notice.js";
 import { wireAvatar } from "./persona.js";
@@ -74,8 +83,11 @@ async function main() {
   state.auth.onSignedOut?.(() => showSignIn("You are signed out."));
   wireSignIn();
   wireAvatar();
+  wireImage();
+  wireHistory();
   wireCards();
   wireAccount();
+  wireDeleteAccount();
   wireConversations();
   wireComposer();
   wireMessageTools();

@@ -12,7 +12,7 @@
 export const RENEW_AT = 0.8;
 /** Never renew sooner than this after the URLs came (a very short expires_in, a clock jump). */
 export const MIN_RENEW_MS = 5_000;
-/** A failed renewal is tried again after this long (while the URLs still hold). */
+/** A failed renewal is tried again after this long (then twice as long, and so on). */
 export const RETRY_RENEW_MS = 30_000;
 
 /**
@@ -43,10 +43,13 @@ export function renewalDelays(image, receivedAt, now) {
   };
 }
 
-/** After a failed renewal: when to try again (ms from `now`), or null when the URLs will
- * have expired by then (the image goes; the next renewal comes with the next look). */
-export function retryDelay(image, now) {
-  return image && now + RETRY_RENEW_MS < image.expiresAt ? RETRY_RENEW_MS : null;
+/** A failed renewal is tried again after RETRY_RENEW_MS, doubling each time, at most
+ * MAX_RETRY_MS; meanwhile the image shown stays until its URLs expire. */
+export const MAX_RETRY_MS = 300_000;
+
+/** Milliseconds before failed renewal number `attempt` (1, 2, ...) is tried again. */
+export function retryDelay(attempt) {
+  return Math.min(MAX_RETRY_MS, RETRY_RENEW_MS * 2 ** Math.max(0, attempt - 1));
 }
 
 /** Whether the image is due for renewal at `now`: its renewal time has passed (a timer

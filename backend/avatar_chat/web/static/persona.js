@@ -1,7 +1,8 @@
-// The avatar: create it, show it, switch its persona (PATCH /avatars/me/persona with
-// If-Match from the ETag; a 412 shows the avatar as it is now).
+// The avatar: create it, show it (its image: avatarimage.js), switch its persona
+// (PATCH /avatars/me/persona with If-Match from the ETag; a 412 shows the avatar as it is now).
 
 import { ApiError } from "./api.js";
+import { syncImage } from "./avatarimage.js";
 import { openChat } from "./conversations.js";
 import { $, busy } from "./dom.js";
 import { clearNotice, describe, notify } from "./notice.js";
@@ -35,6 +36,7 @@ export function setAvatar(avatar, response) {
   $("avatar-name-heading").textContent = avatar.name;
   $("avatar-version").textContent = String(avatar.version);
   fillPersonalities($("persona"), avatar.personality);
+  syncImage(); // its image's URLs read again when image_path changed (avatarimage.js)
 }
 
 /** The signed-in user's avatar, or null when they have none yet. */

@@ -1,6 +1,7 @@
 // The sign-in view (dev, Supabase Auth, or none: auth.js does the signing in) and what
 // follows it: the personalities, the avatar (or creating one), then the chat.
 
+import { clearImage } from "./avatarimage.js";
 import { abortStream } from "./chat.js";
 import { openChat } from "./conversations.js";
 import { $, busy, show } from "./dom.js";
@@ -18,6 +19,7 @@ export function showSignIn(message = "") {
   abortStream();
   clearUsage();
   state.avatar = null;
+  clearImage();
   state.conversation = null;
   for (const dialog of document.querySelectorAll("dialog[open]")) dialog.close();
   $("account-menu").open = false;
