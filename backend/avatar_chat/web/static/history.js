@@ -106,7 +106,10 @@ async function readHistory(version = null) {
   $("history-list").replaceChildren();
   $("history-more").hidden = true;
   historyMessage("Loading the history…");
-  if (!(await loadPage(history))) return;
+  // The avatar as it is now, too (changed elsewhere, say in the dashboard): which version
+  // is current, and the panel up to date.
+  await loadAvatar().catch(() => {});
+  if (state.history !== history || !(await loadPage(history))) return;
   while (version !== null && !history.items.some((v) => v.version === version) && history.nextCursor) {
     if (!(await loadPage(history))) return;
   }
@@ -147,8 +150,7 @@ async function restoreVersion(version) {
   } catch (err) {
     if (err.status === 401) return;
     if (err.status === 412) {
-      await loadAvatar().catch(() => {});
-      await readHistory(version);
+      await readHistory(version); // the avatar read again with it
       historyMessage(restoreChangedMeanwhile(version, state.avatar?.version), "error");
       itemOf(version)?.querySelector("button")?.focus();
       return;
