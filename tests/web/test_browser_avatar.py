@@ -354,11 +354,11 @@ async def test_delete_my_account_names_what_goes_finishes_after_a_503_and_lands_
     assert after.json()["error"]["code"] == "user_not_found"
 
 
-async def test_the_avatar_panel_at_phone_width_keyboard_and_labels(
-    server: ServerProcess, browser: Browser
+async def test_the_avatar_panel_at_phone_width_keyboard_labels_and_a_photo(
+    server: ServerProcess, browser: Browser, tmp_path: Path
 ) -> None:
     """At 375 px: the new controls reachable by Tab, labelled, with visible focus, nothing
-    wider than the screen."""
+    wider than the screen; a photo from the camera's input previewed, then uploaded."""
     async with _page(browser, PHONE, device_scale_factor=2, is_mobile=True, has_touch=True) as page:
         await _sign_in(page, server, _email())
         await _create_avatar(page, "Ava", "friendly")
@@ -387,3 +387,15 @@ async def test_the_avatar_panel_at_phone_width_keyboard_and_labels(
         await page.keyboard.press("Escape")
         await expect(page.get_by_role("dialog")).to_have_count(0)
         await expect(page.get_by_role("button", name="Avatar image…")).to_be_focused()
+
+        # A photo taken with the camera: previewed, then sent.
+        await page.keyboard.press("Enter")
+        await dialog.get_by_label("Take a photo").set_input_files(_picture(tmp_path / "photo.jpg"))
+        await expect(dialog.locator("#image-preview-caption")).to_contain_text("photo.jpg: not uploaded yet")
+        await _fits_the_width(page)
+        await _screenshot(page, "web-client-image-phone.png")
+        await dialog.get_by_role("button", name="Upload").click()
+        await expect(page.get_by_role("dialog")).to_have_count(0)
+        await expect(page.locator("#avatar-image")).to_be_visible()
+        await expect(page.get_by_role("button", name="Avatar image…")).to_be_focused()
+        await _fits_the_width(page)
