@@ -16,7 +16,7 @@ export function createState() {
     // URLs, renewed before they expire), null: none. Every change is told as a
     // document "avatar-image" event whose detail is this (avatarimage.js).
     avatarImage: null,
-    imageRenewal: null, // {path, seq, refresh, expire}: which image is shown, its timers (avatarimage.js)
+    imageRenewal: null, // {path, refresh, expire, failures, receivedAt, loading}: the image read, its timers (avatarimage.js)
     history: null, // the persona history dialog, open: {items, nextCursor, highlight, opener} (history.js)
     conversations: [], // newest first
     nextCursor: null,
