@@ -25,6 +25,7 @@ from tests.web.test_browser import (
     _embedded_server,
     _replies,
     _saved_messages,
+    _screenshot,
     _send,
     _sign_in,
     _token,
@@ -116,6 +117,7 @@ async def test_regenerate_twice_then_back_to_the_first_and_it_stays_after_a_relo
     await expect(shown.get_by_role("button", name="Previous reply")).to_be_disabled()
     await expect(shown.get_by_role("button", name="Next reply")).to_be_focused()
     await expect(shown.locator(".persona")).to_have_text("friendly · persona v1")
+    await _screenshot(page, "web-client-messages-desktop.png")
     chosen = [r for r in requests if r.method == "PUT" and r.url.endswith("/current")]
     assert len(chosen) == 2, [r.url for r in chosen]
 
@@ -171,6 +173,7 @@ async def test_edit_the_latest_message_its_new_reply_streams_and_a_refused_edit_
     # The reply to the old text stays as an alternative.
     await expect(reply.get_by_role("group", name="Alternative replies: Reply 2 of 2")).to_be_visible()
     await expect(_replies(page)).to_have_count(2)
+    await _screenshot(page, "web-client-messages-phone.png")
 
     # An edit moderation refuses: the API's words, the message as it was, the text kept.
     await latest.get_by_role("button", name="Edit your message").click()
