@@ -3,8 +3,11 @@ server-sent events (safety notices, a withheld reply, a crisis notice in place o
 included), the event-stream format, event ids and resuming, what one message shows, the
 retry and backoff decisions, the 429 countdown, the usage meter and a used-up quota's
 message, data portability (the names an export and a character card are saved as, a card's
-media type, what an import did, what a refused export, import or card says), and the
-personalities read from the app's OpenAPI schema (the real one, handed over in a file).
+media type, what an import did, what a refused export, import or card says), the avatar
+panel and the account (when the image's signed URLs are renewed, what changed from one
+persona version to the next, what a refused upload, restore or account deletion says),
+and the personalities read from the app's OpenAPI schema (the real one, handed over in a
+file).
 Written for Node's own test runner (`node --test`, tests/web/js/*.test.mjs, importing the
 modules from backend/avatar_chat/web/static/) and run from here, so that the one test
 command runs them; when they fail, the failure is node's own output."""

@@ -40,11 +40,10 @@ describe("imageFailure", () => {
       imageFailure(apiError(422, "image_undecodable", "The image could not be decoded.")).text,
       "The image could not be decoded. Choose another image.",
     );
+    const pixels = "The image has too many pixels: one like it may have at most 40 megapixels.";
     assert.equal(
-      imageFailure(
-        apiError(422, "image_too_many_pixels", "The image has too many pixels: one like it may have at most 40 megapixels."),
-      ).text,
-      "The image has too many pixels: one like it may have at most 40 megapixels. Choose a smaller image.",
+      imageFailure(apiError(422, "image_too_many_pixels", pixels)).text,
+      `${pixels} Choose a smaller image.`,
     );
   });
   test("429 image_rate_limited: when to upload again, from Retry-After or the details", () => {
@@ -114,7 +113,10 @@ describe("deleting the account", () => {
     for (const code of ["storage_unavailable", "auth_unavailable"]) {
       const failure = deleteAccountFailure(apiError(503, code, "Storage is unavailable; retry shortly."));
       assert.equal(failure.finish, true);
-      assert.match(failure.text, /^Storage is unavailable; retry shortly\. Part of your account may already be deleted/);
+      assert.match(
+        failure.text,
+        /^Storage is unavailable; retry shortly\. Part of your account may already be deleted/,
+      );
     }
     assert.equal(deleteAccountFailure(apiError(0, "network_error", "Cannot reach the server.")).finish, true);
   });

@@ -87,7 +87,10 @@ describe("backstoryChange", () => {
       backstoryChange("A sailor from Lisbon who loves maps.", "A sailor from Porto who loves maps."),
       "backstory: “…Lisbon…” → “…Porto…”",
     );
-    assert.equal(backstoryChange("Grew up at sea.", "Raised on land."), "backstory: “Grew up at sea.” → “Raised on land.”");
+    assert.equal(
+      backstoryChange("Grew up at sea.", "Raised on land."),
+      "backstory: “Grew up at sea.” → “Raised on land.”",
+    );
   });
   test("words taken out, words put in", () => {
     assert.equal(backstoryChange("A quiet old sailor.", "A sailor."), "backstory: removed “…quiet old…”");

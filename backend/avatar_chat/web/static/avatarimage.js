@@ -46,7 +46,11 @@ function setImage(image) {
   showImage();
   const same =
     before === image ||
-    (before && image && before.url128 === image.url128 && before.url512 === image.url512 && before.expiresAt === image.expiresAt);
+    (before &&
+      image &&
+      before.url128 === image.url128 &&
+      before.url512 === image.url512 &&
+      before.expiresAt === image.expiresAt);
   if (!same) tell();
 }
 
@@ -124,7 +128,15 @@ export function syncImage() {
     setImage(null);
     return Promise.resolve();
   }
-  const renewal = { path, refresh: null, expire: null, failures: 0, receivedAt: 0, reloadedOnError: false, loading: null };
+  const renewal = {
+    path,
+    refresh: null,
+    expire: null,
+    failures: 0,
+    receivedAt: 0,
+    reloadedOnError: false,
+    loading: null,
+  };
   state.imageRenewal = renewal;
   // Another image than the one shown: its URLs may already point at deleted files.
   setImage(null);
@@ -277,7 +289,8 @@ export function wireImage() {
     });
   }
   $("image-preview").addEventListener("error", () => {
-    if (chosenFile()) $("image-preview-caption").textContent = `This browser cannot show ${chosenFile().name}; it can still be sent.`;
+    const file = chosenFile();
+    if (file) $("image-preview-caption").textContent = `This browser cannot show ${file.name}; it can still be sent.`;
   });
   $("image-form").addEventListener("submit", (event) => {
     event.preventDefault();
