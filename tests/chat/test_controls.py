@@ -22,7 +22,10 @@ from tests.support.sse import sse_records
 pytestmark = pytest.mark.slow
 
 SLOW = {
-    "OFFLINE_LLM_CHUNK_DELAY_MS": "60",  # about 20 chunks: a reply takes a second or so
+    # About 12 chunks: a reply takes 1.5 s or so, more than a stop takes to reach the worker
+    # generating it from another one (its next demand poll, CHAT_DEMAND_POLL_MS 500) even on
+    # a loaded machine.
+    "OFFLINE_LLM_CHUNK_DELAY_MS": "120",
     "CHAT_PARTIAL_SAVE_MS": "50",
     "CHAT_STREAM_POLL_MS": "30",
 }
