@@ -399,3 +399,42 @@ async def test_the_avatar_panel_at_phone_width_keyboard_labels_and_a_photo(
         await expect(page.locator("#avatar-image")).to_be_visible()
         await expect(page.get_by_role("button", name="Avatar image…")).to_be_focused()
         await _fits_the_width(page)
+
+
+async def test_the_history_is_read_a_page_at_a_time_and_opens_at_an_old_version(
+    server: ServerProcess, desktop: Page
+) -> None:
+    page = desktop
+    await _sign_in(page, server, _email())
+    await _create_avatar(page, "Ava", "friendly")
+    user_id = uuid.UUID(await _user_id(page))
+    async with _database(server) as owner:
+        for n in range(2, 25):  # versions 2 to 24
+            await owner.execute(
+                "update public.avatars set backstory = $1 where user_id = $2", f"Day {n}.", user_id
+            )
+
+    await page.get_by_role("button", name="Persona history…").click()
+    dialog = page.get_by_role("dialog", name="Persona history")
+    items = dialog.locator("#history-list > li")
+    await expect(items).to_have_count(20)  # a page
+    await expect(items.nth(0)).to_contain_text("Version 24 · current")
+    await expect(items.nth(0).locator(".history-changes")).to_have_text("Backstory: “Day 23.” → “Day 24.”")
+    # The oldest of the page: its version before is on the next page, not read yet.
+    await expect(items.nth(19).locator(".history-changes")).to_contain_text("shown with the older versions")
+    more = dialog.get_by_role("button", name="Show older versions")
+    await more.click()
+    await expect(items).to_have_count(24)
+    await expect(more).to_be_hidden()
+    await expect(items.nth(20)).to_be_focused()  # the first of those just shown
+    await expect(items.nth(19).locator(".history-changes")).to_have_text("Backstory: “Day 4.” → “Day 5.”")
+    await expect(items.nth(23).locator(".history-changes")).to_have_text("Created as Ava (friendly).")
+    await page.keyboard.press("Escape")
+
+    # A reply of version 2: the history reads on until it is there.
+    await page.evaluate('document.dispatchEvent(new CustomEvent("persona-version", {detail: {version: 2}}))')
+    marked = dialog.locator('#history-list > li[aria-current="true"]')
+    await expect(marked).to_have_attribute("data-version", "2")
+    await expect(marked).to_be_focused()
+    await expect(marked.locator(".history-changes")).to_have_text("Backstory added: “Day 2.”")
+    await expect(items).to_have_count(24)

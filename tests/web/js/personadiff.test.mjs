@@ -82,11 +82,12 @@ describe("backstoryChange", () => {
     assert.equal(backstoryChange("", "A sailor."), "backstory added: “A sailor.”");
     assert.equal(backstoryChange("A sailor.", ""), "backstory removed");
   });
-  test("words replaced: only the changed ones, the shared ones marked …", () => {
-    assert.equal(
-      backstoryChange("A sailor from Lisbon who loves maps.", "A sailor from Porto who loves maps."),
-      "backstory: “…Lisbon…” → “…Porto…”",
-    );
+  test("words replaced in a long backstory: only the changed ones, the shared ones marked …", () => {
+    const before = "A sailor from Lisbon who loves maps, old ships and the long evenings of the harbour.";
+    assert.equal(backstoryChange(before, before.replace("Lisbon", "Porto")), "backstory: “…Lisbon…” → “…Porto…”");
+  });
+  test("words replaced in a short one: both whole", () => {
+    assert.equal(backstoryChange("Day 23.", "Day 24."), "backstory: “Day 23.” → “Day 24.”");
     assert.equal(
       backstoryChange("Grew up at sea.", "Raised on land."),
       "backstory: “Grew up at sea.” → “Raised on land.”",

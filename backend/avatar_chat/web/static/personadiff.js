@@ -58,6 +58,8 @@ export function backstoryChange(from, to) {
   if (!change.removed && !change.added) return "backstory reworded (spacing only)";
   if (!change.removed) return `backstory: added ${quote(change.added, change)}`;
   if (!change.added) return `backstory: removed ${quote(change.removed, change)}`;
+  // Short enough to read whole: both as they are ("Day 23." → "Day 24.", not "…23." → "…24.").
+  if ([...a].length <= QUOTE_MAX && [...b].length <= QUOTE_MAX) return `backstory: “${a}” → “${b}”`;
   return `backstory: ${quote(change.removed, change)} → ${quote(change.added, change)}`;
 }
 
