@@ -1,18 +1,22 @@
 """Accessibility of every view of the web client (issue #22): axe-core, vendored and
 pinned in tests/web/vendor/ (scripts/vendor-axe-core; a test dependency, never served by
 the app), is run in headless Chromium on the sign-in screen, the avatar creation screen,
-the chat (a conversation holding replies, a stopped one, safety notices, a blocked
-message and the page's alert, the usage meter), the avatar panel, and every menu and
-dialog (account menu, import dialog, character card menu and dialog), at phone width
-(375 px) and desktop width, light and dark. No violation of impact "serious" or
-"critical" may be found; a failure lists each one's rule, impact, help and the offending
-elements' selectors. Select with `-m browser`.
+the chat (a conversation holding replies, one streaming then stopped, safety notices, a
+blocked message and the page's alert, the usage meter; a reply's alternatives, the edit
+form, the delete confirmation), the avatar panel (its image dialog empty, with a preview
+and with a refusal, the image shown; the persona history, a restore, opened at a reply's
+version), every menu and dialog (account menu, import dialog, character card menu and
+dialog, with their refusals; delete my account, and the sign-in it lands on), at phone
+width (375 px) and desktop width, light and dark. No violation of impact "serious" or
+"critical" may be found; a failure lists each rule's impact, help, the offending
+elements' selectors and the views it was found on. Select with `-m browser`.
 
 axe is injected with `page.evaluate` of its source, not `page.add_script_tag`: the page's
 Content-Security-Policy (`script-src 'self'`) refuses an inline <script>, which is what
 add_script_tag adds, and the pages are checked as served, so the CSP stays on
 (`bypass_csp` would check another page). Code evaluated through the DevTools protocol is
-not subject to the page's CSP, and axe itself needs nothing the CSP forbids.
+not subject to the page's CSP, and axe runs under it (nothing it does on these pages
+needs eval).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pytest
+from PIL import Image
 from playwright.async_api import Browser, Page, ViewportSize, async_playwright, expect
 
 from avatar_chat.core.settings import Settings
@@ -280,6 +285,100 @@ async def _walk(page: Page, server: ServerProcess, audit: Audit, tmp_path: Path)
     await expect(page.locator("#persona-status")).to_contain_text("witty")
     await audit.check("chat reloaded, persona switched")
 
+    await _avatar_panel(page, audit, tmp_path)
+    await _message_tools(page, audit)
+    await _delete_account(page, audit)
+
+
+def _picture(path: Path) -> Path:
+    Image.new("RGB", (256, 256), (230, 120, 40)).save(path, "PNG")
+    return path
+
+
+async def _avatar_panel(page: Page, audit: Audit, tmp_path: Path) -> None:
+    """The avatar's image (its dialog: empty, a preview, a refusal; then shown in the panel
+    and beside the replies) and the persona history (versions, a restore)."""
+    await page.get_by_role("button", name="Avatar image…").click()
+    image_dialog = page.get_by_role("dialog", name="Avatar image")
+    await expect(image_dialog).to_be_visible()
+    await audit.check("avatar image dialog, no image yet")
+    await image_dialog.get_by_label("Choose an image").set_input_files(_picture(tmp_path / "me.png"))
+    await expect(image_dialog.locator("#image-preview")).to_be_visible()
+    await audit.check("avatar image dialog, a preview")
+    await image_dialog.get_by_role("button", name="Upload").click()
+    await expect(image_dialog).to_be_hidden()
+    await expect(page.locator("#avatar-image")).to_be_visible()
+    await page.wait_for_function("() => document.querySelector('#avatar-image').complete")
+    await audit.check("avatar panel with its image")
+
+    await page.get_by_role("button", name="Avatar image…").click()
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not an image at all\n")
+    await image_dialog.get_by_label("Choose an image").set_input_files(notes)
+    await image_dialog.get_by_role("button", name="Upload").click()
+    await expect(image_dialog.locator("#image-message")).to_have_attribute("role", "alert")
+    await audit.check("avatar image dialog, an image refused")
+    await image_dialog.get_by_role("button", name="Close").click()
+    await expect(image_dialog).to_be_hidden()
+
+    await page.get_by_role("button", name="Persona history…").click()
+    history = page.get_by_role("dialog", name="Persona history")
+    await expect(history).to_be_visible()
+    await expect(history.locator("#history-list > li")).to_have_count(3)
+    await audit.check("persona history")
+    await history.get_by_role("button", name="Restore version 1").click()
+    await expect(history.locator("#history-message")).to_contain_text("Restored version 1")
+    await audit.check("persona history, a version restored")
+    await history.get_by_role("button", name="Close").click()
+    await expect(history).to_be_hidden()
+    # A reply's persona label opens the history at its version.
+    await _replies(page).first.locator("button.persona").click()
+    await expect(history.locator('#history-list > li[aria-current="true"]')).to_be_visible()
+    await audit.check("persona history opened at a reply's version")
+    await history.get_by_role("button", name="Close").click()
+    await expect(history).to_be_hidden()
+
+
+async def _message_tools(page: Page, audit: Audit) -> None:
+    """Regenerate, the alternatives (n/m), the edit form, the delete confirmation."""
+    await _watch(await _send(page, "One more, please"))
+    await expect(page.locator("#avatar-image")).to_be_visible()
+    reply = _replies(page).last
+    old_id = await reply.get_attribute("data-id")
+    await reply.get_by_role("button", name="Regenerate this reply").click()
+    await expect(_replies(page).last).not_to_have_attribute("data-id", old_id or "")
+    await _watch(_replies(page).last)
+    await expect(
+        _replies(page).last.get_by_role("group", name="Alternative replies: Reply 2 of 2")
+    ).to_be_visible()
+    await audit.check("chat, a reply with alternatives")
+
+    latest = page.locator("#messages > li.user").last
+    await latest.get_by_role("button", name="Edit your message").click()
+    await expect(latest.get_by_role("textbox", name="Edit your message")).to_be_focused()
+    await audit.check("chat, editing the latest message")
+    await page.keyboard.press("Escape")
+    await expect(latest.get_by_role("textbox")).to_have_count(0)
+
+    await latest.get_by_role("button", name="Delete your message").click()
+    confirm = page.get_by_role("dialog")
+    await expect(confirm).to_be_visible()
+    await audit.check("delete a message, the confirmation")
+    await confirm.get_by_role("button", name="Cancel").click()
+    await expect(confirm).to_be_hidden()
+
+
+async def _delete_account(page: Page, audit: Audit) -> None:
+    """Delete my account: the confirmation, then the sign-in it lands on."""
+    await _open_details(page, "#account-menu")
+    await page.get_by_role("button", name="Delete my account…").click()
+    confirm = page.get_by_role("dialog", name="Delete my account")
+    await expect(confirm).to_be_visible()
+    await audit.check("delete my account, the confirmation")
+    await confirm.get_by_role("button", name="Delete my account", exact=True).click()
+    await expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+    await audit.check("sign-in after the account was deleted")
+
 
 Width = Literal["phone", "desktop"]
 VIEWPORTS: dict[Width, tuple[ViewportSize, dict[str, Any]]] = {
@@ -303,7 +402,7 @@ async def test_no_serious_or_critical_violation_on_any_view(
     async with _page(browser, viewport, color_scheme=scheme, **options) as page:
         audit = Audit(page, axe_source)
         await _walk(page, server, audit, tmp_path)
-    assert len(audit.checked) >= 12, audit.checked
+    assert len(audit.checked) >= 25, audit.checked
     found = "\n".join(str(v) for v in audit.found.values())
     where = f"{width} ({viewport['width']} px), {scheme}"
     assert not audit.found, f"axe {AXE_VERSION} found serious or critical violations at {where}:\n{found}"
