@@ -5,7 +5,7 @@ image uploaded (made with Pillow, previewed first) and shown in the panel from i
 URL under the page's CSP, a text file refused with the API's 415, the image removed; an
 edit made as in the Supabase dashboard (SQL as the database owner) listed in the persona
 history with what changed, a version restored, and a 412 when the avatar changed
-meanwhile; the history opened at a reply's version; deleting the account (a 503 that
+meanwhile; the history read a page at a time, and opened at a reply's version; deleting the account (a 503 that
 offers to finish it, then the sign-in; the token is refused after). Screenshots of the
 panel with its image and of the history at phone width go to test-artifacts/. Select
 with `-m browser`.
