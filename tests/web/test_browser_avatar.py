@@ -5,10 +5,11 @@ image uploaded (made with Pillow, previewed first) and shown in the panel from i
 URL under the page's CSP, a text file refused with the API's 415, the image removed; an
 edit made as in the Supabase dashboard (SQL as the database owner) listed in the persona
 history with what changed, a version restored, and a 412 when the avatar changed
-meanwhile; the history read a page at a time, and opened at a reply's version; deleting the account (a 503 that
-offers to finish it, then the sign-in; the token is refused after). Screenshots of the
-panel with its image and of the history at phone width go to test-artifacts/. Select
-with `-m browser`.
+meanwhile; the history read a page at a time, and opened at a reply's version; deleting
+the account (a 503 that offers to finish it, then the sign-in; the token is refused
+after); at 375 px, the keyboard, the labels and a photo from the camera's input.
+Screenshots (the panel with its image, the history and the image dialog at phone width)
+go to test-artifacts/. Select with `-m browser`.
 """
 
 from __future__ import annotations
