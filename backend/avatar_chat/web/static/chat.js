@@ -223,9 +223,13 @@ async function stopReply() {
   const reply = state.messages.find((m) => m.status === "streaming");
   if (!reply || isPending(reply)) return;
   $("stop").disabled = true;
+  // The stream of this reply, as it is now: when the answer comes, the page may already be
+  // streaming another one (the reply ended by itself and the user sent again), which the
+  // answer to this Stop must not cut.
+  const streaming = state.streaming;
   try {
     const { body } = await state.api.post(`/conversations/${state.conversation.id}/messages/${reply.id}/stop`);
-    abortStream();
+    if (streaming !== null && state.streaming === streaming) abortStream();
     upsert(body);
     progress.drop(body.id);
     announce("Reply stopped.");
