@@ -11,7 +11,9 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from starlette._utils import get_route_path
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Mount, Route
 from starlette.types import Send
 
 from avatar_chat.core.logs import REQUEST_ID
@@ -200,6 +202,30 @@ _STATUS_CODES = {
 }
 
 
+# The order methods are listed in an Allow header.
+_METHOD_ORDER = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def allowed_methods(request: Request) -> str | None:
+    """The Allow header of a 405 (RFC 9110 15.5.6): every method the request's path supports.
+
+    Routes are added one per method (several for one path), and Starlette answers a 405 from
+    the first route whose path matches, naming only that route's method; so the methods of
+    every route matching the path are gathered here. The static client files (a Mount) take
+    GET and HEAD. None if nothing matches (the route's own header is kept then)."""
+    path = get_route_path(request.scope)
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        if isinstance(route, Route) and route.methods and route.path_regex.match(path):
+            methods |= route.methods
+        elif isinstance(route, Mount) and request.scope.get("route") is route:
+            methods |= {"GET", "HEAD"}
+    if not methods:
+        return None
+    ordered = [m for m in _METHOD_ORDER if m in methods] + sorted(methods.difference(_METHOD_ORDER))
+    return ", ".join(ordered)
+
+
 def _validation_details(exc: RequestValidationError) -> list[dict[str, Any]]:
     details = []
     for err in exc.errors():
@@ -231,13 +257,19 @@ def install_error_handlers(app: FastAPI) -> None:
             status_code=422,
         )
 
-    async def on_http_error(_: Request, exc: Exception) -> JSONResponse:
+    async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
         code = _STATUS_CODES.get(exc.status_code, "http_error")
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            allow = allowed_methods(request)
+            if allow is not None:
+                headers = {k: v for k, v in headers.items() if k.lower() != "allow"}
+                headers["Allow"] = allow
         return JSONResponse(
             error_payload(code, str(exc.detail)),
             status_code=exc.status_code,
-            headers=dict(exc.headers or {}),
+            headers=headers,
         )
 
     async def on_unexpected(_: Request, exc: Exception) -> JSONResponse:
