@@ -3,11 +3,23 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
 from fastapi import FastAPI
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from avatar_chat.avatars.service import decode_history_cursor
+from avatar_chat.chat.events import parse_event_id
+from avatar_chat.conversations.service import decode_cursor
+from avatar_chat.core.errors import BadRequest
+from avatar_chat.storage.base import check_path
+from tests.support.factories import User, create_avatar, create_conversation
+from tests.support.images import image_bytes
 
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 HTTP_METHODS = {m.lower() for m in METHODS} | {"trace"}
@@ -41,3 +53,177 @@ async def test_every_unsupported_method_gets_405_allowing_every_method_of_the_pa
                 assert response.json()["error"]["code"] == "method_not_allowed"
             checked += 1
     assert checked > 50
+
+
+# The opaque strings a client sends back: the schema says exactly what the code takes
+# (a value valid by the schema is never refused, a value refused is never valid by it).
+
+
+def _parameter_schema(schema: dict[str, Any], path: str, name: str) -> dict[str, Any]:
+    (parameter,) = [p for p in schema["paths"][path]["get"]["parameters"] if p["name"] == name]
+    found: dict[str, Any] = parameter["schema"]
+    strings: list[dict[str, Any]] = [s for s in found.get("anyOf", [found]) if s.get("type") == "string"]
+    assert len(strings) == 1, found
+    return strings[0]
+
+
+def _valid(string_schema: dict[str, Any], value: str) -> bool:
+    """Whether `value` is valid by a string schema (pattern as ECMA's: search, not match)."""
+    return (
+        string_schema.get("minLength", 0) <= len(value) <= string_schema.get("maxLength", 10**9)
+        and re.search(string_schema["pattern"], value) is not None
+        and not value.endswith("\n")  # ECMA's $ is the very end; Python's also before a last \n
+    )
+
+
+def _accepted(decode: Callable[[str], object], value: str) -> bool:
+    try:
+        decode(value)
+    except BadRequest:
+        return False
+    return True
+
+
+_TRICKY = [
+    "",
+    "0",
+    "00",
+    "01",
+    "1",
+    "9" * 16,
+    "9" * 17,
+    "\u00b2",
+    "\u0661",
+    "1\n",
+    " 1",
+    "1:2",
+    "1:",
+    ":1",
+    "1:\u00b2",
+    "12:345",
+    "a",
+    "a/b",
+    "a//b",
+    "/a",
+    "a/",
+    ".",
+    "..",
+    "a/../b",
+    "./a",
+    "a/.b",
+    ".a",
+    "-a",
+    "_",
+    "a" * 128,
+    "a" * 129,
+    "/".join(["a"] * 8),
+    "/".join(["a"] * 9),
+    "a b",
+    "a\u00e9",
+    "0_00000000-0000-4000-8000-000000000000",
+    "1733600000000000_0f8fad5b-d9cb-469f-a165-70867728950e",
+    "1733600000000000_0F8FAD5B-D9CB-469F-A165-70867728950E",
+    "99999999999999999_0f8fad5b-d9cb-469f-a165-70867728950e",
+    "999999999999999999_0f8fad5b-d9cb-469f-a165-70867728950e",
+    "1733600000000000-0f8fad5b-d9cb-469f-a165-70867728950e",
+    "MjAyNi0xMi0wN1QxODowMDowMCswMDowMHww",
+]
+
+
+def _decoders() -> dict[tuple[str, str], Callable[[str], object]]:
+    return {
+        ("/conversations", "cursor"): decode_cursor,
+        ("/avatars/me/history", "cursor"): decode_history_cursor,
+        (STREAM, "Last-Event-ID"): parse_event_id,
+        (SIGNED, "path"): check_path,
+    }
+
+
+STREAM = "/conversations/{conversation_id}/messages/{message_id}/stream"
+SIGNED = "/storage/v1/object/sign/{bucket}/{path}"
+
+
+@pytest.mark.parametrize("where", list(_decoders()), ids=lambda w: f"{w[0]} {w[1]}")
+def test_the_schema_of_an_opaque_string_is_exactly_what_the_code_takes(
+    schema: dict[str, Any], where: tuple[str, str]
+) -> None:
+    path, name = where
+    decode = _decoders()[where]
+    string_schema = _parameter_schema(schema, path, name)
+    pattern = re.compile(string_schema["pattern"])
+
+    for value in _TRICKY:
+        assert _valid(string_schema, value) == _accepted(decode, value), (path, name, value)
+
+    @given(
+        st.one_of(
+            st.from_regex(pattern),
+            st.text(alphabet="0123456789abcdef:_-/.Z\u00b2 ", max_size=60),
+        )
+    )
+    @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+    def agree(value: str) -> None:
+        if len(value) <= string_schema.get("maxLength", 10**9):  # longer: FastAPI's 422
+            assert _valid(string_schema, value) == _accepted(decode, value), (path, name, value)
+
+    agree()
+
+
+async def test_the_schema_takes_the_cursors_event_ids_and_object_paths_the_api_gives(
+    schema: dict[str, Any], app_client: httpx.AsyncClient, user: User
+) -> None:
+    avatar = await create_avatar(app_client, user)
+    for name in ("Bea", "Cy"):
+        headers = {**user.headers, "If-Match": f'"{avatar["version"]}"'}
+        response = await app_client.patch("/avatars/me", json={"name": name}, headers=headers)
+        assert response.status_code == 200, response.text
+        avatar = response.json()
+    page = (await app_client.get("/avatars/me/history?limit=1", headers=user.headers)).json()
+    assert _valid(_parameter_schema(schema, "/avatars/me/history", "cursor"), page["next_cursor"])
+    second = await app_client.get(
+        "/avatars/me/history", params={"limit": 1, "cursor": page["next_cursor"]}, headers=user.headers
+    )
+    assert second.status_code == 200, second.text
+
+    conversation = await create_conversation(app_client, user)
+    await create_conversation(app_client, user)
+    page = (await app_client.get("/conversations?limit=1", headers=user.headers)).json()
+    assert _valid(_parameter_schema(schema, "/conversations", "cursor"), page["next_cursor"])
+    second = await app_client.get(
+        "/conversations", params={"limit": 1, "cursor": page["next_cursor"]}, headers=user.headers
+    )
+    assert second.status_code == 200, second.text
+    assert [c["id"] for c in second.json()["items"]] == [conversation["id"]]
+
+    reply = await app_client.post(
+        f"/conversations/{conversation['id']}/messages",
+        json={"content": "Hello"},
+        headers={**user.headers, "Accept": "text/event-stream"},
+    )
+    assert reply.status_code == 201, reply.text
+    ids = [line.removeprefix("id: ") for line in reply.text.splitlines() if line.startswith("id: ")]
+    assert ids
+    for event in ids:
+        assert _valid(_parameter_schema(schema, STREAM, "Last-Event-ID"), event), event
+    done = reply.text.split("event: done\ndata: ", 1)[1]
+    reply_id = re.match(r'\{"id":"([^"]+)"', done)
+    assert reply_id is not None
+    resumed = await app_client.get(
+        f"/conversations/{conversation['id']}/messages/{reply_id[1]}/stream",
+        headers={**user.headers, "Accept": "text/event-stream", "Last-Event-ID": ids[1]},
+    )
+    assert resumed.status_code == 200, resumed.text
+
+    response = await app_client.put("/avatars/me/image", content=image_bytes(), headers=user.headers)
+    assert response.status_code == 200, response.text
+    urls = (await app_client.get("/avatars/me/image", headers=user.headers)).json()["urls"]
+    for url in urls.values():
+        object_path = urlsplit(url).path.split("/storage/v1/object/sign/avatars/", 1)[1]
+        assert _valid(_parameter_schema(schema, SIGNED, "path"), object_path), url
+        assert (await app_client.get(urlsplit(url).path + "?" + urlsplit(url).query)).status_code == 200
+
+
+async def test_a_signed_url_without_its_token_is_a_400(app_client: httpx.AsyncClient) -> None:
+    response = await app_client.get("/storage/v1/object/sign/avatars/a/b/512.webp")
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["code"] == "invalid_signature"

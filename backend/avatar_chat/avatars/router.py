@@ -26,6 +26,7 @@ from avatar_chat.avatars.schemas import (
     CharacterCard,
     PersonaUpdateRequest,
 )
+from avatar_chat.avatars.service import HISTORY_CURSOR_MAX, HISTORY_CURSOR_PATTERN
 from avatar_chat.core.errors import (
     AUTHENTICATED_ERRORS,
     BODY_ERRORS,
@@ -122,7 +123,9 @@ async def list_history(
     user: CurrentUser,
     service: Avatars,
     limit: Annotated[int, page_limit(HISTORY_PAGE_MAX)] = 20,
-    cursor: Annotated[str | None, page_cursor(32)] = None,
+    cursor: Annotated[
+        str | None, page_cursor(max_length=HISTORY_CURSOR_MAX, pattern=HISTORY_CURSOR_PATTERN)
+    ] = None,
 ) -> AvatarHistoryPage:
     return await service.history(user, limit=limit, cursor=cursor)
 

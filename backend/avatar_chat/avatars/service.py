@@ -38,13 +38,18 @@ def _card_target_missing(replace: bool) -> AppError:
     )
 
 
-_CURSOR = re.compile(r"[0-9]{1,16}")
+# A history cursor: a version, 1 or more, in decimal digits (leading zeros allowed); the
+# OpenAPI `pattern` and `maxLength` of `cursor` say exactly what decode_history_cursor takes.
+HISTORY_CURSOR_MAX = 16
+HISTORY_CURSOR_PATTERN = "^0*[1-9][0-9]*$"
+_CURSOR = re.compile(HISTORY_CURSOR_PATTERN.strip("^$"))
 
 
 def decode_history_cursor(cursor: str) -> int:
-    """A history page's `next_cursor`: the version the next page continues below."""
-    if _CURSOR.fullmatch(cursor) and 1 <= (version := int(cursor)) <= schemas.VERSION_MAX:
-        return version
+    """A history page's `next_cursor`: the version the next page continues below. Any
+    version above the highest there can be (VERSION_MAX) reads from the newest."""
+    if len(cursor) <= HISTORY_CURSOR_MAX and _CURSOR.fullmatch(cursor):
+        return min(int(cursor), schemas.VERSION_MAX + 1)
     raise BadRequest("The cursor is not one this API issued.", code="invalid_cursor")
 
 

@@ -13,6 +13,7 @@ A send answered by a crisis notice alone (SAFETY_CRISIS_MODE=replace) has no
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -26,6 +27,10 @@ from avatar_chat.core.errors import AppError, BadRequest, error_payload
 MEDIA_TYPE: Final = "text/event-stream"
 HEADERS: Final = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 LAST_EVENT_ID_MAX: Final = 40  # the longest Last-Event-ID header read
+# What parse_event_id takes, exactly (as the OpenAPI `pattern` of Last-Event-ID): an event id
+# `<attempt>:<characters so far>`, or nothing (start over).
+EVENT_ID_PATTERN: Final = "^([0-9]+:[0-9]+)?$"
+_EVENT_ID = re.compile(r"([0-9]+):([0-9]+)")
 
 _NOT_COMPLETED = "The reply did not complete; send again with the same Idempotency-Key to retry it."
 
@@ -48,10 +53,12 @@ def parse_event_id(last_event_id: str | None) -> tuple[int | None, int]:
     """(attempt, offset) of a Last-Event-ID this API sent; anything else starts over."""
     if not last_event_id:
         return None, 0
-    attempt, _, offset = last_event_id.partition(":")
-    if not (attempt.isdigit() and offset.isdigit()):  # its length is bounded by the router
+    # ASCII digits only (str.isdigit takes "²", which int() refuses); the length is bounded
+    # by the router.
+    match = _EVENT_ID.fullmatch(last_event_id)
+    if match is None:
         raise BadRequest("Last-Event-ID is not an event id of this reply.", code="invalid_event_id")
-    return int(attempt), int(offset)
+    return int(match[1]), int(match[2])
 
 
 def not_completed(message_id: uuid.UUID, status: str, code: str) -> ReplyEvent:

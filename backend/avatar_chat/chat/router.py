@@ -267,8 +267,9 @@ async def stop_reply(
         "parameters": [
             header_parameter(
                 "Last-Event-ID",
-                description="The id of the last event received.",
+                description="The id of the last event received (`<attempt>:<characters so far>`).",
                 max_length=events.LAST_EVENT_ID_MAX,
+                pattern=events.EVENT_ID_PATTERN,
             )
         ]
     },

@@ -18,6 +18,7 @@ from avatar_chat.conversations.schemas import (
     MessagePage,
     MessageVariants,
 )
+from avatar_chat.conversations.service import CURSOR_MAX, CURSOR_MIN, CURSOR_PATTERN
 from avatar_chat.core.errors import (
     AUTHENTICATED_ERRORS,
     BODY_ERRORS,
@@ -53,7 +54,9 @@ async def list_conversations(
     user: CurrentUser,
     service: Conversations,
     limit: PageLimit = 20,
-    cursor: Annotated[str | None, page_cursor(200)] = None,
+    cursor: Annotated[
+        str | None, page_cursor(max_length=CURSOR_MAX, min_length=CURSOR_MIN, pattern=CURSOR_PATTERN)
+    ] = None,
 ) -> ConversationPage:
     return await service.list(user, limit=limit, cursor=cursor)
 

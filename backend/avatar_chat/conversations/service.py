@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
+import re
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from avatar_chat.cache.store import SessionStore
@@ -19,18 +18,25 @@ def _not_found() -> NotFound:
     return NotFound("No such conversation.", code="conversation_not_found")
 
 
+# A page's cursor: the last conversation's creation time (microseconds since the epoch) and
+# id, `<micros>_<uuid>`. The OpenAPI `pattern` of `cursor` is exactly what decode_cursor takes
+# (17 digits reach beyond the year 5000).
+CURSOR_PATTERN = "^[0-9]{1,17}_[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+CURSOR_MIN, CURSOR_MAX = 1 + 1 + 36, 17 + 1 + 36
+_CURSOR = re.compile(CURSOR_PATTERN.strip("^$"))
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
 def encode_cursor(created_at: datetime, conversation_id: uuid.UUID) -> str:
-    raw = f"{created_at.isoformat()}|{conversation_id}".encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    return f"{(created_at - _EPOCH) // _MICROSECOND}_{conversation_id}"
 
 
 def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        stamp, ident = raw.split("|", 1)
-        return datetime.fromisoformat(stamp), uuid.UUID(ident)
-    except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
-        raise BadRequest("The cursor is not one this API issued.", code="invalid_cursor") from exc
+    if not _CURSOR.fullmatch(cursor):
+        raise BadRequest("The cursor is not one this API issued.", code="invalid_cursor")
+    micros, _, ident = cursor.partition("_")
+    return _EPOCH + int(micros) * _MICROSECOND, uuid.UUID(ident)
 
 
 class ConversationService:
@@ -43,7 +49,7 @@ class ConversationService:
             return await repository.create_conversation(conn, mode=data.mode.value, title=data.title)
 
     async def list(self, user: Claims, *, limit: int, cursor: str | None) -> schemas.ConversationPage:
-        before = decode_cursor(cursor) if cursor else None
+        before = None if cursor is None else decode_cursor(cursor)
         async with self._db.as_user(user) as conn:
             rows = await repository.list_conversations(conn, limit=limit + 1, before=before)
         items = rows[:limit]

@@ -48,16 +48,33 @@ def page_limit(maximum: int) -> Any:
     return Query(ge=1, le=maximum, description=f"Page size, 1-{maximum}.")
 
 
-def page_cursor(max_length: int) -> Any:
-    """The `cursor` query parameter of a cursor-paginated listing (its answer's `next_cursor`)."""
-    return Query(max_length=max_length, description="next_cursor of the previous page")
+def page_cursor(*, max_length: int, pattern: str, min_length: int = 1) -> Any:
+    """The `cursor` query parameter of a cursor-paginated listing (its answer's `next_cursor`).
+    Its length is checked here (422); its `pattern`, which the listing's decoder matches
+    exactly, by the decoder (400 invalid_cursor), so the schema says what the decoder takes."""
+
+    def in_the_string_schema(schema: dict[str, Any]) -> None:
+        # An optional parameter's schema is anyOf string or null: say it of the string.
+        for option in schema.get("anyOf", [schema]):
+            if option.get("type") == "string":
+                option.update(pattern=pattern, minLength=min_length)
+
+    return Query(
+        max_length=max_length,
+        description="next_cursor of the previous page",
+        json_schema_extra=in_the_string_schema,
+    )
 
 
-def header_parameter(name: str, *, description: str, max_length: int, min_length: int = 0) -> dict[str, Any]:
+def header_parameter(
+    name: str, *, description: str, max_length: int, min_length: int = 0, pattern: str | None = None
+) -> dict[str, Any]:
     """The OpenAPI description of a header a hot route reads itself (`read_header`)."""
     schema: dict[str, Any] = {"type": "string", "maxLength": max_length}
     if min_length:
         schema["minLength"] = min_length
+    if pattern is not None:
+        schema["pattern"] = pattern
     return {"name": name, "in": "header", "required": False, "schema": schema, "description": description}
 
 

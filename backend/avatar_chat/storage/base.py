@@ -10,13 +10,17 @@ from avatar_chat.core.errors import BadRequest, NotFound, ServiceUnavailable
 
 # Object names this API writes and serves: folders and files of letters, digits, . _ -
 # (never `.` or `..`), as `<user_id>/<id>/<size>.webp`.
-_SEGMENT = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")
+_SEGMENT_PATTERN = r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}"
+_SEGMENT = re.compile(_SEGMENT_PATTERN)
+_MAX_SEGMENTS = 8
+# The same, as the OpenAPI `pattern` of an object path: what check_path accepts, exactly.
+OBJECT_PATH_PATTERN = f"^{_SEGMENT_PATTERN}(/{_SEGMENT_PATTERN}){{0,{_MAX_SEGMENTS - 1}}}$"
 
 
 def check_path(path: str) -> str:
     """`path` if every segment is a plain name (no traversal, no empty segments)."""
     parts = path.split("/")
-    if len(parts) > 8 or not all(_SEGMENT.fullmatch(p) and p not in {".", ".."} for p in parts):
+    if len(parts) > _MAX_SEGMENTS or not all(_SEGMENT.fullmatch(p) and p not in {".", ".."} for p in parts):
         raise BadRequest("Not an object path this API serves.", code="invalid_object_path")
     return path
 

@@ -8,17 +8,18 @@ import time
 from stat import S_ISREG
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Path, Request
 from fastapi.responses import FileResponse
 
 from avatar_chat.core.errors import BadRequest, NotFound, responses
-from avatar_chat.storage.base import check_path
+from avatar_chat.storage.base import OBJECT_PATH_PATTERN, check_path
 from avatar_chat.storage.dependencies import Images
 from avatar_chat.storage.local import LocalObjectStore
 
 router = APIRouter(prefix="/storage/v1", tags=["storage"])
 
 _MEDIA_TYPES = {"webp": "image/webp"}
+TOKEN_MAX = 2048
 
 
 def _object_not_found() -> NotFound:
@@ -36,13 +37,35 @@ def _object_not_found() -> NotFound:
         },
     },
     summary="An object of the local store, by signed URL (GET /avatars/me/image makes them)",
+    # `token` is read by the route: without one the answer is 400, as Supabase Storage's.
+    openapi_extra={
+        "parameters": [
+            {
+                "name": "token",
+                "in": "query",
+                "required": True,
+                "schema": {"type": "string", "minLength": 1, "maxLength": TOKEN_MAX},
+                "description": "The signed URL's token.",
+            }
+        ]
+    },
 )
 async def signed_object(
     bucket: Annotated[str, Path(max_length=63)],
-    path: Annotated[str, Path(max_length=1024)],
-    token: Annotated[str, Query(max_length=2048)],
+    path: Annotated[
+        str,
+        Path(
+            max_length=1024,
+            description="The object's name: folders and a file of letters, digits, `.`, `_` and `-`.",
+            json_schema_extra={"pattern": OBJECT_PATH_PATTERN},
+        ),
+    ],
     store: Images,
+    request: Request,
 ) -> FileResponse:
+    token = request.query_params.get("token")
+    if not token or len(token) > TOKEN_MAX:
+        raise BadRequest("A signed URL needs its token (up to 2048 characters).", code="invalid_signature")
     if not isinstance(store, LocalObjectStore):
         raise _object_not_found()
     file, expires_at = store.verify(bucket, check_path(path), token)
