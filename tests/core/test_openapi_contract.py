@@ -227,3 +227,47 @@ async def test_a_signed_url_without_its_token_is_a_400(app_client: httpx.AsyncCl
     response = await app_client.get("/storage/v1/object/sign/avatars/a/b/512.webp")
     assert response.status_code == 400, response.text
     assert response.json()["error"]["code"] == "invalid_signature"
+
+
+DOMAINS = {"chat", "conversations", "avatars", "account", "storage", "health"}
+PUBLIC_OPERATIONS = {"getSignedObject", "getHealth", "getReadiness"}
+
+
+def _operations(schema: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+    return [
+        (method.upper(), path, op)
+        for path, item in schema["paths"].items()
+        for method, op in item.items()
+        if method in HTTP_METHODS
+    ]
+
+
+def test_every_operation_has_a_method_name_a_summary_and_a_domain(schema: dict[str, Any]) -> None:
+    """What a client generator names its methods and groups them by (issue #23)."""
+    ids = []
+    for method, path, op in _operations(schema):
+        where = f"{method} {path}"
+        operation_id = op.get("operationId", "")
+        assert re.fullmatch(r"[a-z]+(?:[A-Z][a-z]+)*", operation_id), (where, operation_id)
+        ids.append(operation_id)
+        assert op.get("summary", "").strip(), where
+        assert op.get("tags") and len(op["tags"]) == 1 and op["tags"][0] in DOMAINS, (where, op.get("tags"))
+    assert len(ids) == len(set(ids)), sorted(i for i in ids if ids.count(i) > 1)
+    assert {"getMyAvatar", "sendMessage", "switchPersona", "listConversations"} <= set(ids)
+
+
+def test_every_error_response_is_documented_in_the_one_error_shape(schema: dict[str, Any]) -> None:
+    error_ref = "#/components/schemas/ErrorResponse"
+    for method, path, op in _operations(schema):
+        where = f"{method} {path}"
+        statuses = set(op["responses"])
+        assert any(s.startswith("2") for s in statuses), where
+        if op["operationId"] not in PUBLIC_OPERATIONS:
+            # A bearer token is checked (401, 403), any parameter or body validated (422),
+            # and the database may be busy (503).
+            assert {"401", "403", "422", "503"} <= statuses, (where, sorted(statuses))
+        for status, response in op["responses"].items():
+            assert response.get("description", "").strip(), (where, status)
+            if int(status) < 400 or (status == "422" and "ErrorResponse" not in str(response)):
+                continue
+            assert response["content"]["application/json"]["schema"]["$ref"] == error_ref, (where, status)

@@ -20,6 +20,7 @@ router = APIRouter(tags=["account"])
     "Auth), which deletes their avatar, history, conversations and messages. The token stops working "
     "at once on every route but this one (401 user_not_found); repeating this answers 204 again. "
     "A 503 (storage_unavailable, auth_unavailable) may leave part done: retry to finish.",
+    operation_id="deleteMyAccount",
 )
 async def delete_account(user: CurrentUser, accounts: Accounts) -> Response:
     await accounts.delete(user)

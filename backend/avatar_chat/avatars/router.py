@@ -74,6 +74,7 @@ def _answer(avatar: AvatarRead, status_code: int = status.HTTP_200_OK, **headers
     response_model=AvatarRead,
     responses=responses(*AUTHENTICATED_ERRORS, *BODY_ERRORS, Conflict),
     summary="Create my avatar",
+    operation_id="createMyAvatar",
 )
 async def create_avatar(body: AvatarCreate, user: CurrentUser, service: Avatars) -> Response:
     avatar = await service.create(user, body)
@@ -85,12 +86,13 @@ async def create_avatar(body: AvatarCreate, user: CurrentUser, service: Avatars)
     response_model=AvatarRead,
     responses=responses(*AUTHENTICATED_ERRORS, NotFound),
     summary="My avatar",
+    operation_id="getMyAvatar",
 )
 async def get_avatar(user: CurrentUser, service: Avatars) -> Response:
     return _answer(await service.get(user))
 
 
-def _patch(path: str, *, summary: str) -> Callable[[DecoratedCallable], DecoratedCallable]:
+def _patch(path: str, *, summary: str, operation_id: str) -> Callable[[DecoratedCallable], DecoratedCallable]:
     """A PATCH of the avatar: the fields sent change (If-Match honoured); the answer is
     the avatar as written."""
     return router.patch(
@@ -99,15 +101,16 @@ def _patch(path: str, *, summary: str) -> Callable[[DecoratedCallable], Decorate
         responses=responses(*AUTHENTICATED_ERRORS, *BODY_ERRORS, NotFound, PreconditionFailed),
         summary=summary,
         openapi_extra=_IF_MATCH,
+        operation_id=operation_id,
     )
 
 
-@_patch("/me", summary="Change my avatar's name, personality or backstory")
+@_patch("/me", summary="Change my avatar's name, personality or backstory", operation_id="updateMyAvatar")
 async def update_avatar(body: AvatarUpdate, user: CurrentUser, request: Request) -> Response:
     return _answer(await avatar_service.of(request).update(user, body, if_match=_if_match(request)))
 
 
-@_patch("/me/persona", summary="Switch my avatar's persona")
+@_patch("/me/persona", summary="Switch my avatar's persona", operation_id="switchPersona")
 async def update_persona(body: PersonaUpdateRequest, user: CurrentUser, request: Request) -> Response:
     # The service comes from the request rather than a dependency: the persona switch is
     # the hottest write, and each FastAPI dependency costs it about 10 us per request.
@@ -118,6 +121,7 @@ async def update_persona(body: PersonaUpdateRequest, user: CurrentUser, request:
     "/me/history",
     responses=responses(*AUTHENTICATED_ERRORS, BadRequest),
     summary="My avatar's versions, newest first, paginated",
+    operation_id="listMyAvatarHistory",
 )
 async def list_history(
     user: CurrentUser,
@@ -136,6 +140,7 @@ async def list_history(
     responses=responses(*AUTHENTICATED_ERRORS, NotFound, PreconditionFailed),
     summary="Restore the persona of an earlier version (as a new version)",
     openapi_extra=_IF_MATCH,
+    operation_id="restoreMyAvatarVersion",
 )
 async def restore_version(
     version: Annotated[
@@ -152,6 +157,7 @@ async def restore_version(
     status_code=status.HTTP_204_NO_CONTENT,
     responses=responses(*AUTHENTICATED_ERRORS, NotFound),
     summary="Delete my avatar",
+    operation_id="deleteMyAvatar",
 )
 async def delete_avatar(user: CurrentUser, service: Avatars) -> Response:
     await service.delete(user)
@@ -193,6 +199,7 @@ _IMAGE_BODY = {
     "Retry-After over RATE_LIMIT_IMAGE_UPLOADS_PER_MINUTE (checked before the image is decoded), "
     "503 `busy` with Retry-After while the worker already decodes IMAGE_DECODES_PER_WORKER images.",
     openapi_extra=_IMAGE_BODY,
+    operation_id="setMyAvatarImage",
 )
 async def put_image(user: CurrentUser, service: Avatars, request: Request) -> Response:
     if_match = _if_match(request)
@@ -204,6 +211,7 @@ async def put_image(user: CurrentUser, service: Avatars, request: Request) -> Re
     "/me/image",
     responses=responses(*AUTHENTICATED_ERRORS, NotFound),
     summary="Signed URLs of my avatar's image",
+    operation_id="getMyAvatarImage",
 )
 async def get_image(user: CurrentUser, service: Avatars, request: Request) -> AvatarImage:
     return await service.image(user, base_url=str(request.base_url))
@@ -216,6 +224,7 @@ async def get_image(user: CurrentUser, service: Avatars, request: Request) -> Av
     summary="Remove my avatar's image",
     description="The avatar without an image, as a new version (unchanged if it had none).",
     openapi_extra=_IF_MATCH,
+    operation_id="deleteMyAvatarImage",
 )
 async def delete_image(user: CurrentUser, service: Avatars, request: Request) -> Response:
     return _answer(await service.delete_image(user, if_match=_if_match(request)))
@@ -252,6 +261,7 @@ def _card_schema() -> dict[str, Any]:
     "base64 in a tEXt chunk `chara` (a V3 card in `ccv3`, and as V2 in `chara`). 404 "
     "`image_not_found` when the image's files are gone from storage, 503 `busy` while this worker "
     "already draws IMAGE_DECODES_PER_WORKER images.",
+    operation_id="exportMyAvatarCard",
 )
 async def get_card(
     user: CurrentUser,
@@ -309,6 +319,7 @@ def _attachment(name: str, extension: str) -> str:
         },
         **_IF_MATCH,
     },
+    operation_id="importAvatarCard",
 )
 async def import_card(
     user: CurrentUser, service: Avatars, settings: AppSettings, request: Request

@@ -120,6 +120,7 @@ async def _answer(turn: Turn, close: Callable[[], None] | None) -> Response:
 @router.post(
     "/{conversation_id}/messages",
     **_turn_route("Send a message; the reply comes back as JSON or streamed (SSE)", "Sends a message."),
+    operation_id="sendMessage",
 )
 async def send_message(
     conversation_id: uuid.UUID, body: MessageCreate, user: CurrentUser, request: Request
@@ -153,6 +154,7 @@ async def send_message(
         "The alternatives are kept (`variant` 0, 1, 2...; see .../variants); the new one becomes "
         "the current one, which history shows and the model is given.",
     ),
+    operation_id="regenerateReply",
 )
 async def regenerate_reply(
     conversation_id: uuid.UUID, message_id: uuid.UUID, user: CurrentUser, chat: Chat, request: Request
@@ -175,6 +177,7 @@ async def regenerate_reply(
         "(its earlier replies are kept as other alternatives). Only the latest exchange can be "
         "edited: 409 `not_latest` otherwise.",
     ),
+    operation_id="editMessage",
 )
 async def edit_message(
     conversation_id: uuid.UUID,
@@ -212,6 +215,7 @@ async def edit_message(
     "by GET .../variants). Choosing the current one changes nothing. 404 `message_not_found` when "
     "it is not a reply of this conversation; 409 `reply_in_progress` while a reply to the same "
     "message is still being generated.",
+    operation_id="chooseReply",
 )
 async def choose_reply(
     conversation_id: uuid.UUID, message_id: uuid.UUID, user: CurrentUser, chat: Chat
@@ -226,6 +230,7 @@ async def choose_reply(
     summary="Delete a message (a message of yours takes its replies with it)",
     description="Seq numbers are never reused; the next reply's context no longer holds the deleted text. "
     "409 `reply_in_progress` while a reply being deleted is still generated (stop it first).",
+    operation_id="deleteMessage",
 )
 async def delete_message(
     conversation_id: uuid.UUID, message_id: uuid.UUID, user: CurrentUser, chat: Chat
@@ -241,6 +246,7 @@ async def delete_message(
     description="The worker generating the reply (whichever receives this) stops at its next chunk and "
     "saves the text so far as `stopped`; the answer is the reply after that (or still `streaming` if "
     "that took longer than CHAT_STOP_WAIT_S). Stopping a reply that is already settled changes nothing.",
+    operation_id="stopReply",
 )
 async def stop_reply(
     conversation_id: uuid.UUID, message_id: uuid.UUID, user: CurrentUser, chat: Chat
@@ -273,6 +279,7 @@ async def stop_reply(
             )
         ]
     },
+    operation_id="streamReply",
 )
 async def stream_reply(
     conversation_id: uuid.UUID, message_id: uuid.UUID, user: CurrentUser, chat: Chat, request: Request

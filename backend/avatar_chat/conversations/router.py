@@ -38,6 +38,7 @@ PageLimit = Annotated[int, page_limit(PAGE_MAX)]
     status_code=status.HTTP_201_CREATED,
     responses=responses(*AUTHENTICATED_ERRORS, *BODY_ERRORS),
     summary="Start a conversation",
+    operation_id="createConversation",
 )
 async def create_conversation(
     body: ConversationCreate, user: CurrentUser, service: Conversations, response: Response
@@ -48,7 +49,10 @@ async def create_conversation(
 
 
 @router.get(
-    "", responses=responses(*AUTHENTICATED_ERRORS, BadRequest), summary="My conversations, newest first"
+    "",
+    responses=responses(*AUTHENTICATED_ERRORS, BadRequest),
+    summary="My conversations, newest first",
+    operation_id="listConversations",
 )
 async def list_conversations(
     user: CurrentUser,
@@ -62,7 +66,10 @@ async def list_conversations(
 
 
 @router.get(
-    "/{conversation_id}", responses=responses(*AUTHENTICATED_ERRORS, NotFound), summary="One conversation"
+    "/{conversation_id}",
+    responses=responses(*AUTHENTICATED_ERRORS, NotFound),
+    summary="One conversation",
+    operation_id="getConversation",
 )
 async def get_conversation(
     conversation_id: uuid.UUID, user: CurrentUser, service: Conversations
@@ -74,6 +81,7 @@ async def get_conversation(
     "/{conversation_id}",
     responses=responses(*AUTHENTICATED_ERRORS, *BODY_ERRORS, NotFound),
     summary="Switch mode or rename (next turn uses it)",
+    operation_id="updateConversation",
 )
 async def update_conversation(
     conversation_id: uuid.UUID, body: ConversationUpdate, user: CurrentUser, service: Conversations
@@ -86,6 +94,7 @@ async def update_conversation(
     status_code=status.HTTP_204_NO_CONTENT,
     responses=responses(*AUTHENTICATED_ERRORS, NotFound),
     summary="Delete a conversation and its messages",
+    operation_id="deleteConversation",
 )
 async def delete_conversation(
     conversation_id: uuid.UUID, user: CurrentUser, service: Conversations
@@ -98,6 +107,7 @@ async def delete_conversation(
     "/{conversation_id}/messages",
     responses=responses(*AUTHENTICATED_ERRORS, NotFound, BadRequest),
     summary="History by seq (ascending), paginated",
+    operation_id="listMessages",
 )
 async def list_messages(
     conversation_id: uuid.UUID,
@@ -116,6 +126,7 @@ async def list_messages(
     "/{conversation_id}/messages/{message_id}/variants",
     responses=responses(*AUTHENTICATED_ERRORS, NotFound),
     summary="The alternative replies to a message (regenerations, answers to earlier edits)",
+    operation_id="listReplyVariants",
 )
 async def list_variants(
     conversation_id: uuid.UUID, message_id: uuid.UUID, user: CurrentUser, service: Conversations

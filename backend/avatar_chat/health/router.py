@@ -16,12 +16,17 @@ class Health(BaseModel):
     status: str
 
 
-@router.get("/health", summary="The process is up")
+@router.get("/health", summary="The process is up", operation_id="getHealth")
 async def health() -> Health:
     return Health(status="ok")
 
 
-@router.get("/ready", responses=responses(ServiceUnavailable), summary="Database reachable, schema current")
+@router.get(
+    "/ready",
+    responses=responses(ServiceUnavailable),
+    summary="Database reachable, schema current",
+    operation_id="getReadiness",
+)
 async def ready(db: DB, request: Request) -> Health:
     schema_version: str = request.state.schema_version
     async with db.connection() as conn:

@@ -41,6 +41,7 @@ IMPORT_PATH = "/me/import"
     "notice and what it cost), usage.json and the JSON Schema of each file (schemas/). One export per "
     "user at a time (429 export_in_progress) and EXPORTS_PER_DAY a day (429 export_limited); 503 busy "
     "while this server makes EXPORTS_PER_WORKER others. See docs/portability.md.",
+    operation_id="exportMyData",
 )
 async def export_my_data(user: CurrentUser, portability: Portability) -> StreamingResponse:
     chunks = await portability.export(user)
@@ -82,6 +83,7 @@ async def export_my_data(user: CurrentUser, portability: Portability) -> Streami
             },
         }
     },
+    operation_id="importMyData",
 )
 async def import_my_data(
     user: CurrentUser,

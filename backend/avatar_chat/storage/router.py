@@ -49,6 +49,7 @@ def _object_not_found() -> NotFound:
             }
         ]
     },
+    operation_id="getSignedObject",
 )
 async def signed_object(
     bucket: Annotated[str, Path(max_length=63)],

@@ -23,6 +23,7 @@ router = APIRouter(tags=["account"])
     "when each window resets, in the user's time zone; per model and kind. Read from the "
     "database at every call, so a plan changed in the dashboard shows at once. Over a quota, "
     "a send answers 429 quota_exceeded (see docs/usage.md).",
+    operation_id="getMyUsage",
 )
 async def my_usage(user: CurrentUser, db: DB) -> dict[str, object]:
     return await repository.my_usage(db, user)
