@@ -68,6 +68,18 @@ ROUTERS = (
 )
 
 
+# The domains operations are grouped by (one tag each): what a client generator makes its
+# API classes of.
+OPENAPI_TAGS = [
+    {"name": "avatars", "description": "My avatar: its persona and versions, its image, character cards."},
+    {"name": "conversations", "description": "Conversations and their messages, read."},
+    {"name": "chat", "description": "Sending messages; the replies streamed, stopped, regenerated, edited."},
+    {"name": "account", "description": "My account: usage against my plan, export, import, deletion."},
+    {"name": "storage", "description": "Images of the local store, by signed URL (as Supabase Storage)."},
+    {"name": "health", "description": "Liveness and readiness, for load balancers and orchestrators."},
+]
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     metrics = Metrics(enabled=settings.metrics_enabled)
@@ -89,6 +101,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="1.0.0",
         summary="AI-avatar chat on Supabase: personas switched live, streamed replies, no lost messages.",
         lifespan=lifespan,
+        openapi_tags=OPENAPI_TAGS,
         # FastAPI's built-in OpenTelemetry looks up the global providers on every request;
         # this service exports nothing through it (its metrics are its own).
         telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},

@@ -253,6 +253,8 @@ def test_every_operation_has_a_method_name_a_summary_and_a_domain(schema: dict[s
         assert op.get("summary", "").strip(), where
         assert op.get("tags") and len(op["tags"]) == 1 and op["tags"][0] in DOMAINS, (where, op.get("tags"))
     assert len(ids) == len(set(ids)), sorted(i for i in ids if ids.count(i) > 1)
+    assert {tag["name"] for tag in schema["tags"]} == DOMAINS
+    assert all(tag["description"] for tag in schema["tags"])
     assert {"getMyAvatar", "sendMessage", "switchPersona", "listConversations"} <= set(ids)
 
 
