@@ -242,7 +242,7 @@ def _operations(schema: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]
     ]
 
 
-def test_every_operation_has_a_method_name_a_summary_and_a_domain(schema: dict[str, Any]) -> None:
+def test_every_operation_has_a_method_name_a_summary_a_description_a_domain(schema: dict[str, Any]) -> None:
     """What a client generator names its methods and groups them by (issue #23)."""
     ids = []
     for method, path, op in _operations(schema):
@@ -251,6 +251,7 @@ def test_every_operation_has_a_method_name_a_summary_and_a_domain(schema: dict[s
         assert re.fullmatch(r"[a-z]+(?:[A-Z][a-z]+)*", operation_id), (where, operation_id)
         ids.append(operation_id)
         assert op.get("summary", "").strip(), where
+        assert op.get("description", "").strip(), where
         assert op.get("tags") and len(op["tags"]) == 1 and op["tags"][0] in DOMAINS, (where, op.get("tags"))
     assert len(ids) == len(set(ids)), sorted(i for i in ids if ids.count(i) > 1)
     assert {tag["name"] for tag in schema["tags"]} == DOMAINS

@@ -77,6 +77,7 @@ def _answer(avatar: AvatarRead, status_code: int = status.HTTP_200_OK, **headers
     operation_id="createMyAvatar",
 )
 async def create_avatar(body: AvatarCreate, user: CurrentUser, service: Avatars) -> Response:
+    """Creates the signed-in user's avatar (version 1). 409 `avatar_exists` when there is one already."""
     avatar = await service.create(user, body)
     return _answer(avatar, status.HTTP_201_CREATED, Location="/avatars/me")
 
@@ -89,6 +90,8 @@ async def create_avatar(body: AvatarCreate, user: CurrentUser, service: Avatars)
     operation_id="getMyAvatar",
 )
 async def get_avatar(user: CurrentUser, service: Avatars) -> Response:
+    """The signed-in user's avatar, with its `ETag` (its version) for `If-Match`. 404
+    `avatar_not_found` without one."""
     return _answer(await service.get(user))
 
 
@@ -107,6 +110,8 @@ def _patch(path: str, *, summary: str, operation_id: str) -> Callable[[Decorated
 
 @_patch("/me", summary="Change my avatar's name, personality or backstory", operation_id="updateMyAvatar")
 async def update_avatar(body: AvatarUpdate, user: CurrentUser, request: Request) -> Response:
+    """Changes the fields sent; the answer is the avatar as written, a new version. With `If-Match`
+    only if the avatar is still that version (412 otherwise). 404 `avatar_not_found`."""
     return _answer(await avatar_service.of(request).update(user, body, if_match=_if_match(request)))
 
 
@@ -114,6 +119,8 @@ async def update_avatar(body: AvatarUpdate, user: CurrentUser, request: Request)
 async def update_persona(body: PersonaUpdateRequest, user: CurrentUser, request: Request) -> Response:
     # The service comes from the request rather than a dependency: the persona switch is
     # the hottest write, and each FastAPI dependency costs it about 10 us per request.
+    """Switches the persona live: the next reply in any conversation uses it. With `If-Match` only if
+    the avatar is still that version (412 otherwise). 404 `avatar_not_found`."""
     return _answer(await avatar_service.of(request).update(user, body, if_match=_if_match(request)))
 
 
@@ -131,6 +138,8 @@ async def list_history(
         str | None, page_cursor(max_length=HISTORY_CURSOR_MAX, pattern=HISTORY_CURSOR_PATTERN)
     ] = None,
 ) -> AvatarHistoryPage:
+    """Every version of the avatar, newest first; `next_cursor` for the next page (null at the end).
+    Empty without an avatar. 400 `invalid_cursor` for a cursor this API did not give."""
     return await service.history(user, limit=limit, cursor=cursor)
 
 
@@ -149,6 +158,9 @@ async def restore_version(
     user: CurrentUser,
     request: Request,
 ) -> Response:
+    """Makes a new version with the persona of an earlier one (see the history). With `If-Match` only
+    if the avatar is still that version (412 otherwise). 404 `avatar_not_found` (or no such
+    version)."""
     return _answer(await avatar_service.of(request).restore(user, version, if_match=_if_match(request)))
 
 
@@ -160,6 +172,7 @@ async def restore_version(
     operation_id="deleteMyAvatar",
 )
 async def delete_avatar(user: CurrentUser, service: Avatars) -> Response:
+    """Deletes the avatar and its image. 404 `avatar_not_found`."""
     await service.delete(user)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
@@ -214,6 +227,8 @@ async def put_image(user: CurrentUser, service: Avatars, request: Request) -> Re
     operation_id="getMyAvatarImage",
 )
 async def get_image(user: CurrentUser, service: Avatars, request: Request) -> AvatarImage:
+    """Signed URLs of the avatar's image, one per size, valid for a limited time. 404
+    `avatar_not_found`, or `image_not_found` without an image."""
     return await service.image(user, base_url=str(request.base_url))
 
 

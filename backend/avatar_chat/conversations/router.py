@@ -43,6 +43,7 @@ PageLimit = Annotated[int, page_limit(PAGE_MAX)]
 async def create_conversation(
     body: ConversationCreate, user: CurrentUser, service: Conversations, response: Response
 ) -> ConversationRead:
+    """Starts a conversation in a mode (the avatar's persona answers in it)."""
     conversation = await service.create(user, body)
     response.headers["Location"] = f"/conversations/{conversation.id}"
     return conversation
@@ -62,6 +63,8 @@ async def list_conversations(
         str | None, page_cursor(max_length=CURSOR_MAX, min_length=CURSOR_MIN, pattern=CURSOR_PATTERN)
     ] = None,
 ) -> ConversationPage:
+    """A page of the user's conversations, newest first; `next_cursor` for the next page (null at the
+    end). 400 `invalid_cursor` for a cursor this API did not give."""
     return await service.list(user, limit=limit, cursor=cursor)
 
 
@@ -74,6 +77,7 @@ async def list_conversations(
 async def get_conversation(
     conversation_id: uuid.UUID, user: CurrentUser, service: Conversations
 ) -> ConversationRead:
+    """One conversation of the user. 404 `conversation_not_found`."""
     return await service.get(user, conversation_id)
 
 
@@ -86,6 +90,7 @@ async def get_conversation(
 async def update_conversation(
     conversation_id: uuid.UUID, body: ConversationUpdate, user: CurrentUser, service: Conversations
 ) -> ConversationRead:
+    """Switches the mode or renames the conversation; the next turn uses it. 404 `conversation_not_found`."""
     return await service.update(user, conversation_id, body)
 
 
@@ -99,6 +104,7 @@ async def update_conversation(
 async def delete_conversation(
     conversation_id: uuid.UUID, user: CurrentUser, service: Conversations
 ) -> Response:
+    """Deletes the conversation and all its messages. 404 `conversation_not_found`."""
     await service.delete(user, conversation_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
@@ -119,6 +125,9 @@ async def list_messages(
         int | None, Query(ge=1, le=2**53, description="The latest messages with seq < before.")
     ] = None,
 ) -> MessagePage:
+    """A page of the conversation's messages by `seq`: `after` (messages with a higher seq, oldest
+    first) or `before` (the latest ones below it); `has_more` says whether there are more. 400
+    `invalid_cursor` with both; 404 `conversation_not_found`."""
     return await service.messages(user, conversation_id, after=after, before=before, limit=limit)
 
 

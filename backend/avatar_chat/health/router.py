@@ -18,6 +18,7 @@ class Health(BaseModel):
 
 @router.get("/health", summary="The process is up", operation_id="getHealth")
 async def health() -> Health:
+    """Liveness: 200 as long as the process answers; nothing else is checked."""
     return Health(status="ok")
 
 
@@ -28,6 +29,8 @@ async def health() -> Health:
     operation_id="getReadiness",
 )
 async def ready(db: DB, request: Request) -> Health:
+    """Readiness: 200 when the database answers and its schema is the one this version needs; 503
+    otherwise (`schema_outdated` when migrations are missing)."""
     schema_version: str = request.state.schema_version
     async with db.connection() as conn:
         applied = await is_applied(conn, schema_version)

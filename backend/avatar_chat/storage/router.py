@@ -64,6 +64,10 @@ async def signed_object(
     store: Images,
     request: Request,
 ) -> FileResponse:
+    """Serves an object of the local store (the embedded default) for a signed URL that GET
+    /avatars/me/image made: 400 `invalid_signature` (no token, a bad one, or one for another
+    object), `signature_expired` or `invalid_object_path`; 404 `object_not_found` (also with
+    Supabase Storage configured, which serves its own URLs)."""
     token = request.query_params.get("token")
     if not token or len(token) > TOKEN_MAX:
         raise BadRequest("A signed URL needs its token (up to 2048 characters).", code="invalid_signature")
