@@ -100,6 +100,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="Avatar chat backend",
         version="1.0.0",
         summary="AI-avatar chat on Supabase: personas switched live, streamed replies, no lost messages.",
+        description="Each signed-in user (a Supabase Auth access token, `Authorization: Bearer`) owns an AI "
+        "avatar, switches its persona live and chats with it; replies stream as server-sent events. Every "
+        'error has one shape, `{"error": {"code", "message", "details", "request_id"}}`, with a '
+        "stable machine-readable `code`. The guide: docs/api.md in the repository.",
+        contact={"name": "The avatar-chat maintainers (see the README)"},
+        # Relative: the schema describes whichever deployment serves it.
+        servers=[{"url": "/", "description": "The deployment serving this schema"}],
         lifespan=lifespan,
         openapi_tags=OPENAPI_TAGS,
         # FastAPI's built-in OpenTelemetry looks up the global providers on every request;
