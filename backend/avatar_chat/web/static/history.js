@@ -173,6 +173,9 @@ export function wireHistory() {
   );
   $("history-close").addEventListener("click", () => $("history-dialog").close());
   $("history-dialog").addEventListener("close", () => {
+    // The event comes after the dialog closed: it may have been opened again meanwhile (a
+    // reply's "persona vN" right after Escape), and that history is not to be dropped.
+    if ($("history-dialog").open) return;
     const opener = state.history?.opener;
     state.history = null;
     setTimeout(() => {
