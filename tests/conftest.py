@@ -29,15 +29,28 @@ from tests.support.pooler import PgBouncer
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """With TEST_ONLY_DATABASE_TESTS (tests/runners/majors.py, on another PostgreSQL major):
     only the tests that use the database under test; the others do not depend on it, and
-    nor do those marked `same_on_every_major` (they run on the embedded server)."""
-    if not os.environ.get("TEST_ONLY_DATABASE_TESTS"):
+    nor do those marked `same_on_every_major` (they run on the embedded server).
+
+    TEST_BROWSER_TESTS (set by tests/runners/majors.py, which runs the majors at the same
+    time): `elsewhere` leaves out the tests marked `browser`, `here` takes them in (whatever
+    the rules above say): they drive Chromium against servers of their own and depend on no
+    major, so they run once, in the run that has the most time to spare."""
+    only_database = bool(os.environ.get("TEST_ONLY_DATABASE_TESTS"))
+    browser = os.environ.get("TEST_BROWSER_TESTS", "")
+    if not only_database and browser != "elsewhere":
         return
-    keep = [
-        item
-        for item in items
-        if "database_url" in getattr(item, "fixturenames", ())
-        and item.get_closest_marker("same_on_every_major") is None
-    ]
+
+    def kept(item: pytest.Item) -> bool:
+        if item.get_closest_marker("browser") is not None and browser:
+            return browser == "here"
+        if not only_database:
+            return True
+        return (
+            "database_url" in getattr(item, "fixturenames", ())
+            and item.get_closest_marker("same_on_every_major") is None
+        )
+
+    keep = [item for item in items if kept(item)]
     config.hook.pytest_deselected(items=[item for item in items if item not in keep])
     items[:] = keep
 

@@ -11,7 +11,9 @@ started on a Unix socket by the same `EmbeddedPostgres` the app uses, TEST_DATAB
 pointed at it. Those runs take only the tests that use the database under test
 (TEST_ONLY_DATABASE_TESTS, see conftest.py): the others (token checks, the splitter, tests
 with servers of their own) and those marked `same_on_every_major` (the wheel, the fuzzing)
-do not depend on it and run in the embedded run only.
+do not depend on it and run in the embedded run only; but the browser tests (marked
+`browser`: Chromium against servers of their own, the longest and major-independent) run
+in the first other run, so the three finish about together.
 
 The runs go at the same time (the suite mostly waits: on timeouts, servers, the model's
 pauses), the embedded one printing as it goes, each other one printed whole when it ends;
@@ -162,7 +164,10 @@ def _main(args: list[str], runner: Runner) -> int:
     codes: list[int] = []
     with contextlib.ExitStack() as stack:  # the clusters, removed on the way out
         stack.callback(runner.stop_all)  # ...after every pytest, also if a cluster fails to start
-        embedded = runner.start("the embedded PostgreSQL", args, dict(os.environ))
+        # The browser tests (major-independent, the longest) go to the first other run:
+        # the embedded one runs every other major-independent test (TEST_BROWSER_TESTS, conftest.py).
+        split = {"TEST_BROWSER_TESTS": "elsewhere"} if bin_dirs else {}
+        embedded = runner.start("the embedded PostgreSQL", args, {**os.environ, **split})
         if sequential:
             codes.append(embedded.wait())
         others: list[Run] = []
@@ -171,6 +176,7 @@ def _main(args: list[str], runner: Runner) -> int:
                 break
             dsn, version = stack.enter_context(cluster(bin_dir))
             env = {**os.environ, "TEST_DATABASE_URL": dsn, "TEST_ONLY_DATABASE_TESTS": "1"}
+            env["TEST_BROWSER_TESTS"] = "here" if bin_dir == bin_dirs[0] else "elsewhere"
             label = f"PostgreSQL {version} ({bin_dir})"
             if sequential:
                 codes.append(runner.start(label, args, env).wait())
