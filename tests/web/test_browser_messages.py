@@ -264,6 +264,13 @@ async def test_the_persona_label_tells_the_history_its_version_and_the_avatars_i
     await expect(label).to_have_text("witty · persona v2")
     await label.click()
     assert await page.evaluate("window.personaVersions") == [{"version": 2}]
+    # The history opens at that version once it has read the avatar again (which sets the
+    # panel's image from the avatar's image_path: none here); only then is the image
+    # below set, or that read could come after it and take it away.
+    history = page.get_by_role("dialog", name="Persona history")
+    await expect(history.get_by_role("listitem", name="Version 2 · current")).to_be_focused()
+    await history.get_by_role("button", name="Close").click()
+    await expect(history).to_be_hidden()
 
     # The avatar's image beside its replies, from state.avatarImage as the avatar panel
     # keeps it and tells it (set here the way the panel does: the same module instance).
