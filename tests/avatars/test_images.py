@@ -152,6 +152,22 @@ async def test_bad_uploads_are_4xx_and_change_nothing(
     assert await _files(app_state, user) == []
 
 
+async def test_a_body_that_is_no_image_is_415_whatever_its_if_match_says(
+    app_client: httpx.AsyncClient, user: User
+) -> None:
+    # RFC 9110, 13.2.1: preconditions are evaluated only for a request that would otherwise
+    # succeed; a missing or foreign body is refused as such, not as a stale version.
+    avatar = await create_avatar(app_client, user)
+    for data in (b"", b"GIF89a" + b"\x00" * 100):
+        assert_error(
+            await _put(app_client, user, data, **{"If-Match": '"999"'}), 415, "unsupported_image_type"
+        )
+    stale = await _put(app_client, user, image_bytes(), **{"If-Match": '"999"'})
+    assert_error(stale, 412, "precondition_failed")
+    now = (await app_client.get("/avatars/me", headers=user.headers)).json()
+    assert now["version"] == avatar["version"] and now["image_path"] is None
+
+
 async def test_the_costliest_png_is_taken_and_one_row_more_is_422(
     app_client: httpx.AsyncClient, user: User
 ) -> None:

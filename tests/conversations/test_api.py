@@ -174,11 +174,17 @@ async def test_history_pages_forward_and_backward(app_client: httpx.AsyncClient,
     assert latest["has_more"] is True
     oldest = (await app_client.get(url, params={"before": 3, "limit": 4}, headers=user.headers)).json()
     assert ([m["seq"] for m in oldest["items"]], oldest["has_more"]) == ([1, 2], False)
-    assert_error(
-        await app_client.get(url, params={"before": 3, "after": 1}, headers=user.headers),
-        400,
-        "invalid_cursor",
-    )
+    # Both: the gap between two pages a client holds, oldest first.
+    gap = (
+        await app_client.get(url, params={"after": 2, "before": 9, "limit": 4}, headers=user.headers)
+    ).json()
+    assert ([m["seq"] for m in gap["items"]], gap["has_more"]) == ([3, 4, 5, 6], True)
+    rest = (
+        await app_client.get(url, params={"after": 6, "before": 9, "limit": 4}, headers=user.headers)
+    ).json()
+    assert ([m["seq"] for m in rest["items"]], rest["has_more"]) == ([7, 8], False)
+    empty = (await app_client.get(url, params={"after": 5, "before": 3}, headers=user.headers)).json()
+    assert empty == {"items": [], "has_more": False}
     assert len(await history(app_client, user, conversation["id"])) == 10
 
 

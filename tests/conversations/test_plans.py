@@ -86,11 +86,14 @@ async def test_a_history_page_reads_one_page_in_a_generic_plan(
         async with conn.transaction():
             await conn.execute("select avatar_chat.act_as($1)", json.dumps(claims_of(long_conversation.user)))
             await conn.execute("set local plan_cache_mode = force_generic_plan")
-            await conn.execute(f"prepare page(uuid, bigint, integer) as {sql}")
+            # HISTORY_AFTER's $4 is the upper bound (`before`, else past any seq).
+            upper = ", bigint" if "$4" in sql else ""
+            await conn.execute(f"prepare page(uuid, bigint, integer{upper}) as {sql}")
             try:
                 explained = await conn.fetchval(
                     "explain (analyze, format json)"
-                    f" execute page('{long_conversation.conversation_id}', {bound}, {PAGE})"
+                    f" execute page('{long_conversation.conversation_id}', {bound}, {PAGE}"
+                    f"{', 9007199254740993' if upper else ''})"
                 )
             finally:
                 await conn.execute("deallocate page")

@@ -274,3 +274,47 @@ def test_every_error_response_is_documented_in_the_one_error_shape(schema: dict[
             if int(status) < 400 or (status == "422" and "ErrorResponse" not in str(response)):
                 continue
             assert response["content"]["application/json"]["schema"]["$ref"] == error_ref, (where, status)
+
+
+def _body_schema(schema: dict[str, Any], path: str, method: str) -> dict[str, Any]:
+    ref = schema["paths"][path][method]["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+    found: dict[str, Any] = schema["components"]["schemas"][ref.rsplit("/", 1)[1]]
+    return found
+
+
+def test_a_patch_body_says_which_fields_may_be_null_and_that_one_is_needed(schema: dict[str, Any]) -> None:
+    """A PATCH field left out is unchanged, so its default None is no value a client may send:
+    only the fields that clear something (a conversation's title) take null."""
+    for path, nullable in (("/avatars/me", set()), ("/conversations/{conversation_id}", {"title"})):
+        body = _body_schema(schema, path, "patch")
+        assert body["minProperties"] == 1
+        for name, prop in body["properties"].items():
+            takes_null = {"type": "null"} in prop.get("anyOf", [])
+            assert takes_null == (name in nullable), (path, name, prop)
+            assert "default" not in prop or name in nullable, (path, name, prop)
+
+
+@pytest.mark.parametrize(
+    ("name", "accepted"),
+    [
+        ("Rae", "Rae"),
+        ("  Rae\t", "Rae"),
+        ("   ", None),
+        ("\x1c", None),
+        ("a" * 80, "a" * 80),
+        (" " + "a" * 80, None),
+    ],
+)
+async def test_a_name_is_taken_exactly_when_its_schema_says_so(
+    schema: dict[str, Any], app_client: httpx.AsyncClient, user: User, name: str, accepted: str | None
+) -> None:
+    """Outer whitespace is dropped, but the length counts as sent and a name must hold a
+    character other than whitespace: the schema's maxLength and pattern say exactly that."""
+    prop = _body_schema(schema, "/avatars/me", "post")["properties"]["name"]
+    valid = len(name) <= prop["maxLength"] and re.search(prop["pattern"], name) is not None
+    assert valid == (accepted is not None)
+    response = await app_client.post("/avatars/me", json={"name": name}, headers=user.headers)
+    if accepted is None:
+        assert response.status_code == 422, response.text
+    else:
+        assert (response.status_code, response.json()["name"]) == (201, accepted)

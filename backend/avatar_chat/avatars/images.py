@@ -93,6 +93,15 @@ def sniff(data: bytes) -> str | None:
     return None
 
 
+def image_kind(data: bytes) -> str:
+    """The format `sniff` finds, or 415: checked before anything else about an upload (its
+    If-Match, its rate) so a body that is no image is refused as such (RFC 9110, 13.2.1)."""
+    kind = sniff(data)
+    if kind is None:
+        raise UnsupportedMediaType("Upload a PNG, JPEG or WebP image.", code="unsupported_image_type")
+    return kind
+
+
 def _undecodable() -> ValidationFailed:
     return ValidationFailed("The image could not be decoded.", code="image_undecodable")
 
@@ -108,9 +117,7 @@ def normalise(data: bytes) -> list[bytes]:
     """Square WebP renditions in SIZES order (centre-cropped, EXIF orientation applied,
     metadata dropped) of a PNG, JPEG or WebP image. 415 for anything else, 422 when it
     does not decode or declares more pixels than its format's limit."""
-    kind = sniff(data)
-    if kind is None:
-        raise UnsupportedMediaType("Upload a PNG, JPEG or WebP image.", code="unsupported_image_type")
+    kind = image_kind(data)
     # Pillow warns (DecompressionBombWarning) from 89 MP and refuses from twice that; the
     # limits here refuse far below, so the warning is never acted on (and switching
     # warnings to errors here would change a process-wide filter from a thread).

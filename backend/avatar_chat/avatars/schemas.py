@@ -7,10 +7,10 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 from avatar_chat.avatars.persona import PersonalityType
-from avatar_chat.core.schemas import NextCursor, PartialUpdate, RowModel, StrictModel
+from avatar_chat.core.schemas import NOT_BLANK, NextCursor, PartialUpdate, RowModel, StrictModel, stripped
 
 NAME_MAX = 80
 BACKSTORY_MAX = 4000
@@ -18,7 +18,9 @@ HISTORY_PAGE_MAX = 100
 # Versions in paths and cursors: the integers every JSON client holds exactly.
 VERSION_MAX = 2**53
 
-AvatarName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=NAME_MAX)]
+AvatarName = Annotated[
+    str, StringConstraints(max_length=NAME_MAX, pattern=NOT_BLANK), AfterValidator(stripped)
+]
 Backstory = Annotated[str, StringConstraints(max_length=BACKSTORY_MAX)]
 
 

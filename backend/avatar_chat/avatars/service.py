@@ -11,7 +11,7 @@ from typing import Any
 
 from avatar_chat.avatars import card_png, repository, schemas
 from avatar_chat.avatars.card import SPEC_V3, card_of, encoded, read_json_card, v2_of
-from avatar_chat.avatars.images import CONTENT_TYPE, SIZES, ImageDecodes
+from avatar_chat.avatars.images import CONTENT_TYPE, SIZES, ImageDecodes, image_kind
 from avatar_chat.cache.store import SessionStore
 from avatar_chat.core.claims import Claims
 from avatar_chat.core.database import Database
@@ -163,6 +163,7 @@ class AvatarService:
             if await repository.begin_image_upload_mine(self._db, user, if_match=if_match) is None:
                 raise _not_found()
 
+        image_kind(data)
         renditions = await self._decodes.normalise(data, admit=admit)
         folder = await self._upload(user, renditions)
         try:

@@ -83,7 +83,7 @@ async def delete_conversation(conn: Connection, conversation_id: uuid.UUID) -> b
 # History shows the current alternative of each reply (regenerate and edit add others).
 HISTORY_AFTER = (
     f"select {MESSAGE_COLUMNS} from public.messages"
-    " where conversation_id = $1 and seq > $2 and is_current order by seq limit $3"
+    " where conversation_id = $1 and seq > $2 and seq < $4 and is_current order by seq limit $3"
 )
 HISTORY_BEFORE = (
     f"select {MESSAGE_COLUMNS} from public.messages"
@@ -94,12 +94,13 @@ HISTORY_BEFORE = (
 async def list_messages(
     conn: Connection, conversation_id: uuid.UUID, *, after: int | None, before: int | None, limit: int
 ) -> list[MessageRead]:
-    """Ascending by seq: the page after `after`, or the last page before `before`."""
-    if before is not None:
+    """Ascending by seq: the page after `after` (up to `before` when both are given), or the last
+    page before `before`."""
+    if before is not None and after is None:
         rows = await conn.fetch(HISTORY_BEFORE, conversation_id, before, limit)
         rows.reverse()
     else:
-        rows = await conn.fetch(HISTORY_AFTER, conversation_id, after or 0, limit)
+        rows = await conn.fetch(HISTORY_AFTER, conversation_id, after or 0, limit, before or 2**53 + 1)
     return [MessageRead.from_row(r) for r in rows]
 
 

@@ -111,7 +111,7 @@ async def delete_conversation(
 
 @router.get(
     "/{conversation_id}/messages",
-    responses=responses(*AUTHENTICATED_ERRORS, NotFound, BadRequest),
+    responses=responses(*AUTHENTICATED_ERRORS, NotFound),
     summary="History by seq (ascending), paginated",
     operation_id="listMessages",
 )
@@ -122,12 +122,18 @@ async def list_messages(
     limit: PageLimit = 50,
     after: Annotated[int | None, Query(ge=0, le=2**53, description="Messages with seq > after.")] = None,
     before: Annotated[
-        int | None, Query(ge=1, le=2**53, description="The latest messages with seq < before.")
+        int | None,
+        Query(
+            ge=1,
+            le=2**53,
+            description="The latest messages with seq < before (with `after`: those between them).",
+        ),
     ] = None,
 ) -> MessagePage:
     """A page of the conversation's messages by `seq`: `after` (messages with a higher seq, oldest
-    first) or `before` (the latest ones below it); `has_more` says whether there are more. 400
-    `invalid_cursor` with both; 404 `conversation_not_found`."""
+    first), `before` (the latest ones below it) or both (those between them, oldest first: a
+    gap between two pages a client holds); `has_more` says whether there are more in that
+    direction. 404 `conversation_not_found`."""
     return await service.messages(user, conversation_id, after=after, before=before, limit=limit)
 
 

@@ -8,16 +8,16 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import BaseModel, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, Field, StringConstraints
 
 from avatar_chat.avatars.persona import PersonalityType
 from avatar_chat.core.database import Record
-from avatar_chat.core.schemas import NextCursor, PartialUpdate, RowModel, StrictModel
+from avatar_chat.core.schemas import NOT_BLANK, NextCursor, PartialUpdate, RowModel, StrictModel, stripped
 
 TITLE_MAX = 200
 PAGE_MAX = 100
 
-Title = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=TITLE_MAX)]
+Title = Annotated[str, StringConstraints(max_length=TITLE_MAX, pattern=NOT_BLANK), AfterValidator(stripped)]
 
 
 class ConversationMode(StrEnum):

@@ -87,8 +87,6 @@ class ConversationService:
     async def messages(
         self, user: Claims, conversation_id: uuid.UUID, *, after: int | None, before: int | None, limit: int
     ) -> schemas.MessagePage:
-        if after is not None and before is not None:
-            raise BadRequest("Use either after or before, not both.", code="invalid_cursor")
         async with self._db.as_user(user) as conn:
             rows = await repository.list_messages(
                 conn, conversation_id, after=after, before=before, limit=limit + 1
@@ -97,7 +95,7 @@ class ConversationService:
                 raise _not_found()
         has_more = len(rows) > limit
         if has_more:
-            rows = rows[1:] if before is not None else rows[:limit]
+            rows = rows[1:] if before is not None and after is None else rows[:limit]
         return schemas.MessagePage(items=rows, has_more=has_more)
 
     async def variants(

@@ -9,6 +9,22 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from avatar_chat.core.database import Record
 
+# Text kept without its outer whitespace (names, titles) is declared as
+#     Annotated[str, StringConstraints(max_length=N, pattern=NOT_BLANK), AfterValidator(stripped)]
+# so the schema says exactly what is accepted: at most N characters as sent, one of them not
+# whitespace (a client generator or a fuzzer knows "   " is refused; it does not only learn it
+# from a 422). Python's and Rust's whitespace differ on a few control characters; `stripped`
+# refuses what is left empty either way.
+NOT_BLANK = r"\S"
+
+
+def stripped(value: str) -> str:
+    value = value.strip()
+    if not value:
+        raise ValueError("must contain a character other than whitespace")
+    return value
+
+
 # A cursor-paginated answer's way on.
 NextCursor = Annotated[
     str | None, Field(description="Pass as `cursor` for the next (older) page; null at the end.")
@@ -21,9 +37,31 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def _omittable_not_null(schema: dict[str, Any], model: type[BaseModel]) -> None:
+    """A field outside `nullable` may be left out but is never null: its schema says so (the
+    `None` default only marks it unsent), so a generated client never sends null for it; and
+    an empty body changes nothing, so at least one field is required."""
+    nullable: frozenset[str] = getattr(model, "nullable", frozenset())
+    schema["minProperties"] = 1
+    for name, prop in schema.get("properties", {}).items():
+        if name in nullable:
+            continue
+        variants = prop.pop("anyOf", None)
+        if variants is not None:
+            kept = [v for v in variants if v != {"type": "null"}]
+            if len(kept) == 1:
+                prop.update(kept[0])
+            else:
+                prop["anyOf"] = kept
+        if prop.get("default", ...) is None:
+            del prop["default"]
+
+
 class PartialUpdate(StrictModel):
     """A PATCH body: only the fields sent change; at least one must be sent, and only the
     fields named in `nullable` may be sent as null (to clear them)."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_omittable_not_null)
 
     nullable: ClassVar[frozenset[str]] = frozenset()
 
