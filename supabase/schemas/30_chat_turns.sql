@@ -115,7 +115,15 @@ declare
   rp public.messages;
   av public.avatars;
   nt public.messages;
-  ia avatar_chat.interactions;
+  -- The user's interaction (avatar_chat.interactions) in scalars, never in a variable of
+  -- that row type: PL/pgSQL looks a named row type up again by name when its cache entry
+  -- was invalidated (the table analyzed, say), as the current user, who is `authenticated`
+  -- by then and has no USAGE on avatar_chat: 42501, the turn refused.
+  ia_found boolean := false;
+  ia_started_at timestamptz;
+  ia_last_at timestamptz;
+  ia_disclosed_at timestamptz;
+  ia_reminded_at timestamptz;
   live_workers bigint[];
   upto bigint;
   w_seqs bigint[];
@@ -155,7 +163,10 @@ begin
     -- in memory, nothing written to take it), holding no other lock while they wait here.
     -- act_as checks the claims next, and an error rolls all of it back.
     perform pg_advisory_xact_lock(hashtextextended('avatar_chat.interactions:' || me::text, 0));
-    select * into ia from avatar_chat.interactions i where i.user_id = me;
+    select i.started_at, i.last_at, i.disclosed_at, i.reminded_at
+      into ia_started_at, ia_last_at, ia_disclosed_at, ia_reminded_at
+      from avatar_chat.interactions i where i.user_id = me;
+    ia_found := found;
   end if;
   perform avatar_chat.act_as(claims);
   me := (select auth.uid());
@@ -251,37 +262,37 @@ begin
         blocked := coalesce((verdict ->> case when is_minor then 'minor_block' else 'block' end)::boolean, false);
         crisis := coalesce((verdict ->> case when is_minor then 'minor_crisis' else 'crisis' end)::boolean, false);
       end if;
-      fresh := ia.user_id is null or ia.last_at <= now() - make_interval(secs => (p_safety ->> 'gap_s')::float8);
+      fresh := not ia_found or ia_last_at <= now() - make_interval(secs => (p_safety ->> 'gap_s')::float8);
       if fresh then
-        ia := row(me, now(), now(), null, null);
+        ia_started_at := now(); ia_last_at := now(); ia_disclosed_at := null; ia_reminded_at := null;
         ia_changed := true;
       end if;
       if p_safety ->> 'disclosure' is not null and (
-        conv.last_seq = 0 or ia.disclosed_at is null
-        or ia.disclosed_at <= now() - make_interval(secs => (p_safety ->> 'every_s')::float8)
+        conv.last_seq = 0 or ia_disclosed_at is null
+        or ia_disclosed_at <= now() - make_interval(secs => (p_safety ->> 'every_s')::float8)
       ) then
         insert into public.messages (conversation_id, role, content, status, notice_kind)
         values (conv.id, 'notice', p_safety ->> 'disclosure', 'complete', 'disclosure')
         returning * into nt;
-        ia.disclosed_at := now();
+        ia_disclosed_at := now();
         ia_changed := true;
         n_ids := n_ids || nt.id; n_seqs := n_seqs || nt.seq; n_kinds := n_kinds || 'disclosure'::text;
         n_contents := n_contents || nt.content; n_ats := n_ats || nt.created_at;
       end if;
       if is_minor and p_safety ->> 'break' is not null
-         and greatest(ia.started_at, ia.reminded_at) <= now() - make_interval(secs => (p_safety ->> 'every_s')::float8) then
+         and greatest(ia_started_at, ia_reminded_at) <= now() - make_interval(secs => (p_safety ->> 'every_s')::float8) then
         insert into public.messages (conversation_id, role, content, status, notice_kind)
         values (conv.id, 'notice', p_safety ->> 'break', 'complete', 'break')
         returning * into nt;
-        ia.reminded_at := now();
+        ia_reminded_at := now();
         ia_changed := true;
         n_ids := n_ids || nt.id; n_seqs := n_seqs || nt.seq; n_kinds := n_kinds || 'break'::text;
         n_contents := n_contents || nt.content; n_ats := n_ats || nt.created_at;
       end if;
       -- The interaction's latest message, kept to the minute: a user's every turn need not
       -- write it (the gap that ends an interaction is counted in tens of minutes).
-      if ia_changed or ia.last_at < now() - interval '1 minute' then
-        ia.last_at := now();
+      if ia_changed or ia_last_at < now() - interval '1 minute' then
+        ia_last_at := now();
         ia_changed := true;
       end if;
     end if;
@@ -346,7 +357,7 @@ begin
     perform set_config('role', 'none', true);
     if ia_changed then
       insert into avatar_chat.interactions as i (user_id, started_at, last_at, disclosed_at, reminded_at)
-      values (me, ia.started_at, ia.last_at, ia.disclosed_at, ia.reminded_at)
+      values (me, ia_started_at, ia_last_at, ia_disclosed_at, ia_reminded_at)
       on conflict (user_id) do update
         set started_at = excluded.started_at, last_at = excluded.last_at,
             disclosed_at = excluded.disclosed_at, reminded_at = excluded.reminded_at;
