@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncpg
 import httpx
+import pytest
 
+from avatar_chat.core.db_errors import translate
 from tests.support.assertions import assert_error
 from tests.support.factories import User, create_avatar
 
@@ -58,11 +60,24 @@ async def test_overlong_strings(app_client: httpx.AsyncClient, user: User) -> No
     )
 
 
-async def test_value_postgres_refuses_is_422(app_client: httpx.AsyncClient, user: User) -> None:
-    # Valid JSON and valid for pydantic, but Postgres text cannot hold NUL.
-    response = await app_client.post("/avatars/me", json={"name": "A\u0000va"}, headers=user.headers)
-    assert_error(response, 422, "invalid_value")
+async def test_a_nul_character_is_refused_by_the_schema_before_postgres(
+    app_client: httpx.AsyncClient, user: User
+) -> None:
+    # Postgres text cannot hold NUL: the schema says so (its pattern), so the request is
+    # refused as invalid with the field named, before anything reaches the database.
+    for body in ({"name": "A\u0000va"}, {"name": "Ava", "backstory": "x\u0000"}):
+        response = await app_client.post("/avatars/me", json=body, headers=user.headers)
+        assert_error(response, 422, "validation_failed")
+        assert response.json()["error"]["details"][0]["loc"] == ["body", next(reversed(body))]
     assert_error(await app_client.get("/avatars/me", headers=user.headers), 404, "avatar_not_found")
+
+
+async def test_a_value_postgres_refuses_is_422_invalid_value(owner: asyncpg.Connection) -> None:
+    # Whatever a schema lets through and Postgres cannot hold is still a 422, not a 500.
+    with pytest.raises(asyncpg.DataError) as refused:
+        await owner.fetchval("select $1::text", "A\u0000va")
+    error = translate(refused.value)
+    assert error is not None and (error.status_code, error.code) == (422, "invalid_value")
 
 
 async def test_token_of_deleted_user(

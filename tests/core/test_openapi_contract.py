@@ -300,7 +300,9 @@ def test_a_patch_body_says_which_fields_may_be_null_and_that_one_is_needed(schem
         ("Rae", "Rae"),
         ("  Rae\t", "Rae"),
         ("   ", None),
-        ("\x1c", None),
+        ("\x1c", "\x1c"),
+        ("\u3000Rae\u00a0", "Rae"),
+        ("\ufeff\u2028", None),
         ("a" * 80, "a" * 80),
         (" " + "a" * 80, None),
     ],
@@ -309,7 +311,8 @@ async def test_a_name_is_taken_exactly_when_its_schema_says_so(
     schema: dict[str, Any], app_client: httpx.AsyncClient, user: User, name: str, accepted: str | None
 ) -> None:
     """Outer whitespace is dropped, but the length counts as sent and a name must hold a
-    character other than whitespace: the schema's maxLength and pattern say exactly that."""
+    character other than whitespace: the schema's maxLength and pattern say exactly that,
+    whitespace being what a JSON Schema pattern's is (ECMA-262: not \\x1c, but \\ufeff)."""
     prop = _body_schema(schema, "/avatars/me", "post")["properties"]["name"]
     valid = len(name) <= prop["maxLength"] and re.search(prop["pattern"], name) is not None
     assert valid == (accepted is not None)

@@ -45,6 +45,7 @@ from pydantic import ValidationError
 from avatar_chat.avatars.persona import TRAITS, PersonalityType
 from avatar_chat.avatars.schemas import BACKSTORY_MAX, NAME_MAX, CardDataV2, CardDataV3
 from avatar_chat.core.errors import ValidationFailed
+from avatar_chat.core.schemas import WHITESPACE
 
 SPEC_V2: Final = "chara_card_v2"
 SPEC_V3: Final = "chara_card_v3"
@@ -181,7 +182,7 @@ def read_card(card: Any) -> ImportedCard:
                 for e in exc.errors()
             ],
         ) from None
-    name = data["name"].strip()
+    name = data["name"].strip(WHITESPACE)
     if not 1 <= len(name) <= NAME_MAX:
         raise _invalid(["data", "name"], f"the name must have 1 to {NAME_MAX} characters (trimmed)")
     description = data.get("description", "")

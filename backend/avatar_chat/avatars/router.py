@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
@@ -41,6 +42,7 @@ from avatar_chat.core.errors import (
     responses,
 )
 from avatar_chat.core.http import etag, header_parameter, page_cursor, page_limit, parse_if_match, read_header
+from avatar_chat.core.openapi import ETAG, ETAG_HEADER, LOCATION_HEADER, answer, body
 
 router = APIRouter(prefix="/avatars", tags=["avatars"])
 
@@ -68,11 +70,42 @@ def _answer(avatar: AvatarRead, status_code: int = status.HTTP_200_OK, **headers
     )
 
 
+# What an answer holding the avatar (and its ETag) feeds: read, change (If-Match from the
+# ETag), restore its version, its history, card and image, delete.
+_AVATAR_LINKS: dict[str, dict[str, str]] = {
+    "getMyAvatar": {},
+    "updateMyAvatar": {"header.If-Match": ETAG},
+    "switchPersona": {"header.If-Match": ETAG},
+    "restoreMyAvatarVersion": {"path.version": body("/version"), "header.If-Match": ETAG},
+    "listMyAvatarHistory": {},
+    "exportMyAvatarCard": {},
+    "setMyAvatarImage": {"header.If-Match": ETAG},
+    "deleteMyAvatar": {},
+}
+_IMAGE_LINKS: dict[str, dict[str, str]] = {
+    "getMyAvatarImage": {},
+    "deleteMyAvatarImage": {"header.If-Match": ETAG},
+}
+
+
+def _avatar_answer(
+    status_code: int, description: str | None = None, *, created: bool = False, image: bool = False
+) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI of an answer that is the avatar: its ETag (and Location when created) and
+    its links."""
+    headers = {**ETAG_HEADER, **(LOCATION_HEADER if created else {})}
+    targets = {**_AVATAR_LINKS, **(_IMAGE_LINKS if image else {})}
+    return {status_code: answer(description, headers=headers, **targets)}
+
+
 @router.post(
     "/me",
     status_code=status.HTTP_201_CREATED,
     response_model=AvatarRead,
-    responses=responses(*AUTHENTICATED_ERRORS, *BODY_ERRORS, Conflict),
+    responses={
+        **responses(*AUTHENTICATED_ERRORS, *BODY_ERRORS, Conflict),
+        **_avatar_answer(status.HTTP_201_CREATED, created=True),
+    },
     summary="Create my avatar",
     operation_id="createMyAvatar",
 )
@@ -85,7 +118,7 @@ async def create_avatar(body: AvatarCreate, user: CurrentUser, service: Avatars)
 @router.get(
     "/me",
     response_model=AvatarRead,
-    responses=responses(*AUTHENTICATED_ERRORS, NotFound),
+    responses={**responses(*AUTHENTICATED_ERRORS, NotFound), **_avatar_answer(200, image=True)},
     summary="My avatar",
     operation_id="getMyAvatar",
 )
@@ -101,7 +134,10 @@ def _patch(path: str, *, summary: str, operation_id: str) -> Callable[[Decorated
     return router.patch(
         path,
         response_model=AvatarRead,
-        responses=responses(*AUTHENTICATED_ERRORS, *BODY_ERRORS, NotFound, PreconditionFailed),
+        responses={
+            **responses(*AUTHENTICATED_ERRORS, *BODY_ERRORS, NotFound, PreconditionFailed),
+            **_avatar_answer(200),
+        },
         summary=summary,
         openapi_extra=_IF_MATCH,
         operation_id=operation_id,
@@ -146,7 +182,7 @@ async def list_history(
 @router.post(
     "/me/restore/{version}",
     response_model=AvatarRead,
-    responses=responses(*AUTHENTICATED_ERRORS, NotFound, PreconditionFailed),
+    responses={**responses(*AUTHENTICATED_ERRORS, NotFound, PreconditionFailed), **_avatar_answer(200)},
     summary="Restore the persona of an earlier version (as a new version)",
     openapi_extra=_IF_MATCH,
     operation_id="restoreMyAvatarVersion",
@@ -203,7 +239,8 @@ _IMAGE_BODY = {
         NotFound,
         PreconditionFailed,
         TooManyRequests,
-    ),
+    )
+    | _avatar_answer(200, image=True),
     summary="Set my avatar's image",
     description="The body is the image (at most AVATAR_IMAGE_MAX_BYTES). It is stored as square WebP "
     "images of 512 and 128 pixels (GET /avatars/me/image for their URLs); the avatar gets a new "
@@ -235,7 +272,7 @@ async def get_image(user: CurrentUser, service: Avatars, request: Request) -> Av
 @router.delete(
     "/me/image",
     response_model=AvatarRead,
-    responses=responses(*AUTHENTICATED_ERRORS, NotFound, PreconditionFailed),
+    responses={**responses(*AUTHENTICATED_ERRORS, NotFound, PreconditionFailed), **_avatar_answer(200)},
     summary="Remove my avatar's image",
     description="The avatar without an image, as a new version (unchanged if it had none).",
     openapi_extra=_IF_MATCH,
@@ -251,11 +288,27 @@ _JSON_TYPE = re.compile(r"application/(?:[\w.+-]+\+)?json", re.IGNORECASE)
 
 
 def _card_schema() -> dict[str, Any]:
+    """The card a request may send: GET's answer as the reader takes it, written out here
+    (GET's models are in the schema's components): `spec_version` may be left out (the spec's
+    own is taken), and a field of `data` the spec names, other than `name`, may be null (read
+    as left out)."""
     schema: dict[str, Any] = TypeAdapter(CharacterCard).json_schema(
         ref_template="#/components/schemas/{model}"
     )
-    # The models it names are in the schema's components already (GET's response_model).
-    schema.pop("$defs", None)
+    defs = schema.pop("$defs")
+    schema.pop("discriminator", None)  # its mapping names the answer's variants
+
+    def written_out(ref: dict[str, str]) -> dict[str, Any]:
+        return copy.deepcopy(defs[ref["$ref"].rsplit("/", 1)[1]])
+
+    for i, ref in enumerate(schema["oneOf"]):
+        variant = written_out(ref)
+        variant["required"] = [name for name in variant["required"] if name != "spec_version"]
+        data = variant["properties"]["data"] = written_out(variant["properties"]["data"])
+        for name, prop in data["properties"].items():
+            if name != "name":
+                data["properties"][name] = {"anyOf": [prop, {"type": "null"}]}
+        schema["oneOf"][i] = variant
     return schema
 
 
@@ -305,7 +358,10 @@ def _attachment(name: str, extension: str) -> str:
     status_code=status.HTTP_201_CREATED,
     response_model=AvatarRead,
     responses={
-        200: {"model": AvatarRead, "description": "With If-Match: the avatar, overwritten by the card."},
+        200: {
+            "model": AvatarRead,
+            **_avatar_answer(200, "With If-Match: the avatar, overwritten by the card.", image=True)[200],
+        },
         **responses(
             *AUTHENTICATED_ERRORS,
             BadRequest,
@@ -316,6 +372,7 @@ def _attachment(name: str, extension: str) -> str:
             PreconditionFailed,
             TooManyRequests,
         ),
+        **_avatar_answer(status.HTTP_201_CREATED, created=True, image=True),
     },
     summary="Create (or with If-Match overwrite) my avatar from a character card",
     description="The body is a Character Card V2 or V3: its JSON (`Content-Type: application/json`, "

@@ -10,7 +10,15 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 from avatar_chat.avatars.persona import PersonalityType
-from avatar_chat.core.schemas import NOT_BLANK, NextCursor, PartialUpdate, RowModel, StrictModel, stripped
+from avatar_chat.core.schemas import (
+    NOT_BLANK,
+    TEXT,
+    NextCursor,
+    PartialUpdate,
+    RowModel,
+    StrictModel,
+    stripped,
+)
 
 NAME_MAX = 80
 BACKSTORY_MAX = 4000
@@ -21,10 +29,14 @@ VERSION_MAX = 2**53
 AvatarName = Annotated[
     str, StringConstraints(max_length=NAME_MAX, pattern=NOT_BLANK), AfterValidator(stripped)
 ]
-Backstory = Annotated[str, StringConstraints(max_length=BACKSTORY_MAX)]
+Backstory = Annotated[str, StringConstraints(max_length=BACKSTORY_MAX, pattern=TEXT)]
 
 
 class AvatarCreate(StrictModel):
+    examples = (
+        {"name": "Rae", "personality": "playful", "backstory": "A lighthouse keeper who loves puns."},
+    )
+
     name: AvatarName
     personality: PersonalityType = PersonalityType.friendly
     backstory: Backstory = ""
@@ -33,6 +45,11 @@ class AvatarCreate(StrictModel):
 class AvatarUpdate(PartialUpdate):
     """Only the fields sent are changed; at least one is required, none may be null."""
 
+    examples = (
+        {"name": "Rae"},
+        {"backstory": "Grew up by the sea."},
+    )
+
     name: AvatarName | None = None
     personality: PersonalityType | None = None
     backstory: Backstory | None = None
@@ -40,6 +57,8 @@ class AvatarUpdate(PartialUpdate):
 
 class PersonaUpdateRequest(PartialUpdate):
     """The persona switch: a PATCH of `personality` alone, written as its `.value`."""
+
+    examples = ({"personality": "witty"},)
 
     personality: PersonalityType
 
@@ -109,7 +128,7 @@ class CardDataV2(_CardModel):
     read as empty; a field sent as null is read as left out."""
 
     name: str = Field(
-        min_length=1, max_length=NAME_MAX, pattern=r"\S", description="Trimmed, 1-80 characters."
+        min_length=1, max_length=NAME_MAX, pattern=NOT_BLANK, description="Trimmed, 1-80 characters."
     )
     description: str = ""
     personality: str = ""

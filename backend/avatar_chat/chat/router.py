@@ -32,6 +32,7 @@ from avatar_chat.core.errors import (
     responses,
 )
 from avatar_chat.core.http import header_parameter, read_header
+from avatar_chat.core.openapi import answer, body
 
 router = APIRouter(prefix="/conversations", tags=["chat"])
 
@@ -51,6 +52,22 @@ _TURN_ERRORS = (
 )
 
 
+# What an exchange feeds: the conversation's history; its reply streamed, stopped, its
+# alternatives, another one, chosen, deleted; the user's message edited.
+_IN_CONVERSATION = {"path.conversation_id": "$request.path.conversation_id"}
+_REPLY = {**_IN_CONVERSATION, "path.message_id": body("/assistant_message/id")}
+_EXCHANGE_LINKS: dict[str, dict[str, str]] = {
+    "listMessages": _IN_CONVERSATION,
+    "streamReply": _REPLY,
+    "stopReply": _REPLY,
+    "listReplyVariants": _REPLY,
+    "regenerateReply": _REPLY,
+    "chooseReply": _REPLY,
+    "deleteMessage": _REPLY,
+    "editMessage": {**_IN_CONVERSATION, "path.message_id": body("/user_message/id")},
+}
+
+
 def _turn_route(summary: str, description: str) -> dict[str, Any]:
     """What every route that starts a reply declares: JSON or SSE, its errors, the key."""
     return {
@@ -59,8 +76,8 @@ def _turn_route(summary: str, description: str) -> dict[str, Any]:
         "responses": {
             **responses(*_TURN_ERRORS),
             201: {
-                "description": "The saved user message and reply.",
                 "content": {events.MEDIA_TYPE: {"schema": events.TURN_SCHEMA}},
+                **answer("The saved user message and reply.", **_EXCHANGE_LINKS),
             },
         },
         "summary": summary,

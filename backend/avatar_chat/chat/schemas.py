@@ -7,15 +7,17 @@ from typing import Annotated
 from pydantic import BaseModel, Field, StringConstraints
 
 from avatar_chat.conversations.schemas import MessageRead
-from avatar_chat.core.schemas import StrictModel
+from avatar_chat.core.schemas import TEXT, StrictModel
 
 CONTENT_MAX = 8000
 IDEMPOTENCY_KEY_MAX = 200
 
-Content = Annotated[str, StringConstraints(min_length=1, max_length=CONTENT_MAX)]
+Content = Annotated[str, StringConstraints(min_length=1, max_length=CONTENT_MAX, pattern=TEXT)]
 
 
 class MessageCreate(StrictModel):
+    examples = ({"content": "Hello! How was your day?"},)
+
     content: Content
 
 

@@ -27,16 +27,30 @@ from avatar_chat.core.errors import (
     responses,
 )
 from avatar_chat.core.http import page_cursor, page_limit
+from avatar_chat.core.openapi import LOCATION_HEADER, answer, body
 
 router = APIRouter(prefix="/conversations", tags=["conversations"])
 
 PageLimit = Annotated[int, page_limit(PAGE_MAX)]
 
+# What an answer holding a conversation feeds: read, change, delete it, its history, a send.
+_CONVERSATION = {"path.conversation_id": body("/id")}
+_CONVERSATION_ANSWER = answer(
+    getConversation=_CONVERSATION,
+    updateConversation=_CONVERSATION,
+    deleteConversation=_CONVERSATION,
+    listMessages=_CONVERSATION,
+    sendMessage=_CONVERSATION,
+)
+
 
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
-    responses=responses(*AUTHENTICATED_ERRORS, *BODY_ERRORS),
+    responses={
+        **responses(*AUTHENTICATED_ERRORS, *BODY_ERRORS),
+        201: {**_CONVERSATION_ANSWER, "headers": dict(LOCATION_HEADER)},
+    },
     summary="Start a conversation",
     operation_id="createConversation",
 )
@@ -70,7 +84,7 @@ async def list_conversations(
 
 @router.get(
     "/{conversation_id}",
-    responses=responses(*AUTHENTICATED_ERRORS, NotFound),
+    responses={**responses(*AUTHENTICATED_ERRORS, NotFound), 200: _CONVERSATION_ANSWER},
     summary="One conversation",
     operation_id="getConversation",
 )
@@ -83,7 +97,7 @@ async def get_conversation(
 
 @router.patch(
     "/{conversation_id}",
-    responses=responses(*AUTHENTICATED_ERRORS, *BODY_ERRORS, NotFound),
+    responses={**responses(*AUTHENTICATED_ERRORS, *BODY_ERRORS, NotFound), 200: _CONVERSATION_ANSWER},
     summary="Switch mode or rename (next turn uses it)",
     operation_id="updateConversation",
 )

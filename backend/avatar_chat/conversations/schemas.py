@@ -48,12 +48,19 @@ class MessageStatus(StrEnum):
 
 
 class ConversationCreate(StrictModel):
+    examples = ({"mode": "companion", "title": "Evening chat"},)
+
     mode: ConversationMode = ConversationMode.assistant
     title: Title | None = None
 
 
 class ConversationUpdate(PartialUpdate):
     """Switch mode and/or rename; `title: null` clears a title."""
+
+    examples = (
+        {"title": "Weekend plans"},
+        {"mode": "assistant", "title": None},
+    )
 
     nullable = frozenset({"title"})
 

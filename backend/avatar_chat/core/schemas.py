@@ -11,15 +11,29 @@ from avatar_chat.core.database import Record
 
 # Text kept without its outer whitespace (names, titles) is declared as
 #     Annotated[str, StringConstraints(max_length=N, pattern=NOT_BLANK), AfterValidator(stripped)]
-# so the schema says exactly what is accepted: at most N characters as sent, one of them not
+# so the schema says exactly what is accepted: at most N characters as sent, no NUL, one of them not
 # whitespace (a client generator or a fuzzer knows "   " is refused; it does not only learn it
-# from a 422). Python's and Rust's whitespace differ on a few control characters; `stripped`
-# refuses what is left empty either way.
-NOT_BLANK = r"\S"
+# from a 422). Whitespace is ECMA-262's (what `\s` means in a JSON Schema pattern), spelled
+# out: Python's `\s` and str.strip() also take \x1c-\x1f and \x85, Rust's (pydantic's
+# patterns) \x85 but not \ufeff, so no engine is left to its own idea of it.
+WHITESPACE = (
+    "\t\n\v\f\r \u00a0\u1680"
+    + "".join(chr(c) for c in range(0x2000, 0x200B))
+    + "\u2028\u2029\u202f\u205f\u3000\ufeff"
+)
+# Postgres text holds no NUL character: text a request sends says so (else the 422 would only
+# come from the database, `invalid_value`).
+TEXT = r"^[^\u0000]*$"
+NOT_BLANK = (
+    r"^[^\u0000]*"
+    r"[^\u0000\t\n\u000b\f\r \u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff]"
+    r"[^\u0000]*$"
+)
 
 
 def stripped(value: str) -> str:
-    value = value.strip()
+    """`value` without its outer whitespace (WHITESPACE); refused when nothing is left."""
+    value = value.strip(WHITESPACE)
     if not value:
         raise ValueError("must contain a character other than whitespace")
     return value
@@ -31,16 +45,27 @@ NextCursor = Annotated[
 ]
 
 
+def _examples(schema: dict[str, Any], model: type[BaseModel]) -> None:
+    """The model's `examples` in its schema: what a client's docs show, and what a contract
+    test sends first (schemathesis' examples phase)."""
+    examples: tuple[dict[str, Any], ...] = getattr(model, "examples", ())
+    if examples:
+        schema["examples"] = list(examples)
+
+
 class StrictModel(BaseModel):
     """A request body: unknown fields are a 422, not silently dropped."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_examples)
+
+    examples: ClassVar[tuple[dict[str, Any], ...]] = ()
 
 
 def _omittable_not_null(schema: dict[str, Any], model: type[BaseModel]) -> None:
     """A field outside `nullable` may be left out but is never null: its schema says so (the
     `None` default only marks it unsent), so a generated client never sends null for it; and
     an empty body changes nothing, so at least one field is required."""
+    _examples(schema, model)
     nullable: frozenset[str] = getattr(model, "nullable", frozenset())
     schema["minProperties"] = 1
     for name, prop in schema.get("properties", {}).items():

@@ -11,7 +11,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Request
 from fastapi.responses import FileResponse
 
-from avatar_chat.core.errors import BadRequest, NotFound, responses
+from avatar_chat.core.errors import BadRequest, NotFound, ValidationFailed, responses
 from avatar_chat.storage.base import OBJECT_PATH_PATTERN, check_path
 from avatar_chat.storage.dependencies import Images
 from avatar_chat.storage.local import LocalObjectStore
@@ -30,7 +30,7 @@ def _object_not_found() -> NotFound:
     "/object/sign/{bucket}/{path:path}",
     response_class=FileResponse,
     responses={
-        **responses(BadRequest, NotFound),
+        **responses(BadRequest, NotFound, ValidationFailed),
         200: {
             "description": "The object.",
             "content": {"image/webp": {"schema": {"type": "string", "format": "binary"}}},
