@@ -1,7 +1,7 @@
 """Schemathesis hooks for ./scripts/api-contract (SCHEMATHESIS_HOOKS=tests.contract.hooks).
 
 Each phase (examples, coverage, fuzzing, stateful) runs as a live user of its own, made for
-it; each `DELETE /me` case gets a user of its own too, so deleting an account never leaves
+it with an avatar; each `DELETE /me` case gets a user of its own too, so deleting an account never leaves
 the rest of the run answering 401. Users come from AVATAR_CHAT_TOKEN_COMMAND, a shell
 command that prints an access token for the user whose email is in $AVATAR_CHAT_EMAIL
 (created if needed), or else from the server's development sign-in (`POST
@@ -54,6 +54,21 @@ def new_user_token(base_url: str, command: str | None = None) -> str:
     return token
 
 
+def ready_user_token(base_url: str, command: str | None = None) -> str:
+    """A new user's token, the user with an avatar already (so a chain the stateful phase
+    starts anywhere can send a message); a run's own `DELETE /avatars/me` may take it away."""
+    token = new_user_token(base_url, command)
+    made = httpx.post(
+        f"{base_url.rstrip('/')}/avatars/me",
+        json={"name": "Contract"},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=30,
+    )
+    if made.status_code not in (201, 409):
+        raise RuntimeError(f"creating the new user's avatar answered {made.status_code}: {made.text}")
+    return token
+
+
 def _user_of(case: AnyCase, context: AuthContext) -> str:
     """Whose token a case carries: its own user for an account deletion, else its phase's."""
     if context.operation.label == DELETE_ACCOUNT:
@@ -65,7 +80,7 @@ def _user_of(case: AnyCase, context: AuthContext) -> str:
 @schemathesis.auth(refresh_interval=REFRESH_S, cache_by_key=_user_of)
 class LiveUser:
     def get(self, case: AnyCase, context: AuthContext) -> str:
-        return new_user_token(os.environ["AVATAR_CHAT_URL"], os.environ.get("AVATAR_CHAT_TOKEN_COMMAND"))
+        return ready_user_token(os.environ["AVATAR_CHAT_URL"], os.environ.get("AVATAR_CHAT_TOKEN_COMMAND"))
 
     def set(self, case: AnyCase, data: str, context: AuthContext) -> None:
         case.headers["Authorization"] = f"Bearer {data}"
