@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
@@ -23,6 +23,7 @@ from avatar_chat.core.cors import with_cors
 from avatar_chat.core.errors import install_error_handlers
 from avatar_chat.core.metrics import Metrics
 from avatar_chat.core.observability import ObservedFastAPI, RequestObserver
+from avatar_chat.core.openapi import describe_error_codes
 from avatar_chat.core.settings import Settings
 from avatar_chat.health.router import router as health_router
 from avatar_chat.portability.router import IMPORT_PATH
@@ -80,6 +81,18 @@ OPENAPI_TAGS = [
 ]
 
 
+def _with_error_codes(app: FastAPI) -> Callable[[], dict[str, Any]]:
+    """FastAPI's schema, built once, with each error response's codes (core/openapi.py)."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            describe_error_codes(build())
+        return build()
+
+    return openapi
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     metrics = Metrics(enabled=settings.metrics_enabled)
@@ -113,6 +126,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # this service exports nothing through it (its metrics are its own).
         telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
+    app.openapi = _with_error_codes(app)  # type: ignore[method-assign]
     install_error_handlers(app)
     app.add_middleware(
         BodySizeLimitMiddleware,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -16,7 +17,7 @@ from hypothesis import strategies as st
 from avatar_chat.avatars.service import decode_history_cursor
 from avatar_chat.chat.events import parse_event_id
 from avatar_chat.conversations.service import decode_cursor
-from avatar_chat.core.errors import BadRequest
+from avatar_chat.core.errors import ERROR_CODES, BadRequest
 from avatar_chat.storage.base import check_path
 from tests.support.factories import User, create_avatar, create_conversation
 from tests.support.images import image_bytes
@@ -321,3 +322,40 @@ async def test_a_name_is_taken_exactly_when_its_schema_says_so(
         assert response.status_code == 422, response.text
     else:
         assert (response.status_code, response.json()["name"]) == (201, accepted)
+
+
+BACKEND = Path(__file__).resolve().parents[2] / "backend" / "avatar_chat"
+SCHEMAS = Path(__file__).resolve().parents[2] / "supabase" / "schemas"
+
+
+def _codes_raised() -> set[str]:
+    """Every error code the code raises that a grep can see: `code="..."` and card errors in
+    Python, `errcode = 'ACnnn', hint = '...'` in SQL."""
+    python = "\n".join(p.read_text() for p in BACKEND.rglob("*.py"))
+    sql = "\n".join(p.read_text() for p in SCHEMAS.glob("*.sql"))
+    found = set(re.findall(r'\bcode="([a-z_]+)"', python))
+    found |= set(re.findall(r'card_error\(\s*"([a-z_]+)"', python))
+    found |= set(re.findall(r"errcode = 'AC\d{3}', hint = '([a-z_]+)'", sql))
+    return found
+
+
+def test_every_error_response_names_the_codes_it_may_carry(schema: dict[str, Any]) -> None:
+    """A generated client can switch on `error.code`: each error response of each operation
+    lists its codes (description and `x-error-codes`), each a code the API has, of that
+    status; and every code the code raises is in the registry those come from."""
+    assert _codes_raised() <= set(ERROR_CODES), _codes_raised() - set(ERROR_CODES)
+    listed = 0
+    for path, item in schema["paths"].items():
+        for method, operation in item.items():
+            for status, response in operation["responses"].items():
+                if int(status) < 400:
+                    continue
+                codes = response["x-error-codes"]
+                assert codes, (method, path, status)
+                assert all(ERROR_CODES[c] == int(status) for c in codes), (method, path, status, codes)
+                assert response["description"].endswith(f"Codes: {', '.join(f'`{c}`' for c in codes)}.")
+                listed += 1
+    assert listed > 150
+    send = schema["paths"]["/conversations/{conversation_id}/messages"]["post"]["responses"]
+    assert set(send["429"]["x-error-codes"]) == {"rate_limited", "too_many_streams", "quota_exceeded"}
+    assert send["401"]["x-error-codes"] == ["missing_token", "unauthorized", "user_not_found"]

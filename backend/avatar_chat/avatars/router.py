@@ -247,7 +247,9 @@ _IMAGE_BODY = {
     "`image_path` and version. 415 for anything but PNG, JPEG or WebP, 422 when it does not decode "
     "or has more pixels than its kind may (`image_too_many_pixels`), 429 `image_rate_limited` with "
     "Retry-After over RATE_LIMIT_IMAGE_UPLOADS_PER_MINUTE (checked before the image is decoded), "
-    "503 `busy` with Retry-After while the worker already decodes IMAGE_DECODES_PER_WORKER images.",
+    "503 `busy` with Retry-After while the worker already decodes IMAGE_DECODES_PER_WORKER images. "
+    "Codes: 404 `avatar_not_found`; 415 `unsupported_image_type`; 422 `image_undecodable`; "
+    "503 `storage_unavailable`, `busy`.",
     openapi_extra=_IMAGE_BODY,
     operation_id="setMyAvatarImage",
 )
@@ -274,7 +276,8 @@ async def get_image(user: CurrentUser, service: Avatars, request: Request) -> Av
     response_model=AvatarRead,
     responses={**responses(*AUTHENTICATED_ERRORS, NotFound, PreconditionFailed), **_avatar_answer(200)},
     summary="Remove my avatar's image",
-    description="The avatar without an image, as a new version (unchanged if it had none).",
+    description="The avatar without an image, as a new version (unchanged if it had none). "
+    "404 `avatar_not_found`; 503 `storage_unavailable`.",
     openapi_extra=_IF_MATCH,
     operation_id="deleteMyAvatarImage",
 )
@@ -328,7 +331,7 @@ def _card_schema() -> dict[str, Any]:
     "image (its 512-pixel rendition; a placeholder with its initial without one) as PNG, the card "
     "base64 in a tEXt chunk `chara` (a V3 card in `ccv3`, and as V2 in `chara`). 404 "
     "`image_not_found` when the image's files are gone from storage, 503 `busy` while this worker "
-    "already draws IMAGE_DECODES_PER_WORKER images.",
+    "already draws IMAGE_DECODES_PER_WORKER images. 404 `avatar_not_found`.",
     operation_id="exportMyAvatarCard",
 )
 async def get_card(
@@ -382,7 +385,8 @@ def _attachment(name: str, extension: str) -> str:
     "when stale; 409 `avatar_exists` without If-Match when there is one. 422 for a card that cannot "
     "be taken, each with its code: `card_malformed`, `card_unsupported_spec`, `card_invalid`, "
     "`card_backstory_too_long`, `card_not_found`, `card_undecodable`, `card_too_large`, and the "
-    "image's `image_undecodable`, `image_too_many_pixels` (docs/api.md#character-cards).",
+    "image's `image_undecodable`, `image_too_many_pixels` (docs/api.md#character-cards). "
+    "Also 404 `avatar_not_found`, 415 `unsupported_card_type`, 429 `image_rate_limited`.",
     openapi_extra={
         "requestBody": {
             "required": True,

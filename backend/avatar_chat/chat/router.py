@@ -68,6 +68,14 @@ _EXCHANGE_LINKS: dict[str, dict[str, str]] = {
 }
 
 
+_TURN_CODES = (
+    "Codes these answer: 404 `conversation_not_found`, `message_not_found`; 409 `avatar_required`, "
+    "`not_latest`, `reply_in_progress`, `send_in_progress`, `reply_superseded`; 422 `message_blocked`, "
+    "`idempotency_key_reused`, `not_editable`; 429 `rate_limited`, `too_many_streams`, `quota_exceeded`; "
+    "503 `moderation_unavailable`, `reply_interrupted`."
+)
+
+
 def _turn_route(summary: str, description: str) -> dict[str, Any]:
     """What every route that starts a reply declares: JSON or SSE, its errors, the key."""
     return {
@@ -81,7 +89,7 @@ def _turn_route(summary: str, description: str) -> dict[str, Any]:
             },
         },
         "summary": summary,
-        "description": description + "\n\n" + events.DOC,
+        "description": description + " " + _TURN_CODES + "\n\n" + events.DOC,
         "openapi_extra": {
             "parameters": [
                 header_parameter(
@@ -246,7 +254,8 @@ async def choose_reply(
     responses=responses(*AUTHENTICATED_ERRORS, NotFound, Conflict),
     summary="Delete a message (a message of yours takes its replies with it)",
     description="Seq numbers are never reused; the next reply's context no longer holds the deleted text. "
-    "409 `reply_in_progress` while a reply being deleted is still generated (stop it first).",
+    "409 `reply_in_progress` while a reply being deleted is still generated (stop it first). "
+    "404 `conversation_not_found`, `message_not_found`.",
     operation_id="deleteMessage",
 )
 async def delete_message(
@@ -262,7 +271,8 @@ async def delete_message(
     summary="Stop generating a reply",
     description="The worker generating the reply (whichever receives this) stops at its next chunk and "
     "saves the text so far as `stopped`; the answer is the reply after that (or still `streaming` if "
-    "that took longer than CHAT_STOP_WAIT_S). Stopping a reply that is already settled changes nothing.",
+    "that took longer than CHAT_STOP_WAIT_S). Stopping a reply that is already settled changes nothing. "
+    "404 `conversation_not_found`, `message_not_found`.",
     operation_id="stopReply",
 )
 async def stop_reply(
@@ -285,7 +295,8 @@ async def stop_reply(
     description="What is saved so far at once, then the rest as it is generated (on any worker), then "
     "`done` or `error`; a finished reply streams whole and ends. With `Last-Event-ID` (the `id` of the "
     "last event received) only what came after it is sent; `reset` means the reply started over (a retry) "
-    "and the text received so far is to be dropped.",
+    "and the text received so far is to be dropped. Codes: 400 `invalid_event_id`; 404 "
+    "`conversation_not_found`, `message_not_found`; 429 `too_many_streams`.",
     openapi_extra={
         "parameters": [
             header_parameter(

@@ -160,5 +160,5 @@ async def list_messages(
 async def list_variants(
     conversation_id: uuid.UUID, message_id: uuid.UUID, user: CurrentUser, service: Conversations
 ) -> MessageVariants:
-    """`message_id` is the user message or any of its replies."""
+    """`message_id` is the user message or any of its replies. 404 `message_not_found`."""
     return await service.variants(user, conversation_id, message_id)

@@ -156,6 +156,114 @@ AUTHENTICATED_ERRORS: tuple[type[AppError], ...] = (
 BODY_ERRORS: tuple[type[AppError], ...] = (BadRequest, PayloadTooLarge)
 
 
+def _by_status(codes: dict[int, tuple[str, ...]]) -> dict[str, int]:
+    return {code: status for status, names in codes.items() for code in names}
+
+
+# Every code an error answer may carry, by its status: the schema lists, for each error
+# response of each operation, the codes it may carry (core/openapi.py), and a test checks
+# that every code the code raises, in Python or in SQL (db_errors.py), is here.
+ERROR_CODES: dict[str, int] = _by_status(
+    {
+        400: (
+            "bad_request",
+            "invalid_cursor",
+            "invalid_event_id",
+            "invalid_object_path",
+            "invalid_signature",
+            "signature_expired",
+        ),
+        401: ("missing_token", "unauthorized", "user_not_found"),
+        403: ("forbidden", "host_not_allowed"),
+        404: (
+            "not_found",
+            "avatar_not_found",
+            "avatar_version_not_found",
+            "conversation_not_found",
+            "message_not_found",
+            "image_not_found",
+            "object_not_found",
+        ),
+        405: ("method_not_allowed",),
+        406: ("not_acceptable",),
+        409: (
+            "conflict",
+            "already_exists",
+            "avatar_exists",
+            "avatar_required",
+            "not_latest",
+            "reference_missing",
+            "reply_in_progress",
+            "reply_superseded",
+            "send_in_progress",
+        ),
+        411: ("length_required",),
+        412: ("precondition_failed",),
+        413: ("payload_too_large",),
+        415: ("unsupported_media_type", "unsupported_image_type", "unsupported_card_type"),
+        422: (
+            "validation_failed",
+            "invalid_value",
+            "constraint_violation",
+            "idempotency_key_reused",
+            "message_blocked",
+            "not_editable",
+            "image_undecodable",
+            "image_too_many_pixels",
+            "card_malformed",
+            "card_unsupported_spec",
+            "card_invalid",
+            "card_backstory_too_long",
+            "card_not_found",
+            "card_undecodable",
+            "card_too_large",
+            "archive_invalid",
+            "archive_unsafe",
+            "archive_version_unsupported",
+        ),
+        429: (
+            "rate_limited",
+            "too_many_streams",
+            "quota_exceeded",
+            "image_rate_limited",
+            "export_in_progress",
+            "export_limited",
+        ),
+        500: ("internal_error",),
+        502: ("provider_error",),
+        503: (
+            "service_unavailable",
+            "database_unavailable",
+            "database_busy",
+            "shutting_down",
+            "auth_unavailable",
+            "jwks_unavailable",
+            "storage_unavailable",
+            "moderation_unavailable",
+            "busy",
+            "reply_interrupted",
+            "schema_outdated",
+        ),
+        504: ("provider_timeout",),
+    }
+)
+# What any authenticated route may answer, whatever it does (its own codes are named in its
+# description).
+COMMON_CODES: dict[int, tuple[str, ...]] = {
+    401: ("missing_token", "unauthorized", "user_not_found"),
+    403: ("forbidden",),
+    422: ("validation_failed",),
+    503: (
+        "database_unavailable",
+        "database_busy",
+        "shutting_down",
+        "auth_unavailable",
+        "jwks_unavailable",
+        "service_unavailable",
+    ),
+}
+
+
 def error_payload(code: str, message: str, details: Any = None) -> dict[str, Any]:
     """The one error shape; with the id of the request being answered, if any."""
     body: dict[str, Any] = {"code": code, "message": message}

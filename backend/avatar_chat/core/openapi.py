@@ -5,8 +5,11 @@ which field of which answer goes where."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
+
+from avatar_chat.core.errors import COMMON_CODES, ERROR_CODES, MESSAGES
 
 # The avatar's version as an entity tag (`"7"`), for If-Match.
 ETAG = "$response.header.ETag"
@@ -50,3 +53,29 @@ def answer(
     if targets:
         out["links"] = links(**targets)
     return out
+
+
+_NAMED = re.compile(r"`([a-z_]+)`")
+
+
+def describe_error_codes(schema: dict[str, Any]) -> None:
+    """Each error response of each operation says the codes it may carry: what any route may
+    answer with that status (COMMON_CODES) and the codes of that status its description
+    names, else the status' own; in its description and, for a generator, as
+    `x-error-codes`."""
+    for item in schema.get("paths", {}).values():
+        for operation in item.values():
+            if not isinstance(operation, dict) or "responses" not in operation:
+                continue
+            named = [c for c in _NAMED.findall(operation.get("description", "")) if c in ERROR_CODES]
+            for key, response in operation["responses"].items():
+                status = int(key)
+                if status < 400:
+                    continue
+                own = [c for c in dict.fromkeys(named) if ERROR_CODES[c] == status]
+                codes = list(dict.fromkeys([*COMMON_CODES.get(status, ()), *own]))
+                if not codes:
+                    codes = [next(c for c, s in ERROR_CODES.items() if s == status)]
+                base = response.get("description") or MESSAGES.get(status, "")
+                response["description"] = f"{base} Codes: {', '.join(f'`{c}`' for c in codes)}."
+                response["x-error-codes"] = codes

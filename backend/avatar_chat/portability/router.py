@@ -40,7 +40,8 @@ IMPORT_PATH = "/me/import"
     "avatar.json (with every version), avatar.webp, conversations/<id>.json (every message, variant, "
     "notice and what it cost), usage.json and the JSON Schema of each file (schemas/). One export per "
     "user at a time (429 export_in_progress) and EXPORTS_PER_DAY a day (429 export_limited); 503 busy "
-    "while this server makes EXPORTS_PER_WORKER others. See docs/portability.md.",
+    "while this server makes EXPORTS_PER_WORKER others. See docs/portability.md. "
+    "429 `export_in_progress`, `export_limited`.",
     operation_id="exportMyData",
 )
 async def export_my_data(user: CurrentUser, portability: Portability) -> StreamingResponse:
@@ -72,7 +73,8 @@ async def export_my_data(user: CurrentUser, portability: Portability) -> Streami
     "when the account has none, or replace the account's with `?avatar=replace`. All of it or "
     "nothing, in one transaction; the same archive again answers 200 with what its import did. "
     "422 archive_unsafe / archive_invalid / archive_version_unsupported (nothing changed). "
-    "See docs/portability.md.",
+    "See docs/portability.md. "
+    "Codes: 422 `archive_invalid`, `archive_unsafe`, `archive_version_unsupported`, `validation_failed`.",
     openapi_extra={
         "requestBody": {
             "required": True,
