@@ -1,4 +1,5 @@
-"""Schemathesis hooks for ./scripts/api-contract (SCHEMATHESIS_HOOKS=tests.contract.hooks).
+"""Schemathesis hooks for this API: ./scripts/api-contract, and `schemathesis run` in the
+checkout's root (schemathesis.toml names them).
 
 Each phase (examples, coverage, fuzzing, stateful) runs as a live user of its own, made for
 it with an avatar; each `DELETE /me` case gets a user of its own too, so deleting an account never leaves
@@ -80,7 +81,8 @@ def _user_of(case: AnyCase, context: AuthContext) -> str:
 @schemathesis.auth(refresh_interval=REFRESH_S, cache_by_key=_user_of)
 class LiveUser:
     def get(self, case: AnyCase, context: AuthContext) -> str:
-        return ready_user_token(os.environ["AVATAR_CHAT_URL"], os.environ.get("AVATAR_CHAT_TOKEN_COMMAND"))
+        base_url = os.environ.get("AVATAR_CHAT_URL") or context.operation.schema.get_base_url()
+        return ready_user_token(base_url, os.environ.get("AVATAR_CHAT_TOKEN_COMMAND"))
 
     def set(self, case: AnyCase, data: str, context: AuthContext) -> None:
         case.headers["Authorization"] = f"Bearer {data}"
