@@ -25,24 +25,30 @@ from avatar_chat.state import AppState
 from tests.support.factories import TEST_JWT_SECRET, User, create_user
 from tests.support.pooler import PgBouncer
 
+# Major-independent tests that take long, run once, each in the run of tests/runners/majors.py
+# that has the time to spare: marker -> the variable majors.py sets to `here` in that run and
+# `elsewhere` in the others.
+ROUTED: dict[str, str] = {"browser": "TEST_BROWSER_TESTS", "outside": "TEST_OUTSIDE_TESTS"}
+
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """With TEST_ONLY_DATABASE_TESTS (tests/runners/majors.py, on another PostgreSQL major):
     only the tests that use the database under test; the others do not depend on it, and
     nor do those marked `same_on_every_major` (they run on the embedded server).
 
-    TEST_BROWSER_TESTS (set by tests/runners/majors.py, which runs the majors at the same
-    time): `elsewhere` leaves out the tests marked `browser`, `here` takes them in (whatever
-    the rules above say): they drive Chromium against servers of their own and depend on no
-    major, so they run once, in the run that has the most time to spare."""
+    ROUTED (variables set by tests/runners/majors.py, which runs the majors at the same
+    time): `elsewhere` leaves out the tests with that marker, `here` takes them in (whatever
+    the rules above say): they depend on no major (Chromium, or schemathesis from outside,
+    against servers of their own), so they run once, in the run with time to spare."""
     only_database = bool(os.environ.get("TEST_ONLY_DATABASE_TESTS"))
-    browser = os.environ.get("TEST_BROWSER_TESTS", "")
-    if not only_database and browser != "elsewhere":
+    routes = {marker: os.environ.get(variable, "") for marker, variable in ROUTED.items()}
+    if not only_database and "elsewhere" not in routes.values():
         return
 
     def kept(item: pytest.Item) -> bool:
-        if item.get_closest_marker("browser") is not None and browser:
-            return browser == "here"
+        for marker, where in routes.items():
+            if item.get_closest_marker(marker) is not None and where:
+                return where == "here"
         if not only_database:
             return True
         return (

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.contract.hooks import ready_user_token
+from tests.contract.users import ready_user_token
 from tests.support.servers import CLI, ServerProcess
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -24,6 +24,7 @@ PHASES = ("examples", "coverage", "fuzzing", "stateful")
 
 
 @pytest.mark.same_on_every_major
+@pytest.mark.outside
 async def test_every_schemathesis_check_passes_in_every_phase_from_outside(tmp_path: Path) -> None:
     env = {"DATA_DIR": str(tmp_path / "data"), "APP_ENV": "development"}
     async with ServerProcess(database_url=None, workers=2, env=env) as server:
@@ -60,6 +61,7 @@ async def test_every_schemathesis_check_passes_in_every_phase_from_outside(tmp_p
     assert {p: finished.get(p) for p in PHASES} == dict.fromkeys(PHASES, "success"), finished
 
 
+@pytest.mark.outside
 async def test_the_hook_makes_users_with_a_token_command(database_url: str) -> None:
     """AVATAR_CHAT_TOKEN_COMMAND: each user a new one, with an avatar, the server takes it."""
     async with ServerProcess(database_url=database_url) as server:

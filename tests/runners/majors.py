@@ -164,9 +164,10 @@ def _main(args: list[str], runner: Runner) -> int:
     codes: list[int] = []
     with contextlib.ExitStack() as stack:  # the clusters, removed on the way out
         stack.callback(runner.stop_all)  # ...after every pytest, also if a cluster fails to start
-        # The browser tests (major-independent, the longest) go to the first other run:
-        # the embedded one runs every other major-independent test (TEST_BROWSER_TESTS, conftest.py).
-        split = {"TEST_BROWSER_TESTS": "elsewhere"} if bin_dirs else {}
+        # The browser tests (major-independent, the longest) go to the first other run and
+        # schemathesis from outside to the last: the embedded one runs every other
+        # major-independent test (ROUTED in tests/conftest.py).
+        split = {"TEST_BROWSER_TESTS": "elsewhere", "TEST_OUTSIDE_TESTS": "elsewhere"} if bin_dirs else {}
         embedded = runner.start("the embedded PostgreSQL", args, {**os.environ, **split})
         if sequential:
             codes.append(embedded.wait())
@@ -177,6 +178,7 @@ def _main(args: list[str], runner: Runner) -> int:
             dsn, version = stack.enter_context(cluster(bin_dir))
             env = {**os.environ, "TEST_DATABASE_URL": dsn, "TEST_ONLY_DATABASE_TESTS": "1"}
             env["TEST_BROWSER_TESTS"] = "here" if bin_dir == bin_dirs[0] else "elsewhere"
+            env["TEST_OUTSIDE_TESTS"] = "here" if bin_dir == bin_dirs[-1] else "elsewhere"
             label = f"PostgreSQL {version} ({bin_dir})"
             if sequential:
                 codes.append(runner.start(label, args, env).wait())
