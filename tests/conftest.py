@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Iterator
 import asyncpg
 import httpx
 import pytest
+import respx
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 from pydantic import SecretStr
@@ -22,7 +23,9 @@ from avatar_chat.main import create_app
 from avatar_chat.ops.embedded import EmbeddedPostgres
 from avatar_chat.ops.migrate import migrate
 from avatar_chat.state import AppState
+from tests.fakes.openai_server import FakeOpenAIServer
 from tests.support.factories import TEST_JWT_SECRET, User, create_user
+from tests.support.fake_llm import serve_fake_llm
 from tests.support.pooler import PgBouncer
 
 # Major-independent tests that take long, run once, each in the run of tests/runners/majors.py
@@ -165,3 +168,26 @@ async def user(owner: asyncpg.Connection) -> User:
 @pytest.fixture
 async def other_user(owner: asyncpg.Connection) -> User:
     return await create_user(owner)
+
+
+# The fake OpenAI-compatible LLM server, one for the session (tests/chat's session-scoped
+# `llm_client` uses it); a module that wants one of its own overrides `fake_llm` with a
+# module-scoped fixture (tests/support/fake_llm.py), and `fake` then resets that one.
+fake_llm = pytest.fixture(scope="session")(serve_fake_llm)
+
+
+@pytest.fixture
+def fake(fake_llm: FakeOpenAIServer) -> FakeOpenAIServer:
+    """The fake LLM server as a test finds it: reset (scenario `ok`, no requests)."""
+    fake_llm.reset()
+    return fake_llm
+
+
+@pytest.fixture
+def remote() -> Iterator[respx.MockRouter]:
+    """Remote moderation providers faked with respx: only the routes a test adds; the fake
+    LLM (127.0.0.1) and in-process apps (http://test) go through."""
+    with respx.mock(assert_all_mocked=False, assert_all_called=False) as router:
+        router.route(host="127.0.0.1").pass_through()
+        router.route(host="test").pass_through()
+        yield router

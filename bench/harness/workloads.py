@@ -1,7 +1,7 @@
 """The two throughput workloads, each for the API, the database floor and hello world:
 a persona switch (PATCH) and a chat turn (POST, JSON answer). Request sets for the load
-runner, the servers and users they run against, and a first request per user checking
-each server answers as it should.
+runner, the servers and users they run against, a first request per user checking
+each server answers as it should, and chat turns measured settled.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -17,10 +17,11 @@ from tests.support.factories import User
 
 from bench.harness.cli import step
 from bench.harness.clients import SequentialClient
+from bench.harness.database import ReplyCounter, message_counts
 from bench.harness.load import HttpRequest, RequestSet
 from bench.harness.servers import Server
 from bench.harness.session import BenchSession
-from bench.harness.throughput import Target
+from bench.harness.throughput import Measured, Target, measure
 from bench.harness.users import (
     PERSONALITIES,
     create_avatars,
@@ -195,3 +196,55 @@ def check_once(
     finally:
         client.close()
     return len(requests)
+
+
+# --------------------------------------------------------------------------- settled turns
+
+
+@dataclass(frozen=True)
+class SettledTurns:
+    measured: Measured
+    before: dict[str, dict[str, int]]  # per target, its conversations' messages by status
+    after: dict[str, dict[str, int]]
+
+
+def measure_settled_turns(
+    session: BenchSession,
+    name: str,
+    targets: list[Target],
+    args: argparse.Namespace,
+    dsn: str,
+    conversations: Mapping[str, Sequence[str]],
+    *,
+    client: str,
+    answer_ok: Callable[[HttpRequest, dict[str, Any]], bool],
+    also_metered: Sequence[Server] = (),
+) -> SettledTurns:
+    """Chat turns (`turn_requests`, each target's in `conversations[target.key]`): a first
+    turn each (201, `answer_ok`), then the rounds (`throughput.measure`, wrk with
+    `--turn-connections` connections, a user each), each run from a settled start to a
+    settled end: the turns in flight when wrk stops (up to one a connection, 1-2 s each at
+    these loads) finish before the next run and count in this one's CPU per turn, as
+    completed turns (`database.ReplyCounter`). The targets' messages by status before the
+    rounds and after them, for `database.replies_line`."""
+    with step("a first turn each"):
+        for target in targets:
+            check_once(target.server, target.requests, 201, answer_ok)
+        before = {key: message_counts(dsn, ids) for key, ids in conversations.items()}
+    counter = ReplyCounter(dsn)
+    try:
+        measured = measure(
+            session,
+            name,
+            targets,
+            args,
+            connections=args.turn_connections,
+            client=client,
+            affinity=True,
+            also_metered=also_metered,
+            settle=lambda target: counter.settled(conversations[target.key]),
+        )
+    finally:
+        counter.close()
+    after = {key: message_counts(dsn, ids) for key, ids in conversations.items()}
+    return SettledTurns(measured, before, after)

@@ -55,13 +55,13 @@ from typing import Any
 from avatar_chat.safety.offline import classify
 from bench.harness.chat_texts import MESSAGES, REPLY, REPLY_CHUNKS
 from bench.harness.cli import scenario_main, step
-from bench.harness.database import ReplyCounter, message_counts, replies_line
+from bench.harness.database import replies_line
 from bench.harness.load import HttpRequest
 from bench.harness.report import Goal, Row, conclude, fmt_ratio, load_note
 from bench.harness.session import BenchSession
-from bench.harness.throughput import Measured, Target, load_client, measure, print_rounds, tool_name
+from bench.harness.throughput import Measured, Target, load_client, print_rounds, tool_name
 from bench.harness.users import avatars_and_conversations, users_in_database
-from bench.harness.workloads import check_once, turn_requests
+from bench.harness.workloads import measure_settled_turns, turn_requests
 
 NAME = "moderation_cost"
 SERVERS = {"offline": "moderation-offline", "none": "moderation-none", "off": "safety-off"}
@@ -131,33 +131,13 @@ def _measure(session: BenchSession, args: argparse.Namespace, client: str) -> _R
         Target(key, LABELS[key], server, turn_requests("app", users, convs[key], MESSAGES))
         for key, server in servers.items()
     ]
-    with step("a first turn each"):
-        for target in targets:
-            check_once(target.server, target.requests, 201, _answer_ok)
-        before = {key: message_counts(dsn, ids) for key, ids in convs.items()}
-    # Each run from a settled start to a settled end: the turns in flight when wrk stops
-    # (up to one a connection, 1-2 s each at this load) finish before the next run and count
-    # in this one's CPU per turn, as completed turns.
-    counter = ReplyCounter(dsn)
-    try:
-        measured = measure(
-            session,
-            NAME,
-            targets,
-            args,
-            connections=args.turn_connections,
-            client=client,
-            affinity=True,
-            also_metered=[model],
-            settle=lambda target: counter.settled(convs[target.key]),
-        )
-    finally:
-        counter.close()
-    after = {key: message_counts(dsn, ids) for key, ids in convs.items()}
+    turns = measure_settled_turns(
+        session, NAME, targets, args, dsn, convs, client=client, answer_ok=_answer_ok, also_metered=[model]
+    )
     logs = session.server_log_report()
     with step("the turn's moderation alone, in-process (bench.probes.moderation_cpu)"):
         probe = _probe(session.tmp / "probe-metrics")
-    return _Runs(measured, before, after, probe, logs)
+    return _Runs(turns.measured, turns.before, turns.after, probe, logs)
 
 
 def _per_round(measured: Measured, a: str, b: str, process: dict[str, str]) -> list[float]:

@@ -60,14 +60,14 @@ from tests.support.factories import User
 
 from bench.harness.chat_texts import MESSAGES, REPLY, REPLY_CHUNKS
 from bench.harness.cli import scenario_main, step
-from bench.harness.database import ReplyCounter, message_counts, query, replies_line
+from bench.harness.database import query, replies_line
 from bench.harness.load import HttpRequest
 from bench.harness.report import Goal, Row, conclude, fmt_ratio, load_note
 from bench.harness.servers import Server
 from bench.harness.session import BenchSession
-from bench.harness.throughput import Measured, Target, load_client, measure, print_rounds, tool_name
+from bench.harness.throughput import Measured, Target, load_client, print_rounds, tool_name
 from bench.harness.users import avatars_and_conversations, users_in_database
-from bench.harness.workloads import check_once, turn_requests
+from bench.harness.workloads import measure_settled_turns, turn_requests
 
 NAME = "quota_cost"
 SERVER = "avatar-chat"  # the one API server (its process tree's CPU)
@@ -218,29 +218,12 @@ def _measure(session: BenchSession, args: argparse.Namespace, client: str) -> _R
         Target(key, LABELS[key], server, turn_requests("app", groups[key], convs[key], MESSAGES))
         for key in GROUPS
     ]
-    with step("a first turn each"):
-        for target in targets:
-            check_once(target.server, target.requests, 201, _answer_ok)
-        before = {key: message_counts(dsn, ids) for key, ids in convs.items()}
-    counter = ReplyCounter(dsn)
-    try:
-        measured = measure(
-            session,
-            NAME,
-            targets,
-            args,
-            connections=args.turn_connections,
-            client=client,
-            affinity=True,
-            also_metered=[model],
-            settle=lambda target: counter.settled(convs[target.key]),
-        )
-    finally:
-        counter.close()
-    after = {key: message_counts(dsn, ids) for key, ids in convs.items()}
+    turns = measure_settled_turns(
+        session, NAME, targets, args, dsn, convs, client=client, answer_ok=_answer_ok, also_metered=[model]
+    )
     usage = {key: _usage(dsn, groups[key], convs[key]) for key in GROUPS}
     refusals = _refusals(server)
-    return _Runs(measured, before, after, usage, refusals, session.server_log_report())
+    return _Runs(turns.measured, turns.before, turns.after, usage, refusals, session.server_log_report())
 
 
 def _per_round(measured: Measured, process: str | None) -> list[float]:

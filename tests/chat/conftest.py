@@ -1,4 +1,5 @@
-"""Fixtures for the chat tests: a fake OpenAI-compatible server, and the app using it."""
+"""Fixtures for the chat tests: the app using the fake OpenAI-compatible server
+(`fake_llm` and `fake`, one server for the session, are tests/conftest.py's)."""
 
 from __future__ import annotations
 
@@ -13,19 +14,6 @@ from tests.support.apps import app_with_provider
 
 
 @pytest.fixture(scope="session")
-async def fake_llm() -> AsyncIterator[FakeOpenAIServer]:
-    async with FakeOpenAIServer() as server:
-        yield server
-
-
-@pytest.fixture(scope="session")
 async def llm_client(settings: Settings, fake_llm: FakeOpenAIServer) -> AsyncIterator[httpx.AsyncClient]:
     async for client in app_with_provider(settings, fake_llm.base_url):
         yield client
-
-
-@pytest.fixture
-def fake(fake_llm: FakeOpenAIServer) -> FakeOpenAIServer:
-    fake_llm.reset()
-    fake_llm.default_scenario = "ok"
-    return fake_llm

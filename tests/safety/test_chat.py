@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -26,6 +26,7 @@ from tests.support.apps import own_app
 from tests.support.assertions import assert_error
 from tests.support.databases import as_role, claims_of
 from tests.support.factories import TEST_JWT_SECRET, User, create_chat, create_user, history, send
+from tests.support.fake_llm import serve_fake_llm
 from tests.support.metrics import metric, metric_samples
 from tests.support.sse import parse_sse
 
@@ -38,16 +39,8 @@ MODERATION_URL = "https://moderation.test/v1"
 GUARD_URL = "http://guard.test/v1"
 
 
-@pytest.fixture(scope="module")
-async def fake_llm() -> AsyncIterator[FakeOpenAIServer]:
-    async with FakeOpenAIServer() as server:
-        yield server
-
-
-@pytest.fixture
-def fake(fake_llm: FakeOpenAIServer) -> FakeOpenAIServer:
-    fake_llm.reset()
-    return fake_llm
+# A server of this module's own (`fake`, tests/conftest.py's, resets it for each test).
+fake_llm = pytest.fixture(scope="module")(serve_fake_llm)
 
 
 def safety_settings(settings: Settings, base_url: str, **overrides: object) -> Settings:
@@ -249,13 +242,7 @@ def test_a_bad_action_is_refused_at_start() -> None:
 # --- remote providers (respx) and their failures -------------------------------------------
 
 
-@pytest.fixture
-def remote() -> Iterator[respx.MockRouter]:
-    # Only the moderation hosts are faked; the fake LLM and the app itself go through.
-    with respx.mock(assert_all_mocked=False, assert_all_called=False) as router:
-        router.route(host="127.0.0.1").pass_through()
-        router.route(host="test").pass_through()
-        yield router
+# `remote` (tests/conftest.py): only the moderation hosts are faked.
 
 
 async def test_openai_moderation_flags_and_scores(

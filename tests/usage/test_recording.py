@@ -12,7 +12,7 @@ import asyncio
 import math
 import re
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -27,23 +27,15 @@ from tests.fakes.moderation_answers import moderation_body
 from tests.fakes.openai_server import FakeOpenAIServer, reply_text
 from tests.support.apps import own_app
 from tests.support.factories import User, create_chat, history, send
+from tests.support.fake_llm import serve_fake_llm
 from tests.support.metrics import metric, metric_samples
 from tests.usage.conftest import MakePlan, assign
 
 MODERATION_URL = "https://moderation.test/v1"
 
 
-@pytest.fixture(scope="module")
-async def fake_llm() -> AsyncIterator[FakeOpenAIServer]:
-    async with FakeOpenAIServer() as server:
-        yield server
-
-
-@pytest.fixture
-def fake(fake_llm: FakeOpenAIServer) -> FakeOpenAIServer:
-    fake_llm.reset()
-    fake_llm.default_scenario = "ok"
-    return fake_llm
+# A server of this module's own (`fake`, tests/conftest.py's, resets it for each test).
+fake_llm = pytest.fixture(scope="module")(serve_fake_llm)
 
 
 @asynccontextmanager
@@ -209,14 +201,6 @@ async def test_a_filtered_reply_records_what_the_model_generated(
         # Cut at the check that flagged it, before the usage chunk: what came is estimated.
         assert (record["kind"], record["status"], record["source"]) == ("reply", "filtered", "estimate")
         assert record["completion_tokens"] >= estimate(fake.reply.index("Now let's"))
-
-
-@pytest.fixture
-def remote() -> Iterator[respx.MockRouter]:
-    with respx.mock(assert_all_mocked=False, assert_all_called=False) as router:
-        router.route(host="127.0.0.1").pass_through()
-        router.route(host="test").pass_through()
-        yield router
 
 
 async def test_moderation_calls_are_recorded_apart(
