@@ -47,7 +47,8 @@
 -- p_safety.usage is what moderating the message cost (record_usage's JSON), recorded then.
 -- The user's plan comes back (its name, the models and reply length it allows); its
 -- quotas are enforced by the messages_enforce_limits trigger (40_limits.sql), whose AC429
--- quota_exceeded rolls the whole turn back.
+-- quota_exceeded rolls the whole turn back. The plan is read once, here: the trigger gets
+-- it for the rows written here from the transaction-local setting avatar_chat.turn_plan.
 -- Errors: AC404 conversation_not_found (no such conversation, or not yours),
 -- AC409 avatar_required, AC422 idempotency_key_reused (same key, different content),
 -- AC429 rate_limited, too_many_streams, quota_exceeded.
@@ -147,6 +148,7 @@ declare
   n_ats timestamptz[] := '{}';
   crisis_id uuid;
   pl record;
+  turn_plan text;
 begin
   -- The user's plan, read here at every turn (a dashboard edit holds at once): the models
   -- and the reply length it allows. Read before acting as the user (the default plan is
@@ -240,6 +242,13 @@ begin
     is_minor := coalesce((auth.jwt() -> 'app_metadata' -> 'minor') = 'true'::jsonb, false)
                 or exists (select from public.user_safety s where s.user_id = me and s.minor);
   end if;
+  -- The plan read above, handed to the messages_enforce_limits trigger of the rows written
+  -- next (the user's message, the reply), which would otherwise read it again for each:
+  -- transaction-local, for this user, this token's plan and this transaction only, and
+  -- cleared once they are written (an assignment, not a statement).
+  turn_plan := set_config('avatar_chat.turn_plan', jsonb_build_object(
+    'user', me, 'token_plan', claims::jsonb -> 'app_metadata' ->> 'plan', 'xact', pg_current_xact_id(),
+    'time_zone', pl.time_zone, 'plan', to_jsonb(pl.plan))::text, true);
   if not is_new then
     -- The reply failed or its worker is gone: same user message, same seq, new attempt.
     if rp.id is null then
@@ -327,6 +336,7 @@ begin
        where c.id = conv.id;
     end if;
   end if;
+  turn_plan := set_config('avatar_chat.turn_plan', '', true);
 
   -- The window, unless the worker's cached one ends exactly here (a retry never uses one).
   if rp.id is not null and p_window_limit > 0 and (

@@ -59,8 +59,15 @@ revoke all on avatar_chat.limits, avatar_chat.send_counters from public, anon, a
 -- being generated, writes no row and counts nothing; nor does an import (its messages are
 -- no model calls).
 --
--- The limits are the user's plan's (avatar_chat.plan_of, read here: a plan edited in the
--- dashboard holds from the next call on), its null ones the deployment's. Quotas: the
+-- The limits are the user's plan's (avatar_chat.plan_of, read in the request, never cached
+-- across transactions: a plan edited in the dashboard holds from the next call on), its
+-- null ones the deployment's. begin_turn, which reads the plan anyway, hands it to the rows
+-- it writes in the transaction-local setting avatar_chat.turn_plan ({user, token_plan,
+-- xact, time_zone, plan}), cleared once they are written; it is used only for a row of
+-- that user, under the same token's app_metadata.plan, in the same transaction
+-- (pg_current_xact_id). Any other writer (the Data API, begin_regenerate, a setting left
+-- for someone else) gets plan_of read here. As avatar_chat.importing, it is trusted: the
+-- Data API runs no set_config for its callers. Quotas: the
 -- call is refused when the day's calls would pass messages_per_day, or when the day's or
 -- the month's tokens (record_usage adds them as replies end) have reached tokens_per_day
 -- or tokens_per_month. The user's usage_counters row is locked by the count, so calls
@@ -74,6 +81,10 @@ as $$
 declare
   lim avatar_chat.limits;
   pl record;
+  token_plan text;
+  turn jsonb;
+  user_tz text;
+  user_plan public.plans;
   counted boolean;
   per_minute integer;
   max_streams integer;
@@ -98,9 +109,21 @@ begin
     return new;
   end if;
   select * into lim from avatar_chat.limits where id;
-  select * into pl from avatar_chat.plan_of(new.user_id, (select auth.jwt()) -> 'app_metadata' ->> 'plan');
-  per_minute := coalesce((pl.plan).sends_per_minute, lim.sends_per_minute, 0);
-  max_streams := coalesce((pl.plan).max_concurrent_streams, lim.max_concurrent_streams, 0);
+  -- The plan begin_turn read for this turn (avatar_chat.turn_plan) when it is this user's,
+  -- for this token's plan, in this transaction; else (any other writer) read here.
+  token_plan := auth.jwt() -> 'app_metadata' ->> 'plan';
+  turn := nullif(current_setting('avatar_chat.turn_plan', true), '')::jsonb;
+  if turn ->> 'user' = new.user_id::text and turn ->> 'xact' = pg_current_xact_id()::text
+     and turn ->> 'token_plan' is not distinct from token_plan then
+    user_tz := turn ->> 'time_zone';
+    user_plan := jsonb_populate_record(null::public.plans, nullif(turn -> 'plan', 'null'));
+  else
+    select * into pl from avatar_chat.plan_of(new.user_id, token_plan);
+    user_tz := pl.time_zone;
+    user_plan := pl.plan;
+  end if;
+  per_minute := coalesce(user_plan.sends_per_minute, lim.sends_per_minute, 0);
+  max_streams := coalesce(user_plan.max_concurrent_streams, lim.max_concurrent_streams, 0);
   if counted then
     if new.role = 'user' then
       perform set_config('avatar_chat.counted_send', new.id::text, true);
@@ -121,9 +144,9 @@ begin
                 )::text;
       end if;
     end if;
-    local_now := now() at time zone pl.time_zone;
+    local_now := now() at time zone user_tz;
     insert into avatar_chat.usage_counters as u (user_id, time_zone, day, day_messages, month, month_messages)
-    values (new.user_id, pl.time_zone, local_now::date, 1, date_trunc('month', local_now)::date, 1)
+    values (new.user_id, user_tz, local_now::date, 1, date_trunc('month', local_now)::date, 1)
     on conflict (user_id) do update
       set time_zone = excluded.time_zone,
           day_messages = case when u.day = excluded.day then u.day_messages + 1 else 1 end,
@@ -133,24 +156,24 @@ begin
           month_tokens = case when u.month = excluded.month then u.month_tokens else 0 end,
           month = excluded.month
     returning u.* into c;
-    if c.day_messages > (pl.plan).messages_per_day then
-      quota := 'messages_per_day'; allowed := (pl.plan).messages_per_day; used := c.day_messages - 1;
-    elsif c.day_tokens >= (pl.plan).tokens_per_day then
-      quota := 'tokens_per_day'; allowed := (pl.plan).tokens_per_day; used := c.day_tokens;
-    elsif c.month_tokens >= (pl.plan).tokens_per_month then
-      quota := 'tokens_per_month'; allowed := (pl.plan).tokens_per_month; used := c.month_tokens;
+    if c.day_messages > user_plan.messages_per_day then
+      quota := 'messages_per_day'; allowed := user_plan.messages_per_day; used := c.day_messages - 1;
+    elsif c.day_tokens >= user_plan.tokens_per_day then
+      quota := 'tokens_per_day'; allowed := user_plan.tokens_per_day; used := c.day_tokens;
+    elsif c.month_tokens >= user_plan.tokens_per_month then
+      quota := 'tokens_per_month'; allowed := user_plan.tokens_per_month; used := c.month_tokens;
     end if;
     if quota is not null then
       resets := case when quota = 'tokens_per_month'
-                     then (c.month + interval '1 month')::timestamp at time zone pl.time_zone
-                     else (c.day + 1)::timestamp at time zone pl.time_zone end;
+                     then (c.month + interval '1 month')::timestamp at time zone user_tz
+                     else (c.day + 1)::timestamp at time zone user_tz end;
       raise exception '%', case quota when 'messages_per_day' then 'You have used this plan''s messages for today.'
                                       when 'tokens_per_day' then 'You have used this plan''s tokens for today.'
                                       else 'You have used this plan''s tokens for this month.' end
         using errcode = 'AC429', hint = 'quota_exceeded',
               detail = json_build_object(
                 'retry_after', greatest(1, ceil(extract(epoch from (resets - now()))))::bigint,
-                'plan', (pl.plan).name, 'limit', quota, 'allowed', allowed, 'used', used,
+                'plan', user_plan.name, 'limit', quota, 'allowed', allowed, 'used', used,
                 'resets_at', resets
               )::text;
     end if;
