@@ -7,6 +7,7 @@ server, the remote moderation providers are faked with respx (third-party HTTP o
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -326,10 +327,23 @@ async def test_llama_guard_codes_map_onto_the_same_categories(
         assert (await send(app, user, chat, "guard says safe")).status_code == 201
 
 
+def _logged(caplog: pytest.LogCaptureFixture) -> str:
+    """Every log line of the test, with its traceback if any, as the handlers would write it."""
+    formatter = logging.Formatter("%(name)s %(message)s")
+    return "\n".join(formatter.format(record) for record in caplog.records)
+
+
 @pytest.mark.parametrize("failure", ["status_500", "timeout", "garbage"])
 async def test_fail_closed_refuses_and_writes_nothing(
-    settings: Settings, fake: FakeOpenAIServer, user: User, remote: respx.MockRouter, failure: str
+    settings: Settings,
+    fake: FakeOpenAIServer,
+    user: User,
+    remote: respx.MockRouter,
+    failure: str,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.DEBUG)
+    said = f"hello there, my diary {uuid.uuid4().hex}"
     route = remote.post(f"{MODERATION_URL}/moderations")
     if failure == "status_500":
         route.respond(500, json={"error": {"message": "boom"}})
@@ -345,13 +359,15 @@ async def test_fail_closed_refuses_and_writes_nothing(
         moderation_timeout_s=0.5,
     ) as app:
         chat = await create_chat(app, user)
-        answer = await send(app, user, chat, "hello there")
+        answer = await send(app, user, chat, said)
         assert_error(answer, 503, "moderation_unavailable")
         assert answer.headers["retry-after"] == "2"
         assert await history(app, user, chat) == []  # nothing saved, nothing sent to the model
         assert fake.requests == []
         metrics = (await app.get("/metrics")).text
         assert 'avatar_chat_moderation_checks_total{direction="in",result="unavailable"}' in metrics
+    # The failure is logged (if at all) without what the user said.
+    assert said not in _logged(caplog)
 
 
 async def test_fail_closed_stops_a_reply_whose_check_fails(
@@ -391,7 +407,10 @@ async def test_fail_open_goes_on_and_is_recorded(
     owner: asyncpg.Connection,
     user: User,
     remote: respx.MockRouter,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.DEBUG)
+    said = f"hello there, my diary {uuid.uuid4().hex}"
     remote.post(f"{MODERATION_URL}/moderations").respond(503)
     async with worker(
         settings,
@@ -401,9 +420,10 @@ async def test_fail_open_goes_on_and_is_recorded(
         moderation_fail_mode="open",
     ) as app:
         chat = await create_chat(app, user)
-        answer = await send(app, user, chat, "hello there")
+        answer = await send(app, user, chat, said)
         assert answer.status_code == 201, answer.text
         assert answer.json()["assistant_message"]["status"] == "complete"
+    assert said not in _logged(caplog)
     recorded = await events(owner, user)
     assert ("in", "unchecked") in [(e["direction"], e["action"]) for e in recorded]
     assert ("out", "unchecked") in [(e["direction"], e["action"]) for e in recorded]
