@@ -4,7 +4,7 @@
 // what they say.
 
 import { loadConversations } from "./conversations.js";
-import { $, busy, saveFile } from "./dom.js";
+import { $, busy, dialogMessage, saveFile } from "./dom.js";
 import { clearNotice, notify } from "./notice.js";
 import {
   downloadProgress,
@@ -79,13 +79,7 @@ function runExport() {
   return busy($("export-data"), exportData);
 }
 
-/** The import dialog's message line: a status, or an alert for a failure. */
-function importMessage(text, kind = "info") {
-  const line = $("import-message");
-  line.textContent = text;
-  line.dataset.kind = kind;
-  line.setAttribute("role", kind === "error" ? "alert" : "status");
-}
+const importMessage = (text, kind) => dialogMessage("import-message", text, kind);
 
 function openImport() {
   closeMenu();

@@ -10,7 +10,7 @@
 // reads the URLs again whenever the avatar's image_path is not the one shown.
 
 import { changedElsewhere, imageFailure } from "./avatarwords.js";
-import { $, busy } from "./dom.js";
+import { $, busy, dialogMessage } from "./dom.js";
 import { imageFromAnswer, renewalDelays, retryDelay, srcsetOf } from "./imagerenewal.js";
 import { loadAvatar, setAvatar } from "./persona.js";
 import { state } from "./state.js";
@@ -157,13 +157,7 @@ function renewIfDue() {
 
 // --- the dialog ------------------------------------------------------------------------------
 
-/** The dialog's message line: a status, or an alert for a failure. */
-function imageMessage(text, kind = "info") {
-  const line = $("image-message");
-  line.textContent = text;
-  line.dataset.kind = kind;
-  line.setAttribute("role", kind === "error" ? "alert" : "status");
-}
+const imageMessage = (text, kind) => dialogMessage("image-message", text, kind);
 
 /** The file chosen last (from the file picker or the camera), or null. */
 function chosenFile() {

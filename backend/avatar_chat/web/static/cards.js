@@ -7,7 +7,7 @@
 
 import { ApiError } from "./api.js";
 import { openChat } from "./conversations.js";
-import { $, busy, saveFile } from "./dom.js";
+import { $, busy, dialogMessage, saveFile } from "./dom.js";
 import { clearNotice, describe, notify } from "./notice.js";
 import { loadAvatar, setAvatar } from "./persona.js";
 import { cardContentType, cardFailure, cardFilename, cardReplaceWarning } from "./portability.js";
@@ -38,13 +38,7 @@ async function exportCard(format) {
   }
 }
 
-/** The card dialog's message line: a status, or an alert for a failure. */
-function cardMessage(text, kind = "info") {
-  const line = $("card-message");
-  line.textContent = text;
-  line.dataset.kind = kind;
-  line.setAttribute("role", kind === "error" ? "alert" : "status");
-}
+const cardMessage = (text, kind) => dialogMessage("card-message", text, kind);
 
 /** What the dialog says about the avatar there is (it is replaced) or is not (one is made). */
 function showReplacing() {

@@ -6,16 +6,11 @@
 // once everything is gone). avatarwords.js words it.
 
 import { deleteAccountFailure, deletionList } from "./avatarwords.js";
-import { $, busy } from "./dom.js";
+import { $, busy, dialogMessage } from "./dom.js";
 import { signedOut } from "./signin.js";
 import { state } from "./state.js";
 
-function deleteMessage(text, kind = "info") {
-  const line = $("delete-account-message");
-  line.textContent = text;
-  line.dataset.kind = kind;
-  line.setAttribute("role", kind === "error" ? "alert" : "status");
-}
+const deleteMessage = (text, kind) => dialogMessage("delete-account-message", text, kind);
 
 function openDeleteAccount() {
   const menu = $("account-menu");

@@ -2,6 +2,14 @@
 
 export const $ = (id) => document.getElementById(id);
 
+/** A dialog's message line `id`: a status, or an alert for a failure (`kind` "error"). */
+export function dialogMessage(id, text, kind = "info") {
+  const line = $(id);
+  line.textContent = text;
+  line.dataset.kind = kind;
+  line.setAttribute("role", kind === "error" ? "alert" : "status");
+}
+
 /** Shows the view with this id (the others hidden) and moves focus to `focusId`. */
 export function show(viewId, focusId) {
   for (const view of document.querySelectorAll(".view")) view.hidden = view.id !== viewId;

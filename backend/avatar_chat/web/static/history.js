@@ -7,7 +7,7 @@
 // "persona-version" event ({detail: {version}}): the history opens at that version.
 
 import { restoreChangedMeanwhile, restoreFailure } from "./avatarwords.js";
-import { $, busy } from "./dom.js";
+import { $, busy, dialogMessage } from "./dom.js";
 import { changeSummary, versionWhen, withPrevious } from "./personadiff.js";
 import { loadAvatar, setAvatar } from "./persona.js";
 import { state } from "./state.js";
@@ -15,13 +15,7 @@ import { state } from "./state.js";
 /** Versions read at a time. */
 const HISTORY_PAGE = 20;
 
-/** The dialog's message line: a status, or an alert for a failure. */
-function historyMessage(text, kind = "info") {
-  const line = $("history-message");
-  line.textContent = text;
-  line.dataset.kind = kind;
-  line.setAttribute("role", kind === "error" ? "alert" : "status");
-}
+const historyMessage = (text, kind) => dialogMessage("history-message", text, kind);
 
 function itemOf(version) {
   return $("history-list").querySelector(`li[data-version="${Number(version)}"]`);
